@@ -1,0 +1,324 @@
+//! Wiring and ordered shutdown.
+//!
+//! Start: open the outbox and fix every sink's cursor *before* the source starts (so no
+//! reading can slip past a new sink), start the embedded broker and the HTTP server when
+//! configured, probe the servers for the start-up checklist, then start ingest, sinks and
+//! source.
+//!
+//! Stop (end of input, SIGINT or SIGTERM): the source stops → the ingest thread commits what
+//! it holds → the sinks deliver everything committed within the drain timeout (a second
+//! signal cuts it short) → the MQTT sink publishes `offline` → the HTTP server closes. What
+//! is not delivered stays in the outbox for the next start, and the report says how much.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::{BrokerTarget, Config, SourceConfig};
+use crate::ingest::{self, IngestOutputs};
+use crate::outbox::{Outbox, OutboxReader};
+use crate::quarantine::Quarantine;
+use crate::sink::{self, SinkConfig, SinkContext};
+use crate::source::{self, SourceEnd};
+use crate::stats::{Latest, Stats};
+use crate::web::WebServer;
+use crate::{broker, reading};
+
+/// How often old, delivered history is pruned.
+const RETENTION_EVERY: Duration = Duration::from_secs(600);
+/// Longest wait for a server during the start-up checklist.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How the run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything was delivered, or shutdown was requested by a signal.
+    Clean,
+    /// The input ended but this many readings could not be delivered in time; they stay
+    /// buffered for the next start.
+    Undelivered(i64),
+}
+
+/// Signals from the outside world.
+#[derive(Debug, Clone, Default)]
+pub struct Signals {
+    /// Stop the source and drain (first SIGINT/SIGTERM).
+    pub shutdown: CancellationToken,
+    /// Stop now (second signal).
+    pub abort: CancellationToken,
+}
+
+/// Prints one start-up checklist item to stderr.
+fn check(ok: bool, what: &str, detail: impl std::fmt::Display) {
+    eprintln!("  {} {what:<10} {detail}", if ok { "✓" } else { "✗" });
+}
+
+/// Runs the gateway until its input ends or a signal arrives.
+pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
+    eprintln!("iiot-gateway {}", env!("CARGO_PKG_VERSION"));
+    check(true, "config", &cfg.origin);
+
+    let outbox = Outbox::open(&cfg.storage).context("open the outbox")?;
+    let reader = outbox.reader().context("open the outbox")?;
+    let sinks: Vec<SinkConfig> = cfg
+        .mqtt
+        .iter()
+        .cloned()
+        .map(SinkConfig::Mqtt)
+        .chain(cfg.influx.iter().cloned().map(SinkConfig::Influx))
+        .collect();
+    let mut buffered = 0;
+    for s in &sinks {
+        let cursor = reader.init_cursor(s.name()).context("read sink cursors")?;
+        buffered = buffered.max(reader.count_after(cursor).context("read backlog")?);
+    }
+    check(
+        true,
+        "storage",
+        format!("{} ({buffered} readings buffered)", outbox.path().display()),
+    );
+    let quarantine = Quarantine::new(&cfg.storage.dir);
+
+    if let Some(BrokerTarget::Embedded(addr)) = cfg.mqtt.as_ref().map(|m| &m.target) {
+        broker::start(*addr)?;
+        check(true, "broker", format!("embedded MQTT broker on {addr}"));
+    }
+    let stats = Arc::new(Stats::default());
+    let latest = Latest::default();
+    latest.update(reader.latest().context("read latest values")?);
+    let web_token = CancellationToken::new();
+    let web_task = match &cfg.http {
+        Some(http) => {
+            let prefix = cfg.mqtt.as_ref().map(|m| m.topic_prefix.clone());
+            let server =
+                WebServer::bind(http.listen, latest.clone(), stats.clone(), prefix).await?;
+            let url = server
+                .local_addr()
+                .map(|a| format!("http://{a}"))
+                .unwrap_or_default();
+            check(true, "dashboard", &url);
+            info!(url, "dashboard listening");
+            Some(tokio::spawn(server.serve(web_token.clone())))
+        }
+        None => None,
+    };
+    probe_servers(&cfg).await;
+
+    let (line_tx, line_rx) = mpsc::channel(cfg.ingest.channel_capacity);
+    let (committed_tx, committed_rx) = watch::channel(reader.last_seq()?);
+    let outputs = IngestOutputs {
+        committed: committed_tx,
+        stats: stats.clone(),
+        latest,
+        quarantine: quarantine.clone(),
+    };
+    let ingest_thread = std::thread::Builder::new()
+        .name("ingest".into())
+        .spawn(move || ingest::run(line_rx, outbox, outputs))
+        .context("start the ingest thread")?;
+
+    let finish = CancellationToken::new();
+    let mut sink_tasks: Vec<(&'static str, JoinHandle<()>)> = Vec::new();
+    for s in &sinks {
+        let name = s.name();
+        let ctx = SinkContext {
+            outbox: reader_for(&cfg)?,
+            committed: committed_rx.clone(),
+            finish: finish.clone(),
+            abort: signals.abort.clone(),
+            status: stats.sink(name),
+            quarantine: quarantine.clone(),
+        };
+        let s = s.clone();
+        sink_tasks.push((
+            name,
+            tokio::spawn(async move {
+                if let Err(error) = sink::run(s, ctx).await {
+                    error!(sink = name, error = %error, "sink stopped: outbox failure");
+                }
+            }),
+        ));
+    }
+    let sink_names: Vec<&'static str> = sinks.iter().map(SinkConfig::name).collect();
+    let retention = tokio::spawn(prune_loop(reader, cfg.storage.retention, sink_names));
+
+    let source_token = signals.shutdown.child_token();
+    check(true, "source", describe_source(&cfg.source));
+    let mut source_task = tokio::spawn(source::run(
+        cfg.source.clone(),
+        cfg.ingest.clone(),
+        line_tx,
+        source_token.clone(),
+    ));
+    let source_result = tokio::select! {
+        r = &mut source_task => r,
+        () = signals.shutdown.cancelled() => {
+            info!("shutdown requested; stopping the source");
+            source_token.cancel();
+            source_task.await
+        }
+    };
+    let end = match source_result {
+        Ok(Ok(end)) => end,
+        Ok(Err(e)) => {
+            error!(error = %e, "source failed");
+            SourceEnd::Cancelled
+        }
+        Err(e) => {
+            error!(error = %e, "source task failed");
+            SourceEnd::Cancelled
+        }
+    };
+    if end == SourceEnd::EndOfInput {
+        info!("end of input; delivering what is buffered");
+    }
+    // The source dropped its sender: the ingest thread commits the rest and ends.
+    let _ = tokio::task::spawn_blocking(move || ingest_thread.join()).await;
+    finish.cancel();
+    let drain = cfg.ingest.drain_timeout;
+    let all_sinks = futures_join(sink_tasks);
+    tokio::pin!(all_sinks);
+    tokio::select! {
+        () = &mut all_sinks => {}
+        () = tokio::time::sleep(drain) => {
+            warn!(timeout = ?drain, "drain timeout reached; stopping sinks");
+            signals.abort.cancel();
+            all_sinks.await;
+        }
+        () = signals.abort.cancelled() => all_sinks.await,
+    }
+    retention.abort();
+    web_token.cancel();
+    if let Some(task) = web_task {
+        let _ = task.await;
+    }
+
+    let undelivered = undelivered(&cfg, &sinks)?;
+    if undelivered > 0 {
+        warn!(
+            readings = undelivered,
+            outbox = %cfg.storage.dir.join(crate::outbox::DB_FILE).display(),
+            "readings stay buffered for the next start"
+        );
+        eprintln!(
+            "{undelivered} readings stay buffered in {} for the next start",
+            cfg.storage.dir.display()
+        );
+    }
+    info!(
+        packets = stats.packets.load(std::sync::atomic::Ordering::Relaxed),
+        quarantined = quarantine.total(),
+        "gateway stopped"
+    );
+    Ok(match (end, undelivered) {
+        (SourceEnd::EndOfInput, n) if n > 0 => Exit::Undelivered(n),
+        _ => Exit::Clean,
+    })
+}
+
+fn reader_for(cfg: &Config) -> anyhow::Result<OutboxReader> {
+    Outbox::open(&cfg.storage)
+        .and_then(|o| o.reader())
+        .context("open the outbox")
+}
+
+/// The largest backlog over all sinks.
+fn undelivered(cfg: &Config, sinks: &[SinkConfig]) -> anyhow::Result<i64> {
+    let reader = reader_for(cfg)?;
+    let mut most = 0;
+    for s in sinks {
+        let cursor = reader.cursor(s.name())?.unwrap_or(0);
+        most = most.max(reader.count_after(cursor)?);
+    }
+    Ok(most)
+}
+
+async fn futures_join(tasks: Vec<(&'static str, JoinHandle<()>)>) {
+    for (name, task) in tasks {
+        if let Err(error) = task.await {
+            error!(sink = name, %error, "sink task failed");
+        }
+    }
+}
+
+fn describe_source(source: &SourceConfig) -> String {
+    match source {
+        SourceConfig::Process(p) => format!("{}: {}", p.kind, p.argv.join(" ")),
+        SourceConfig::Serial(s) => format!("serial: {} at {} baud", s.path.display(), s.baud),
+        SourceConfig::Stdin => "stdin".into(),
+        SourceConfig::File(f) => format!("file: {} (speed {})", f.path.display(), f.speed),
+        SourceConfig::Simulator(s) => format!(
+            "simulator: {} remote node(s), every {}",
+            s.remote_nodes,
+            humantime::format_duration(s.interval)
+        ),
+    }
+}
+
+/// Start-up checklist entries for the external servers; failures are reported, not fatal.
+async fn probe_servers(cfg: &Config) {
+    if let Some(m) = &cfg.mqtt {
+        if let BrokerTarget::External { host, port } = &m.target {
+            let addr = format!("{host}:{port}");
+            let reached =
+                tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(&addr)).await;
+            match reached {
+                Ok(Ok(_)) => check(true, "mqtt", format!("broker reachable at mqtt://{addr}")),
+                Ok(Err(e)) => check(
+                    false,
+                    "mqtt",
+                    format!("mqtt://{addr}: {e}; buffering until it is back"),
+                ),
+                Err(_) => check(
+                    false,
+                    "mqtt",
+                    format!("mqtt://{addr}: no answer; buffering until it is back"),
+                ),
+            }
+        }
+    }
+    if let Some(i) = &cfg.influx {
+        let writer = sink::influx::Writer::new(i.clone());
+        match writer.probe().await {
+            Ok(()) => check(true, "influxdb", format!("{} reachable", i.url)),
+            Err(e) => check(
+                false,
+                "influxdb",
+                format!("{e}; buffering until it is back"),
+            ),
+        }
+    }
+}
+
+/// Deletes delivered readings older than the retention, now and every [`RETENTION_EVERY`].
+async fn prune_loop(reader: OutboxReader, retention: Duration, sinks: Vec<&'static str>) {
+    let mut reader = Some(reader);
+    loop {
+        let Some(r) = reader.take() else { return };
+        let sinks = sinks.clone();
+        let horizon = reading::now_ns()
+            .saturating_sub(i64::try_from(retention.as_nanos()).unwrap_or(i64::MAX));
+        let joined = tokio::task::spawn_blocking(move || {
+            let result = r.prune(horizon, &sinks);
+            (r, result)
+        })
+        .await;
+        match joined {
+            Ok((r, result)) => {
+                match result {
+                    Ok(0) => {}
+                    Ok(n) => info!(readings = n, "pruned history past retention"),
+                    Err(error) => warn!(%error, "pruning history failed"),
+                }
+                reader = Some(r);
+            }
+            Err(_) => return,
+        }
+        tokio::time::sleep(RETENTION_EVERY).await;
+    }
+}

@@ -1,0 +1,77 @@
+//! `iiot-gateway check`: validates the config (already done when we get here) and probes
+//! every configured server and port, printing one line per item; exits non-zero on any
+//! problem so it can gate a deployment.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::config::{BrokerTarget, Config};
+use crate::outbox::Outbox;
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Runs the checks for `cfg`.
+pub async fn run(cfg: &Config) -> ExitCode {
+    let mut problems = 0;
+    let mut item = |ok: bool, what: &str, detail: String| {
+        if !ok {
+            problems += 1;
+        }
+        println!("{} {what:<10} {detail}", if ok { "ok  " } else { "FAIL" });
+    };
+    item(true, "config", format!("{} is valid", cfg.origin));
+    item(true, "source", cfg.source.kind().to_string());
+    match Outbox::open(&cfg.storage).and_then(|o| o.reader().and_then(|r| r.last_seq())) {
+        Ok(seq) => item(
+            true,
+            "storage",
+            format!(
+                "{} writable ({seq} readings ever stored)",
+                cfg.storage.dir.display()
+            ),
+        ),
+        Err(e) => item(false, "storage", e.to_string()),
+    }
+    if let Some(m) = &cfg.mqtt {
+        match &m.target {
+            BrokerTarget::Embedded(addr) => match std::net::TcpListener::bind(addr) {
+                Ok(_) => item(true, "mqtt", format!("embedded broker can listen on {addr}")),
+                Err(e) => item(false, "mqtt", format!("embedded broker cannot listen on {addr}: {e} (change [mqtt] embedded_listen or --mqtt-listen)")),
+            },
+            BrokerTarget::External { host, port } => {
+                let addr = format!("{host}:{port}");
+                match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(&addr)).await {
+                    Ok(Ok(_)) => item(true, "mqtt", format!("mqtt://{addr} reachable")),
+                    Ok(Err(e)) => item(false, "mqtt", format!("mqtt://{addr}: {e} (is the broker running? check [mqtt] broker_url)")),
+                    Err(_) => item(false, "mqtt", format!("mqtt://{addr}: no answer within {PROBE_TIMEOUT:?}")),
+                }
+            }
+        }
+    }
+    if let Some(i) = &cfg.influx {
+        match crate::sink::influx::Writer::new(i.clone()).probe().await {
+            Ok(()) => item(true, "influxdb", format!("{} reachable", i.url)),
+            Err(e) => item(false, "influxdb", format!("{e} (check [influxdb] url)")),
+        }
+    }
+    if let Some(h) = &cfg.http {
+        match std::net::TcpListener::bind(h.listen) {
+            Ok(_) => item(true, "http", format!("can listen on {}", h.listen)),
+            Err(e) => item(
+                false,
+                "http",
+                format!(
+                    "cannot listen on {}: {e} (change [http] listen or --http-listen)",
+                    h.listen
+                ),
+            ),
+        }
+    }
+    if problems == 0 {
+        println!("all checks passed");
+        ExitCode::SUCCESS
+    } else {
+        println!("{problems} problem(s) found");
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,886 @@
+//! Configuration: the TOML file (or built-in defaults) and the environment, validated once
+//! into the runtime types below before anything starts. Nothing else reads the file or the
+//! environment.
+//!
+//! Rules (DESIGN.md section 5):
+//! - No config file at all: simulator, embedded MQTT broker, SQLite store, dashboard.
+//! - With a file: a sink runs when its section is there (`[mqtt]` without `broker_url`
+//!   publishes to the embedded broker); `[source]` defaults to the simulator, or to probe-rs
+//!   when the hardware project's `[gateway]` section names a probe.
+//! - Secrets come from the file, a `*_file` key, or the environment (`MQTT_PASSWORD`,
+//!   `INFLUXDB_TOKEN`, `INFLUXDB_PASSWORD`), the environment winning.
+//! - Unknown keys and bad values are errors naming the key and the file.
+
+mod raw;
+mod secret;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use secret::Secret;
+
+use crate::sink::topic::validate_prefix;
+use raw::RawConfig;
+
+/// Built-in defaults, one place.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// Config file read when `--config` is not given and it exists.
+    pub const CONFIG_FILE: &str = "config.toml";
+    /// Lines buffered between a source and the outbox writer. Full -> the source waits.
+    pub const CHANNEL_CAPACITY: usize = 1024;
+    /// Longest line accepted from a source, in bytes.
+    pub const MAX_LINE_LENGTH: usize = 64 * 1024;
+    /// stdin/file: time to keep delivering after end of input.
+    pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Restart delays of a source process or serial port.
+    pub const RESTART_INITIAL: Duration = Duration::from_secs(1);
+    /// Longest restart delay.
+    pub const RESTART_MAX: Duration = Duration::from_secs(60);
+    /// Serial baud rate (the ST-Link VCP's).
+    pub const BAUD: u32 = 115_200;
+    /// Simulator packet interval.
+    pub const SIM_INTERVAL: Duration = Duration::from_secs(10);
+    /// Embedded broker address.
+    pub const EMBEDDED_LISTEN: &str = "127.0.0.1:1883";
+    /// MQTT client id.
+    pub const CLIENT_ID: &str = "iiot-gateway";
+    /// MQTT topic prefix.
+    pub const TOPIC_PREFIX: &str = "iiot";
+    /// MQTT QoS.
+    pub const QOS: u8 = 1;
+    /// MQTT keep-alive.
+    pub const KEEP_ALIVE: Duration = Duration::from_secs(30);
+    /// Publishes awaiting acknowledgement at once.
+    pub const INFLIGHT: u16 = 100;
+    /// First reconnect / retry delay.
+    pub const RECONNECT_INITIAL: Duration = Duration::from_millis(500);
+    /// Longest reconnect / retry delay.
+    pub const RECONNECT_MAX: Duration = Duration::from_secs(30);
+    /// Points per InfluxDB write.
+    pub const BATCH_SIZE: usize = 5000;
+    /// Longest wait for a batch to fill.
+    pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+    /// InfluxDB request timeout.
+    pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Outbox directory.
+    pub const STORAGE_DIR: &str = "iiot-data";
+    /// History kept.
+    pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+    /// Dashboard address.
+    pub const HTTP_LISTEN: &str = "127.0.0.1:8080";
+}
+
+/// A config problem: which file, which key, what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    /// The config file (or "built-in defaults" / "environment").
+    pub file: String,
+    /// What is wrong, naming the key.
+    pub message: String,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from: a file path or "built-in defaults".
+    pub origin: String,
+    /// The source of telemetry lines.
+    pub source: SourceConfig,
+    /// Bounds between source and outbox.
+    pub ingest: IngestConfig,
+    /// MQTT sink, if on.
+    pub mqtt: Option<MqttConfig>,
+    /// InfluxDB sink, if on.
+    pub influx: Option<InfluxConfig>,
+    /// Outbox and history.
+    pub storage: StorageConfig,
+    /// HTTP server, if on.
+    pub http: Option<HttpConfig>,
+}
+
+/// Which source runs, with its settings.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    /// A child process whose stdout carries telemetry (probe-rs or any command).
+    Process(ProcessConfig),
+    /// A serial port with bare JSON lines.
+    Serial(SerialConfig),
+    /// Standard input.
+    Stdin,
+    /// A recorded log replayed.
+    File(FileConfig),
+    /// The built-in simulator.
+    Simulator(SimulatorConfig),
+}
+
+impl SourceConfig {
+    /// The `kind` name, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Process(p) => p.kind,
+            SourceConfig::Serial(_) => "serial",
+            SourceConfig::Stdin => "stdin",
+            SourceConfig::File(_) => "file",
+            SourceConfig::Simulator(_) => "simulator",
+        }
+    }
+
+    /// Whether the source ends by itself (end of input), so the gateway drains and exits.
+    pub fn is_finite(&self) -> bool {
+        matches!(self, SourceConfig::Stdin | SourceConfig::File(_))
+    }
+}
+
+/// A supervised child process.
+#[derive(Debug, Clone)]
+pub struct ProcessConfig {
+    /// `probe-rs` or `command`.
+    pub kind: &'static str,
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// First restart delay.
+    pub restart_initial: Duration,
+    /// Longest restart delay.
+    pub restart_max: Duration,
+}
+
+/// A serial port.
+#[derive(Debug, Clone)]
+pub struct SerialConfig {
+    /// Device path.
+    pub path: PathBuf,
+    /// Baud rate.
+    pub baud: u32,
+    /// First reopen delay.
+    pub restart_initial: Duration,
+    /// Longest reopen delay.
+    pub restart_max: Duration,
+}
+
+/// A recorded log to replay.
+#[derive(Debug, Clone)]
+pub struct FileConfig {
+    /// The file.
+    pub path: PathBuf,
+    /// 1 = recorded pace, 0 = as fast as possible.
+    pub speed: f64,
+}
+
+/// The simulator.
+#[derive(Debug, Clone)]
+pub struct SimulatorConfig {
+    /// Time between packets.
+    pub interval: Duration,
+    /// Remote nodes.
+    pub remote_nodes: u32,
+    /// Seed; `None` picks one from the clock.
+    pub seed: Option<u64>,
+}
+
+/// Bounds between the source and the outbox.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Lines buffered between source and outbox writer.
+    pub channel_capacity: usize,
+    /// Longest line accepted.
+    pub max_line_length: usize,
+    /// stdin/file: delivery time after end of input.
+    pub drain_timeout: Duration,
+}
+
+/// Where the MQTT sink publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerTarget {
+    /// A broker the user runs.
+    External {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+    /// The broker inside the gateway, listening here.
+    Embedded(SocketAddr),
+}
+
+/// The MQTT sink.
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    /// Broker to publish to.
+    pub target: BrokerTarget,
+    /// Fixed client id (persistent session).
+    pub client_id: String,
+    /// Topic prefix.
+    pub topic_prefix: String,
+    /// 0, 1 or 2.
+    pub qos: u8,
+    /// Retain reading messages.
+    pub retain: bool,
+    /// Keep-alive.
+    pub keep_alive: Duration,
+    /// Publishes awaiting acknowledgement.
+    pub inflight: u16,
+    /// First reconnect delay.
+    pub reconnect_initial: Duration,
+    /// Longest reconnect delay.
+    pub reconnect_max: Duration,
+    /// Username.
+    pub username: Option<String>,
+    /// Password.
+    pub password: Option<Secret>,
+}
+
+/// Which InfluxDB write API.
+#[derive(Debug, Clone)]
+pub enum InfluxApi {
+    /// `/api/v2/write?org=&bucket=`, token auth.
+    V2 {
+        /// Organisation.
+        org: String,
+        /// Bucket.
+        bucket: String,
+        /// Token.
+        token: Option<Secret>,
+    },
+    /// `/write?db=`, optional user/password.
+    V1 {
+        /// Database.
+        database: String,
+        /// User.
+        username: Option<String>,
+        /// Password.
+        password: Option<Secret>,
+    },
+}
+
+/// The InfluxDB sink.
+#[derive(Debug, Clone)]
+pub struct InfluxConfig {
+    /// Base URL without trailing slash.
+    pub url: String,
+    /// Write API and its credentials.
+    pub api: InfluxApi,
+    /// Points per request.
+    pub batch_size: usize,
+    /// Longest wait for a batch to fill.
+    pub flush_interval: Duration,
+    /// Gzip bodies.
+    pub gzip: bool,
+    /// Request timeout.
+    pub timeout: Duration,
+    /// First retry delay.
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+}
+
+/// How hard the outbox syncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// WAL + synchronous=NORMAL: a gateway crash loses nothing committed.
+    Normal,
+    /// synchronous=FULL: a power loss loses nothing committed either.
+    Full,
+}
+
+/// Outbox and history.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// Directory.
+    pub dir: PathBuf,
+    /// History kept.
+    pub retention: Duration,
+    /// Sync mode.
+    pub sync: SyncMode,
+}
+
+/// The HTTP server.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+}
+
+/// Reads the environment variable `name` (a seam so tests need not touch the process env).
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+impl Config {
+    /// Loads `path`, or `./config.toml` when it exists, or the built-in defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let env = |name: &str| std::env::var(name).ok();
+        match path {
+            Some(path) => Self::from_file(path, &env),
+            None if Path::new(defaults::CONFIG_FILE).exists() => {
+                Self::from_file(Path::new(defaults::CONFIG_FILE), &env)
+            }
+            None => Self::built_in(&env),
+        }
+    }
+
+    /// Loads and validates one file.
+    pub fn from_file(path: &Path, env: EnvLookup) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        Self::from_toml(&text, &file, env)
+    }
+
+    /// Parses and validates TOML text; `file` names it in errors.
+    pub fn from_toml(text: &str, file: &str, env: EnvLookup) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+            file: file.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        Validator { file, env }.validate(raw, true)
+    }
+
+    /// The embedded defaults: simulator, embedded broker, SQLite store, dashboard.
+    pub fn built_in(env: EnvLookup) -> Result<Config, ConfigError> {
+        Validator {
+            file: "built-in defaults",
+            env,
+        }
+        .validate(RawConfig::default(), false)
+    }
+}
+
+struct Validator<'a> {
+    file: &'a str,
+    env: EnvLookup<'a>,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: &str, message: impl std::fmt::Display) -> ConfigError {
+        ConfigError {
+            file: self.file.to_string(),
+            message: format!("{key}: {message}"),
+        }
+    }
+
+    fn validate(&self, raw: RawConfig, from_file: bool) -> Result<Config, ConfigError> {
+        let legacy = raw.gateway.unwrap_or_default();
+        let source_raw = raw.source.unwrap_or_default();
+        let ingest = IngestConfig {
+            channel_capacity: positive(
+                legacy
+                    .channel_capacity
+                    .unwrap_or(defaults::CHANNEL_CAPACITY),
+            )
+            .ok_or_else(|| self.err("[gateway] channel_capacity", "must be at least 1"))?,
+            max_line_length: source_raw
+                .max_line_length
+                .unwrap_or(defaults::MAX_LINE_LENGTH)
+                .max(256),
+            drain_timeout: source_raw.drain_timeout.unwrap_or(defaults::DRAIN_TIMEOUT),
+        };
+        let source = self.source(source_raw, legacy)?;
+        let mqtt = match raw.mqtt {
+            Some(m) => Some(self.mqtt(m)?),
+            None if !from_file => Some(self.mqtt(Default::default())?),
+            None => None,
+        };
+        let influx = raw.influxdb.map(|i| self.influx(i)).transpose()?;
+        let storage = self.storage(raw.storage.unwrap_or_default())?;
+        let http_raw = raw.http.unwrap_or_default();
+        let http = if http_raw.enabled.unwrap_or(true) {
+            let listen = http_raw
+                .listen
+                .unwrap_or_else(|| defaults::HTTP_LISTEN.to_string());
+            Some(HttpConfig {
+                listen: self.socket_addr("[http] listen", &listen)?,
+            })
+        } else {
+            None
+        };
+        Ok(Config {
+            origin: self.file.to_string(),
+            source,
+            ingest,
+            mqtt,
+            influx,
+            storage,
+            http,
+        })
+    }
+
+    fn source(
+        &self,
+        s: raw::RawSource,
+        legacy: raw::RawGateway,
+    ) -> Result<SourceConfig, ConfigError> {
+        let kind = match s.kind.as_deref() {
+            Some(kind) => kind.to_string(),
+            None if legacy.probe_id.is_some() || legacy.firmware_path.is_some() => {
+                "probe-rs".to_string()
+            }
+            None => "simulator".to_string(),
+        };
+        let restart_initial = s.restart_initial.unwrap_or(defaults::RESTART_INITIAL);
+        let restart_max = s.restart_max.unwrap_or(defaults::RESTART_MAX);
+        Ok(match kind.as_str() {
+            "probe-rs" => {
+                let need = |value: Option<String>, fallback: Option<String>, key: &str| {
+                    value.or(fallback).ok_or_else(|| {
+                        self.err(
+                            &format!("[source] {key}"),
+                            "required for kind = \"probe-rs\" (or set it in [gateway])",
+                        )
+                    })
+                };
+                let probe = need(s.probe_id, legacy.probe_id, "probe_id")?;
+                let chip = need(s.chip, legacy.chip, "chip")?;
+                let firmware = need(s.firmware_path, legacy.firmware_path, "firmware_path")?;
+                let program = s.probe_rs.unwrap_or_else(|| "probe-rs".to_string());
+                SourceConfig::Process(ProcessConfig {
+                    kind: "probe-rs",
+                    argv: vec![
+                        program,
+                        "run".into(),
+                        "--probe".into(),
+                        probe,
+                        "--chip".into(),
+                        chip,
+                        firmware,
+                    ],
+                    restart_initial,
+                    restart_max,
+                })
+            }
+            "command" => {
+                let argv = s.command.unwrap_or_default();
+                if argv.first().is_none_or(|p| p.is_empty()) {
+                    return Err(self.err(
+                        "[source] command",
+                        "required for kind = \"command\": a list like [\"program\", \"arg\"]",
+                    ));
+                }
+                SourceConfig::Process(ProcessConfig {
+                    kind: "command",
+                    argv,
+                    restart_initial,
+                    restart_max,
+                })
+            }
+            "serial" => SourceConfig::Serial(SerialConfig {
+                path: s.path.ok_or_else(|| {
+                    self.err("[source] path", "required for kind = \"serial\", e.g. \"/dev/ttyACM0\"")
+                })?,
+                baud: s.baud.unwrap_or(defaults::BAUD),
+                restart_initial,
+                restart_max,
+            }),
+            "stdin" => SourceConfig::Stdin,
+            "file" => {
+                let speed = s.speed.unwrap_or(1.0);
+                if !(speed.is_finite() && speed >= 0.0) {
+                    return Err(self.err("[source] speed", format!("must be 0 or more (got {speed})")));
+                }
+                SourceConfig::File(FileConfig {
+                    path: s.path.ok_or_else(|| {
+                        self.err("[source] path", "required for kind = \"file\"")
+                    })?,
+                    speed,
+                })
+            }
+            "simulator" => {
+                let interval = s.interval.unwrap_or(defaults::SIM_INTERVAL);
+                if interval < Duration::from_millis(1) {
+                    return Err(self.err("[source] interval", "must be at least 1ms"));
+                }
+                let remote_nodes = s.remote_nodes.unwrap_or(1);
+                if remote_nodes == 0 {
+                    return Err(self.err("[source] remote_nodes", "must be at least 1"));
+                }
+                SourceConfig::Simulator(SimulatorConfig {
+                    interval,
+                    remote_nodes,
+                    seed: s.seed,
+                })
+            }
+            other => {
+                return Err(self.err(
+                    "[source] kind",
+                    format!(
+                        "unknown kind {other:?}; expected one of probe-rs, command, serial, stdin, file, simulator"
+                    ),
+                ))
+            }
+        })
+    }
+
+    fn mqtt(&self, m: raw::RawMqtt) -> Result<MqttConfig, ConfigError> {
+        let target = match m.broker_url {
+            Some(url) => {
+                let (host, port) =
+                    parse_broker_url(&url).map_err(|e| self.err("[mqtt] broker_url", e))?;
+                BrokerTarget::External { host, port }
+            }
+            None => {
+                let listen = m
+                    .embedded_listen
+                    .unwrap_or_else(|| defaults::EMBEDDED_LISTEN.to_string());
+                BrokerTarget::Embedded(self.socket_addr("[mqtt] embedded_listen", &listen)?)
+            }
+        };
+        let qos = m.qos.unwrap_or(defaults::QOS);
+        if qos > 2 {
+            return Err(self.err("[mqtt] qos", format!("must be 0, 1 or 2 (got {qos})")));
+        }
+        let topic_prefix = m
+            .topic_prefix
+            .unwrap_or_else(|| defaults::TOPIC_PREFIX.to_string());
+        validate_prefix(&topic_prefix).map_err(|e| self.err("[mqtt] topic_prefix", e))?;
+        let client_id = m
+            .client_id
+            .unwrap_or_else(|| defaults::CLIENT_ID.to_string());
+        if client_id.is_empty() {
+            return Err(self.err(
+                "[mqtt] client_id",
+                "must not be empty (the persistent session is kept under it)",
+            ));
+        }
+        let inflight = m.inflight.unwrap_or(defaults::INFLIGHT);
+        if inflight == 0 {
+            return Err(self.err("[mqtt] inflight", "must be at least 1"));
+        }
+        let password = self.secret(
+            m.password,
+            m.password_file,
+            "MQTT_PASSWORD",
+            "[mqtt] password_file",
+        )?;
+        Ok(MqttConfig {
+            target,
+            client_id,
+            topic_prefix,
+            qos,
+            retain: m.retain.unwrap_or(false),
+            keep_alive: m
+                .keep_alive
+                .unwrap_or(defaults::KEEP_ALIVE)
+                .max(Duration::from_secs(1)),
+            inflight,
+            reconnect_initial: m.reconnect_initial.unwrap_or(defaults::RECONNECT_INITIAL),
+            reconnect_max: m.reconnect_max.unwrap_or(defaults::RECONNECT_MAX),
+            username: m.username,
+            password,
+        })
+    }
+
+    fn influx(&self, i: raw::RawInflux) -> Result<InfluxConfig, ConfigError> {
+        let url = i.url.ok_or_else(|| {
+            self.err("[influxdb] url", "required, e.g. \"http://127.0.0.1:8086\"")
+        })?;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(self.err(
+                "[influxdb] url",
+                format!("must start with http:// or https:// (got {url:?})"),
+            ));
+        }
+        let url = url.trim_end_matches('/').to_string();
+        let api = match i.api.as_deref().unwrap_or("v2") {
+            "v2" => InfluxApi::V2 {
+                org: i.org.unwrap_or_default(),
+                bucket: i
+                    .bucket
+                    .ok_or_else(|| self.err("[influxdb] bucket", "required for api = \"v2\""))?,
+                token: self.secret(
+                    i.token,
+                    i.token_file,
+                    "INFLUXDB_TOKEN",
+                    "[influxdb] token_file",
+                )?,
+            },
+            "v1" => InfluxApi::V1 {
+                database: i
+                    .database
+                    .ok_or_else(|| self.err("[influxdb] database", "required for api = \"v1\""))?,
+                username: i.username,
+                password: self.secret(
+                    i.password,
+                    i.password_file,
+                    "INFLUXDB_PASSWORD",
+                    "[influxdb] password_file",
+                )?,
+            },
+            other => {
+                return Err(self.err(
+                    "[influxdb] api",
+                    format!("must be \"v2\" or \"v1\" (got {other:?})"),
+                ))
+            }
+        };
+        let batch_size = positive(i.batch_size.unwrap_or(defaults::BATCH_SIZE))
+            .ok_or_else(|| self.err("[influxdb] batch_size", "must be at least 1"))?;
+        Ok(InfluxConfig {
+            url,
+            api,
+            batch_size,
+            flush_interval: i.flush_interval.unwrap_or(defaults::FLUSH_INTERVAL),
+            gzip: i.gzip.unwrap_or(true),
+            timeout: i.timeout.unwrap_or(defaults::HTTP_TIMEOUT),
+            retry_initial: i.retry_initial.unwrap_or(defaults::RECONNECT_INITIAL),
+            retry_max: i.retry_max.unwrap_or(defaults::RECONNECT_MAX),
+        })
+    }
+
+    fn storage(&self, s: raw::RawStorage) -> Result<StorageConfig, ConfigError> {
+        let sync = match s.sync.as_deref().unwrap_or("normal") {
+            "normal" => SyncMode::Normal,
+            "full" => SyncMode::Full,
+            other => {
+                return Err(self.err(
+                    "[storage] sync",
+                    format!("must be \"normal\" or \"full\" (got {other:?})"),
+                ))
+            }
+        };
+        Ok(StorageConfig {
+            dir: s
+                .dir
+                .unwrap_or_else(|| PathBuf::from(defaults::STORAGE_DIR)),
+            retention: s.retention.unwrap_or(defaults::RETENTION),
+            sync,
+        })
+    }
+
+    fn socket_addr(&self, key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+        value.parse().map_err(|_| {
+            self.err(
+                key,
+                format!("expected an address like \"127.0.0.1:8080\" (got {value:?})"),
+            )
+        })
+    }
+
+    /// A secret from the environment, a file, or the config, in that order.
+    fn secret(
+        &self,
+        inline: Option<Secret>,
+        file: Option<PathBuf>,
+        env_name: &str,
+        file_key: &str,
+    ) -> Result<Option<Secret>, ConfigError> {
+        if let Some(value) = (self.env)(env_name).filter(|v| !v.is_empty()) {
+            return Ok(Some(Secret::new(value)));
+        }
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| self.err(file_key, format!("cannot read {}: {e}", path.display())))?;
+            return Ok(Some(Secret::new(text.trim_end_matches(['\r', '\n']))));
+        }
+        Ok(inline)
+    }
+}
+
+fn positive(n: usize) -> Option<usize> {
+    (n > 0).then_some(n)
+}
+
+/// `mqtt://host:port`, `tcp://host:port`, `host:port` or `host` → (host, port).
+fn parse_broker_url(url: &str) -> Result<(String, u16), String> {
+    let rest = match url.split_once("://") {
+        Some(("mqtt" | "tcp", rest)) => rest,
+        Some((scheme, _)) => {
+            return Err(format!(
+                "unsupported scheme {scheme:?} in {url:?}; use mqtt://host:port"
+            ))
+        }
+        None => url,
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
+            let port = port
+                .parse::<u16>()
+                .map_err(|_| format!("bad port {port:?} in {url:?}"))?;
+            (host, port)
+        }
+        _ => (rest, 1883),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("no host in {url:?}; use mqtt://host:port"));
+    }
+    Ok((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, "test.toml", &no_env)
+    }
+
+    #[test]
+    fn built_in_defaults_run_everything_embedded() {
+        let c = Config::built_in(&no_env).expect("defaults");
+        assert!(matches!(c.source, SourceConfig::Simulator(_)));
+        let mqtt = c.mqtt.expect("mqtt on");
+        assert_eq!(
+            mqtt.target,
+            BrokerTarget::Embedded("127.0.0.1:1883".parse().unwrap())
+        );
+        assert_eq!(mqtt.topic_prefix, "iiot");
+        assert_eq!(mqtt.qos, 1);
+        assert!(c.influx.is_none());
+        assert_eq!(c.http.expect("http").listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.storage.retention, Duration::from_secs(7 * 86400));
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_and_the_file() {
+        let e = load("[mqtt]\nbrokr_url = \"mqtt://x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("test.toml:"), "{e}");
+        assert!(e.contains("brokr_url"), "{e}");
+        let e = load("[sauce]\n").unwrap_err().to_string();
+        assert!(e.contains("sauce"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let cases = [
+            ("[mqtt]\nqos = 3\n", "[mqtt] qos: must be 0, 1 or 2 (got 3)"),
+            (
+                "[source]\nkind = \"carrier-pigeon\"\n",
+                "[source] kind: unknown kind",
+            ),
+            (
+                "[influxdb]\nurl = \"localhost:8086\"\nbucket = \"b\"\n",
+                "[influxdb] url: must start with http://",
+            ),
+            (
+                "[influxdb]\nurl = \"http://x\"\napi = \"v1\"\n",
+                "[influxdb] database: required",
+            ),
+            (
+                "[http]\nlisten = \"everywhere\"\n",
+                "[http] listen: expected an address",
+            ),
+            (
+                "[mqtt]\ntopic_prefix = \"a/#\"\n",
+                "[mqtt] topic_prefix: must not contain",
+            ),
+            ("[source]\nkind = \"serial\"\n", "[source] path: required"),
+            (
+                "[source]\nkind = \"probe-rs\"\n",
+                "[source] probe_id: required",
+            ),
+            ("[mqtt]\nkeep_alive = \"soon\"\n", "keep_alive"),
+        ];
+        for (text, expected) in cases {
+            let e = load(text).unwrap_err().to_string();
+            assert!(e.contains(expected), "{text:?} gave {e:?}");
+        }
+    }
+
+    #[test]
+    fn hardware_project_config_means_probe_rs() {
+        let c = load(
+            r#"
+[mqtt]
+broker_url = "mqtt://localhost:1883"
+client_id = "wk7-gateway"
+topic_prefix = "iiot"
+qos = 1
+
+[influxdb]
+url = "http://localhost:8086"
+org = "my-org"
+bucket = "sensors"
+token = "my-super-secret-token"
+
+[gateway]
+probe_id = "0483:374b:066DFF555185754867143848"
+chip = "STM32F446RETx"
+firmware_path = "../wk5-gateway-firmware/target/thumbv7em-none-eabihf/release/wk5-gateway-firmware"
+channel_capacity = 100
+"#,
+        )
+        .expect("seed config loads");
+        let SourceConfig::Process(p) = &c.source else {
+            panic!("expected probe-rs, got {:?}", c.source)
+        };
+        assert_eq!(p.kind, "probe-rs");
+        assert_eq!(
+            p.argv[..6],
+            [
+                "probe-rs",
+                "run",
+                "--probe",
+                "0483:374b:066DFF555185754867143848",
+                "--chip",
+                "STM32F446RETx"
+            ]
+        );
+        assert_eq!(c.ingest.channel_capacity, 100);
+        let m = c.mqtt.expect("mqtt");
+        assert_eq!(
+            m.target,
+            BrokerTarget::External {
+                host: "localhost".into(),
+                port: 1883
+            }
+        );
+        let i = c.influx.expect("influx");
+        assert!(matches!(i.api, InfluxApi::V2 { ref bucket, .. } if bucket == "sensors"));
+        assert!(!format!("{i:?}").contains("my-super-secret-token"));
+    }
+
+    #[test]
+    fn environment_overrides_secrets() {
+        let env = |name: &str| (name == "INFLUXDB_TOKEN").then(|| "from-env".to_string());
+        let c = Config::from_toml(
+            "[influxdb]\nurl = \"http://x\"\nbucket = \"b\"\ntoken = \"from-file\"\n",
+            "t.toml",
+            &env,
+        )
+        .unwrap();
+        let InfluxApi::V2 { token, .. } = c.influx.unwrap().api else {
+            panic!()
+        };
+        assert_eq!(token.unwrap().expose(), "from-env");
+    }
+
+    #[test]
+    fn secret_files_are_read_and_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "s3cret\n").unwrap();
+        let c = load(&format!(
+            "[mqtt]\npassword_file = {:?}\n",
+            f.display().to_string()
+        ))
+        .unwrap();
+        assert_eq!(c.mqtt.unwrap().password.unwrap().expose(), "s3cret");
+    }
+
+    #[test]
+    fn broker_urls() {
+        assert_eq!(
+            parse_broker_url("mqtt://h:1884").unwrap(),
+            ("h".into(), 1884)
+        );
+        assert_eq!(parse_broker_url("tcp://h").unwrap(), ("h".into(), 1883));
+        assert_eq!(parse_broker_url("h:1").unwrap(), ("h".into(), 1));
+        assert_eq!(
+            parse_broker_url("mqtt://[::1]:1883").unwrap(),
+            ("::1".into(), 1883)
+        );
+        assert!(parse_broker_url("http://h").is_err());
+        assert!(parse_broker_url("mqtt://h:99999").is_err());
+        assert!(parse_broker_url("mqtt://").is_err());
+    }
+}

@@ -1,0 +1,184 @@
+//! The TOML file as written: serde structs with `deny_unknown_fields`, every key optional
+//! so that defaults live in one place ([`super::defaults`]). Validation into runtime types
+//! happens in [`super`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::secret::Secret;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Where telemetry lines come from.
+    pub source: Option<RawSource>,
+    /// The hardware project's section: probe-rs keys and the channel capacity.
+    pub gateway: Option<RawGateway>,
+    /// MQTT sink (and the embedded broker when no `broker_url` is set).
+    pub mqtt: Option<RawMqtt>,
+    /// InfluxDB sink.
+    pub influxdb: Option<RawInflux>,
+    /// Outbox and history.
+    pub storage: Option<RawStorage>,
+    /// Dashboard, API and health endpoints.
+    pub http: Option<RawHttp>,
+}
+
+/// `[source]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    /// probe-rs | command | serial | stdin | file | simulator.
+    pub kind: Option<String>,
+    /// probe-rs: the probe selector (`VID:PID[:serial]`).
+    pub probe_id: Option<String>,
+    /// probe-rs: the target chip.
+    pub chip: Option<String>,
+    /// probe-rs: the firmware ELF.
+    pub firmware_path: Option<String>,
+    /// probe-rs: the executable to run (default `probe-rs` on PATH).
+    pub probe_rs: Option<String>,
+    /// command: argv of the process whose stdout carries telemetry.
+    pub command: Option<Vec<String>>,
+    /// probe-rs/command/serial: first restart delay.
+    #[serde(default, with = "humantime_serde")]
+    pub restart_initial: Option<Duration>,
+    /// probe-rs/command/serial: longest restart delay.
+    #[serde(default, with = "humantime_serde")]
+    pub restart_max: Option<Duration>,
+    /// serial/file: device or file path.
+    pub path: Option<PathBuf>,
+    /// serial: baud rate.
+    pub baud: Option<u32>,
+    /// file: replay speed (1 = recorded pace, 0 = as fast as possible).
+    pub speed: Option<f64>,
+    /// simulator: time between packets.
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    /// simulator: number of remote nodes.
+    pub remote_nodes: Option<u32>,
+    /// simulator: PRNG seed (same seed, same data).
+    pub seed: Option<u64>,
+    /// Longest line accepted; longer lines are cut, counted and quarantined.
+    pub max_line_length: Option<usize>,
+    /// stdin/file: how long to keep delivering after end of input.
+    #[serde(default, with = "humantime_serde")]
+    pub drain_timeout: Option<Duration>,
+}
+
+/// `[gateway]`, as the hardware project wrote it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    /// probe-rs probe selector.
+    pub probe_id: Option<String>,
+    /// probe-rs chip.
+    pub chip: Option<String>,
+    /// Firmware ELF path.
+    pub firmware_path: Option<String>,
+    /// Lines buffered between the source and the outbox writer.
+    pub channel_capacity: Option<usize>,
+}
+
+/// `[mqtt]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMqtt {
+    /// `mqtt://host:port`; unset = publish to the embedded broker.
+    pub broker_url: Option<String>,
+    /// Where the embedded broker listens when `broker_url` is unset.
+    pub embedded_listen: Option<String>,
+    /// Client id (fixed: the broker keeps the persistent session under it).
+    pub client_id: Option<String>,
+    /// First topic level(s).
+    pub topic_prefix: Option<String>,
+    /// 0, 1 or 2.
+    pub qos: Option<u8>,
+    /// Retain reading messages.
+    pub retain: Option<bool>,
+    /// MQTT keep-alive.
+    #[serde(default, with = "humantime_serde")]
+    pub keep_alive: Option<Duration>,
+    /// Publishes awaiting PUBACK at once.
+    pub inflight: Option<u16>,
+    /// First reconnect delay.
+    #[serde(default, with = "humantime_serde")]
+    pub reconnect_initial: Option<Duration>,
+    /// Longest reconnect delay.
+    #[serde(default, with = "humantime_serde")]
+    pub reconnect_max: Option<Duration>,
+    /// Username for the broker.
+    pub username: Option<String>,
+    /// Password (better: `MQTT_PASSWORD` or `password_file`).
+    pub password: Option<Secret>,
+    /// File holding the password.
+    pub password_file: Option<PathBuf>,
+}
+
+/// `[influxdb]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInflux {
+    /// Base URL, e.g. `http://127.0.0.1:8086`.
+    pub url: Option<String>,
+    /// `v2` (org/bucket/token) or `v1` (database, user/password).
+    pub api: Option<String>,
+    /// v2 organisation.
+    pub org: Option<String>,
+    /// v2 bucket.
+    pub bucket: Option<String>,
+    /// v2 token (better: `INFLUXDB_TOKEN` or `token_file`).
+    pub token: Option<Secret>,
+    /// File holding the token.
+    pub token_file: Option<PathBuf>,
+    /// v1 database.
+    pub database: Option<String>,
+    /// v1 user.
+    pub username: Option<String>,
+    /// v1 password (better: `INFLUXDB_PASSWORD` or `password_file`).
+    pub password: Option<Secret>,
+    /// File holding the v1 password.
+    pub password_file: Option<PathBuf>,
+    /// Points per write request at most.
+    pub batch_size: Option<usize>,
+    /// Longest time a reading waits for its batch to fill.
+    #[serde(default, with = "humantime_serde")]
+    pub flush_interval: Option<Duration>,
+    /// Gzip request bodies.
+    pub gzip: Option<bool>,
+    /// Request timeout.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// First retry delay.
+    #[serde(default, with = "humantime_serde")]
+    pub retry_initial: Option<Duration>,
+    /// Longest retry delay.
+    #[serde(default, with = "humantime_serde")]
+    pub retry_max: Option<Duration>,
+}
+
+/// `[storage]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    /// Directory of the outbox database and the quarantine file.
+    pub dir: Option<PathBuf>,
+    /// How long delivered readings are kept as history.
+    #[serde(default, with = "humantime_serde")]
+    pub retention: Option<Duration>,
+    /// `normal` (survives a crash of the gateway) or `full` (also a power loss).
+    pub sync: Option<String>,
+}
+
+/// `[http]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    /// `false` turns the HTTP server off.
+    pub enabled: Option<bool>,
+    /// Listen address.
+    pub listen: Option<String>,
+}

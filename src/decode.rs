@@ -1,0 +1,532 @@
+//! Decoding one device line into a [`Packet`]: pure, no I/O, never panics.
+//!
+//! The Node 2 firmware writes one JSON object per received LoRa packet. Through `probe-rs`
+//! it follows the marker `JSON sent via VCP: ` anywhere in a defmt log line, possibly with
+//! ANSI colours, a defmt timestamp before it and a literal `\n` plus a location suffix after
+//! it; on the virtual COM port it is a bare JSON line. Everything else is not telemetry and is
+//! skipped without complaint.
+//!
+//! Mapping (DESIGN.md section 3): `nK` → node `nodeK` (any K), with `t`/`h`/`g`/`p` →
+//! temperature/humidity/gas_resistance/pressure and their units; `sig` → node `signal`
+//! (rssi dBm, snr dB); `sts` → node `stats` (packets_received, crc_errors). Unknown keys
+//! inside a node pass through under their own (sanitized) name with no unit; an unknown
+//! top-level key holding an object passes through as a node of that name.
+//!
+//! Values keep the text the firmware wrote: they are validated as finite JSON numbers but
+//! never converted, so `27.6` stays `27.6` in every sink.
+//!
+//! Names are sanitized here, once, so every sink sees the same names: any character outside
+//! `[A-Za-z0-9_-]` becomes `_` (so `n1/+#` can never add MQTT topic levels or wildcards, and
+//! spaces, commas, `=` or quotes never reach line protocol), names are cut to
+//! [`MAX_NAME_LEN`] bytes, and an empty name rejects the field.
+
+use serde::de::{Deserializer as _, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::reading::{Packet, Reading};
+
+/// The text the firmware logs right before the JSON.
+pub const MARKER: &str = "JSON sent via VCP: ";
+
+/// Longest node or metric name kept; longer names are cut.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// What one line turned out to be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    /// Not telemetry (defmt logs, probe-rs progress, blank lines): skip silently.
+    Skip,
+    /// Telemetry. `rejected` names fields that were dropped and why (the rest flows).
+    Packet {
+        /// The readings that were accepted.
+        packet: Packet,
+        /// One reason per dropped field, e.g. `n1.t: expected a number, got "hot"`.
+        rejected: Vec<String>,
+    },
+    /// The line carries telemetry (marker or bare JSON object) but none of it is usable.
+    Invalid(String),
+}
+
+/// Decodes one line received at `received_ns`.
+pub fn decode(line: &str, received_ns: i64) -> Decoded {
+    let cleaned;
+    let line = if line.contains('\u{1b}') {
+        cleaned = strip_ansi(line);
+        cleaned.as_str()
+    } else {
+        line
+    };
+    let json = match line.find(MARKER) {
+        Some(at) => &line[at + MARKER.len()..],
+        None => {
+            let trimmed = line.trim_start();
+            if !trimmed.starts_with('{') {
+                return Decoded::Skip;
+            }
+            trimmed
+        }
+    };
+    let entries = match first_object(json) {
+        Ok(entries) => entries,
+        Err(reason) => return Decoded::Invalid(reason),
+    };
+    let mut packet = Packet {
+        received_ns,
+        device_ts: None,
+        readings: Vec::new(),
+    };
+    let mut rejected = Vec::new();
+    let mut seen: Vec<&str> = Vec::with_capacity(entries.len());
+    for (key, raw) in &entries {
+        if seen.contains(&key.as_str()) {
+            rejected.push(format!("{key}: duplicate key, first value kept"));
+            continue;
+        }
+        seen.push(key);
+        match key.as_str() {
+            "ts" => match raw.get().parse::<u64>() {
+                Ok(ts) => packet.device_ts = Some(ts),
+                Err(_) => rejected.push(format!(
+                    "ts: expected a non-negative integer, got {}",
+                    shorten(raw.get())
+                )),
+            },
+            "id" => {}
+            "sig" => node_readings(
+                key,
+                "signal",
+                raw,
+                signal_metric,
+                &mut packet,
+                &mut rejected,
+            ),
+            "sts" => node_readings(key, "stats", raw, stats_metric, &mut packet, &mut rejected),
+            _ => {
+                if let Some(node) = remote_node_name(key) {
+                    node_readings(key, &node, raw, sensor_metric, &mut packet, &mut rejected);
+                } else if raw.get().starts_with('{') {
+                    match sanitize(key) {
+                        Some(node) => {
+                            node_readings(key, &node, raw, |_| None, &mut packet, &mut rejected)
+                        }
+                        None => rejected.push(format!("{}: empty node name", shorten(key))),
+                    }
+                }
+            }
+        }
+    }
+    if packet.readings.is_empty() {
+        return Decoded::Invalid(if rejected.is_empty() {
+            "telemetry object without any reading".to_string()
+        } else {
+            rejected.join("; ")
+        });
+    }
+    Decoded::Packet { packet, rejected }
+}
+
+/// A known short key: metric name and unit.
+type Known = Option<(&'static str, Option<&'static str>)>;
+
+fn sensor_metric(key: &str) -> Known {
+    Some(match key {
+        "t" => ("temperature", Some("celsius")),
+        "h" => ("humidity", Some("percent")),
+        "g" => ("gas_resistance", Some("ohms")),
+        "p" => ("pressure", Some("hpa")),
+        _ => return None,
+    })
+}
+
+fn signal_metric(key: &str) -> Known {
+    Some(match key {
+        "rssi" => ("rssi", Some("dbm")),
+        "snr" => ("snr", Some("db")),
+        _ => return None,
+    })
+}
+
+fn stats_metric(key: &str) -> Known {
+    Some(match key {
+        "rx" => ("packets_received", None),
+        "err" => ("crc_errors", None),
+        _ => return None,
+    })
+}
+
+/// `n1` → `node1`, `n42` → `node42`; anything else is not a remote node key.
+fn remote_node_name(key: &str) -> Option<String> {
+    let digits = key.strip_prefix('n')?;
+    if digits.is_empty() || digits.len() > 9 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(format!("node{digits}"))
+}
+
+fn node_readings(
+    key: &str,
+    node: &str,
+    raw: &RawValue,
+    known: impl Fn(&str) -> Known,
+    packet: &mut Packet,
+    rejected: &mut Vec<String>,
+) {
+    let key = shorten(key);
+    let fields = match object_entries(raw.get()) {
+        Ok(fields) => fields,
+        Err(_) => {
+            rejected.push(format!(
+                "{key}: expected an object, got {}",
+                shorten(raw.get())
+            ));
+            return;
+        }
+    };
+    let mut seen: Vec<&str> = Vec::with_capacity(fields.len());
+    for (field, value) in &fields {
+        if seen.contains(&field.as_str()) {
+            rejected.push(format!(
+                "{key}.{}: duplicate key, first value kept",
+                shorten(field)
+            ));
+            continue;
+        }
+        seen.push(field);
+        let (metric, unit) = match known(field) {
+            Some((metric, unit)) => (metric.to_string(), unit),
+            None => match sanitize(field) {
+                Some(metric) => (metric, None),
+                None => {
+                    rejected.push(format!("{key}.{}: empty metric name", shorten(field)));
+                    continue;
+                }
+            },
+        };
+        match number_text(value.get()) {
+            Ok(text) => packet.readings.push(Reading {
+                node: node.to_string(),
+                metric,
+                unit,
+                value: text.to_string(),
+            }),
+            Err(reason) => rejected.push(format!("{key}.{}: {reason}", shorten(field))),
+        }
+    }
+}
+
+/// Checks that `raw` is a finite JSON number and returns its text unchanged.
+fn number_text(raw: &str) -> Result<&str, String> {
+    let is_number = raw
+        .as_bytes()
+        .first()
+        .is_some_and(|b| *b == b'-' || b.is_ascii_digit());
+    if !is_number {
+        return Err(format!("expected a number, got {}", shorten(raw)));
+    }
+    match raw.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(raw),
+        _ => Err(format!("number out of range: {}", shorten(raw))),
+    }
+}
+
+/// Replaces every character outside `[A-Za-z0-9_-]` with `_`; `None` when empty.
+pub fn sanitize(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(name.len().min(MAX_NAME_LEN));
+    for c in name.chars() {
+        if out.len() >= MAX_NAME_LEN {
+            break;
+        }
+        out.push(if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+            c
+        } else {
+            '_'
+        });
+    }
+    Some(out)
+}
+
+/// Cuts long input for error messages (on a char boundary).
+fn shorten(s: &str) -> String {
+    const MAX: usize = 40;
+    if s.len() <= MAX {
+        return s.to_string();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// Removes ANSI escape sequences (CSI `ESC [ ... final`, and two-byte `ESC x`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('[') => {
+                for c in chars.by_ref() {
+                    if ('\u{40}'..='\u{7e}').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            Some(_) | None => {}
+        }
+    }
+    out
+}
+
+/// Key/value pairs of a JSON object, in order, duplicates kept, values unparsed.
+type Entries<'a> = Vec<(String, &'a RawValue)>;
+
+/// Parses the first JSON value in `text` (ignoring whatever follows it) as an object.
+fn first_object(text: &str) -> Result<Entries<'_>, String> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    match de.deserialize_map(EntriesVisitor) {
+        Ok(entries) => Ok(entries),
+        Err(err) if err.is_data() => Err("expected a JSON object".to_string()),
+        Err(err) => Err(format!("invalid JSON: {err}")),
+    }
+}
+
+/// Parses `text` (a whole JSON value) as an object.
+fn object_entries(text: &str) -> Result<Entries<'_>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.deserialize_map(EntriesVisitor)
+}
+
+struct EntriesVisitor;
+
+impl<'de> Visitor<'de> for EntriesVisitor {
+    type Value = Entries<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        while let Some((key, value)) = map.next_entry::<String, &'de RawValue>()? {
+            entries.push((key, value));
+        }
+        Ok(entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIRMWARE: &str = r#"[INFO] JSON sent via VCP: {"ts":12000,"id":"N2","n1":{"t":27.6,"h":54.1,"g":84190},"n2":{},"sig":{"rssi":-39,"snr":13},"sts":{"rx":1,"err":0}}\n (wk5_gateway_firmware wk5-gateway-firmware/src/main.rs:573)"#;
+
+    fn packet(line: &str) -> (Packet, Vec<String>) {
+        match decode(line, 7) {
+            Decoded::Packet { packet, rejected } => (packet, rejected),
+            other => panic!("expected a packet from {line:?}, got {other:?}"),
+        }
+    }
+
+    fn triples(p: &Packet) -> Vec<(String, String, Option<&'static str>, String)> {
+        p.readings
+            .iter()
+            .map(|r| (r.node.clone(), r.metric.clone(), r.unit, r.value.clone()))
+            .collect()
+    }
+
+    fn t(
+        node: &str,
+        metric: &str,
+        unit: Option<&'static str>,
+        value: &str,
+    ) -> (String, String, Option<&'static str>, String) {
+        (node.into(), metric.into(), unit, value.into())
+    }
+
+    #[test]
+    fn firmware_line_maps_to_the_nine_readings_of_the_design() {
+        let (p, rejected) = packet(FIRMWARE);
+        assert!(rejected.is_empty(), "{rejected:?}");
+        assert_eq!(p.received_ns, 7);
+        assert_eq!(p.device_ts, Some(12000));
+        assert_eq!(
+            triples(&p),
+            vec![
+                t("node1", "temperature", Some("celsius"), "27.6"),
+                t("node1", "humidity", Some("percent"), "54.1"),
+                t("node1", "gas_resistance", Some("ohms"), "84190"),
+                t("signal", "rssi", Some("dbm"), "-39"),
+                t("signal", "snr", Some("db"), "13"),
+                t("stats", "packets_received", None, "1"),
+                t("stats", "crc_errors", None, "0"),
+            ]
+        );
+    }
+
+    #[test]
+    fn bare_json_with_crlf_decodes_like_the_marker_line() {
+        let bare = r#"{"ts":12000,"id":"N2","n1":{"t":27.6,"h":54.1,"g":84190},"n2":{},"sig":{"rssi":-39,"snr":13},"sts":{"rx":1,"err":0}}"#;
+        let (a, _) = packet(&format!("{bare}\r"));
+        let (b, _) = packet(FIRMWARE);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn ansi_colours_and_defmt_timestamps_are_tolerated() {
+        let line = "\u{1b}[32m0.512345 \u{1b}[1mINFO \u{1b}[0m JSON sent via VCP: {\"n2\":{\"t\":26.5,\"h\":48.4}}\u{1b}[0m";
+        let (p, _) = packet(line);
+        assert_eq!(
+            triples(&p),
+            vec![
+                t("node2", "temperature", Some("celsius"), "26.5"),
+                t("node2", "humidity", Some("percent"), "48.4"),
+            ]
+        );
+    }
+
+    #[test]
+    fn defmt_two_line_format_location_line_is_skipped() {
+        assert_eq!(
+            decode("└─ node2_firmware src/main.rs:600 @ 0.5", 0),
+            Decoded::Skip
+        );
+        let (p, _) = packet(r#"0.500000 [INFO ] JSON sent via VCP: {"n1":{"t":1.5}}\n"#);
+        assert_eq!(p.readings.len(), 1);
+    }
+
+    #[test]
+    fn non_telemetry_lines_are_skipped() {
+        for line in [
+            "",
+            "   ",
+            "[INFO] SHT3x read: T=27.8°C, H=48.8% (node2_firmware src/main.rs:417)",
+            "      Erasing ✔ [00:00:01] [####] 128.00 KiB/128.00 KiB",
+            "[WARN] CRC mismatch: expected 0x3A1F, got 0x3A0F",
+        ] {
+            assert_eq!(decode(line, 0), Decoded::Skip, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn any_node_number_and_unknown_keys_pass_through() {
+        let (p, rejected) =
+            packet(r#"{"n17":{"t":20.25,"co2":415,"p":1013.25},"ext":{"lux":300}}"#);
+        assert!(rejected.is_empty());
+        assert_eq!(
+            triples(&p),
+            vec![
+                t("node17", "temperature", Some("celsius"), "20.25"),
+                t("node17", "co2", None, "415"),
+                t("node17", "pressure", Some("hpa"), "1013.25"),
+                t("ext", "lux", None, "300"),
+            ]
+        );
+    }
+
+    #[test]
+    fn number_text_is_kept_exactly() {
+        let (p, _) = packet(r#"{"n1":{"t":27.600,"h":1e2,"g":-0.0}}"#);
+        let values: Vec<_> = p.readings.iter().map(|r| r.value.as_str()).collect();
+        assert_eq!(values, ["27.600", "1e2", "-0.0"]);
+    }
+
+    #[test]
+    fn bad_values_are_rejected_one_by_one_and_the_rest_flows() {
+        let (p, rejected) =
+            packet(r#"{"n1":{"t":"hot","h":null,"g":1e999,"x":[1]},"sig":{"rssi":-40}}"#);
+        assert_eq!(triples(&p), vec![t("signal", "rssi", Some("dbm"), "-40")]);
+        assert_eq!(
+            rejected,
+            vec![
+                "n1.t: expected a number, got \"hot\"",
+                "n1.h: expected a number, got null",
+                "n1.g: number out of range: 1e999",
+                "n1.x: expected a number, got [1]",
+            ]
+        );
+    }
+
+    #[test]
+    fn marker_with_broken_json_is_invalid_with_a_reason() {
+        let Decoded::Invalid(reason) = decode("[INFO] JSON sent via VCP: {\"ts\":1,", 0) else {
+            panic!("expected invalid");
+        };
+        assert!(reason.starts_with("invalid JSON"), "{reason}");
+        assert_eq!(
+            decode("JSON sent via VCP: [1,2]", 0),
+            Decoded::Invalid("expected a JSON object".into())
+        );
+        assert_eq!(
+            decode(r#"{"ts":1,"id":"N2","n2":{}}"#, 0),
+            Decoded::Invalid("telemetry object without any reading".into())
+        );
+        assert_eq!(
+            decode(r#"{"n1":5}"#, 0),
+            Decoded::Invalid("n1: expected an object, got 5".into())
+        );
+    }
+
+    #[test]
+    fn hostile_names_are_sanitized_identically_for_every_sink() {
+        let (p, _) = packet(r#"{"n1/+#":{"a b,c=\"d\"\n":1},"n1":{"te/mp":2}}"#);
+        assert_eq!(
+            triples(&p),
+            vec![
+                t("n1___", "a_b_c__d__", None, "1"),
+                t("node1", "te_mp", None, "2")
+            ]
+        );
+        let long = "x".repeat(200);
+        let (p, _) = packet(&format!(r#"{{"n1":{{"{long}":1}}}}"#));
+        assert_eq!(p.readings[0].metric.len(), MAX_NAME_LEN);
+    }
+
+    #[test]
+    fn duplicate_keys_keep_the_first_value_and_say_so() {
+        let (p, rejected) = packet(r#"{"n1":{"t":1,"t":2}}"#);
+        assert_eq!(p.readings[0].value, "1");
+        assert_eq!(rejected, vec!["n1.t: duplicate key, first value kept"]);
+    }
+
+    #[test]
+    fn legacy_pressure_firmware_decodes() {
+        let line = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/legacy-bmp280.log"
+        ))
+        .expect("fixture");
+        let (p, _) = packet(line.lines().next().expect("one line"));
+        assert!(p.readings.contains(&Reading {
+            node: "node2".into(),
+            metric: "pressure".into(),
+            unit: Some("hpa"),
+            value: "1013.25".into()
+        }));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let inputs = [
+            "JSON sent via VCP: ",
+            "JSON sent via VCP: {",
+            "{\"n1\":{\"t\":1",
+            "\u{1b}",
+            "\u{1b}[",
+            "{}}}}}",
+            "{\"n99999999999999999999\":{\"t\":1}}",
+            "\u{0}\u{1}{\u{fffd}",
+        ];
+        for input in inputs {
+            let _ = decode(input, 0);
+        }
+        let deep = format!("{}{}", "{\"a\":".repeat(10_000), "}".repeat(10_000));
+        let _ = decode(&deep, 0);
+    }
+}

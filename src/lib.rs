@@ -1,0 +1,22 @@
+//! iiot-gateway: carries telemetry from field sensor nodes to MQTT, InfluxDB and dashboards
+//! through a durable SQLite outbox. Data flow, by module:
+//!
+//! `source` (lines) → `decode` (packets) → `ingest` + `outbox` (committed) → `sink::*`
+//! (delivered, cursor moved) ; `web` serves what the outbox holds. `app` wires it all and
+//! shuts it down in order; `config` validates everything before anything starts.
+
+pub mod app;
+mod backoff;
+mod broker;
+mod check;
+pub mod cli;
+pub mod config;
+pub mod decode;
+mod ingest;
+pub mod outbox;
+mod quarantine;
+pub mod reading;
+pub mod sink;
+pub mod source;
+mod stats;
+mod web;

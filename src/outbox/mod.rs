@@ -1,0 +1,446 @@
+//! The outbox: every reading is committed here before any sink sees it (invariant 1), and
+//! each sink's cursor moves only after its far end confirmed (invariant 2). The same SQLite
+//! database is the embedded time-series history behind the dashboard and `/api`.
+//!
+//! Design:
+//! - One file, `outbox.db` in the storage dir, SQLite in WAL mode. `synchronous = NORMAL`
+//!   by default: a crash or SIGKILL of the gateway loses nothing committed; a power loss may
+//!   lose the last transactions. `[storage] sync = "full"` closes that window too.
+//! - `readings(seq INTEGER PRIMARY KEY AUTOINCREMENT, ts, node, metric, unit, value)`: `seq`
+//!   orders everything and is never reused, even after every row was pruned, so a cursor can
+//!   never skip a new reading. `ts` is the packet's receive time in ns.
+//! - `cursors(sink, seq)`: the highest seq the sink has delivered; everything after it is
+//!   resent after a restart (at-least-once). A sink seen for the first time starts at the
+//!   current end (it delivers what arrives from then on, not the whole history).
+//! - Appends come from one writer (the ingest thread), one transaction per batch of packets.
+//!   Sinks and the web server read through their own connections ([`OutboxReader`]).
+//! - Retention deletes readings older than `[storage] retention` only when every configured
+//!   sink has delivered them: undelivered data is never pruned by age.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+use crate::config::{StorageConfig, SyncMode};
+use crate::reading::{Packet, StoredReading};
+
+/// File name of the outbox database inside the storage dir.
+pub const DB_FILE: &str = "outbox.db";
+
+/// What can go wrong with the outbox.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// The storage dir cannot be created or written.
+    #[error("cannot use storage dir {dir}: {cause} (check its permissions, or set [storage] dir)")]
+    Dir {
+        /// The dir.
+        dir: PathBuf,
+        /// Why.
+        cause: std::io::Error,
+    },
+    /// The database file is not a usable SQLite database.
+    #[error("{path} is not a valid outbox database ({cause}); it was left untouched: move it aside to start with an empty outbox, or restore it from a backup")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// SQLite's words.
+        cause: rusqlite::Error,
+    },
+    /// Any other SQLite failure.
+    #[error("outbox database {path}: {cause}")]
+    Sqlite {
+        /// The file.
+        path: PathBuf,
+        /// SQLite's words.
+        cause: rusqlite::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, OutboxError>;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS readings (
+    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts     INTEGER NOT NULL,
+    node   TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    unit   TEXT,
+    value  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS readings_series ON readings (node, metric, ts);
+CREATE TABLE IF NOT EXISTS cursors (
+    sink TEXT PRIMARY KEY,
+    seq  INTEGER NOT NULL
+);
+";
+
+/// The writer side of the outbox.
+pub struct Outbox {
+    conn: Connection,
+    path: PathBuf,
+    sync: SyncMode,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox").field("path", &self.path).finish()
+    }
+}
+
+impl Outbox {
+    /// Opens (creating if needed) the outbox in `cfg.dir`.
+    pub fn open(cfg: &StorageConfig) -> Result<Outbox> {
+        std::fs::create_dir_all(&cfg.dir).map_err(|source| OutboxError::Dir {
+            dir: cfg.dir.clone(),
+            cause: source,
+        })?;
+        let path = cfg.dir.join(DB_FILE);
+        let conn = connect(&path, cfg.sync)?;
+        conn.execute_batch(SCHEMA)
+            .map_err(|source| classify(&path, source))?;
+        Ok(Outbox {
+            conn,
+            path,
+            sync: cfg.sync,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Commits every reading of `packets` in one transaction; returns the last seq.
+    pub fn append(&mut self, packets: &[Packet]) -> Result<i64> {
+        let path = &self.path;
+        let err = |source| OutboxError::Sqlite {
+            path: path.clone(),
+            cause: source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO readings (ts, node, metric, unit, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(err)?;
+            for p in packets {
+                for r in &p.readings {
+                    insert
+                        .execute(params![p.received_ns, r.node, r.metric, r.unit, r.value])
+                        .map_err(err)?;
+                }
+            }
+        }
+        let last = tx.last_insert_rowid();
+        tx.commit().map_err(err)?;
+        Ok(last)
+    }
+
+    /// A new read connection to the same database.
+    pub fn reader(&self) -> Result<OutboxReader> {
+        Ok(OutboxReader {
+            conn: Mutex::new(connect(&self.path, self.sync)?),
+            path: self.path.clone(),
+        })
+    }
+}
+
+/// A read (and cursor-write) connection, one per sink or server.
+pub struct OutboxReader {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for OutboxReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboxReader")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl OutboxReader {
+    /// The connection (a mutex makes the reader shareable across await points).
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn err(&self, cause: rusqlite::Error) -> OutboxError {
+        OutboxError::Sqlite {
+            path: self.path.clone(),
+            cause,
+        }
+    }
+
+    /// The highest seq ever assigned (0 when none).
+    pub fn last_seq(&self) -> Result<i64> {
+        self.conn()
+            .query_row(
+                "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'readings'), 0)",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// The sink's cursor; a sink seen for the first time starts at the current end.
+    pub fn init_cursor(&self, sink: &str) -> Result<i64> {
+        if let Some(seq) = self.cursor(sink)? {
+            return Ok(seq);
+        }
+        let end = self.last_seq()?;
+        self.set_cursor(sink, end)?;
+        Ok(end)
+    }
+
+    /// The sink's cursor, if it has one.
+    pub fn cursor(&self, sink: &str) -> Result<Option<i64>> {
+        self.conn()
+            .query_row("SELECT seq FROM cursors WHERE sink = ?1", [sink], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Moves the sink's cursor: everything up to `seq` is delivered.
+    pub fn set_cursor(&self, sink: &str, seq: i64) -> Result<()> {
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO cursors (sink, seq) VALUES (?1, ?2)
+                 ON CONFLICT (sink) DO UPDATE SET seq = excluded.seq",
+            )
+            .and_then(|mut s| s.execute(params![sink, seq]))
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Up to `limit` readings after `seq`, in order.
+    pub fn read_after(&self, seq: i64, limit: usize) -> Result<Vec<StoredReading>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT seq, ts, node, metric, unit, value FROM readings
+                 WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![seq, limit], row_to_reading)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Readings after `seq` (a sink's backlog).
+    pub fn count_after(&self, seq: i64) -> Result<i64> {
+        self.conn()
+            .query_row("SELECT COUNT(*) FROM readings WHERE seq > ?1", [seq], |r| {
+                r.get(0)
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// The newest reading of every (node, metric) series.
+    pub fn latest(&self) -> Result<Vec<StoredReading>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT seq, ts, node, metric, unit, value FROM readings
+                 WHERE seq IN (SELECT MAX(seq) FROM readings GROUP BY node, metric)
+                 ORDER BY node, metric",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], row_to_reading)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Deletes readings received before `before_ns` that every sink in `sinks` delivered.
+    pub fn prune(&self, before_ns: i64, sinks: &[&str]) -> Result<usize> {
+        let mut delivered = i64::MAX;
+        for sink in sinks {
+            delivered = delivered.min(self.cursor(sink)?.unwrap_or(0));
+        }
+        self.conn()
+            .execute(
+                "DELETE FROM readings WHERE seq <= ?1 AND ts < ?2",
+                params![delivered, before_ns],
+            )
+            .map_err(|e| self.err(e))
+    }
+}
+
+fn row_to_reading(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReading> {
+    Ok(StoredReading {
+        seq: row.get(0)?,
+        ts_ns: row.get(1)?,
+        node: row.get(2)?,
+        metric: row.get(3)?,
+        unit: row.get(4)?,
+        value: row.get(5)?,
+    })
+}
+
+fn connect(path: &Path, sync: SyncMode) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|s| classify(path, s))?;
+    let sync = match sync {
+        SyncMode::Normal => "NORMAL",
+        SyncMode::Full => "FULL",
+    };
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(|s| classify(path, s))?;
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = OFF;"
+    ))
+    .map_err(|s| classify(path, s))?;
+    Ok(conn)
+}
+
+/// Tells a corrupt or foreign file apart from other SQLite errors.
+fn classify(path: &Path, cause: rusqlite::Error) -> OutboxError {
+    use rusqlite::ffi::ErrorCode;
+    match cause.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => OutboxError::Corrupt {
+            path: path.to_path_buf(),
+            cause,
+        },
+        _ => OutboxError::Sqlite {
+            path: path.to_path_buf(),
+            cause,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reading::Reading;
+
+    fn storage(dir: &Path) -> StorageConfig {
+        StorageConfig {
+            dir: dir.to_path_buf(),
+            retention: std::time::Duration::from_secs(3600),
+            sync: SyncMode::Normal,
+        }
+    }
+
+    fn packet(ts: i64, values: &[&str]) -> Packet {
+        Packet {
+            received_ns: ts,
+            device_ts: None,
+            readings: values
+                .iter()
+                .map(|v| Reading {
+                    node: "node1".into(),
+                    metric: "temperature".into(),
+                    unit: Some("celsius"),
+                    value: (*v).into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn appended_readings_come_back_in_order_with_their_packet_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ob = Outbox::open(&storage(dir.path())).unwrap();
+        let last = ob
+            .append(&[packet(10, &["1.0", "2.0"]), packet(20, &["3.0"])])
+            .unwrap();
+        assert_eq!(last, 3);
+        let r = ob.reader().unwrap();
+        let all = r.read_after(0, 10).unwrap();
+        let got: Vec<_> = all
+            .iter()
+            .map(|x| (x.seq, x.ts_ns, x.value.as_str()))
+            .collect();
+        assert_eq!(got, [(1, 10, "1.0"), (2, 10, "2.0"), (3, 20, "3.0")]);
+        assert_eq!(r.read_after(2, 10).unwrap().len(), 1);
+        assert_eq!(r.read_after(0, 2).unwrap().len(), 2);
+        assert_eq!(all[0].unit.as_deref(), Some("celsius"));
+    }
+
+    #[test]
+    fn cursors_survive_reopening_and_new_sinks_start_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut ob = Outbox::open(&storage(dir.path())).unwrap();
+            let r = ob.reader().unwrap();
+            assert_eq!(r.init_cursor("mqtt").unwrap(), 0);
+            ob.append(&[packet(1, &["1", "2", "3"])]).unwrap();
+            r.set_cursor("mqtt", 2).unwrap();
+        }
+        let ob = Outbox::open(&storage(dir.path())).unwrap();
+        let r = ob.reader().unwrap();
+        assert_eq!(r.init_cursor("mqtt").unwrap(), 2);
+        assert_eq!(r.count_after(2).unwrap(), 1);
+        assert_eq!(r.init_cursor("influx").unwrap(), 3);
+    }
+
+    #[test]
+    fn seqs_are_never_reused_after_pruning_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ob = Outbox::open(&storage(dir.path())).unwrap();
+        let r = ob.reader().unwrap();
+        r.init_cursor("a").unwrap();
+        ob.append(&[packet(1, &["1", "2"])]).unwrap();
+        r.set_cursor("a", 2).unwrap();
+        assert_eq!(r.prune(100, &["a"]).unwrap(), 2);
+        assert_eq!(ob.append(&[packet(2, &["3"])]).unwrap(), 3);
+        assert_eq!(r.last_seq().unwrap(), 3);
+    }
+
+    #[test]
+    fn pruning_keeps_what_any_sink_has_not_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ob = Outbox::open(&storage(dir.path())).unwrap();
+        let r = ob.reader().unwrap();
+        r.init_cursor("mqtt").unwrap();
+        r.init_cursor("influx").unwrap();
+        ob.append(&[packet(1, &["1"]), packet(2, &["2"]), packet(3, &["3"])])
+            .unwrap();
+        r.set_cursor("mqtt", 3).unwrap();
+        r.set_cursor("influx", 1).unwrap();
+        assert_eq!(r.prune(100, &["mqtt", "influx"]).unwrap(), 1);
+        assert_eq!(r.read_after(0, 10).unwrap()[0].seq, 2);
+        // Newer than the retention horizon: kept even when delivered.
+        r.set_cursor("influx", 3).unwrap();
+        assert_eq!(r.prune(3, &["mqtt", "influx"]).unwrap(), 1);
+        assert_eq!(r.read_after(0, 10).unwrap()[0].seq, 3);
+    }
+
+    #[test]
+    fn latest_gives_the_newest_value_per_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ob = Outbox::open(&storage(dir.path())).unwrap();
+        ob.append(&[packet(1, &["1"]), packet(2, &["2"])]).unwrap();
+        let latest = ob.reader().unwrap().latest().unwrap();
+        assert_eq!(latest.len(), 1);
+        assert_eq!(latest[0].value, "2");
+    }
+
+    #[test]
+    fn a_corrupt_file_is_reported_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        std::fs::write(
+            &path,
+            b"this is not sqlite, but it is someone's data".repeat(200),
+        )
+        .unwrap();
+        let err = Outbox::open(&storage(dir.path())).unwrap_err();
+        assert!(matches!(err, OutboxError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("move it aside"), "{err}");
+        assert!(std::fs::read(&path)
+            .unwrap()
+            .starts_with(b"this is not sqlite"));
+    }
+}

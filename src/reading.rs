@@ -1,0 +1,62 @@
+//! The data that flows through the gateway: a `Packet` of `Reading`s decoded from one device
+//! line, all stamped with the one receive time of that line (invariant 3).
+
+/// One metric value of one node, as the firmware wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reading {
+    /// Node name after mapping and sanitizing (`node1`, `signal`, `stats`, ...).
+    pub node: String,
+    /// Metric name after mapping and sanitizing (`temperature`, `rssi`, ...).
+    pub metric: String,
+    /// Unit tag (`celsius`, `dbm`, ...), `None` for unknown keys and counters.
+    pub unit: Option<&'static str>,
+    /// The number exactly as the firmware wrote it (`27.6`, never `27.600000381469727`).
+    pub value: String,
+}
+
+/// All readings of one telemetry line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet {
+    /// Receive time of the line, nanoseconds since the Unix epoch (UTC).
+    pub received_ns: i64,
+    /// The firmware's `ts` (ms since Node 2 boot), when present and valid.
+    pub device_ts: Option<u64>,
+    /// The readings, in the order the firmware wrote them.
+    pub readings: Vec<Reading>,
+}
+
+/// A reading as stored in the outbox, with its sequence number and timestamp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReading {
+    /// Outbox sequence number: strictly increasing, the unit of every sink cursor.
+    pub seq: i64,
+    /// Receive time of the packet, ns since the Unix epoch.
+    pub ts_ns: i64,
+    /// Node name.
+    pub node: String,
+    /// Metric name.
+    pub metric: String,
+    /// Unit tag, if any.
+    pub unit: Option<String>,
+    /// Value text as written by the firmware.
+    pub value: String,
+}
+
+/// A line read by a source, stamped with the time it was received.
+#[derive(Debug, Clone)]
+pub struct Line {
+    /// The raw text, without the trailing newline. May contain anything.
+    pub text: String,
+    /// Receive time, ns since the Unix epoch.
+    pub received_ns: i64,
+    /// The line was longer than `max_line_length`; `text` holds only its beginning.
+    pub cut: bool,
+}
+
+/// Now, in nanoseconds since the Unix epoch.
+pub fn now_ns() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}

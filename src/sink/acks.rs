@@ -1,0 +1,151 @@
+//! Acknowledgement tracking for the MQTT sink: pure, no I/O.
+//!
+//! `AsyncClient::publish` returning `Ok` only means "queued inside rumqttc", never
+//! "delivered". The event loop later reports `Outgoing::Publish(pkid)` for each queued
+//! publish, in queue order, and the broker answers with PUBACK (QoS 1) or PUBCOMP (QoS 2) for
+//! that pkid. This tracker maps pkids back to outbox seqs and says how far the cursor may
+//! move: up to just below the oldest seq not yet confirmed. QoS 0 has no acknowledgement; a
+//! publish written to the socket counts as delivered.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+/// Outbox sequence number.
+pub type Seq = i64;
+
+/// Tracks publishes from queueing to confirmation.
+#[derive(Debug)]
+pub struct AckTracker {
+    qos0: bool,
+    /// Queued in rumqttc, not yet written: `None` for messages that are not readings.
+    queued: VecDeque<Option<Seq>>,
+    /// Written, awaiting the broker's acknowledgement.
+    inflight: HashMap<u16, Option<Seq>>,
+    unconfirmed: BTreeSet<Seq>,
+    highest_queued: Seq,
+    safe: Seq,
+}
+
+impl AckTracker {
+    /// A tracker whose cursor starts at `cursor`; `qos0` when readings go out with QoS 0.
+    pub fn new(cursor: Seq, qos0: bool) -> Self {
+        Self {
+            qos0,
+            queued: VecDeque::new(),
+            inflight: HashMap::new(),
+            unconfirmed: BTreeSet::new(),
+            highest_queued: cursor,
+            safe: cursor,
+        }
+    }
+
+    /// A publish was handed to the client (`seq` is `None` for status messages).
+    pub fn on_queued(&mut self, seq: Option<Seq>) {
+        if let Some(seq) = seq {
+            self.unconfirmed.insert(seq);
+            self.highest_queued = self.highest_queued.max(seq);
+        }
+        self.queued.push_back(seq);
+    }
+
+    /// The event loop wrote the oldest queued publish with `pkid`.
+    /// Returns the new safe cursor when it moved (QoS 0 readings are done once written).
+    pub fn on_sent(&mut self, pkid: u16) -> Option<Seq> {
+        let seq = self.queued.pop_front()?;
+        if self.qos0 || pkid == 0 {
+            return seq.and_then(|s| self.confirm(s));
+        }
+        self.inflight.insert(pkid, seq);
+        None
+    }
+
+    /// The broker acknowledged `pkid` (PUBACK or PUBCOMP).
+    /// Returns the new safe cursor when it moved.
+    pub fn on_ack(&mut self, pkid: u16) -> Option<Seq> {
+        self.inflight
+            .remove(&pkid)
+            .flatten()
+            .and_then(|s| self.confirm(s))
+    }
+
+    fn confirm(&mut self, seq: Seq) -> Option<Seq> {
+        self.unconfirmed.remove(&seq);
+        let safe = match self.unconfirmed.first() {
+            Some(oldest) => oldest - 1,
+            None => self.highest_queued,
+        };
+        (safe > self.safe).then(|| {
+            self.safe = safe;
+            safe
+        })
+    }
+
+    /// Publishes queued or awaiting acknowledgement.
+    pub fn outstanding(&self) -> usize {
+        self.queued.len() + self.inflight.len()
+    }
+
+    /// The highest seq handed to the client.
+    pub fn highest_queued(&self) -> Seq {
+        self.highest_queued
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_moves_only_over_a_contiguous_run_of_acks() {
+        let mut t = AckTracker::new(10, false);
+        for seq in 11..=13 {
+            t.on_queued(Some(seq));
+        }
+        assert_eq!(t.on_sent(1), None);
+        assert_eq!(t.on_sent(2), None);
+        assert_eq!(t.on_sent(3), None);
+        assert_eq!(t.on_ack(2), None, "11 is not confirmed yet");
+        assert_eq!(t.on_ack(1), Some(12));
+        assert_eq!(t.outstanding(), 1);
+        assert_eq!(t.on_ack(3), Some(13));
+        assert_eq!(t.outstanding(), 0);
+    }
+
+    #[test]
+    fn queued_is_not_delivered() {
+        let mut t = AckTracker::new(0, false);
+        t.on_queued(Some(1));
+        assert_eq!(t.on_sent(1), None);
+        assert_eq!(t.outstanding(), 1);
+    }
+
+    #[test]
+    fn status_messages_do_not_move_the_cursor() {
+        let mut t = AckTracker::new(0, false);
+        t.on_queued(None);
+        t.on_queued(Some(1));
+        t.on_sent(1);
+        t.on_sent(2);
+        assert_eq!(t.on_ack(1), None);
+        assert_eq!(t.on_ack(2), Some(1));
+    }
+
+    #[test]
+    fn qos0_counts_a_written_publish_as_delivered() {
+        let mut t = AckTracker::new(0, true);
+        t.on_queued(Some(1));
+        t.on_queued(Some(2));
+        assert_eq!(t.on_sent(0), Some(1));
+        assert_eq!(t.on_sent(0), Some(2));
+    }
+
+    #[test]
+    fn unknown_or_repeated_acks_are_ignored() {
+        let mut t = AckTracker::new(0, false);
+        assert_eq!(t.on_ack(9), None);
+        assert_eq!(t.on_sent(1), None);
+        t.on_queued(Some(1));
+        t.on_sent(5);
+        assert_eq!(t.on_ack(5), Some(1));
+        assert_eq!(t.on_ack(5), None);
+    }
+}

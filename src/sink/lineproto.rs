@@ -1,0 +1,85 @@
+//! InfluxDB line protocol encoding: pure, no I/O.
+//!
+//! One point per reading: measurement = metric, tags `node` and `unit` (omitted when the
+//! reading has none), field `value` (float), and the gateway's receive timestamp in ns. The
+//! same reading always encodes to the same point, so a retry or a restart overwrites instead
+//! of duplicating (invariant 4).
+
+use std::fmt::Write as _;
+
+use crate::reading::StoredReading;
+
+/// Appends one line (with trailing `\n`) for `r` to `out`.
+pub fn encode(r: &StoredReading, out: &mut String) {
+    escape(&r.metric, &[',', ' '], out);
+    out.push_str(",node=");
+    escape(&r.node, &[',', ' ', '='], out);
+    if let Some(unit) = &r.unit {
+        out.push_str(",unit=");
+        escape(unit, &[',', ' ', '='], out);
+    }
+    out.push_str(" value=");
+    out.push_str(&r.value);
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, " {}", r.ts_ns);
+}
+
+/// Escapes `special` characters and backslashes with a backslash; newlines (which line
+/// protocol cannot carry in names) become spaces, escaped.
+fn escape(s: &str, special: &[char], out: &mut String) {
+    for c in s.chars() {
+        let c = if c == '\n' || c == '\r' { ' ' } else { c };
+        if special.contains(&c) || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(metric: &str, node: &str, unit: Option<&str>, value: &str) -> StoredReading {
+        StoredReading {
+            seq: 1,
+            ts_ns: 1764230400000000000,
+            node: node.into(),
+            metric: metric.into(),
+            unit: unit.map(Into::into),
+            value: value.into(),
+        }
+    }
+
+    fn line(r: &StoredReading) -> String {
+        let mut s = String::new();
+        encode(r, &mut s);
+        s
+    }
+
+    #[test]
+    fn matches_the_design_schema() {
+        assert_eq!(
+            line(&reading("temperature", "node1", Some("celsius"), "27.6")),
+            "temperature,node=node1,unit=celsius value=27.6 1764230400000000000\n"
+        );
+        assert_eq!(
+            line(&reading("crc_errors", "stats", None, "0")),
+            "crc_errors,node=stats value=0 1764230400000000000\n"
+        );
+    }
+
+    #[test]
+    fn escapes_commas_spaces_equals_and_backslashes() {
+        assert_eq!(
+            line(&reading("a b,c=d", "n o,d=e\\", Some("u n"), "1")),
+            "a\\ b\\,c=d,node=n\\ o\\,d\\=e\\\\,unit=u\\ n value=1 1764230400000000000\n"
+        );
+    }
+
+    #[test]
+    fn newlines_in_names_cannot_split_the_line() {
+        let l = line(&reading("a\nb", "x\r\ny", None, "1"));
+        assert_eq!(l.matches('\n').count(), 1, "{l:?}");
+    }
+}

@@ -1,0 +1,251 @@
+//! The MQTT sink: one topic per reading (`<prefix>/<node>/<metric>`), payload = the value
+//! text the firmware wrote.
+//!
+//! Delivery semantics: the cursor moves on PUBACK (QoS 1) / PUBCOMP (QoS 2), never when
+//! `try_publish` returns `Ok` (that only queues inside rumqttc); see [`super::acks`].
+//! At-least-once: after a reconnect everything after the cursor is published again.
+//!
+//! Session: fixed client id, clean session off (the broker keeps our subscribers' queued
+//! messages across our reconnects), at most `inflight` publishes awaiting acknowledgement.
+//! After any connection error the client and event loop are rebuilt (rumqttc's own resend
+//! queue is dropped: the outbox is the one source of truth) after an exponential backoff
+//! with jitter, capped at `reconnect_max`.
+//!
+//! Availability: `<prefix>/gateway/status` is `online` (retained) after each connect,
+//! `offline` as the last will and on clean shutdown.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use tracing::{debug, info};
+
+use super::acks::AckTracker;
+use super::topic::{reading_topic, status_topic};
+use super::{Cursor, LinkState, SinkContext, SinkError};
+use crate::backoff::Backoff;
+use crate::config::{BrokerTarget, MqttConfig};
+use crate::reading::StoredReading;
+
+/// Cursor key in the outbox.
+pub const NAME: &str = "mqtt";
+/// Longest wait for the `offline` acknowledgement at shutdown.
+const OFFLINE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the cursor is persisted while idle.
+const TICK: Duration = Duration::from_millis(250);
+
+/// How one connection ended.
+enum SessionEnd {
+    /// Everything delivered after `finish`, `offline` published.
+    Finished,
+    /// `abort`: stop now.
+    Aborted,
+    /// The connection failed; reconnect after a backoff.
+    Failed { kind: &'static str, detail: String },
+}
+
+/// Runs the sink until finished or aborted.
+pub async fn run(cfg: MqttConfig, ctx: SinkContext) -> Result<(), SinkError> {
+    let mut cursor = Cursor::load(NAME, &ctx)?;
+    let mut backoff = Backoff::new(cfg.reconnect_initial, cfg.reconnect_max);
+    let mut link = LinkState::default();
+    let target = describe(&cfg.target);
+    loop {
+        let end = session(&cfg, &ctx, &mut cursor, &mut backoff, &mut link, &target).await?;
+        cursor.persist(&ctx)?;
+        match end {
+            SessionEnd::Finished | SessionEnd::Aborted => return Ok(()),
+            SessionEnd::Failed { kind, detail } => {
+                let delay = backoff.next_delay();
+                ctx.status.set_error(Some(format!("{kind}: {detail}")));
+                link.down(NAME, &target, kind, &detail, delay);
+                debug!(attempt = backoff.attempts(), retry_in = ?delay, "mqtt reconnect scheduled");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = ctx.abort.cancelled() => return Ok(()),
+                }
+            }
+        }
+    }
+}
+
+fn describe(target: &BrokerTarget) -> String {
+    match target {
+        BrokerTarget::External { host, port } => format!("mqtt://{host}:{port}"),
+        BrokerTarget::Embedded(addr) => format!("mqtt://{addr} (embedded)"),
+    }
+}
+
+fn qos(level: u8) -> QoS {
+    match level {
+        0 => QoS::AtMostOnce,
+        2 => QoS::ExactlyOnce,
+        _ => QoS::AtLeastOnce,
+    }
+}
+
+/// The rumqttc options for `cfg`.
+pub fn options(cfg: &MqttConfig) -> MqttOptions {
+    let (host, port) = match &cfg.target {
+        BrokerTarget::External { host, port } => (host.clone(), *port),
+        BrokerTarget::Embedded(addr) => (addr.ip().to_string(), addr.port()),
+    };
+    let mut opts = MqttOptions::new(cfg.client_id.clone(), host, port);
+    opts.set_clean_session(false)
+        .set_keep_alive(cfg.keep_alive)
+        // Twice our window: packet ids are never reused while one is awaiting its ack.
+        .set_inflight(cfg.inflight.saturating_mul(2))
+        .set_last_will(LastWill::new(
+            status_topic(&cfg.topic_prefix),
+            "offline",
+            QoS::AtLeastOnce,
+            true,
+        ));
+    if let Some(user) = &cfg.username {
+        let password = cfg.password.as_ref().map(|p| p.expose()).unwrap_or("");
+        opts.set_credentials(user.clone(), password);
+    }
+    opts
+}
+
+async fn session(
+    cfg: &MqttConfig,
+    ctx: &SinkContext,
+    cursor: &mut Cursor,
+    backoff: &mut Backoff,
+    link: &mut LinkState,
+    target: &str,
+) -> Result<SessionEnd, SinkError> {
+    let window = usize::from(cfg.inflight);
+    let (client, mut events) = AsyncClient::new(options(cfg), window + 8);
+    let reading_qos = qos(cfg.qos);
+    let mut tracker = AckTracker::new(cursor.value, reading_qos == QoS::AtMostOnce);
+    let mut committed = ctx.committed.clone();
+    let mut buffered: VecDeque<StoredReading> = VecDeque::new();
+    let mut connected = false;
+    let mut finishing = ctx.finish.is_cancelled();
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        if connected {
+            committed.borrow_and_update();
+            while tracker.outstanding() < window {
+                if buffered.is_empty() {
+                    let room = window - tracker.outstanding();
+                    buffered.extend(ctx.outbox.read_after(tracker.highest_queued(), room)?);
+                }
+                let Some(r) = buffered.pop_front() else { break };
+                let topic = reading_topic(&cfg.topic_prefix, &r.node, &r.metric);
+                if client
+                    .try_publish(topic, reading_qos, cfg.retain, r.value.clone().into_bytes())
+                    .is_err()
+                {
+                    buffered.push_front(r);
+                    break;
+                }
+                tracker.on_queued(Some(r.seq));
+            }
+            if finishing && tracker.outstanding() == 0 && buffered.is_empty() {
+                let end = ctx.outbox.last_seq()?;
+                if cursor.value >= end {
+                    say_offline(&client, &mut events, &cfg.topic_prefix).await;
+                    return Ok(SessionEnd::Finished);
+                }
+            }
+        }
+        tokio::select! {
+            biased;
+            () = ctx.abort.cancelled() => {
+                if connected {
+                    say_offline(&client, &mut events, &cfg.topic_prefix).await;
+                }
+                return Ok(SessionEnd::Aborted);
+            }
+            event = events.poll() => match event {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    connected = true;
+                    backoff.reset();
+                    ctx.status.set_error(None);
+                    link.up(NAME, target);
+                    debug!(session_present = ack.session_present, "mqtt connack");
+                    if client
+                        .try_publish(status_topic(&cfg.topic_prefix), QoS::AtLeastOnce, true, "online")
+                        .is_ok()
+                    {
+                        tracker.on_queued(None);
+                    }
+                }
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                    if let Some(seq) = tracker.on_sent(pkid) {
+                        cursor.advance(seq, ctx)?;
+                    }
+                }
+                Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                    if let Some(seq) = tracker.on_ack(ack.pkid) {
+                        cursor.advance(seq, ctx)?;
+                    }
+                }
+                Ok(Event::Incoming(Packet::PubComp(comp))) => {
+                    if let Some(seq) = tracker.on_ack(comp.pkid) {
+                        cursor.advance(seq, ctx)?;
+                    }
+                }
+                Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => {
+                    // A packet id collision would make acks ambiguous: start a clean
+                    // connection instead; everything unconfirmed is sent again.
+                    return Ok(SessionEnd::Failed { kind: "protocol error", detail: format!("packet id {pkid} still awaiting its acknowledgement") });
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    let (kind, detail) = classify(&err);
+                    return Ok(SessionEnd::Failed { kind, detail });
+                }
+            },
+            _ = committed.changed(), if connected && buffered.is_empty() && tracker.outstanding() < window => {}
+            () = ctx.finish.cancelled(), if !finishing => finishing = true,
+            _ = tick.tick() => cursor.persist(ctx)?,
+        }
+    }
+}
+
+/// Sorts a connection error into a state for the log (one line per state change).
+fn classify(err: &rumqttc::ConnectionError) -> (&'static str, String) {
+    use rumqttc::ConnectionError as E;
+    let kind = match err {
+        E::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => "connection refused",
+        E::Io(_) => "connection lost",
+        E::ConnectionRefused(code) => {
+            let detail = format!("broker refused the connection: {code:?} (check [mqtt] username/password and client_id)");
+            return ("refused by broker", detail);
+        }
+        E::NetworkTimeout | E::FlushTimeout => "timeout",
+        E::Tls(_) => "tls failure",
+        E::MqttState(_) => "connection lost",
+        _ => "connection failed",
+    };
+    (kind, err.to_string())
+}
+
+/// Clean shutdown: `offline` (retained), then DISCONNECT, waiting briefly for both.
+async fn say_offline(client: &AsyncClient, events: &mut EventLoop, prefix: &str) {
+    if client
+        .try_publish(status_topic(prefix), QoS::AtLeastOnce, true, "offline")
+        .is_err()
+    {
+        return;
+    }
+    let wait = async {
+        let mut disconnect_sent = false;
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) if !disconnect_sent => {
+                    disconnect_sent = client.try_disconnect().is_ok();
+                }
+                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    if tokio::time::timeout(OFFLINE_TIMEOUT, wait).await.is_err() {
+        info!("broker did not confirm the offline status in time");
+    }
+}

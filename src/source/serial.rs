@@ -1,0 +1,58 @@
+//! The `serial` source: the ST-Link virtual COM port carrying the firmware's bare JSON
+//! lines. When the device disappears (unplugged, reset) the port is reopened with backoff.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::BufReader;
+use tokio::sync::mpsc;
+use tokio_serial::SerialPortBuilderExt as _;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::lines::{forward, Ended};
+use super::SourceEnd;
+use crate::backoff::Backoff;
+use crate::config::SerialConfig;
+use crate::reading::Line;
+
+/// A port that stayed open this long before failing resets the backoff.
+const HEALTHY_RUN: Duration = Duration::from_secs(30);
+
+/// Reads the port, reopening it, until `token` is cancelled.
+pub async fn run(
+    cfg: SerialConfig,
+    max_line: usize,
+    tx: mpsc::Sender<Line>,
+    token: CancellationToken,
+) -> SourceEnd {
+    let mut backoff = Backoff::new(cfg.restart_initial, cfg.restart_max);
+    let path = cfg.path.display().to_string();
+    loop {
+        let opened = Instant::now();
+        let problem = match tokio_serial::new(&path, cfg.baud).open_native_async() {
+            Ok(port) => {
+                info!(path, baud = cfg.baud, "serial port opened");
+                let mut reader = BufReader::new(port);
+                let ended = tokio::select! {
+                    ended = forward(&mut reader, max_line, &tx) => ended,
+                    () = token.cancelled() => Ended::Closed,
+                };
+                match ended {
+                    Ended::Closed => return SourceEnd::Cancelled,
+                    Ended::Eof => "device closed the port".to_string(),
+                    Ended::Error(e) => e.to_string(),
+                }
+            }
+            Err(e) => e.to_string(),
+        };
+        if opened.elapsed() >= HEALTHY_RUN {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        warn!(path, error = problem, reopen_in = ?delay, "serial port unavailable");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = token.cancelled() => return SourceEnd::Cancelled,
+        }
+    }
+}
