@@ -179,6 +179,7 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
     }
     // The source dropped its sender: the ingest thread commits the rest and ends.
     let _ = tokio::task::spawn_blocking(move || ingest_thread.join()).await;
+    info!(timeout = ?cfg.ingest.drain_timeout, "source stopped and input committed; sinks delivering what is buffered");
     finish.cancel();
     let drain = cfg.ingest.drain_timeout;
     let all_sinks = futures_join(sink_tasks);

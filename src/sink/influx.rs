@@ -176,9 +176,15 @@ pub async fn run(cfg: InfluxConfig, ctx: SinkContext) -> Result<(), SinkError> {
                 return Ok(());
             }
             tokio::select! {
-                _ = committed.changed() => continue,
-                () = ctx.finish.cancelled() => continue,
                 () = ctx.abort.cancelled() => return Ok(()),
+                () = ctx.finish.cancelled() => continue,
+                changed = committed.changed() => {
+                    if changed.is_err() {
+                        // The ingest stage ended; `finish` follows.
+                        ctx.finish.cancelled().await;
+                    }
+                    continue;
+                }
             }
         }
         if batch.len() < batch_size && !finishing {

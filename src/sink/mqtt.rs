@@ -124,6 +124,7 @@ async fn session(
     let mut buffered: VecDeque<StoredReading> = VecDeque::new();
     let mut connected = false;
     let mut finishing = ctx.finish.is_cancelled();
+    let mut ingest_open = true;
     let mut tick = tokio::time::interval(TICK);
     loop {
         if connected {
@@ -146,6 +147,7 @@ async fn session(
             }
             if finishing && tracker.outstanding() == 0 && buffered.is_empty() {
                 let end = ctx.outbox.last_seq()?;
+                debug!(cursor = cursor.value, end, "mqtt sink finishing");
                 if cursor.value >= end {
                     say_offline(&client, &mut events, &cfg.topic_prefix).await;
                     return Ok(SessionEnd::Finished);
@@ -200,8 +202,11 @@ async fn session(
                     return Ok(SessionEnd::Failed { kind, detail });
                 }
             },
-            _ = committed.changed(), if connected && buffered.is_empty() && tracker.outstanding() < window => {}
             () = ctx.finish.cancelled(), if !finishing => finishing = true,
+            // Err: the ingest stage ended; `finish` follows.
+            changed = committed.changed(), if ingest_open && connected && buffered.is_empty() && tracker.outstanding() < window => {
+                ingest_open = changed.is_ok();
+            }
             _ = tick.tick() => cursor.persist(ctx)?,
         }
     }

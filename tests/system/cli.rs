@@ -1,0 +1,215 @@
+//! The binary's face: embedded defaults, config errors, the hardware project's config.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::gateway::{TestGateway, BIN};
+use crate::support::{http, wait_until, Subscriber};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embedded_defaults_publish_on_1883_and_serve_the_page_on_8080() {
+    for port in [1883, 8080] {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "port {port} is taken on this machine: the embedded-defaults test needs it free"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = TestGateway::spawn(dir.path(), &[], Stdio::null());
+    gw.wait_log("✓ source", Duration::from_secs(20)).await;
+    assert!(gw.log().contains("built-in defaults"), "{}", gw.log());
+    let sub = Subscriber::connect(1883, "watcher-defaults", "iiot/#", true).await;
+    // The retained status at once; the next simulated packet within one 10 s interval.
+    let msgs = sub
+        .wait_for(
+            |m| m.iter().any(|m| m.topic == "iiot/node1/temperature"),
+            Duration::from_secs(15),
+        )
+        .await;
+    assert!(msgs
+        .iter()
+        .any(|m| m.topic == "iiot/gateway/status" && m.payload == "online" && m.retain));
+    let t: f64 = msgs
+        .iter()
+        .find(|m| m.topic == "iiot/node1/temperature")
+        .unwrap()
+        .payload
+        .parse()
+        .unwrap();
+    assert!((15.0..=35.0).contains(&t), "{t}");
+    for topic in ["iiot/signal/rssi", "iiot/stats/packets_received"] {
+        assert!(
+            msgs.iter().any(|m| m.topic == topic),
+            "{topic} missing: {msgs:?}"
+        );
+    }
+    let body = http()
+        .get("http://127.0.0.1:8080/api/latest")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let latest: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        latest
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["topic"] == "iiot/node1/temperature"),
+        "{latest}"
+    );
+    let page = http()
+        .get("http://127.0.0.1:8080/")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("/api/latest"));
+    assert!(dir.path().join("iiot-data/outbox.db").exists());
+
+    gw.signal(libc::SIGTERM);
+    assert!(gw.wait(Duration::from_secs(20)).success(), "{}", gw.log());
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", 1883)).is_ok(),
+        "the embedded broker stops with the gateway"
+    );
+}
+
+#[test]
+fn unknown_key_and_bad_value_name_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("[mqtt]\nbrokr_url = \"mqtt://127.0.0.1:1\"\n", "brokr_url"),
+        ("[mqtt]\nqos = 7\n", "[mqtt] qos: must be 0, 1 or 2 (got 7)"),
+        (
+            "[source]\nkind = \"telepathy\"\n",
+            "[source] kind: unknown kind \"telepathy\"",
+        ),
+    ];
+    for (text, expected) in cases {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(path.to_str().unwrap()),
+            "names the file: {stderr}"
+        );
+        assert!(stderr.contains(expected), "names the key: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let out = Command::new(BIN)
+        .args(["--config", "/nonexistent/config.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/config.toml"));
+}
+
+#[test]
+fn the_hardware_projects_config_loads_unchanged_as_a_probe_rs_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        "[mqtt]\nbroker_url = \"mqtt://127.0.0.1:9\"\nclient_id = \"wk7-gateway\"\ntopic_prefix = \"iiot\"\nqos = 1\n\n\
+         [influxdb]\nurl = \"http://127.0.0.1:9\"\norg = \"my-org\"\nbucket = \"sensors\"\ntoken = \"my-super-secret-token\"\n\n\
+         [gateway]\nprobe_id = \"0483:374b:066DFF555185754867143848\"\nchip = \"STM32F446RETx\"\nfirmware_path = \"fw.elf\"\nchannel_capacity = 100\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["check", "--storage-dir", "data"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("config.toml is valid"), "{stdout}");
+    assert!(stdout.contains("source     probe-rs"), "{stdout}");
+    // Nothing listens on port 9: check reports it and fails, without leaking the token.
+    assert!(stdout.contains("FAIL mqtt"), "{stdout}");
+    assert!(stdout.contains("FAIL influxdb"), "{stdout}");
+    assert_eq!(out.status.code(), Some(1));
+    let all = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!all.contains("my-super-secret-token"), "{all}");
+}
+
+#[test]
+fn help_teaches_with_examples_and_version_prints() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for needle in [
+        "Examples:",
+        "mosquitto_sub",
+        "check",
+        "simulate",
+        "--config",
+    ] {
+        assert!(help.contains(needle), "{needle} missing from --help");
+    }
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("iiot-gateway "));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn simulate_prints_firmware_lines_that_the_gateway_accepts() {
+    let out = Command::new(BIN)
+        .args([
+            "simulate",
+            "--interval",
+            "0s",
+            "--count",
+            "50",
+            "--seed",
+            "7",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(text.lines().count(), 50);
+    let again = Command::new(BIN)
+        .args([
+            "simulate",
+            "--interval",
+            "0s",
+            "--count",
+            "50",
+            "--seed",
+            "7",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(again.stdout, out.stdout, "same seed, same lines");
+    assert_eq!(
+        crate::gateway::expected_packets(&text).len(),
+        50,
+        "every line is telemetry"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[source]\nkind = \"stdin\"\n[storage]\ndir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        dir.path().join("data").display()
+    );
+    let (status, log) = crate::gateway::run_stdin(
+        dir.path(),
+        &config,
+        text.as_bytes(),
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "{log}");
+    wait_until("outbox exists", Duration::from_secs(1), || async {
+        dir.path().join("data/outbox.db").exists()
+    })
+    .await;
+    assert!(!log.contains("telemetry quarantined"), "{log}");
+}

@@ -1,0 +1,295 @@
+//! Sources with real processes and devices: a probe-rs stand-in (the real one needs a
+//! board) proving restart with backoff and no orphaned child, and the serial source over a
+//! pseudo-terminal pair that disappears and comes back.
+
+use std::ffi::CStr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::gateway::{counts, expected_packets, fixture, Expected, TestGateway};
+use crate::support::{wait_until, Mosquitto, Subscriber};
+
+fn config(dir: &Path, source: &str, mosquitto: &Mosquitto, client_id: &str) -> String {
+    format!(
+        "{source}\n[storage]\ndir = \"{}\"\n\n[http]\nenabled = false\n\n[mqtt]\nbroker_url = \"{}\"\nclient_id = \"{client_id}\"\n",
+        dir.join("data").display(),
+        mosquitto.url()
+    )
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// Pids and start times (ns) the stand-in recorded, one line per start.
+fn starts(path: &Path) -> Vec<(i32, u128)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (pid, t) = l.split_once(' ')?;
+            Some((pid.parse().ok()?, t.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A fake `probe-rs`: records its pid, start time and arguments, prints the fixture, exits;
+/// from the fourth start on it stays running (like a board that is attached).
+fn stand_in(dir: &Path) -> std::path::PathBuf {
+    let script = dir.join("probe-rs");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/probe-rs-session.log");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$$ $(date +%s%N)\" >> {dir}/starts\necho \"$@\" > {dir}/args\necho 'probe-rs: attaching' >&2\ncat {fixture}\nif [ $(wc -l < {dir}/starts) -ge 4 ]; then exec sleep 300; fi\nexit 3\n",
+            dir = dir.display(),
+            fixture = fixture.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probe_rs_source_restarts_with_backoff_and_leaves_no_child_behind() {
+    let mosquitto = Mosquitto::start();
+    let sub = Subscriber::connect(mosquitto.port, "watcher-probe", "iiot/#", true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let script = stand_in(dir.path());
+    // The hardware project's own keys, in its [gateway] section.
+    let source = format!(
+        "[source]\nprobe_rs = \"{}\"\nrestart_initial = \"200ms\"\nrestart_max = \"800ms\"\n\n[gateway]\nprobe_id = \"0483:374b:0001\"\nchip = \"STM32F446RETx\"\nfirmware_path = \"fw.elf\"\nchannel_capacity = 100\n",
+        script.display()
+    );
+    let mut gw = TestGateway::start(
+        dir.path(),
+        &config(dir.path(), &source, &mosquitto, "gw-probe"),
+        Stdio::null(),
+    );
+    let starts_file = dir.path().join("starts");
+    wait_until(
+        "four starts of the stand-in",
+        Duration::from_secs(20),
+        || async { starts(&starts_file).len() >= 4 },
+    )
+    .await;
+    let args = std::fs::read_to_string(dir.path().join("args")).unwrap();
+    assert_eq!(
+        args.trim(),
+        "run --probe 0483:374b:0001 --chip STM32F446RETx fw.elf"
+    );
+
+    // Restarts are logged and spaced by a growing, capped backoff.
+    let s = starts(&starts_file);
+    let gaps: Vec<f64> = s
+        .windows(2)
+        .map(|w| (w[1].1 - w[0].1) as f64 / 1e9)
+        .collect();
+    assert!(
+        gaps[0] >= 0.1,
+        "first restart after at least initial/2: {gaps:?}"
+    );
+    assert!(
+        gaps.iter().all(|g| *g < 1.5),
+        "capped at restart_max: {gaps:?}"
+    );
+    assert!(gaps[2] > gaps[0], "backoff grows: {gaps:?}");
+    let log = gw.log();
+    assert!(
+        log.matches("source process exited; restarting").count() >= 3,
+        "{log}"
+    );
+    assert!(
+        log.contains("probe-rs: attaching"),
+        "stderr goes to the log: {log}"
+    );
+
+    // Every start's telemetry was delivered (the same fixture four times).
+    let per_run: Vec<Expected> = expected_packets(&fixture("probe-rs-session.log"))
+        .into_iter()
+        .flatten()
+        .collect();
+    let n = per_run.len() * 4;
+    sub.wait_for(
+        |m| {
+            m.iter()
+                .filter(|m| m.topic != "iiot/gateway/status")
+                .count()
+                >= n
+        },
+        Duration::from_secs(20),
+    )
+    .await;
+
+    // Shutdown terminates the running child.
+    let child = s[3].0;
+    assert!(alive(child));
+    gw.signal(libc::SIGTERM);
+    let status = gw.wait(Duration::from_secs(20));
+    assert!(status.success(), "{status}");
+    wait_until(
+        "the probe-rs child to be gone",
+        Duration::from_secs(5),
+        || async { !alive(child) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_gateway_takes_its_source_process_with_it() {
+    let mosquitto = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("long-runner");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho $$ > {}/pid\nexec sleep 300\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let source = format!(
+        "[source]\nkind = \"command\"\ncommand = [\"{}\"]\n",
+        script.display()
+    );
+    let mut gw = TestGateway::start(
+        dir.path(),
+        &config(dir.path(), &source, &mosquitto, "gw-kill"),
+        Stdio::null(),
+    );
+    let pid_file = dir.path().join("pid");
+    wait_until("the command to start", Duration::from_secs(10), || async {
+        pid_file.exists()
+    })
+    .await;
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(pid));
+    gw.signal(libc::SIGKILL);
+    gw.wait(Duration::from_secs(5));
+    wait_until("the orphan to be gone", Duration::from_secs(5), || async {
+        !alive(pid)
+    })
+    .await;
+}
+
+/// A pseudo-terminal pair: (master fd, slave path). The master is opened close-on-exec
+/// atomically, so no process spawned meanwhile by a parallel test inherits it (which would
+/// keep the "device" alive after the test unplugs it).
+fn pty() -> (i32, String) {
+    // SAFETY: plain libc pty calls on a fd we own; ptsname's buffer is copied at once.
+    unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(
+            master >= 0,
+            "posix_openpt: {}",
+            std::io::Error::last_os_error()
+        );
+        assert_eq!(libc::grantpt(master), 0);
+        assert_eq!(libc::unlockpt(master), 0);
+        let name = CStr::from_ptr(libc::ptsname(master))
+            .to_string_lossy()
+            .into_owned();
+        (master, name)
+    }
+}
+
+fn write_fd(fd: i32, bytes: &[u8]) {
+    let mut off = 0;
+    while off < bytes.len() {
+        // SAFETY: fd is our open pty master; the buffer outlives the call.
+        let n = unsafe { libc::write(fd, bytes[off..].as_ptr().cast(), bytes.len() - off) };
+        assert!(n > 0, "write to pty: {}", std::io::Error::last_os_error());
+        off += n as usize;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serial_source_reads_the_vcp_lines_and_reopens_a_device_that_came_back() {
+    let mosquitto = Mosquitto::start();
+    let sub = Subscriber::connect(mosquitto.port, "watcher-serial", "iiot/#", true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("ttyACM0");
+    let (master, slave) = pty();
+    std::os::unix::fs::symlink(&slave, &link).unwrap();
+    let source = format!(
+        "[source]\nkind = \"serial\"\npath = \"{}\"\nbaud = 115200\nrestart_initial = \"100ms\"\nrestart_max = \"300ms\"\n",
+        link.display()
+    );
+    let gw = TestGateway::start(
+        dir.path(),
+        &config(dir.path(), &source, &mosquitto, "gw-serial"),
+        Stdio::null(),
+    );
+    gw.wait_log("serial port opened", Duration::from_secs(10))
+        .await;
+
+    let text = fixture("vcp-serial.jsonl");
+    let lines: Vec<&str> = text.lines().collect();
+    let (first, second) = lines.split_at(5);
+    let to_bytes = |ls: &[&str]| ls.iter().map(|l| format!("{l}\r\n")).collect::<String>();
+    write_fd(master, to_bytes(first).as_bytes());
+    let expected_first: Vec<Expected> = expected_packets(&first.join("\n"))
+        .into_iter()
+        .flatten()
+        .collect();
+    let n1 = expected_first.len();
+    sub.wait_for(
+        |m| {
+            m.iter()
+                .filter(|m| m.topic != "iiot/gateway/status")
+                .count()
+                >= n1
+        },
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // Unplug: the pty goes away; plug back in: a new pty behind the same path.
+    // SAFETY: closing our pty master.
+    unsafe { libc::close(master) };
+    gw.wait_log("serial port unavailable", Duration::from_secs(10))
+        .await;
+    let (master2, slave2) = pty();
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(&slave2, &link).unwrap();
+    wait_until(
+        "the port to be reopened",
+        Duration::from_secs(10),
+        || async { gw.log().matches("serial port opened").count() >= 2 },
+    )
+    .await;
+    write_fd(master2, to_bytes(second).as_bytes());
+    let expected: Vec<Expected> = expected_packets(&text).into_iter().flatten().collect();
+    let n = expected.len();
+    let msgs = sub
+        .wait_for(
+            |m| {
+                m.iter()
+                    .filter(|m| m.topic != "iiot/gateway/status")
+                    .count()
+                    >= n
+            },
+            Duration::from_secs(10),
+        )
+        .await;
+    let got = counts(
+        msgs.into_iter()
+            .filter(|m| m.topic != "iiot/gateway/status")
+            .map(|m| (m.topic, m.payload)),
+    );
+    assert_eq!(
+        got,
+        counts(expected.iter().map(|e| (e.topic("iiot"), e.value.clone())))
+    );
+    // SAFETY: closing our pty master.
+    unsafe { libc::close(master2) };
+}
