@@ -150,6 +150,9 @@ impl Expected {
     }
 }
 
+/// A short key, its metric name and unit.
+type KeyMap = (&'static str, &'static str, Option<&'static str>);
+
 /// The readings a telemetry line must produce, per DESIGN.md section 3; `None` for lines
 /// that are not telemetry.
 pub fn expected(line: &str) -> Option<Vec<Expected>> {
@@ -164,7 +167,7 @@ pub fn expected(line: &str) -> Option<Vec<Expected>> {
         .ok()?;
     let mut out = Vec::new();
     for (key, obj) in value.as_object()? {
-        let (node, table): (String, &[(&str, &str, Option<&str>)]) = match key.as_str() {
+        let (node, table): (String, &[KeyMap]) = match key.as_str() {
             "sig" => (
                 "signal".into(),
                 &[("rssi", "rssi", Some("dbm")), ("snr", "snr", Some("db"))],
