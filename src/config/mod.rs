@@ -868,6 +868,25 @@ channel_capacity = 100
     }
 
     #[test]
+    fn example_config_loads_and_documents_every_key() {
+        let example = include_str!("../../config.example.toml");
+        let c = load(example).expect("config.example.toml must load");
+        assert!(matches!(c.source, SourceConfig::Simulator(_)));
+        for line in include_str!("raw.rs").lines() {
+            let Some(field) = line.trim().strip_prefix("pub ") else { continue };
+            let Some((name, _)) = field.split_once(':') else { continue };
+            if name.contains(' ') {
+                continue;
+            }
+            let documented = example
+                .lines()
+                .any(|l| l.trim_start_matches(['#', ' ']).starts_with(&format!("{name} =")));
+            let section = example.contains(&format!("[{name}]"));
+            assert!(documented || section, "{name} is not documented in config.example.toml");
+        }
+    }
+
+    #[test]
     fn broker_urls() {
         assert_eq!(
             parse_broker_url("mqtt://h:1884").unwrap(),
