@@ -873,16 +873,24 @@ channel_capacity = 100
         let c = load(example).expect("config.example.toml must load");
         assert!(matches!(c.source, SourceConfig::Simulator(_)));
         for line in include_str!("raw.rs").lines() {
-            let Some(field) = line.trim().strip_prefix("pub ") else { continue };
-            let Some((name, _)) = field.split_once(':') else { continue };
+            let Some(field) = line.trim().strip_prefix("pub ") else {
+                continue;
+            };
+            let Some((name, _)) = field.split_once(':') else {
+                continue;
+            };
             if name.contains(' ') {
                 continue;
             }
-            let documented = example
-                .lines()
-                .any(|l| l.trim_start_matches(['#', ' ']).starts_with(&format!("{name} =")));
+            let documented = example.lines().any(|l| {
+                l.trim_start_matches(['#', ' '])
+                    .starts_with(&format!("{name} ="))
+            });
             let section = example.contains(&format!("[{name}]"));
-            assert!(documented || section, "{name} is not documented in config.example.toml");
+            assert!(
+                documented || section,
+                "{name} is not documented in config.example.toml"
+            );
         }
     }
 

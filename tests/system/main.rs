@@ -5,6 +5,7 @@
 mod support;
 
 mod cli;
+mod delivery;
 mod gateway;
 mod pipeline;
 mod sources;

@@ -1,0 +1,321 @@
+//! Delivery details: QoS 2 and retain honoured, refused points split out and quarantined,
+//! Retry-After honoured, bad lines quarantined while the good ones flow, taken ports named.
+
+use std::io::Read as _;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::gateway::{counts, expected_packets, fixture, run_stdin, Expected, TestGateway};
+use crate::support::{InfluxDb1, Mosquitto, Subscriber};
+
+const EXIT: Duration = Duration::from_secs(60);
+
+fn stdin_config(dir: &std::path::Path, sinks: &str) -> String {
+    format!(
+        "[source]\nkind = \"stdin\"\ndrain_timeout = \"20s\"\n\n[storage]\ndir = \"{}\"\n\n[http]\nenabled = false\n\n{sinks}",
+        dir.join("data").display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn qos_2_and_retain_are_honoured() {
+    let mosquitto = Mosquitto::start();
+    let live = Subscriber::connect(mosquitto.port, "live-watcher", "site/a/#", true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sinks = format!(
+        "[mqtt]\nbroker_url = \"{}\"\nclient_id = \"gw-qos2\"\ntopic_prefix = \"site/a\"\nqos = 2\nretain = true\n",
+        mosquitto.url()
+    );
+    let input = fixture("vcp-serial.jsonl");
+    let (status, log) = run_stdin(
+        dir.path(),
+        &stdin_config(dir.path(), &sinks),
+        input.as_bytes(),
+        EXIT,
+    );
+    assert!(status.success(), "{log}");
+    // Every message arrived (QoS 2 through Mosquitto's default inflight limit of 20) ...
+    let all: Vec<Expected> = expected_packets(&input).into_iter().flatten().collect();
+    let n = all.len();
+    let msgs = live
+        .wait_for(
+            |m| {
+                m.iter()
+                    .filter(|m| m.topic != "site/a/gateway/status")
+                    .count()
+                    >= n
+            },
+            Duration::from_secs(10),
+        )
+        .await;
+    let got = counts(
+        msgs.into_iter()
+            .filter(|m| m.topic != "site/a/gateway/status")
+            .map(|m| (m.topic, m.payload)),
+    );
+    assert_eq!(
+        got,
+        counts(all.iter().map(|e| (e.topic("site/a"), e.value.clone())))
+    );
+    // ... and a subscriber arriving afterwards gets the retained last value of every topic.
+    let sub = Subscriber::connect(mosquitto.port, "late-watcher", "site/a/#", true).await;
+    let last = expected_packets(&input).pop().unwrap();
+    let msgs = sub
+        .wait_for(|m| m.len() > last.len(), Duration::from_secs(3))
+        .await;
+    for e in &last {
+        let topic = e.topic("site/a");
+        let m = msgs
+            .iter()
+            .find(|m| m.topic == topic)
+            .unwrap_or_else(|| panic!("{topic}"));
+        assert!(m.retain, "{topic} retained");
+        assert_eq!(m.payload, e.value);
+    }
+    assert!(msgs
+        .iter()
+        .any(|m| m.topic == "site/a/gateway/status" && m.payload == "offline"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_points_are_split_out_and_quarantined_while_the_rest_is_written() {
+    let influx = InfluxDb1::start();
+    influx.create_database("telemetry");
+    // Make InfluxDB refuse every `rssi` point: the field already exists as an integer in
+    // the current shard.
+    let marker_ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+        - 3_600_000_000_000;
+    let resp = crate::support::http()
+        .post(format!("{}/write?db=telemetry", influx.url()))
+        .body(format!("rssi,node=signal,unit=dbm value=1i {marker_ts}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    let dir = tempfile::tempdir().unwrap();
+    let sinks = format!(
+        "[influxdb]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"telemetry\"\nflush_interval = \"50ms\"\n",
+        influx.url()
+    );
+    let input = fixture("vcp-serial.jsonl");
+    let (status, log) = run_stdin(
+        dir.path(),
+        &stdin_config(dir.path(), &sinks),
+        input.as_bytes(),
+        EXIT,
+    );
+    assert!(
+        status.success(),
+        "one refused metric must not block the rest: {log}"
+    );
+    let expected: Vec<Expected> = expected_packets(&input).into_iter().flatten().collect();
+    let points = influx.points("telemetry").await;
+    let written = points.iter().filter(|p| p.ts_ns != marker_ts).count();
+    let rssi = expected.iter().filter(|e| e.metric == "rssi").count();
+    assert_eq!(written, expected.len() - rssi);
+    let quarantine = std::fs::read_to_string(dir.path().join("data/quarantine.log")).unwrap();
+    let refused: Vec<&str> = quarantine
+        .lines()
+        .filter(|l| l.contains("\tinfluxdb\t"))
+        .collect();
+    assert_eq!(refused.len(), rssi, "{quarantine}");
+    assert!(refused
+        .iter()
+        .all(|l| l.contains("field type conflict") && l.contains("rssi,node=signal")));
+}
+
+/// A FAKE InfluxDB: real servers cannot be made to answer 503 with Retry-After on demand.
+/// It refuses the first write with `503 Retry-After: 1`, accepts the rest, and records
+/// (arrival time, decompressed body) of every write.
+async fn fake_influx() -> (u16, Arc<Mutex<Vec<(Instant, String)>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let writes = Arc::new(Mutex::new(Vec::new()));
+    let seen = writes.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                loop {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if sock.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).to_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map(|v| v.trim().parse().unwrap())
+                        .unwrap_or(0);
+                    let mut body = vec![0; len];
+                    sock.read_exact(&mut body).await.unwrap();
+                    let reply = if head.starts_with("post /api/v2/write") {
+                        let mut text = String::new();
+                        flate2::read::GzDecoder::new(&body[..])
+                            .read_to_string(&mut text)
+                            .unwrap();
+                        let mut w = seen.lock().unwrap();
+                        w.push((Instant::now(), text));
+                        if w.len() == 1 {
+                            "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\ncontent-length: 0\r\n\r\n"
+                        } else {
+                            "HTTP/1.1 204 No Content\r\n\r\n"
+                        }
+                    } else {
+                        "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+                    };
+                    sock.write_all(reply.as_bytes()).await.unwrap();
+                }
+            });
+        }
+    });
+    (port, writes)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_503_with_retry_after_is_retried_after_that_delay_with_the_same_points() {
+    let (port, writes) = fake_influx().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sinks = format!(
+        "[influxdb]\nurl = \"http://127.0.0.1:{port}\"\napi = \"v2\"\norg = \"o\"\nbucket = \"b\"\ntoken = \"secret-token-value\"\nflush_interval = \"50ms\"\nretry_initial = \"10ms\"\nretry_max = \"20ms\"\n"
+    );
+    let input = fixture("legacy-bmp280.log");
+    let (status, log) = run_stdin(
+        dir.path(),
+        &stdin_config(dir.path(), &sinks),
+        input.as_bytes(),
+        EXIT,
+    );
+    assert!(status.success(), "{log}");
+    let w = writes.lock().unwrap();
+    assert_eq!(w.len(), 2, "one refused write, one retry");
+    assert_eq!(w[0].1, w[1].1, "the retry carries the very same points");
+    let waited = w[1].0 - w[0].0;
+    assert!(
+        waited >= Duration::from_millis(900),
+        "Retry-After honoured: {waited:?}"
+    );
+    assert_eq!(w[0].1.lines().count(), 9);
+    assert!(log.contains("server error"), "{log}");
+    assert!(!log.contains("secret-token-value"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_lines_are_quarantined_with_their_reason_and_good_lines_around_them_flow() {
+    let mosquitto = Mosquitto::start();
+    let sub = Subscriber::connect(mosquitto.port, "watcher-bad", "iiot/#", true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sinks = format!(
+        "[mqtt]\nbroker_url = \"{}\"\nclient_id = \"gw-bad\"\n",
+        mosquitto.url()
+    );
+    let good = fixture("vcp-serial.jsonl");
+    let good: Vec<&str> = good.lines().collect();
+    let mut input = Vec::new();
+    for (i, line) in good.iter().enumerate() {
+        input.extend_from_slice(line.as_bytes());
+        input.push(b'\n');
+        match i {
+            0 => input.extend_from_slice(b"[INFO] JSON sent via VCP: {\"ts\":1,\"n1\":{\"t\":\n"),
+            1 => input.extend_from_slice(b"\xff\xfe\x00 binary noise \x1b[31m\n"),
+            2 => input.extend_from_slice(b"{\"n1\":{\"t\":\"hot\"}}\n"),
+            3 => {
+                input.extend_from_slice(&[b'{'; 100_000]);
+                input.push(b'\n');
+            }
+            _ => {}
+        }
+    }
+    input.push(b'\n');
+    let (status, log) = run_stdin(dir.path(), &stdin_config(dir.path(), &sinks), &input, EXIT);
+    assert!(status.success(), "{log}");
+    let expected: Vec<Expected> = expected_packets(&good.join("\n"))
+        .into_iter()
+        .flatten()
+        .collect();
+    let n = expected.len();
+    let msgs = sub
+        .wait_for(
+            |m| {
+                m.iter()
+                    .filter(|m| m.topic != "iiot/gateway/status")
+                    .count()
+                    >= n
+            },
+            Duration::from_secs(10),
+        )
+        .await;
+    let got = counts(
+        msgs.into_iter()
+            .filter(|m| m.topic != "iiot/gateway/status")
+            .map(|m| (m.topic, m.payload)),
+    );
+    assert_eq!(
+        got,
+        counts(expected.iter().map(|e| (e.topic("iiot"), e.value.clone())))
+    );
+    let q = std::fs::read_to_string(dir.path().join("data/quarantine.log")).unwrap();
+    let reasons: Vec<&str> = q
+        .lines()
+        .map(|l| l.split('\t').nth(2).unwrap_or(""))
+        .collect();
+    assert_eq!(reasons.len(), 3, "{q}");
+    assert!(reasons[0].starts_with("invalid JSON"), "{reasons:?}");
+    assert_eq!(reasons[1], "n1.t: expected a number, got \"hot\"");
+    assert!(reasons[2].contains("max_line_length"), "{reasons:?}");
+    assert!(
+        q.lines().all(|l| l.len() < 5000),
+        "quarantine keeps lines bounded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_taken_port_is_named_with_the_setting_that_changes_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, setting) in [
+        ("--mqtt-listen", "[mqtt] embedded_listen"),
+        ("--http-listen", "[http] listen"),
+    ] {
+        let addr = format!("127.0.0.1:{port}");
+        let other = format!("127.0.0.1:{}", crate::support::free_port());
+        let args: Vec<&str> = match flag {
+            "--mqtt-listen" => vec![
+                "--storage-dir",
+                "data",
+                "--http-listen",
+                &other,
+                flag,
+                &addr,
+            ],
+            _ => vec![
+                "--storage-dir",
+                "data",
+                "--mqtt-listen",
+                &other,
+                flag,
+                &addr,
+            ],
+        };
+        let mut gw = TestGateway::spawn(dir.path(), &args, Stdio::null());
+        let status = gw.wait(Duration::from_secs(20));
+        let log = gw.log();
+        assert!(!status.success());
+        assert!(log.contains(&addr), "{log}");
+        assert!(log.contains(flag) && log.contains(setting), "{log}");
+    }
+}
