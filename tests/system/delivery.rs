@@ -319,3 +319,51 @@ async fn a_taken_port_is_named_with_the_setting_that_changes_it() {
         assert!(log.contains(flag) && log.contains(setting), "{log}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readings_sent_while_the_broker_is_down_arrive_after_it_returns() {
+    let mut mosquitto = Mosquitto::start();
+    // A persistent-session QoS 1 subscriber: the broker keeps its queue across the restart.
+    let sub = Subscriber::connect(mosquitto.port, "watcher-outage", "iiot/#", false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sinks = format!(
+        "[mqtt]\nbroker_url = \"{}\"\nclient_id = \"gw-outage\"\nreconnect_initial = \"100ms\"\nreconnect_max = \"400ms\"\n",
+        mosquitto.url()
+    );
+    let mut gw = TestGateway::start(dir.path(), &stdin_config(dir.path(), &sinks), Stdio::piped());
+    let mut stdin = gw.stdin();
+    let text = fixture("probe-rs-session.log");
+    let lines: Vec<&str> = text.lines().collect();
+    let (before, during) = lines.split_at(lines.len() / 2);
+    let before_n: usize = expected_packets(&before.join("\n")).iter().map(Vec::len).sum();
+    use std::io::Write as _;
+    writeln!(stdin, "{}", before.join("\n")).unwrap();
+    sub.wait_for(|m| m.iter().filter(|m| m.topic != "iiot/gateway/status").count() >= before_n, Duration::from_secs(10))
+        .await;
+
+    mosquitto.stop();
+    writeln!(stdin, "{}", during.join("\n")).unwrap();
+    gw.wait_log("sink connection refused", Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    mosquitto.start_again();
+    drop(stdin);
+    let status = gw.wait(EXIT);
+    assert!(status.success(), "{}", gw.log());
+
+    let expected: Vec<Expected> = expected_packets(&text).into_iter().flatten().collect();
+    let want = counts(expected.iter().map(|e| (e.topic("iiot"), e.value.clone())));
+    let msgs = sub
+        .wait_for(
+            |m| {
+                let got = counts(m.iter().filter(|m| m.topic != "iiot/gateway/status").map(|m| (m.topic.clone(), m.payload.clone())));
+                want.iter().all(|(k, n)| got.get(k).copied().unwrap_or(0) >= *n)
+            },
+            Duration::from_secs(20),
+        )
+        .await;
+    let received = msgs.iter().filter(|m| m.topic != "iiot/gateway/status").count();
+    assert!(received >= expected.len(), "at least once: {received} of {}", expected.len());
+    let log = gw.log();
+    assert_eq!(log.matches("sink connection refused").count(), 1, "one line per state change: {log}");
+    assert!(log.matches("sink connected").count() >= 2, "{log}");
+}
