@@ -116,6 +116,11 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
         stats: stats.clone(),
         latest,
         quarantine: quarantine.clone(),
+        budget: ingest::Budget {
+            max_bytes: cfg.storage.max_bytes,
+            policy: cfg.storage.on_full,
+            sinks: sinks.iter().map(SinkConfig::name).collect(),
+        },
     };
     let ingest_thread = std::thread::Builder::new()
         .name("ingest".into())
@@ -214,6 +219,9 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
     info!(
         packets = stats.packets.load(std::sync::atomic::Ordering::Relaxed),
         quarantined = quarantine.total(),
+        dropped_at_disk_budget = stats
+            .dropped_readings
+            .load(std::sync::atomic::Ordering::Relaxed),
         "gateway stopped"
     );
     Ok(match (end, undelivered) {
@@ -223,7 +231,11 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
 }
 
 fn reader_for(cfg: &Config) -> anyhow::Result<OutboxReader> {
-    Outbox::open(&cfg.storage)
+    let storage = crate::config::StorageConfig {
+        move_corrupt_aside: false,
+        ..cfg.storage.clone()
+    };
+    Outbox::open(&storage)
         .and_then(|o| o.reader())
         .context("open the outbox")
 }

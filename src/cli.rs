@@ -47,6 +47,10 @@ struct Cli {
     /// Directory of the outbox and history (overrides [storage] dir)
     #[arg(long, global = true, value_name = "DIR")]
     storage_dir: Option<PathBuf>,
+    /// If the outbox database is corrupt, rename it aside (kept, never deleted) and start an
+    /// empty one instead of refusing to start
+    #[arg(long, global = true)]
+    move_corrupt_outbox: bool,
     /// Log filter when RUST_LOG is unset: error, warn, info, debug, trace
     #[arg(long, global = true, value_name = "LEVEL", default_value = "info")]
     log_level: String,
@@ -140,6 +144,7 @@ fn load(cli: &Cli) -> Result<Config, ConfigError> {
     if let Some(dir) = &cli.storage_dir {
         cfg.storage.dir = dir.clone();
     }
+    cfg.storage.move_corrupt_aside = cli.move_corrupt_outbox;
     Ok(cfg)
 }
 

@@ -8,11 +8,12 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
-use tracing::error;
+use tracing::{error, warn};
 
+use crate::config::FullPolicy;
 use crate::decode::{decode, Decoded, MARKER};
 use crate::outbox::Outbox;
 use crate::quarantine::Quarantine;
@@ -21,8 +22,21 @@ use crate::stats::{Latest, Stats};
 
 /// Most lines taken into one outbox transaction.
 const MAX_BATCH_LINES: usize = 4096;
-/// Wait between attempts when the outbox cannot commit (disk full, I/O error).
+/// Wait between attempts when the outbox cannot commit (disk full, I/O error), and between
+/// budget checks while the `block` policy holds the source back.
 const COMMIT_RETRY: Duration = Duration::from_secs(1);
+/// At most one warning about readings dropped by the disk budget per this interval.
+const DROP_WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// The outbox's disk budget and what to do at it.
+pub struct Budget {
+    /// Bytes of database pages in use at most.
+    pub max_bytes: u64,
+    /// Drop oldest undelivered, or block.
+    pub policy: FullPolicy,
+    /// Configured sinks (their cursors tell delivered from undelivered).
+    pub sinks: Vec<&'static str>,
+}
 
 /// Where the ingest stage reports.
 pub struct IngestOutputs {
@@ -34,13 +48,23 @@ pub struct IngestOutputs {
     pub latest: Latest,
     /// Bad lines.
     pub quarantine: Quarantine,
+    /// Disk budget.
+    pub budget: Budget,
 }
 
 /// Runs until every sender of `rx` is gone and everything received is committed.
 pub fn run(mut rx: mpsc::Receiver<Line>, mut outbox: Outbox, out: IngestOutputs) {
     let mut last_ts = i64::MIN;
     let mut lines = Vec::with_capacity(MAX_BATCH_LINES);
-    while let Some(first) = rx.blocking_recv() {
+    let mut drops = DropWarnings::default();
+    loop {
+        // Over budget under `block`: accept nothing until the sinks caught up.
+        while enforce_budget(&mut outbox, &out, &mut drops) {
+            std::thread::sleep(COMMIT_RETRY);
+        }
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
         lines.push(first);
         while lines.len() < MAX_BATCH_LINES {
             match rx.try_recv() {
@@ -77,6 +101,54 @@ pub fn run(mut rx: mpsc::Receiver<Line>, mut outbox: Outbox, out: IngestOutputs)
         let first_seq = last_seq - count as i64 + 1;
         out.latest.update(stored(&packets, first_seq));
         out.committed.send_replace(last_seq);
+    }
+}
+
+/// Applies the disk budget after a commit; true while `block` must hold the source back.
+fn enforce_budget(outbox: &mut Outbox, out: &IngestOutputs, drops: &mut DropWarnings) -> bool {
+    let b = &out.budget;
+    let drop_undelivered = b.policy == FullPolicy::DropOldest;
+    match outbox.enforce_budget(b.max_bytes, &b.sinks, drop_undelivered) {
+        Ok(report) => {
+            if report.undelivered_dropped > 0 {
+                out.stats
+                    .dropped_readings
+                    .fetch_add(report.undelivered_dropped, Ordering::Relaxed);
+                drops.add(report.undelivered_dropped, b.max_bytes);
+            }
+            if report.over && !drops.blocking {
+                warn!(max_bytes = b.max_bytes, "outbox at its disk budget: accepting no more lines until the sinks catch up (on_full = \"block\")");
+            }
+            drops.blocking = report.over;
+            report.over
+        }
+        Err(err) => {
+            error!(error = %err, "checking the outbox disk budget failed");
+            false
+        }
+    }
+}
+
+/// Rate-limits the warning about readings dropped at the disk budget.
+#[derive(Default)]
+struct DropWarnings {
+    pending: u64,
+    last: Option<Instant>,
+    blocking: bool,
+}
+
+impl DropWarnings {
+    fn add(&mut self, dropped: u64, max_bytes: u64) {
+        self.pending += dropped;
+        if self.last.is_none_or(|t| t.elapsed() >= DROP_WARN_EVERY) {
+            warn!(
+                dropped = self.pending,
+                max_bytes,
+                "outbox full: dropped the oldest undelivered readings (raise [storage] max_bytes or fix the sink)"
+            );
+            self.pending = 0;
+            self.last = Some(Instant::now());
+        }
     }
 }
 

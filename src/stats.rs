@@ -22,6 +22,8 @@ pub struct Stats {
     pub rejected_fields: AtomicU64,
     /// Lines longer than the maximum, cut.
     pub cut_lines: AtomicU64,
+    /// Undelivered readings dropped at the outbox's disk budget.
+    pub dropped_readings: AtomicU64,
     /// Per-sink status, by sink name.
     pub sinks: RwLock<BTreeMap<&'static str, Arc<SinkStatus>>>,
 }

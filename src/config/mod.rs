@@ -69,6 +69,10 @@ pub mod defaults {
     pub const STORAGE_DIR: &str = "iiot-data";
     /// History kept.
     pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+    /// Disk budget of the outbox.
+    pub const MAX_BYTES: u64 = 1 << 30;
+    /// Smallest disk budget accepted.
+    pub const MIN_BYTES: u64 = 1 << 20;
     /// Dashboard address.
     pub const HTTP_LISTEN: &str = "127.0.0.1:8080";
 }
@@ -286,6 +290,15 @@ pub enum SyncMode {
     Full,
 }
 
+/// What the outbox does when it reaches its disk budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FullPolicy {
+    /// Drop the oldest undelivered readings (counted, warned about every minute).
+    DropOldest,
+    /// Stop accepting lines until the sinks caught up (the source waits).
+    Block,
+}
+
 /// Outbox and history.
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
@@ -295,6 +308,12 @@ pub struct StorageConfig {
     pub retention: Duration,
     /// Sync mode.
     pub sync: SyncMode,
+    /// Disk budget in bytes.
+    pub max_bytes: u64,
+    /// Policy at the budget.
+    pub on_full: FullPolicy,
+    /// Move a corrupt database aside instead of refusing to start (`--move-corrupt-outbox`).
+    pub move_corrupt_aside: bool,
 }
 
 /// The HTTP server.
@@ -640,12 +659,32 @@ impl Validator<'_> {
                 ))
             }
         };
+        let max_bytes = s.max_bytes.map_or(defaults::MAX_BYTES, |b| b.0);
+        if max_bytes < defaults::MIN_BYTES {
+            return Err(self.err(
+                "[storage] max_bytes",
+                format!("must be at least 1MiB (got {max_bytes} bytes)"),
+            ));
+        }
+        let on_full = match s.on_full.as_deref().unwrap_or("drop_oldest") {
+            "drop_oldest" => FullPolicy::DropOldest,
+            "block" => FullPolicy::Block,
+            other => {
+                return Err(self.err(
+                    "[storage] on_full",
+                    format!("must be \"drop_oldest\" or \"block\" (got {other:?})"),
+                ))
+            }
+        };
         Ok(StorageConfig {
             dir: s
                 .dir
                 .unwrap_or_else(|| PathBuf::from(defaults::STORAGE_DIR)),
             retention: s.retention.unwrap_or(defaults::RETENTION),
             sync,
+            max_bytes,
+            on_full,
+            move_corrupt_aside: false,
         })
     }
 
@@ -779,6 +818,18 @@ mod tests {
                 "[source] probe_id: required",
             ),
             ("[mqtt]\nkeep_alive = \"soon\"\n", "keep_alive"),
+            (
+                "[storage]\nmax_bytes = \"12 parsecs\"\n",
+                "unknown size unit",
+            ),
+            (
+                "[storage]\nmax_bytes = 1000\n",
+                "[storage] max_bytes: must be at least 1MiB",
+            ),
+            (
+                "[storage]\non_full = \"panic\"\n",
+                "[storage] on_full: must be",
+            ),
         ];
         for (text, expected) in cases {
             let e = load(text).unwrap_err().to_string();
@@ -892,6 +943,21 @@ channel_capacity = 100
                 "{name} is not documented in config.example.toml"
             );
         }
+    }
+
+    #[test]
+    fn sizes_take_units() {
+        let c = load("[storage]\nmax_bytes = \"512MiB\"\non_full = \"block\"\n").unwrap();
+        assert_eq!(c.storage.max_bytes, 512 << 20);
+        assert_eq!(c.storage.on_full, FullPolicy::Block);
+        assert_eq!(
+            load("[storage]\nmax_bytes = 2000000\n")
+                .unwrap()
+                .storage
+                .max_bytes,
+            2_000_000
+        );
+        assert_eq!(raw::parse_size("2GB").unwrap(), 2_000_000_000);
     }
 
     #[test]

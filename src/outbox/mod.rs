@@ -16,6 +16,13 @@
 //!   Sinks and the web server read through their own connections ([`OutboxReader`]).
 //! - Retention deletes readings older than `[storage] retention` only when every configured
 //!   sink has delivered them: undelivered data is never pruned by age.
+//! - Disk budget (`[storage] max_bytes`): after each append the pages in use are compared with
+//!   the budget. Over it, the oldest delivered history goes first; if that is not enough, the
+//!   `drop_oldest` policy deletes the oldest undelivered readings (reported to the caller, who
+//!   counts and logs them) and `block` leaves them, telling the caller to stop accepting.
+//!   Freed pages are reused by SQLite, so the file stops growing at about the budget.
+//! - A corrupt file is never deleted: opening fails with [`OutboxError::Corrupt`], or, when the
+//!   user asked for it, the file is renamed aside and a new outbox starts.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -39,8 +46,16 @@ pub enum OutboxError {
         /// Why.
         cause: std::io::Error,
     },
+    /// The storage dir or database file is not writable.
+    #[error("cannot write the outbox {path}: {cause} (check that the user running the gateway can write there, or set [storage] dir)")]
+    Unwritable {
+        /// The file.
+        path: PathBuf,
+        /// SQLite's words.
+        cause: rusqlite::Error,
+    },
     /// The database file is not a usable SQLite database.
-    #[error("{path} is not a valid outbox database ({cause}); it was left untouched: move it aside to start with an empty outbox, or restore it from a backup")]
+    #[error("{path} is not a valid outbox database ({cause}); it was left untouched: restore it from a backup, or start with --move-corrupt-outbox to rename it aside and begin an empty outbox")]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -96,14 +111,123 @@ impl Outbox {
             cause: source,
         })?;
         let path = cfg.dir.join(DB_FILE);
-        let conn = connect(&path, cfg.sync)?;
+        match Self::open_file(&path, cfg.sync) {
+            Err(OutboxError::Corrupt { .. }) if cfg.move_corrupt_aside => {
+                let aside = move_aside(&path).map_err(|cause| OutboxError::Dir {
+                    dir: cfg.dir.clone(),
+                    cause,
+                })?;
+                tracing::warn!(moved_to = %aside.display(), "corrupt outbox moved aside; starting an empty one");
+                Self::open_file(&path, cfg.sync)
+            }
+            other => other,
+        }
+    }
+
+    fn open_file(path: &Path, sync: SyncMode) -> Result<Outbox> {
+        let conn = connect(path, sync)?;
         conn.execute_batch(SCHEMA)
-            .map_err(|source| classify(&path, source))?;
+            .map_err(|source| classify(path, source))?;
+        // A quick structural check: a file with a valid header but damaged pages is found now,
+        // not in the middle of a delivery.
+        let check: String = conn
+            .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+            .map_err(|source| classify(path, source))?;
+        if check != "ok" {
+            return Err(OutboxError::Corrupt {
+                path: path.to_path_buf(),
+                cause: rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                    Some(check),
+                ),
+            });
+        }
         Ok(Outbox {
             conn,
-            path,
-            sync: cfg.sync,
+            path: path.to_path_buf(),
+            sync,
         })
+    }
+
+    /// Bytes of database pages in use (free pages are reused before the file grows).
+    pub fn used_bytes(&self) -> Result<u64> {
+        let q = |pragma: &str| -> rusqlite::Result<i64> {
+            self.conn
+                .query_row(&format!("PRAGMA {pragma}"), [], |r| r.get(0))
+        };
+        let used = (|| {
+            Ok::<_, rusqlite::Error>((q("page_count")? - q("freelist_count")?) * q("page_size")?)
+        })()
+        .map_err(|cause| OutboxError::Sqlite {
+            path: self.path.clone(),
+            cause,
+        })?;
+        Ok(u64::try_from(used).unwrap_or(0))
+    }
+
+    /// Brings the outbox under `max_bytes`: oldest delivered history first, then, when
+    /// `drop_undelivered`, the oldest undelivered readings. `sinks` are the configured sinks.
+    pub fn enforce_budget(
+        &mut self,
+        max_bytes: u64,
+        sinks: &[&str],
+        drop_undelivered: bool,
+    ) -> Result<BudgetReport> {
+        let mut report = BudgetReport::default();
+        let used = self.used_bytes()?;
+        if used <= max_bytes {
+            return Ok(report);
+        }
+        let path = self.path.clone();
+        let err = |cause| OutboxError::Sqlite {
+            path: path.clone(),
+            cause,
+        };
+        let (min_seq, max_seq): (Option<i64>, Option<i64>) = self
+            .conn
+            .query_row("SELECT MIN(seq), MAX(seq) FROM readings", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(err)?;
+        let (Some(min_seq), Some(max_seq)) = (min_seq, max_seq) else {
+            report.over = true;
+            return Ok(report);
+        };
+        // Rows form one contiguous seq range (only the oldest are ever deleted).
+        let rows = (max_seq - min_seq + 1).max(1) as u64;
+        let per_row = (used / rows).max(1);
+        let target = max_bytes / 10 * 9;
+        let excess = (used - target).div_ceil(per_row) as i64;
+        let cut = min_seq + excess - 1; // delete seq <= cut
+        let mut delivered = max_seq;
+        for sink in sinks {
+            let cursor: Option<i64> = self
+                .conn
+                .query_row("SELECT seq FROM cursors WHERE sink = ?1", [sink], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(err)?;
+            delivered = delivered.min(cursor.unwrap_or(0));
+        }
+        let history_cut = cut.min(delivered);
+        if history_cut >= min_seq {
+            report.history_pruned = self
+                .conn
+                .execute("DELETE FROM readings WHERE seq <= ?1", [history_cut])
+                .map_err(err)? as u64;
+        }
+        if cut > delivered {
+            if drop_undelivered {
+                report.undelivered_dropped = self
+                    .conn
+                    .execute("DELETE FROM readings WHERE seq <= ?1", [cut])
+                    .map_err(err)? as u64;
+            } else {
+                report.over = true;
+            }
+        }
+        Ok(report)
     }
 
     /// The database file.
@@ -145,6 +269,37 @@ impl Outbox {
             path: self.path.clone(),
         })
     }
+}
+
+/// What [`Outbox::enforce_budget`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetReport {
+    /// Delivered readings deleted from the history.
+    pub history_pruned: u64,
+    /// Undelivered readings dropped (`drop_oldest`).
+    pub undelivered_dropped: u64,
+    /// Still over budget with undelivered readings kept (`block`): accept nothing more.
+    pub over: bool,
+}
+
+/// Renames `path` (and its -wal/-shm files) to `<name>.corrupt-<unix time>`.
+fn move_aside(path: &Path) -> std::io::Result<PathBuf> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".corrupt-{stamp}"));
+    let aside = PathBuf::from(aside);
+    std::fs::rename(path, &aside)?;
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        let mut side_aside = aside.as_os_str().to_owned();
+        side_aside.push(suffix);
+        let _ = std::fs::rename(PathBuf::from(side), PathBuf::from(side_aside));
+    }
+    Ok(aside)
 }
 
 /// A read (and cursor-write) connection, one per sink or server.
@@ -312,6 +467,12 @@ fn classify(path: &Path, cause: rusqlite::Error) -> OutboxError {
             path: path.to_path_buf(),
             cause,
         },
+        Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly | ErrorCode::PermissionDenied) => {
+            OutboxError::Unwritable {
+                path: path.to_path_buf(),
+                cause,
+            }
+        }
         _ => OutboxError::Sqlite {
             path: path.to_path_buf(),
             cause,
@@ -329,6 +490,9 @@ mod tests {
             dir: dir.to_path_buf(),
             retention: std::time::Duration::from_secs(3600),
             sync: SyncMode::Normal,
+            max_bytes: 1 << 30,
+            on_full: crate::config::FullPolicy::DropOldest,
+            move_corrupt_aside: false,
         }
     }
 
@@ -427,6 +591,116 @@ mod tests {
         assert_eq!(latest[0].value, "2");
     }
 
+    fn fill(ob: &mut Outbox, packets: usize) {
+        let value = "1".repeat(40);
+        let values = [value.as_str(); 9];
+        let batch: Vec<Packet> = (0..packets).map(|i| packet(i as i64, &values)).collect();
+        ob.append(&batch).unwrap();
+    }
+
+    #[test]
+    fn over_budget_delivered_history_goes_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ob = Outbox::open(&storage(dir.path())).unwrap();
+        let r = ob.reader().unwrap();
+        r.init_cursor("mqtt").unwrap();
+        fill(&mut ob, 5000);
+        let last = r.last_seq().unwrap();
+        r.set_cursor("mqtt", last).unwrap();
+        let used = ob.used_bytes().unwrap();
+        let report = ob.enforce_budget(used / 2, &["mqtt"], true).unwrap();
+        assert!(report.history_pruned > 0);
+        assert_eq!(report.undelivered_dropped, 0);
+        assert!(
+            ob.used_bytes().unwrap() <= used / 2,
+            "under budget afterwards"
+        );
+        // Nothing to do when under budget.
+        assert_eq!(
+            ob.enforce_budget(used, &["mqtt"], true).unwrap(),
+            BudgetReport::default()
+        );
+    }
+
+    #[test]
+    fn over_budget_drop_oldest_drops_and_counts_undelivered_readings() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ob = Outbox::open(&storage(dir.path())).unwrap();
+        let r = ob.reader().unwrap();
+        r.init_cursor("influxdb").unwrap();
+        fill(&mut ob, 5000);
+        let total = r.count_after(0).unwrap() as u64;
+        let used = ob.used_bytes().unwrap();
+        let report = ob.enforce_budget(used / 2, &["influxdb"], true).unwrap();
+        assert_eq!(report.history_pruned, 0);
+        assert!(
+            report.undelivered_dropped > total / 3,
+            "{report:?} of {total}"
+        );
+        assert_eq!(
+            r.count_after(0).unwrap() as u64,
+            total - report.undelivered_dropped
+        );
+        // The newest readings are the ones kept, and the sink reads on from its cursor.
+        assert_eq!(
+            r.read_after(0, 1).unwrap()[0].seq as u64,
+            report.undelivered_dropped + 1
+        );
+        assert!(ob.used_bytes().unwrap() <= used / 2);
+    }
+
+    #[test]
+    fn over_budget_block_keeps_undelivered_readings_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ob = Outbox::open(&storage(dir.path())).unwrap();
+        let r = ob.reader().unwrap();
+        r.init_cursor("influxdb").unwrap();
+        fill(&mut ob, 2000);
+        let total = r.count_after(0).unwrap();
+        let used = ob.used_bytes().unwrap();
+        let report = ob.enforce_budget(used / 2, &["influxdb"], false).unwrap();
+        assert!(report.over);
+        assert_eq!(report.undelivered_dropped, 0);
+        assert_eq!(r.count_after(0).unwrap(), total);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_moved_aside_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        std::fs::write(&path, b"garbage".repeat(1000)).unwrap();
+        let mut cfg = storage(dir.path());
+        assert!(Outbox::open(&cfg).is_err());
+        cfg.move_corrupt_aside = true;
+        let ob = Outbox::open(&cfg).unwrap();
+        assert_eq!(ob.reader().unwrap().last_seq().unwrap(), 0);
+        let kept: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("outbox.db.corrupt-")
+            })
+            .collect();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(
+            std::fs::read(kept[0].path()).unwrap(),
+            b"garbage".repeat(1000)
+        );
+    }
+
+    #[test]
+    fn an_unwritable_dir_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let ro = dir.path().join("ro");
+        std::fs::create_dir(&ro).unwrap();
+        // A file where the database should go makes the path unusable even for root.
+        std::fs::create_dir(ro.join(DB_FILE)).unwrap();
+        let err = Outbox::open(&storage(&ro)).unwrap_err();
+        assert!(err.to_string().contains("[storage] dir"), "{err}");
+    }
+
     #[test]
     fn a_corrupt_file_is_reported_and_left_alone() {
         let dir = tempfile::tempdir().unwrap();
@@ -438,7 +712,7 @@ mod tests {
         .unwrap();
         let err = Outbox::open(&storage(dir.path())).unwrap_err();
         assert!(matches!(err, OutboxError::Corrupt { .. }), "{err}");
-        assert!(err.to_string().contains("move it aside"), "{err}");
+        assert!(err.to_string().contains("--move-corrupt-outbox"), "{err}");
         assert!(std::fs::read(&path)
             .unwrap()
             .starts_with(b"this is not sqlite"));

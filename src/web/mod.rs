@@ -127,6 +127,7 @@ async fn api_status(State(state): State<AppState>) -> impl IntoResponse {
         "invalid_lines": s.invalid_lines.load(Ordering::Relaxed),
         "rejected_fields": s.rejected_fields.load(Ordering::Relaxed),
         "cut_lines": s.cut_lines.load(Ordering::Relaxed),
+        "dropped_readings": s.dropped_readings.load(Ordering::Relaxed),
         "sinks": sinks,
     }))
 }

@@ -330,20 +330,36 @@ async fn readings_sent_while_the_broker_is_down_arrive_after_it_returns() {
         "[mqtt]\nbroker_url = \"{}\"\nclient_id = \"gw-outage\"\nreconnect_initial = \"100ms\"\nreconnect_max = \"400ms\"\n",
         mosquitto.url()
     );
-    let mut gw = TestGateway::start(dir.path(), &stdin_config(dir.path(), &sinks), Stdio::piped());
+    let mut gw = TestGateway::start(
+        dir.path(),
+        &stdin_config(dir.path(), &sinks),
+        Stdio::piped(),
+    );
     let mut stdin = gw.stdin();
     let text = fixture("probe-rs-session.log");
     let lines: Vec<&str> = text.lines().collect();
     let (before, during) = lines.split_at(lines.len() / 2);
-    let before_n: usize = expected_packets(&before.join("\n")).iter().map(Vec::len).sum();
+    let before_n: usize = expected_packets(&before.join("\n"))
+        .iter()
+        .map(Vec::len)
+        .sum();
     use std::io::Write as _;
     writeln!(stdin, "{}", before.join("\n")).unwrap();
-    sub.wait_for(|m| m.iter().filter(|m| m.topic != "iiot/gateway/status").count() >= before_n, Duration::from_secs(10))
-        .await;
+    sub.wait_for(
+        |m| {
+            m.iter()
+                .filter(|m| m.topic != "iiot/gateway/status")
+                .count()
+                >= before_n
+        },
+        Duration::from_secs(10),
+    )
+    .await;
 
     mosquitto.stop();
     writeln!(stdin, "{}", during.join("\n")).unwrap();
-    gw.wait_log("sink connection refused", Duration::from_secs(10)).await;
+    gw.wait_log("sink connection refused", Duration::from_secs(10))
+        .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     mosquitto.start_again();
     drop(stdin);
@@ -355,15 +371,31 @@ async fn readings_sent_while_the_broker_is_down_arrive_after_it_returns() {
     let msgs = sub
         .wait_for(
             |m| {
-                let got = counts(m.iter().filter(|m| m.topic != "iiot/gateway/status").map(|m| (m.topic.clone(), m.payload.clone())));
-                want.iter().all(|(k, n)| got.get(k).copied().unwrap_or(0) >= *n)
+                let got = counts(
+                    m.iter()
+                        .filter(|m| m.topic != "iiot/gateway/status")
+                        .map(|m| (m.topic.clone(), m.payload.clone())),
+                );
+                want.iter()
+                    .all(|(k, n)| got.get(k).copied().unwrap_or(0) >= *n)
             },
             Duration::from_secs(20),
         )
         .await;
-    let received = msgs.iter().filter(|m| m.topic != "iiot/gateway/status").count();
-    assert!(received >= expected.len(), "at least once: {received} of {}", expected.len());
+    let received = msgs
+        .iter()
+        .filter(|m| m.topic != "iiot/gateway/status")
+        .count();
+    assert!(
+        received >= expected.len(),
+        "at least once: {received} of {}",
+        expected.len()
+    );
     let log = gw.log();
-    assert_eq!(log.matches("sink connection refused").count(), 1, "one line per state change: {log}");
+    assert_eq!(
+        log.matches("sink connection refused").count(),
+        1,
+        "one line per state change: {log}"
+    );
     assert!(log.matches("sink connected").count() >= 2, "{log}");
 }
