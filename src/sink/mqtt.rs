@@ -17,7 +17,10 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
+};
+use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use super::acks::AckTracker;
@@ -125,7 +128,8 @@ async fn session(
         QoS::ExactlyOnce => usize::from(cfg.inflight).min(QOS2_MAX_INFLIGHT),
         _ => usize::from(cfg.inflight),
     };
-    let (client, mut events) = AsyncClient::new(options(cfg), window + 8);
+    let (client, event_loop) = AsyncClient::new(options(cfg), window + 8);
+    let mut events = EventDriver::spawn(event_loop, window * 2 + 16);
     let mut tracker = AckTracker::new(cursor.value, reading_qos == QoS::AtMostOnce);
     let mut committed = ctx.committed.clone();
     let mut buffered: VecDeque<StoredReading> = VecDeque::new();
@@ -156,7 +160,7 @@ async fn session(
                 let end = ctx.outbox.last_seq()?;
                 debug!(cursor = cursor.value, end, "mqtt sink finishing");
                 if cursor.value >= end {
-                    say_offline(&client, &mut events, &cfg.topic_prefix).await;
+                    say_offline(&client, &mut events.rx, &cfg.topic_prefix).await;
                     return Ok(SessionEnd::Finished);
                 }
             }
@@ -165,11 +169,11 @@ async fn session(
             biased;
             () = ctx.abort.cancelled() => {
                 if connected {
-                    say_offline(&client, &mut events, &cfg.topic_prefix).await;
+                    say_offline(&client, &mut events.rx, &cfg.topic_prefix).await;
                 }
                 return Ok(SessionEnd::Aborted);
             }
-            event = events.poll() => match event {
+            event = events.next() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     connected = true;
                     backoff.reset();
@@ -237,8 +241,56 @@ fn classify(err: &rumqttc::ConnectionError) -> (&'static str, String) {
     (kind, err.to_string())
 }
 
+/// Runs rumqttc's event loop in its own task and hands its events over a channel.
+///
+/// `EventLoop::poll` must not be cancelled: a poll dropped while it is connecting (as a
+/// `select!` does whenever another branch wins) leaves a half-made connection behind and the
+/// next poll opens a second one, which makes the broker publish our last will. Only the
+/// channel receiver is ever raced; the task is aborted when the session ends.
+struct EventDriver {
+    rx: mpsc::Receiver<Result<Event, ConnectionError>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EventDriver {
+    fn spawn(mut event_loop: EventLoop, capacity: usize) -> Self {
+        let (tx, rx) = mpsc::channel(capacity);
+        let task = tokio::spawn(async move {
+            loop {
+                let event = event_loop.poll().await;
+                let failed = event.is_err();
+                if tx.send(event).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        EventDriver { rx, task }
+    }
+
+    /// The next event; a closed channel reads as a lost connection.
+    // rumqttc's own error type is large; it is passed on once per connection, not per event.
+    #[allow(clippy::result_large_err)]
+    async fn next(&mut self) -> Result<Event, ConnectionError> {
+        self.rx.recv().await.unwrap_or_else(|| {
+            Err(ConnectionError::Io(std::io::Error::other(
+                "mqtt event loop ended",
+            )))
+        })
+    }
+}
+
+impl Drop for EventDriver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Clean shutdown: `offline` (retained), then DISCONNECT, waiting briefly for both.
-async fn say_offline(client: &AsyncClient, events: &mut EventLoop, prefix: &str) {
+async fn say_offline(
+    client: &AsyncClient,
+    events: &mut mpsc::Receiver<Result<Event, ConnectionError>>,
+    prefix: &str,
+) {
     if client
         .try_publish(status_topic(prefix), QoS::AtLeastOnce, true, "offline")
         .is_err()
@@ -248,12 +300,12 @@ async fn say_offline(client: &AsyncClient, events: &mut EventLoop, prefix: &str)
     let wait = async {
         let mut disconnect_sent = false;
         loop {
-            match events.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) if !disconnect_sent => {
+            match events.recv().await {
+                Some(Ok(Event::Incoming(Packet::PubAck(_)))) if !disconnect_sent => {
                     disconnect_sent = client.try_disconnect().is_ok();
                 }
-                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => return,
-                Ok(_) => {}
+                Some(Ok(Event::Outgoing(Outgoing::Disconnect))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {}
             }
         }
     };

@@ -485,6 +485,8 @@ pub struct Mosquitto {
     pub port: u16,
     proc: Proc,
     dir: TempDir,
+    /// Successful starts so far (each logs one "listen socket" line).
+    starts: usize,
 }
 
 impl Mosquitto {
@@ -496,6 +498,7 @@ impl Mosquitto {
         let mut proc = Proc::new("mosquitto", bin, &path);
         proc.extra_logs.push(path.join("mosquitto.log"));
         let conf = path.join("mosquitto.conf");
+        let log = path.join("mosquitto.log");
         let port = first_start(
             &mut proc,
             |proc| {
@@ -504,9 +507,14 @@ impl Mosquitto {
                 proc.args = vec!["-c".into(), conf.clone().into()];
                 port
             },
-            mqtt_accepts,
+            |port| mosquitto_ready(&log, port, 1),
         );
-        Mosquitto { port, proc, dir }
+        Mosquitto {
+            port,
+            proc,
+            dir,
+            starts: 1,
+        }
     }
 
     /// Graceful shutdown (SIGTERM; mosquitto saves its persistence file), waits for the exit.
@@ -522,7 +530,10 @@ impl Mosquitto {
     /// Starts the broker again on the same port with the same persistence directory.
     pub fn start_again(&mut self) {
         let port = self.port;
-        self.proc.spawn_ready(port, || mqtt_accepts(port));
+        self.starts += 1;
+        let (log, starts) = (self.dir.path().join("mosquitto.log"), self.starts);
+        self.proc
+            .spawn_ready(port, || mosquitto_ready(&log, port, starts));
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -542,6 +553,17 @@ impl Mosquitto {
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
     }
+}
+
+/// Ready when OUR broker listens: its own log says it opened the port (`starts` times in
+/// all) and it answers MQTT. Answering alone is not enough: when the port was grabbed by
+/// another test's broker in the meantime, ours exits while the other one answers.
+fn mosquitto_ready(log: &Path, port: u16, starts: usize) -> bool {
+    let opened = fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches(&format!("listen socket on port {port}."))
+        .count();
+    opened >= starts && mqtt_accepts(port)
 }
 
 fn write_mosquitto_conf(conf: &Path, dir: &Path, port: u16) {
@@ -611,6 +633,15 @@ pub struct VictoriaMetrics {
 impl VictoriaMetrics {
     /// Starts a fresh instance and waits until `/health` answers `OK`.
     pub fn start() -> Self {
+        Self::start_with_args(&[])
+    }
+
+    /// Like [`VictoriaMetrics::start`], with extra command-line flags (kept across
+    /// `start_again`), e.g. `-dedup.minScrapeInterval=1ms`: then VictoriaMetrics keeps one
+    /// sample per series and millisecond (checked with 1.79.5: three writes of one point
+    /// export as one sample, also before any merge), which makes it behave like InfluxDB for
+    /// a resent point.
+    pub fn start_with_args(extra: &[&str]) -> Self {
         let bin = require_binary("victoria-metrics", VICTORIA_METRICS_BIN);
         let dir = new_temp_dir("harness-vm-");
         let path = dir.path().to_path_buf();
@@ -630,6 +661,7 @@ impl VictoriaMetrics {
                     "-memory.allowedPercent=20".into(),
                 ]
                 .into_iter()
+                .chain(extra.iter().map(|a| a.to_string()))
                 .map(OsString::from)
                 .collect();
                 port

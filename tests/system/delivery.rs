@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::gateway::{counts, expected_packets, fixture, run_stdin, Expected, TestGateway};
+use crate::gateway::{
+    assert_mqtt_exactly, counts, expected_packets, fixture, run_stdin, Expected, TestGateway,
+};
 use crate::support::{InfluxDb1, Mosquitto, Subscriber};
 
 const EXIT: Duration = Duration::from_secs(60);
@@ -39,27 +41,7 @@ async fn qos_2_and_retain_are_honoured() {
     assert!(status.success(), "{log}");
     // Every message arrived (QoS 2 through Mosquitto's default inflight limit of 20) ...
     let all: Vec<Expected> = expected_packets(&input).into_iter().flatten().collect();
-    let n = all.len();
-    let msgs = live
-        .wait_for(
-            |m| {
-                m.iter()
-                    .filter(|m| m.topic != "site/a/gateway/status")
-                    .count()
-                    >= n
-            },
-            Duration::from_secs(10),
-        )
-        .await;
-    let got = counts(
-        msgs.into_iter()
-            .filter(|m| m.topic != "site/a/gateway/status")
-            .map(|m| (m.topic, m.payload)),
-    );
-    assert_eq!(
-        got,
-        counts(all.iter().map(|e| (e.topic("site/a"), e.value.clone())))
-    );
+    assert_mqtt_exactly(&live, "site/a", &all).await;
     // ... and a subscriber arriving afterwards gets the retained last value of every topic.
     let sub = Subscriber::connect(mosquitto.port, "late-watcher", "site/a/#", true).await;
     let last = expected_packets(&input).pop().unwrap();
@@ -246,27 +228,7 @@ async fn bad_lines_are_quarantined_with_their_reason_and_good_lines_around_them_
         .into_iter()
         .flatten()
         .collect();
-    let n = expected.len();
-    let msgs = sub
-        .wait_for(
-            |m| {
-                m.iter()
-                    .filter(|m| m.topic != "iiot/gateway/status")
-                    .count()
-                    >= n
-            },
-            Duration::from_secs(10),
-        )
-        .await;
-    let got = counts(
-        msgs.into_iter()
-            .filter(|m| m.topic != "iiot/gateway/status")
-            .map(|m| (m.topic, m.payload)),
-    );
-    assert_eq!(
-        got,
-        counts(expected.iter().map(|e| (e.topic("iiot"), e.value.clone())))
-    );
+    assert_mqtt_exactly(&sub, "iiot", &expected).await;
     let q = std::fs::read_to_string(dir.path().join("data/quarantine.log")).unwrap();
     let reasons: Vec<&str> = q
         .lines()

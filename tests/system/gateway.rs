@@ -36,11 +36,16 @@ impl TestGateway {
 
     /// Starts the gateway in `dir` with raw arguments.
     pub fn spawn(dir: &Path, args: &[&str], stdin: Stdio) -> TestGateway {
+        Self::spawn_logging(dir, args, stdin, "info")
+    }
+
+    /// Like [`TestGateway::spawn`] with `RUST_LOG` = `rust_log`.
+    pub fn spawn_logging(dir: &Path, args: &[&str], stdin: Stdio, rust_log: &str) -> TestGateway {
         let log = dir.join(format!("gateway-{}.log", unique()));
         let child = Command::new(BIN)
             .args(args)
             .current_dir(dir)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdin(stdin)
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).expect("log file"))
@@ -215,4 +220,35 @@ pub fn counts<T: Ord + Clone>(items: impl IntoIterator<Item = T>) -> BTreeMap<T,
         *m.entry(i).or_insert(0) += 1;
     }
     m
+}
+
+/// Readings (topic, payload) `sub` received, without the gateway status topic.
+pub fn readings_received(sub: &crate::support::Subscriber, prefix: &str) -> Vec<(String, String)> {
+    let status = format!("{prefix}/gateway/status");
+    sub.messages()
+        .into_iter()
+        .filter(|m| m.topic != status)
+        .map(|m| (m.topic, m.payload))
+        .collect()
+}
+
+/// Waits until `sub` received `expected.len()` readings, then asserts they are exactly the
+/// expected topics and payloads (each once).
+pub async fn assert_mqtt_exactly(
+    sub: &crate::support::Subscriber,
+    prefix: &str,
+    expected: &[Expected],
+) {
+    let status = format!("{prefix}/gateway/status");
+    let n = expected.len();
+    sub.wait_for(
+        |m| m.iter().filter(|m| m.topic != status).count() >= n,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        counts(readings_received(sub, prefix)),
+        counts(expected.iter().map(|e| (e.topic(prefix), e.value.clone()))),
+        "MQTT topics and payloads"
+    );
 }

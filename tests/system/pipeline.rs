@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::gateway::{counts, expected_packets, fixture, run_stdin, Expected};
+use crate::gateway::{
+    assert_mqtt_exactly, counts, expected_packets, fixture, readings_received, run_stdin, Expected,
+};
 use crate::support::{InfluxDb1, Mosquitto, Point, Subscriber, VictoriaMetrics};
 
 const EXIT: Duration = Duration::from_secs(60);
@@ -53,14 +55,6 @@ fn expected_key(e: &Expected) -> Key {
     )
 }
 
-fn mqtt_pairs(sub: &Subscriber) -> Vec<(String, String)> {
-    sub.messages()
-        .into_iter()
-        .filter(|m| m.topic != "iiot/gateway/status")
-        .map(|m| (m.topic, m.payload))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_fixture_reading_reaches_mosquitto_and_victoriametrics_v2() {
     let mosquitto = Mosquitto::start();
@@ -84,19 +78,8 @@ async fn every_fixture_reading_reaches_mosquitto_and_victoriametrics_v2() {
     let expected: Vec<Expected> = packets.into_iter().flatten().collect();
 
     // MQTT: every topic and payload, as the firmware wrote the number.
+    assert_mqtt_exactly(&sub, "iiot", &expected).await;
     let want = counts(expected.iter().map(|e| (e.topic("iiot"), e.value.clone())));
-    let n = expected.len();
-    sub.wait_for(
-        |m| {
-            m.iter()
-                .filter(|m| m.topic != "iiot/gateway/status")
-                .count()
-                >= n
-        },
-        Duration::from_secs(20),
-    )
-    .await;
-    assert_eq!(counts(mqtt_pairs(&sub)), want, "MQTT topics and payloads");
     assert!(want.contains_key(&("iiot/node2/pressure".to_string(), "1013.25".to_string())));
     let status_msgs: Vec<_> = sub
         .messages()
@@ -107,7 +90,7 @@ async fn every_fixture_reading_reaches_mosquitto_and_victoriametrics_v2() {
     assert_eq!(
         status_msgs.first().map(String::as_str),
         Some("online"),
-        "{status_msgs:?}"
+        "{status_msgs:?}\n{log}"
     );
     assert_eq!(
         status_msgs.last().map(String::as_str),
@@ -227,7 +210,7 @@ async fn restart_resumes_from_cursors_without_loss_or_duplicates() {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        counts(mqtt_pairs(&sub)),
+        counts(readings_received(&sub, "iiot")),
         counts(expected.iter().map(|e| (e.topic("iiot"), e.value.clone()))),
         "MQTT messages: each once"
     );

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::gateway::{counts, expected_packets, fixture, Expected, TestGateway};
+use crate::gateway::{assert_mqtt_exactly, expected_packets, fixture, Expected, TestGateway};
 use crate::support::{wait_until, Mosquitto, Subscriber};
 
 fn config(dir: &Path, source: &str, mosquitto: &Mosquitto, client_id: &str) -> String {
@@ -44,7 +44,7 @@ fn stand_in(dir: &Path) -> std::path::PathBuf {
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\necho \"$$ $(date +%s%N)\" >> {dir}/starts\necho \"$@\" > {dir}/args\necho 'probe-rs: attaching' >&2\ncat {fixture}\nif [ $(wc -l < {dir}/starts) -ge 4 ]; then exec sleep 300; fi\nexit 3\n",
+            "#!/bin/sh\necho \"$@\" > {dir}/args\necho \"$$ $(date +%s%N)\" >> {dir}/starts\necho 'probe-rs: attaching' >&2\ncat {fixture}\nif [ $(wc -l < {dir}/starts) -ge 4 ]; then exec sleep 300; fi\nexit 3\n",
             dir = dir.display(),
             fixture = fixture.display()
         ),
@@ -269,27 +269,7 @@ async fn serial_source_reads_the_vcp_lines_and_reopens_a_device_that_came_back()
     .await;
     write_fd(master2, to_bytes(second).as_bytes());
     let expected: Vec<Expected> = expected_packets(&text).into_iter().flatten().collect();
-    let n = expected.len();
-    let msgs = sub
-        .wait_for(
-            |m| {
-                m.iter()
-                    .filter(|m| m.topic != "iiot/gateway/status")
-                    .count()
-                    >= n
-            },
-            Duration::from_secs(10),
-        )
-        .await;
-    let got = counts(
-        msgs.into_iter()
-            .filter(|m| m.topic != "iiot/gateway/status")
-            .map(|m| (m.topic, m.payload)),
-    );
-    assert_eq!(
-        got,
-        counts(expected.iter().map(|e| (e.topic("iiot"), e.value.clone())))
-    );
+    assert_mqtt_exactly(&sub, "iiot", &expected).await;
     // SAFETY: closing our pty master.
     unsafe { libc::close(master2) };
 }
