@@ -37,13 +37,15 @@ api = "v2"
 bucket = "bench"
 CFG
 "$BIN" simulate --interval 0s --count "$N" --seed 1 > "$dir/lines"
-readings=$(grep -o '"[a-z]*":-\?[0-9.]*' "$dir/lines" | grep -vc '"ts"')
+readings=$(grep -o '"[a-z]*":-\?[0-9][0-9.]*' "$dir/lines" | grep -vc '"ts"')
 start=$(date +%s.%N)
 "$BIN" --config "$dir/config.toml" < "$dir/lines" 2> "$dir/gateway.log"
 end=$(date +%s.%N)
 sleep 1
 curl -s "127.0.0.1:$VM/internal/force_flush" >/dev/null
-in_db=$(curl -s "127.0.0.1:$VM/api/v1/export?match[]={__name__=~\".%2B\"}&start=0&end=$(( $(date +%s) + 86400 ))" | grep -o '"timestamps":\[[^]]*\]' | tr ',' '\n' | grep -c '[0-9]')
+in_db=$(curl -sG "127.0.0.1:$VM/api/v1/export" --data-urlencode 'match[]={__name__=~".+"}' \
+  --data-urlencode start=0 --data-urlencode "end=$(( $(date +%s) + 86400 ))" \
+  | grep -o '"timestamps":\[[^]]*\]' | tr ',' '\n' | grep -c '[0-9]' || true)
 received=$(grep -cv '^o' "$dir/received" || true)
 python3 - "$N" "$readings" "$start" "$end" "$in_db" "$received" <<'PY'
 import sys
