@@ -361,3 +361,25 @@ async fn readings_sent_while_the_broker_is_down_arrive_after_it_returns() {
     );
     assert!(log.matches("sink connected").count() >= 2, "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn qos_0_publishes_everything_and_moves_the_cursor_once_written() {
+    let mosquitto = Mosquitto::start();
+    let live = Subscriber::connect(mosquitto.port, "watcher-qos0", "iiot/#", true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sinks = format!(
+        "[mqtt]\nbroker_url = \"{}\"\nclient_id = \"gw-qos0\"\nqos = 0\n",
+        mosquitto.url()
+    );
+    let input = fixture("vcp-serial.jsonl");
+    let (status, log) = run_stdin(
+        dir.path(),
+        &stdin_config(dir.path(), &sinks),
+        input.as_bytes(),
+        EXIT,
+    );
+    assert!(status.success(), "{log}");
+    assert!(!log.contains("stay buffered"), "{log}");
+    let all: Vec<Expected> = expected_packets(&input).into_iter().flatten().collect();
+    assert_mqtt_exactly(&live, "iiot", &all).await;
+}
