@@ -67,13 +67,26 @@ pub async fn run(cfg: MqttConfig, ctx: SinkContext) -> Result<(), SinkError> {
                 ctx.status.set_error(Some(format!("{kind}: {detail}")));
                 link.down(NAME, &target, kind, &detail, delay);
                 debug!(attempt = backoff.attempts(), retry_in = ?delay, "mqtt reconnect scheduled");
+                if nothing_left(&cursor, &ctx)? {
+                    return Ok(());
+                }
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = ctx.abort.cancelled() => return Ok(()),
+                    () = ctx.finish.cancelled(), if !ctx.finish.is_cancelled() => {
+                        if nothing_left(&cursor, &ctx)? {
+                            return Ok(());
+                        }
+                    }
                 }
             }
         }
     }
+}
+
+/// Finishing, and every committed reading already delivered: no reason to keep reconnecting.
+fn nothing_left(cursor: &Cursor, ctx: &SinkContext) -> Result<bool, SinkError> {
+    Ok(ctx.finish.is_cancelled() && cursor.value >= ctx.outbox.last_seq()?)
 }
 
 fn describe(target: &BrokerTarget) -> String {
@@ -228,6 +241,8 @@ fn classify(err: &rumqttc::ConnectionError) -> (&'static str, String) {
     use rumqttc::ConnectionError as E;
     let kind = match err {
         E::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => "connection refused",
+        // tokio's lookup_host reports resolver failures as plain I/O errors.
+        E::Io(e) if e.to_string().contains("lookup") => "name resolution failed",
         E::Io(_) => "connection lost",
         E::ConnectionRefused(code) => {
             let detail = format!("broker refused the connection: {code:?} (check [mqtt] username/password and client_id)");
