@@ -14,6 +14,7 @@ pub mod config;
 pub mod decode;
 mod ingest;
 pub mod outbox;
+pub mod panels;
 mod quarantine;
 pub mod reading;
 pub mod sink;
