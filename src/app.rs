@@ -84,9 +84,24 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
     );
     let quarantine = Quarantine::new(&cfg.storage.dir);
 
-    if let Some(BrokerTarget::Embedded(addr)) = cfg.mqtt.as_ref().map(|m| &m.target) {
-        broker::start(*addr)?;
-        check(true, "broker", format!("embedded MQTT broker on {addr}"));
+    if let Some(m) = &cfg.mqtt {
+        if let BrokerTarget::Embedded(addr) = &m.target {
+            let login = m.username.clone().map(|user| {
+                let password = m.password.as_ref().map(|p| p.expose().to_string());
+                (user, password.unwrap_or_default())
+            });
+            let auth = if login.is_some() {
+                ", password required"
+            } else {
+                ""
+            };
+            broker::start(*addr, login)?;
+            check(
+                true,
+                "broker",
+                format!("embedded MQTT broker on {addr}{auth}"),
+            );
+        }
     }
     let stats = Arc::new(Stats::default());
     let latest = Latest::default();
@@ -95,8 +110,10 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
     let web_task = match &cfg.http {
         Some(http) => {
             let prefix = cfg.mqtt.as_ref().map(|m| m.topic_prefix.clone());
+            let history = reader_for(&cfg)?;
             let server =
-                WebServer::bind(http.listen, latest.clone(), stats.clone(), prefix).await?;
+                WebServer::bind(http.listen, latest.clone(), stats.clone(), prefix, history)
+                    .await?;
             let url = server
                 .local_addr()
                 .map(|a| format!("http://{a}"))

@@ -1,5 +1,7 @@
 //! The embedded MQTT broker (rumqttd): started when `[mqtt]` has no `broker_url`, so a
 //! newcomer sees topics with nothing else installed. It binds 127.0.0.1:1883 by default.
+//! When `[mqtt] username`/`password` are set, it requires exactly those credentials from
+//! every client (the gateway's own sink logs in with them too).
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -27,7 +29,8 @@ pub enum BrokerError {
 }
 
 /// Starts the broker on its own threads; returns once it accepts connections.
-pub fn start(addr: SocketAddr) -> Result<(), BrokerError> {
+/// `login` = (username, password) every client must present.
+pub fn start(addr: SocketAddr, login: Option<(String, String)>) -> Result<(), BrokerError> {
     // rumqttd only logs a bind failure from its own thread: check the port first so the
     // user gets an error naming it.
     drop(TcpListener::bind(addr).map_err(|cause| BrokerError::Bind { addr, cause })?);
@@ -40,7 +43,7 @@ pub fn start(addr: SocketAddr) -> Result<(), BrokerError> {
             connection_timeout_ms: 60_000,
             max_payload_size: 1024 * 1024,
             max_inflight_count: 500,
-            auth: None,
+            auth: login.map(|(user, password)| HashMap::from([(user, password)])),
             external_auth: None,
             dynamic_filters: true,
         },

@@ -82,6 +82,15 @@ enum Command {
         #[arg(long)]
         probe_rs: bool,
     },
+    /// Write the Grafana dashboards (generated from the panel definitions) as JSON files
+    Dashboards {
+        /// Query language of the InfluxDB datasource the dashboards use
+        #[arg(long, value_enum)]
+        flavor: crate::grafana::Flavor,
+        /// Directory to write them into (created when missing)
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 /// Entry point of the binary.
@@ -104,6 +113,9 @@ pub fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> ExitCode {
+    if let Some(Command::Dashboards { flavor, out }) = &cli.command {
+        return crate::grafana::command(*flavor, out);
+    }
     if let Some(Command::Simulate {
         seed,
         interval,
@@ -227,6 +239,7 @@ fn init_logging(level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }

@@ -235,6 +235,26 @@ pub struct MqttConfig {
     pub username: Option<String>,
     /// Password.
     pub password: Option<Secret>,
+    /// TLS (`mqtts://`); never a plaintext fallback.
+    pub tls: Option<MqttTls>,
+}
+
+/// TLS settings of the MQTT connection, files already read.
+#[derive(Clone)]
+pub struct MqttTls {
+    /// PEM CA certificate(s); `None` = the system's trusted roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM client certificate and key for mutual TLS.
+    pub client: Option<(Vec<u8>, Secret)>,
+}
+
+impl std::fmt::Debug for MqttTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttTls")
+            .field("custom_ca", &self.ca_pem.is_some())
+            .field("client_cert", &self.client.is_some())
+            .finish()
+    }
 }
 
 /// Which InfluxDB write API.
@@ -346,7 +366,22 @@ impl Config {
             file: file.clone(),
             message: format!("cannot read the config file: {e}"),
         })?;
-        Self::from_toml(&text, &file, env)
+        let config = Self::from_toml(&text, &file, env)?;
+        if let Some(key) = inline_secret(&text) {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(path)
+                .map(|m| m.permissions().mode())
+                .unwrap_or(0);
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    file,
+                    key,
+                    mode = format!("{:o}", mode & 0o777),
+                    "config file holds a secret and other users can read it: chmod 600 it, or move the secret to the environment or a *_file key"
+                );
+            }
+        }
+        Ok(config)
     }
 
     /// Parses and validates TOML text; `file` names it in errors.
@@ -533,10 +568,12 @@ impl Validator<'_> {
     }
 
     fn mqtt(&self, m: raw::RawMqtt) -> Result<MqttConfig, ConfigError> {
+        let mut tls_wanted = false;
         let target = match m.broker_url {
             Some(url) => {
-                let (host, port) =
+                let (host, port, tls) =
                     parse_broker_url(&url).map_err(|e| self.err("[mqtt] broker_url", e))?;
+                tls_wanted = tls;
                 BrokerTarget::External { host, port }
             }
             None => {
@@ -573,6 +610,7 @@ impl Validator<'_> {
             "MQTT_PASSWORD",
             "[mqtt] password_file",
         )?;
+        let tls = self.mqtt_tls(tls_wanted, m.ca_file, m.client_cert_file, m.client_key_file)?;
         Ok(MqttConfig {
             target,
             client_id,
@@ -588,7 +626,70 @@ impl Validator<'_> {
             reconnect_max: m.reconnect_max.unwrap_or(defaults::RECONNECT_MAX),
             username: m.username,
             password,
+            tls,
         })
+    }
+
+    fn mqtt_tls(
+        &self,
+        wanted: bool,
+        ca: Option<PathBuf>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+    ) -> Result<Option<MqttTls>, ConfigError> {
+        if !wanted {
+            if let Some((key, _)) = [
+                ("ca_file", &ca),
+                ("client_cert_file", &cert),
+                ("client_key_file", &key),
+            ]
+            .into_iter()
+            .find(|(_, v)| v.is_some())
+            {
+                return Err(self.err(
+                    &format!("[mqtt] {key}"),
+                    "is set but broker_url is not mqtts://; use mqtts://host:8883 (there is no plaintext fallback)",
+                ));
+            }
+            return Ok(None);
+        }
+        let read = |path: &PathBuf, key: &str| {
+            std::fs::read(path).map_err(|e| {
+                self.err(
+                    &format!("[mqtt] {key}"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })
+        };
+        let ca_pem = ca.as_ref().map(|p| read(p, "ca_file")).transpose()?;
+        if let Some(pem) = &ca_pem {
+            if pem_certificates(pem) == 0 {
+                return Err(self.err("[mqtt] ca_file", "holds no PEM certificate"));
+            }
+        }
+        let client = match (cert, key) {
+            (Some(cert), Some(key)) => {
+                let key_pem = read(&key, "client_key_file")?;
+                let key_pem = String::from_utf8(key_pem)
+                    .map_err(|_| self.err("[mqtt] client_key_file", "is not a PEM text file"))?;
+                let cert_pem = read(&cert, "client_cert_file")?;
+                if pem_certificates(&cert_pem) == 0 {
+                    return Err(self.err("[mqtt] client_cert_file", "holds no PEM certificate"));
+                }
+                if !pem_has_private_key(key_pem.as_bytes()) {
+                    return Err(self.err("[mqtt] client_key_file", "holds no PEM private key"));
+                }
+                Some((cert_pem, Secret::new(key_pem)))
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(self.err("[mqtt] client_key_file", "required with client_cert_file"))
+            }
+            (None, Some(_)) => {
+                return Err(self.err("[mqtt] client_cert_file", "required with client_key_file"))
+            }
+        };
+        Ok(Some(MqttTls { ca_pem, client }))
     }
 
     fn influx(&self, i: raw::RawInflux) -> Result<InfluxConfig, ConfigError> {
@@ -717,20 +818,51 @@ impl Validator<'_> {
     }
 }
 
+/// The first secret written inline in a config file (`[mqtt] password`, `[influxdb] token`
+/// or `[influxdb] password`), if any.
+fn inline_secret(text: &str) -> Option<&'static str> {
+    let raw: RawConfig = toml::from_str(text).ok()?;
+    let mqtt = raw.mqtt.as_ref();
+    let influx = raw.influxdb.as_ref();
+    if mqtt.is_some_and(|m| m.password.is_some()) {
+        Some("[mqtt] password")
+    } else if influx.is_some_and(|i| i.token.is_some()) {
+        Some("[influxdb] token")
+    } else if influx.is_some_and(|i| i.password.is_some()) {
+        Some("[influxdb] password")
+    } else {
+        None
+    }
+}
+
+/// Number of certificates in a PEM file.
+fn pem_certificates(pem: &[u8]) -> usize {
+    use rustls::pki_types::pem::PemObject as _;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .filter(Result::is_ok)
+        .count()
+}
+
+/// Whether a PEM file holds a private key (PKCS#1, PKCS#8 or SEC1).
+fn pem_has_private_key(pem: &[u8]) -> bool {
+    use rustls::pki_types::pem::PemObject as _;
+    rustls::pki_types::PrivateKeyDer::from_pem_slice(pem).is_ok()
+}
+
 fn positive(n: usize) -> Option<usize> {
     (n > 0).then_some(n)
 }
 
-/// `mqtt://host:port`, `tcp://host:port`, `host:port` or `host` → (host, port).
-fn parse_broker_url(url: &str) -> Result<(String, u16), String> {
-    let rest = match url.split_once("://") {
-        Some(("mqtt" | "tcp", rest)) => rest,
-        Some((scheme, _)) => {
-            return Err(format!(
-                "unsupported scheme {scheme:?} in {url:?}; use mqtt://host:port"
-            ))
-        }
-        None => url,
+/// `mqtt://host:port`, `mqtts://host:port`, `tcp://host:port`, `host:port` or `host` →
+/// (host, port, tls). Default port 1883, or 8883 for `mqtts://`.
+fn parse_broker_url(url: &str) -> Result<(String, u16, bool), String> {
+    let (rest, tls) = match url.split_once("://") {
+        Some(("mqtt" | "tcp", rest)) => (rest, false),
+        Some(("mqtts" | "ssl", rest)) => (rest, true),
+        Some((scheme, _)) => return Err(format!(
+            "unsupported scheme {scheme:?} in {url:?}; use mqtt://host:port or mqtts://host:port"
+        )),
+        None => (url, false),
     };
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
@@ -740,13 +872,13 @@ fn parse_broker_url(url: &str) -> Result<(String, u16), String> {
                 .map_err(|_| format!("bad port {port:?} in {url:?}"))?;
             (host, port)
         }
-        _ => (rest, 1883),
+        _ => (rest, if tls { 8883 } else { 1883 }),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
         return Err(format!("no host in {url:?}; use mqtt://host:port"));
     }
-    Ok((host.to_string(), port))
+    Ok((host.to_string(), port, tls))
 }
 
 #[cfg(test)]
@@ -961,16 +1093,36 @@ channel_capacity = 100
     }
 
     #[test]
+    fn inline_secrets_are_found_for_the_permission_warning() {
+        assert_eq!(
+            inline_secret("[mqtt]\npassword = \"x\"\n"),
+            Some("[mqtt] password")
+        );
+        assert_eq!(
+            inline_secret("[influxdb]\nurl = \"http://x\"\ntoken = \"t\"\n"),
+            Some("[influxdb] token")
+        );
+        assert_eq!(inline_secret("[mqtt]\npassword_file = \"/run/pw\"\n"), None);
+    }
+
+    #[test]
     fn broker_urls() {
         assert_eq!(
             parse_broker_url("mqtt://h:1884").unwrap(),
-            ("h".into(), 1884)
+            ("h".into(), 1884, false)
         );
-        assert_eq!(parse_broker_url("tcp://h").unwrap(), ("h".into(), 1883));
-        assert_eq!(parse_broker_url("h:1").unwrap(), ("h".into(), 1));
+        assert_eq!(
+            parse_broker_url("tcp://h").unwrap(),
+            ("h".into(), 1883, false)
+        );
+        assert_eq!(
+            parse_broker_url("mqtts://h").unwrap(),
+            ("h".into(), 8883, true)
+        );
+        assert_eq!(parse_broker_url("h:1").unwrap(), ("h".into(), 1, false));
         assert_eq!(
             parse_broker_url("mqtt://[::1]:1883").unwrap(),
-            ("::1".into(), 1883)
+            ("::1".into(), 1883, false)
         );
         assert!(parse_broker_url("http://h").is_err());
         assert!(parse_broker_url("mqtt://h:99999").is_err());

@@ -116,6 +116,13 @@ pub struct RawMqtt {
     pub password: Option<Secret>,
     /// File holding the password.
     pub password_file: Option<PathBuf>,
+    /// `mqtts://`: PEM file of the CA that signed the broker's certificate (default: the
+    /// system's trusted roots).
+    pub ca_file: Option<PathBuf>,
+    /// `mqtts://`: PEM client certificate for mutual TLS.
+    pub client_cert_file: Option<PathBuf>,
+    /// `mqtts://`: PEM private key of the client certificate.
+    pub client_key_file: Option<PathBuf>,
 }
 
 /// `[influxdb]`.

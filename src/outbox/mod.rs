@@ -24,6 +24,8 @@
 //! - A corrupt file is never deleted: opening fails with [`OutboxError::Corrupt`], or, when the
 //!   user asked for it, the file is renamed aside and a new outbox starts.
 
+pub(crate) mod history;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -125,23 +127,12 @@ impl Outbox {
     }
 
     fn open_file(path: &Path, sync: SyncMode) -> Result<Outbox> {
+        if path.is_file() {
+            check_intact(path)?;
+        }
         let conn = connect(path, sync)?;
         conn.execute_batch(SCHEMA)
             .map_err(|source| classify(path, source))?;
-        // A quick structural check: a file with a valid header but damaged pages is found now,
-        // not in the middle of a delivery.
-        let check: String = conn
-            .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
-            .map_err(|source| classify(path, source))?;
-        if check != "ok" {
-            return Err(OutboxError::Corrupt {
-                path: path.to_path_buf(),
-                cause: rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
-                    Some(check),
-                ),
-            });
-        }
         Ok(Outbox {
             conn,
             path: path.to_path_buf(),
@@ -300,6 +291,28 @@ fn move_aside(path: &Path) -> std::io::Result<PathBuf> {
         let _ = std::fs::rename(PathBuf::from(side), PathBuf::from(side_aside));
     }
     Ok(aside)
+}
+
+/// A quick structural check of an existing file, through a read-only connection and before
+/// anything writes to it (switching a file to WAL mode rewrites its header, closing a
+/// connection checkpoints the WAL into it): a file with a valid header but damaged pages is
+/// found now, not in the middle of a delivery, and is left exactly as it was.
+fn check_intact(path: &Path) -> Result<()> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|s| classify(path, s))?;
+    let check: String = conn
+        .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+        .map_err(|source| classify(path, source))?;
+    if check != "ok" {
+        return Err(OutboxError::Corrupt {
+            path: path.to_path_buf(),
+            cause: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some(check),
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// A read (and cursor-write) connection, one per sink or server.
@@ -716,5 +729,31 @@ mod tests {
         assert!(std::fs::read(&path)
             .unwrap()
             .starts_with(b"this is not sqlite"));
+    }
+
+    #[test]
+    fn a_database_with_damaged_pages_is_reported_and_left_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        {
+            // Rollback-journal mode, as a restored backup would be: opening it in WAL mode
+            // would rewrite its header.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            let value = "1".repeat(100);
+            for i in 0..2000 {
+                conn.execute(
+                    "INSERT INTO readings (ts, node, metric, value) VALUES (?1, 'n', 'm', ?2)",
+                    params![i, value],
+                )
+                .unwrap();
+            }
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[8 * 4096..24 * 4096].fill(0xA5);
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Outbox::open(&storage(dir.path())).unwrap_err();
+        assert!(matches!(err, OutboxError::Corrupt { .. }), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
     }
 }

@@ -217,6 +217,13 @@ pub async fn run(cfg: InfluxConfig, ctx: SinkContext) -> Result<(), SinkError> {
                         () = tokio::time::sleep(delay) => {}
                         () = ctx.abort.cancelled() => return Ok(()),
                     }
+                    // Read the batch again: during the outage the disk budget may have
+                    // dropped some of it (on_full = "drop_oldest", counted as dropped), and
+                    // those readings must not reach the database after all.
+                    batch = ctx.outbox.read_after(cursor.value, batch_size)?;
+                    if batch.is_empty() {
+                        break;
+                    }
                 }
             }
         }

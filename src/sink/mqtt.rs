@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
+    TlsConfiguration, Transport,
 };
 use tokio::sync::mpsc;
 use tracing::{debug, info};
@@ -27,7 +28,7 @@ use super::acks::AckTracker;
 use super::topic::{reading_topic, status_topic};
 use super::{Cursor, LinkState, SinkContext, SinkError};
 use crate::backoff::Backoff;
-use crate::config::{BrokerTarget, MqttConfig};
+use crate::config::{BrokerTarget, MqttConfig, MqttTls};
 use crate::reading::StoredReading;
 
 /// Cursor key in the outbox.
@@ -84,6 +85,52 @@ pub async fn run(cfg: MqttConfig, ctx: SinkContext) -> Result<(), SinkError> {
     }
 }
 
+/// The rustls configuration for `tls`: its CA (or the system's roots) and client certificate.
+fn tls_config(tls: &MqttTls) -> TlsConfiguration {
+    let client_auth = tls
+        .client
+        .as_ref()
+        .map(|(cert, key)| (cert.clone(), key.expose().as_bytes().to_vec()));
+    match &tls.ca_pem {
+        Some(ca) => TlsConfiguration::Simple {
+            ca: ca.clone(),
+            alpn: None,
+            client_auth,
+        },
+        None => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+            // Both files were checked when the config was loaded.
+            let config = match client_auth.and_then(|(c, k)| client_identity(&c, &k)) {
+                Some((certs, key)) => match builder.clone().with_client_auth_cert(certs, key) {
+                    Ok(config) => config,
+                    Err(error) => {
+                        tracing::error!(%error, "client certificate unusable; connecting without it");
+                        builder.with_no_client_auth()
+                    }
+                },
+                None => builder.with_no_client_auth(),
+            };
+            TlsConfiguration::Rustls(std::sync::Arc::new(config))
+        }
+    }
+}
+
+type Identity = (
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+);
+
+fn client_identity(cert: &[u8], key: &[u8]) -> Option<Identity> {
+    use rustls::pki_types::pem::PemObject as _;
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key).ok()?;
+    Some((certs, key))
+}
+
 /// Finishing, and every committed reading already delivered: no reason to keep reconnecting.
 fn nothing_left(cursor: &Cursor, ctx: &SinkContext) -> Result<bool, SinkError> {
     Ok(ctx.finish.is_cancelled() && cursor.value >= ctx.outbox.last_seq()?)
@@ -121,6 +168,9 @@ pub fn options(cfg: &MqttConfig) -> MqttOptions {
             QoS::AtLeastOnce,
             true,
         ));
+    if let Some(tls) = &cfg.tls {
+        opts.set_transport(Transport::tls_with_config(tls_config(tls)));
+    }
     if let Some(user) = &cfg.username {
         let password = cfg.password.as_ref().map(|p| p.expose()).unwrap_or("");
         opts.set_credentials(user.clone(), password);
@@ -249,7 +299,10 @@ fn classify(err: &rumqttc::ConnectionError) -> (&'static str, String) {
             return ("refused by broker", detail);
         }
         E::NetworkTimeout | E::FlushTimeout => "timeout",
-        E::Tls(_) => "tls failure",
+        E::Tls(e) => {
+            let detail = format!("TLS: {e} (check [mqtt] ca_file, client_cert_file and client_key_file, and that the broker's certificate names this host)");
+            return ("tls failure", detail);
+        }
         E::MqttState(_) => "connection lost",
         _ => "connection failed",
     };

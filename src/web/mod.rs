@@ -1,23 +1,41 @@
-//! The HTTP server: a first live page listing the newest value of every topic, the JSON
-//! API behind it, and a liveness endpoint. Binds 127.0.0.1:8080 by default.
+//! The HTTP server: the built-in live dashboard, the JSON API behind it, and a liveness
+//! endpoint. Binds 127.0.0.1:8080 by default. Everything the page needs is inside the binary
+//! (uPlot included): it works with no network. The API is documented in `docs/API.md`.
 //!
-//! - `GET /` – the page (plain HTML + a few lines of JS polling `/api/latest`).
-//! - `GET /api/latest` – `[{"node","metric","unit","value","ts"}]`, `ts` in ns.
+//! - `GET /`, `GET /d/{uid}` – a dashboard of [`crate::panels::DASHBOARDS`] (`/` = the first).
+//!   The page gets the panel definitions from `/api/dashboards` and builds every panel.
+//! - `GET /latest` – a plain table of the newest value of every series.
+//! - `GET /assets/{file}` – the page's script and style, uPlot and its licence.
+//! - `GET /api/dashboards` – the panel definitions ([`dashboards`]).
+//! - `GET /api/latest` – `[{"node","metric","unit","value","ts","seq","topic"}]`, `ts` in ns.
+//! - `GET /api/series` – one measurement's history, downsampled in SQL ([`series`]).
+//! - `GET /api/stat` – what a stat panel shows, computed from its definition ([`series`]).
+//! - `GET /api/nodes` – every node that reports, online or offline ([`nodes`]).
+//! - `GET /api/stream` – Server-Sent Events fed right after each outbox commit ([`live`]).
 //! - `GET /api/status` – counters and each sink's state (no secrets: none are held here).
 //! - `GET /healthz` – 200 while the process runs.
+
+mod assets;
+mod dashboards;
+mod live;
+mod nodes;
+mod series;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::response::{Html, IntoResponse};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::stats::{Latest, Stats};
+use crate::outbox::OutboxReader;
+use crate::reading::{now_ns, StoredReading};
+use crate::stats::{Latest, Stats, PACKET_TIMES_PER_NODE};
 
 /// Why the server did not start.
 #[derive(Debug, thiserror::Error)]
@@ -32,37 +50,64 @@ struct AppState {
     latest: Latest,
     stats: Arc<Stats>,
     topic_prefix: Option<String>,
+    /// The history (its own read connection; queries run on blocking threads).
+    history: Arc<OutboxReader>,
+    /// Cancelled when the server shuts down: ends the live streams, which would otherwise
+    /// keep their connections (and the graceful shutdown) open forever.
+    live_stop: CancellationToken,
 }
 
 /// A bound, not yet serving, HTTP server.
 pub struct WebServer {
     listener: tokio::net::TcpListener,
     router: Router,
+    live_stop: CancellationToken,
 }
 
 impl WebServer {
-    /// Binds `addr` (port 0 picks a free port).
+    /// Binds `addr` (port 0 picks a free port). `history` is a read connection of the
+    /// outbox; each node's recent packet times are read from it now, so online/offline and
+    /// reporting intervals are right from the first page load after a restart.
     pub async fn bind(
         addr: SocketAddr,
         latest: Latest,
         stats: Arc<Stats>,
         topic_prefix: Option<String>,
+        history: OutboxReader,
     ) -> Result<WebServer, WebError> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|cause| WebError { addr, cause })?;
+        seed_node_times(&latest, &history);
         let state = AppState {
             latest,
             stats,
             topic_prefix,
+            history: Arc::new(history),
+            live_stop: CancellationToken::new(),
         };
         let router = Router::new()
-            .route("/", get(page))
+            .route("/", get(first_dashboard))
+            .route("/d/{uid}", get(dashboard))
+            .route("/latest", get(|| async { Html(assets::LATEST_HTML) }))
+            .route("/assets/{file}", get(assets::asset))
+            .route(
+                "/api/dashboards",
+                get(|| async { Json(dashboards::dashboards_json()) }),
+            )
             .route("/api/latest", get(api_latest))
+            .route("/api/series", get(series::api_series))
+            .route("/api/stat", get(series::api_stat))
+            .route("/api/nodes", get(api_nodes))
+            .route("/api/stream", get(live::api_stream))
             .route("/api/status", get(api_status))
             .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-            .with_state(state);
-        Ok(WebServer { listener, router })
+            .with_state(state.clone());
+        Ok(WebServer {
+            listener,
+            router,
+            live_stop: state.live_stop,
+        })
     }
 
     /// The bound address.
@@ -72,8 +117,12 @@ impl WebServer {
 
     /// Serves until `token` is cancelled.
     pub async fn serve(self, token: CancellationToken) {
+        let live_stop = self.live_stop;
         let result = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move { token.cancelled().await })
+            .with_graceful_shutdown(async move {
+                token.cancelled().await;
+                live_stop.cancel();
+            })
             .await;
         if let Err(error) = result {
             tracing::error!(%error, "http server failed");
@@ -81,20 +130,51 @@ impl WebServer {
     }
 }
 
+/// Reads each node's recent packet times from the history into `latest` (start-up).
+fn seed_node_times(latest: &Latest, history: &OutboxReader) {
+    for r in latest.snapshot() {
+        match history.recent_times(&r.node, &r.metric, PACKET_TIMES_PER_NODE) {
+            Ok(times) => latest.seed_times(&r.node, &times),
+            Err(error) => {
+                tracing::warn!(%error, "reading recent packet times failed");
+                return;
+            }
+        }
+    }
+}
+
+/// One reading as `/api/latest` and the live stream show it.
+fn reading_json(r: &StoredReading, topic_prefix: Option<&str>) -> Value {
+    let topic = topic_prefix.map(|p| crate::sink::topic::reading_topic(p, &r.node, &r.metric));
+    json!({
+        "node": r.node,
+        "metric": r.metric,
+        "unit": r.unit,
+        "value": r.value,
+        "ts": r.ts_ns,
+        "seq": r.seq,
+        "topic": topic,
+    })
+}
+
 async fn api_latest(State(state): State<AppState>) -> impl IntoResponse {
+    let prefix = state.topic_prefix.as_deref();
     let rows: Vec<Value> = state
         .latest
         .snapshot()
-        .into_iter()
-        .map(|r| {
-            let topic = state
-                .topic_prefix
-                .as_deref()
-                .map(|p| crate::sink::topic::reading_topic(p, &r.node, &r.metric));
-            json!({"node": r.node, "metric": r.metric, "unit": r.unit, "value": r.value, "ts": r.ts_ns, "topic": topic})
-        })
+        .iter()
+        .map(|r| reading_json(r, prefix))
         .collect();
     Json(rows)
+}
+
+async fn api_nodes(State(state): State<AppState>) -> impl IntoResponse {
+    let now = now_ns();
+    Json(json!({
+        "now": now,
+        "offline_after_intervals": nodes::OFFLINE_AFTER_INTERVALS,
+        "nodes": nodes::current(&state.latest, now),
+    }))
 }
 
 async fn api_status(State(state): State<AppState>) -> impl IntoResponse {
@@ -132,6 +212,152 @@ async fn api_status(State(state): State<AppState>) -> impl IntoResponse {
     }))
 }
 
-async fn page() -> Html<&'static str> {
-    Html(include_str!("latest.html"))
+async fn first_dashboard() -> Html<&'static str> {
+    Html(assets::DASHBOARD_HTML)
+}
+
+async fn dashboard(Path(uid): Path<String>) -> Response {
+    if dashboards::is_dashboard(&uid) {
+        Html(assets::DASHBOARD_HTML).into_response()
+    } else {
+        (StatusCode::NOT_FOUND, "no such dashboard\n").into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{FullPolicy, StorageConfig, SyncMode};
+    use crate::outbox::Outbox;
+
+    fn reading(seq: i64, value: &str) -> StoredReading {
+        StoredReading {
+            seq,
+            ts_ns: now_ns(),
+            node: "node1".into(),
+            metric: "temperature".into(),
+            unit: Some("celsius".into()),
+            value: value.into(),
+        }
+    }
+
+    async fn server(dir: &std::path::Path, latest: Latest) -> (String, CancellationToken) {
+        let outbox = Outbox::open(&StorageConfig {
+            dir: dir.to_path_buf(),
+            retention: Duration::from_secs(3600),
+            sync: SyncMode::Normal,
+            max_bytes: 1 << 30,
+            on_full: FullPolicy::DropOldest,
+            move_corrupt_aside: false,
+        })
+        .unwrap();
+        let server = WebServer::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            latest,
+            Arc::default(),
+            Some("iiot".into()),
+            outbox.reader().unwrap(),
+        )
+        .await
+        .unwrap();
+        let url = format!("http://{}", server.local_addr().unwrap());
+        let token = CancellationToken::new();
+        tokio::spawn(server.serve(token.clone()));
+        (url, token)
+    }
+
+    #[tokio::test]
+    async fn the_stream_pushes_committed_readings_and_ends_at_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let latest = Latest::default();
+        let (url, token) = server(dir.path(), latest.clone()).await;
+        let client = reqwest::Client::new();
+        let mut stream = client
+            .get(format!("{url}/api/stream"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            stream.headers()["content-type"].to_str().unwrap(),
+            "text/event-stream"
+        );
+        // Subscribed once the response started; now a commit reaches the browser.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while latest.subscribers() < 1 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+        latest.update([reading(7, "27.6")]);
+        let mut seen = String::new();
+        while !seen.contains("event: readings") {
+            let chunk = tokio::time::timeout(Duration::from_secs(5), stream.chunk())
+                .await
+                .expect("an event within 5 s")
+                .unwrap()
+                .expect("stream open");
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        assert!(seen.contains(r#""value":"27.6""#), "{seen}");
+        assert!(
+            seen.contains(r#""topic":"iiot/node1/temperature""#),
+            "{seen}"
+        );
+        // An open stream does not hold the server up at shutdown.
+        token.cancel();
+        let end = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Ok(Some(_)) = stream.chunk().await {}
+        })
+        .await;
+        assert!(end.is_ok(), "the stream ends when the server shuts down");
+    }
+
+    #[tokio::test]
+    async fn pages_and_assets_are_served_with_their_content_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, token) = server(dir.path(), Latest::default()).await;
+        let client = reqwest::Client::new();
+        for (path, status, content_type) in [
+            ("/", 200, "text/html; charset=utf-8"),
+            ("/d/iiot-signal", 200, "text/html; charset=utf-8"),
+            ("/d/nope", 404, "text/plain; charset=utf-8"),
+            (
+                "/assets/uPlot.iife.min.js",
+                200,
+                "text/javascript; charset=utf-8",
+            ),
+            ("/assets/uPlot.min.css", 200, "text/css; charset=utf-8"),
+            (
+                "/assets/dashboard.js",
+                200,
+                "text/javascript; charset=utf-8",
+            ),
+            ("/api/dashboards", 200, "application/json"),
+            ("/api/nodes", 200, "application/json"),
+            (
+                "/api/series?measurement=temperature&range=7d",
+                200,
+                "application/json",
+            ),
+            (
+                "/api/series?measurement=temperature&range=2h",
+                400,
+                "application/json",
+            ),
+            ("/api/stat?panel=14", 200, "application/json"),
+            ("/api/stat?panel=5", 404, "application/json"),
+        ] {
+            let resp = client.get(format!("{url}{path}")).send().await.unwrap();
+            assert_eq!(resp.status().as_u16(), status, "{path}");
+            assert_eq!(
+                resp.headers()["content-type"].to_str().unwrap(),
+                content_type,
+                "{path}"
+            );
+        }
+        token.cancel();
+    }
 }

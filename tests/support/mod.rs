@@ -492,6 +492,13 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Starts a fresh broker and waits until it accepts an MQTT connection.
     pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Starts a broker whose listener gets the `listener_options` lines (TLS files, a
+    /// password file, an ACL, `allow_anonymous false`, ...). With options, readiness is the
+    /// broker's own log line for the listener (an anonymous plaintext probe may be refused).
+    pub fn start_with(listener_options: &str) -> Self {
         let bin = require_binary("mosquitto", MOSQUITTO_BIN);
         let dir = new_temp_dir("harness-mosquitto-");
         let path = dir.path().to_path_buf();
@@ -503,11 +510,17 @@ impl Mosquitto {
             &mut proc,
             |proc| {
                 let port = free_port();
-                write_mosquitto_conf(&conf, &path, port);
+                write_mosquitto_conf(&conf, &path, port, listener_options);
                 proc.args = vec!["-c".into(), conf.clone().into()];
                 port
             },
-            |port| mosquitto_ready(&log, port, 1),
+            |port| {
+                if listener_options.is_empty() {
+                    mosquitto_ready(&log, port, 1)
+                } else {
+                    mosquitto_listening(&log, port, 1)
+                }
+            },
         );
         Mosquitto {
             port,
@@ -559,17 +572,28 @@ impl Mosquitto {
 /// all) and it answers MQTT. Answering alone is not enough: when the port was grabbed by
 /// another test's broker in the meantime, ours exits while the other one answers.
 fn mosquitto_ready(log: &Path, port: u16, starts: usize) -> bool {
-    let opened = fs::read_to_string(log)
-        .unwrap_or_default()
-        .matches(&format!("listen socket on port {port}."))
-        .count();
-    opened >= starts && mqtt_accepts(port)
+    mosquitto_listening(log, port, starts) && mqtt_accepts(port)
 }
 
-fn write_mosquitto_conf(conf: &Path, dir: &Path, port: u16) {
+/// The broker's log shows its listener on `port` (`starts` times in all) and that it runs.
+fn mosquitto_listening(log: &Path, port: u16, starts: usize) -> bool {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    text.matches(&format!("listen socket on port {port}."))
+        .count()
+        >= starts
+        && text.matches(" running").count() >= starts
+}
+
+fn write_mosquitto_conf(conf: &Path, dir: &Path, port: u16, listener_options: &str) {
+    let anonymous = if listener_options.contains("allow_anonymous") {
+        ""
+    } else {
+        "allow_anonymous true\n"
+    };
     let mut text = format!(
         "listener {port} 127.0.0.1\n\
-         allow_anonymous true\n\
+         {listener_options}\n\
+         {anonymous}\
          persistence true\n\
          persistence_location {dir}/\n\
          log_dest file {dir}/mosquitto.log\n\
@@ -1067,8 +1091,22 @@ impl Subscriber {
     /// once the SUBACK has arrived. After a reconnect it subscribes again unless the broker
     /// reports `session_present` (a resumed persistent session keeps its subscription).
     pub async fn connect(port: u16, client_id: &str, filter: &str, clean_session: bool) -> Self {
+        Self::connect_as(port, client_id, filter, clean_session, None).await
+    }
+
+    /// Like [`Subscriber::connect`], logging in with `(username, password)`.
+    pub async fn connect_as(
+        port: u16,
+        client_id: &str,
+        filter: &str,
+        clean_session: bool,
+        login: Option<(&str, &str)>,
+    ) -> Self {
         let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
         opts.set_clean_session(clean_session);
+        if let Some((user, password)) = login {
+            opts.set_credentials(user, password);
+        }
         opts.set_keep_alive(Duration::from_secs(5));
         opts.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut eventloop) = AsyncClient::new(opts, 64);

@@ -4,8 +4,13 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod chaos;
 mod cli;
+mod dashboard;
 mod delivery;
+mod deploy;
 mod gateway;
+mod grafana;
 mod pipeline;
+mod security;
 mod sources;

@@ -1,0 +1,367 @@
+//! MQTT security against a Mosquitto configured by the test: TLS with a private CA, mutual
+//! TLS, no plaintext fallback, username/password with an ACL, and secrets kept out of every
+//! output.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::gateway::{assert_mqtt_exactly, expected_packets, fixture, run_stdin, Expected};
+use crate::support::{free_port, Mosquitto, Subscriber};
+
+const EXIT: Duration = Duration::from_secs(60);
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (apt-get install -y openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1/localhost and a client certificate, all signed
+/// by it; plus a second, unrelated CA.
+fn certificates(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for ca in ["ca", "other-ca"] {
+        let (key, crt, subj) = (
+            format!("{ca}.key"),
+            format!("{ca}.crt"),
+            format!("/CN={ca}"),
+        );
+        let mut args = vec!["req", "-x509"];
+        args.extend(ec);
+        args.extend(["-keyout", &key, "-out", &crt, "-days", "2", "-subj", &subj]);
+        openssl(dir, &args);
+    }
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for (name, cn) in [("server", "localhost"), ("client", "gateway")] {
+        let (key, csr, crt, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+            format!("{name}.ext"),
+        );
+        let subj = format!("/CN={cn}");
+        let mut args = vec!["req"];
+        args.extend(ec);
+        args.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        openssl(dir, &args);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ],
+        );
+    }
+}
+
+/// Mosquitto with a TLS listener (the harness port) and a plaintext one for the watcher.
+fn tls_broker(dir: &Path, require_certificate: bool) -> (Mosquitto, u16) {
+    let plain = free_port();
+    let d = dir.display();
+    let broker = Mosquitto::start_with(&format!(
+        "cafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\nrequire_certificate {require_certificate}\nlistener {plain} 127.0.0.1"
+    ));
+    (broker, plain)
+}
+
+fn config(dir: &Path, mqtt: &str) -> String {
+    format!(
+        "[source]\nkind = \"stdin\"\ndrain_timeout = \"3s\"\n\n[storage]\ndir = \"{}\"\n\n[http]\nenabled = false\n\n[mqtt]\nclient_id = \"gw-secure\"\nreconnect_initial = \"100ms\"\nreconnect_max = \"500ms\"\n{mqtt}",
+        dir.join("data").display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mqtts_with_a_private_ca_and_mutual_tls_delivers() {
+    let certs = tempfile::tempdir().unwrap();
+    certificates(certs.path());
+    let (broker, plain) = tls_broker(certs.path(), true);
+    let sub = Subscriber::connect(plain, "watcher-tls", "iiot/#", true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = certs.path().display();
+    let mqtt = format!(
+        "broker_url = \"mqtts://127.0.0.1:{}\"\nca_file = \"{c}/ca.crt\"\nclient_cert_file = \"{c}/client.crt\"\nclient_key_file = \"{c}/client.key\"\n",
+        broker.port
+    );
+    let input = fixture("vcp-serial.jsonl");
+    let (status, log) = run_stdin(
+        dir.path(),
+        &config(dir.path(), &mqtt),
+        input.as_bytes(),
+        EXIT,
+    );
+    assert!(status.success(), "{log}");
+    let all: Vec<Expected> = expected_packets(&input).into_iter().flatten().collect();
+    assert_mqtt_exactly(&sub, "iiot", &all).await;
+    assert!(!log.contains("BEGIN"), "no key material in the log");
+}
+
+/// Runs the gateway against a broker that must refuse it; returns its log.
+fn refused_run(dir: &Path, mqtt: &str) -> String {
+    let (status, log) = run_stdin(
+        dir,
+        &config(dir, mqtt),
+        fixture("legacy-bmp280.log").as_bytes(),
+        EXIT,
+    );
+    assert_eq!(status.code(), Some(1), "nothing may be delivered: {log}");
+    assert!(log.contains("9 readings stay buffered"), "{log}");
+    log
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_failures_are_named_and_never_fall_back_to_plaintext() {
+    let certs = tempfile::tempdir().unwrap();
+    certificates(certs.path());
+    let (broker, plain) = tls_broker(certs.path(), true);
+    let sub = Subscriber::connect(plain, "watcher-tls-fail", "iiot/#", true).await;
+    let c = certs.path().display();
+
+    // The wrong CA: the broker's certificate is refused, once per state, naming the setting.
+    let dir = tempfile::tempdir().unwrap();
+    let log = refused_run(
+        dir.path(),
+        &format!(
+            "broker_url = \"mqtts://127.0.0.1:{}\"\nca_file = \"{c}/other-ca.crt\"\n",
+            broker.port
+        ),
+    );
+    assert_eq!(log.matches("sink tls failure").count(), 1, "{log}");
+    assert!(
+        log.contains("UnknownIssuer") && log.contains("[mqtt] ca_file"),
+        "{log}"
+    );
+
+    // No client certificate where the broker requires one: refused and reported.
+    let dir = tempfile::tempdir().unwrap();
+    let log = refused_run(
+        dir.path(),
+        &format!(
+            "broker_url = \"mqtts://127.0.0.1:{}\"\nca_file = \"{c}/ca.crt\"\n",
+            broker.port
+        ),
+    );
+    assert!(
+        log.contains("sink tls failure") || log.contains("sink connection lost"),
+        "{log}"
+    );
+    assert!(
+        log.contains("client_cert_file") || log.contains("CertificateRequired"),
+        "{log}"
+    );
+
+    // mqtts:// to a plaintext listener: a TLS error, never a plaintext CONNECT.
+    let dir = tempfile::tempdir().unwrap();
+    let log = refused_run(
+        dir.path(),
+        &format!("broker_url = \"mqtts://127.0.0.1:{plain}\"\nca_file = \"{c}/ca.crt\"\n"),
+    );
+    assert!(
+        log.contains("sink tls failure") || log.contains("sink connection lost"),
+        "{log}"
+    );
+    assert!(
+        !broker.log().contains("as gw-secure"),
+        "no MQTT session was ever opened"
+    );
+    assert!(sub.messages().is_empty(), "{:?}", sub.messages());
+
+    // TLS keys without mqtts:// are a config error, not a silent plaintext connection.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &format!("broker_url = \"mqtt://127.0.0.1:{plain}\"\nca_file = \"{c}/ca.crt\"\n"),
+    );
+    std::fs::write(dir.path().join("config.toml"), cfg).unwrap();
+    let out = Command::new(crate::gateway::BIN)
+        .args(["--config", dir.path().join("config.toml").to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("[mqtt] ca_file: is set but broker_url is not mqtts://"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn username_password_and_acl_work_and_a_wrong_password_backs_off_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    for (i, (user, pw)) in [("gateway", "s3cret-gw-pass"), ("watcher", "watch-pass")]
+        .iter()
+        .enumerate()
+    {
+        let mut cmd = Command::new("mosquitto_passwd");
+        cmd.arg("-b");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let out = cmd
+            .arg(&passwd)
+            .arg(user)
+            .arg(pw)
+            .output()
+            .expect("mosquitto_passwd");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::fs::write(
+        dir.path().join("acl"),
+        "user gateway\ntopic write iiot/#\n\nuser watcher\ntopic read iiot/#\n",
+    )
+    .unwrap();
+    let d = dir.path().display();
+    let broker = Mosquitto::start_with(&format!(
+        "allow_anonymous false\npassword_file {d}/passwd\nacl_file {d}/acl"
+    ));
+    let sub = Subscriber::connect_as(
+        broker.port,
+        "watcher-auth",
+        "iiot/#",
+        true,
+        Some(("watcher", "watch-pass")),
+    )
+    .await;
+
+    // Right password, from the environment-free password_file: delivered under the ACL.
+    let pw_file = dir.path().join("mqtt_password");
+    std::fs::write(&pw_file, "s3cret-gw-pass\n").unwrap();
+    let run_dir = tempfile::tempdir().unwrap();
+    let mqtt = format!(
+        "broker_url = \"{}\"\nusername = \"gateway\"\npassword_file = \"{}\"\n",
+        broker.url(),
+        pw_file.display()
+    );
+    let input = fixture("vcp-serial.jsonl");
+    let (status, log) = run_stdin(
+        run_dir.path(),
+        &config(run_dir.path(), &mqtt),
+        input.as_bytes(),
+        EXIT,
+    );
+    assert!(status.success(), "{log}");
+    let all: Vec<Expected> = expected_packets(&input).into_iter().flatten().collect();
+    assert_mqtt_exactly(&sub, "iiot", &all).await;
+
+    // Wrong password: a clear error once, retries with backoff, the secret never printed.
+    let run_dir = tempfile::tempdir().unwrap();
+    let mqtt = format!(
+        "broker_url = \"{}\"\nusername = \"gateway\"\npassword = \"wrong-pass-xyzzy\"\n",
+        broker.url()
+    );
+    let mut cfg = config(run_dir.path(), &mqtt);
+    cfg = cfg
+        .replace("drain_timeout = \"3s\"", "drain_timeout = \"4s\"")
+        .replace("gw-secure", "gw-wrong-password");
+    let (status, log) = run_stdin(
+        run_dir.path(),
+        &cfg,
+        fixture("legacy-bmp280.log").as_bytes(),
+        EXIT,
+    );
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert_eq!(log.matches("sink refused by broker").count(), 1, "{log}");
+    assert!(log.contains("check [mqtt] username/password"), "{log}");
+    let attempts = broker.log().matches("disconnected, not authorised").count();
+    assert!(
+        (3..=20).contains(&attempts),
+        "backoff, no storm: {attempts} attempts in ~4 s"
+    );
+    for secret in ["wrong-pass-xyzzy", "s3cret-gw-pass"] {
+        assert!(!log.contains(secret), "secret {secret} leaked into the log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_embedded_broker_requires_the_configured_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = format!(
+        "[source]\nkind = \"stdin\"\n[storage]\ndir = \"{}\"\n[http]\nenabled = false\n[mqtt]\nembedded_listen = \"127.0.0.1:{port}\"\nusername = \"plant\"\npassword = \"embedded-pw-123\"\n",
+        dir.path().join("data").display()
+    );
+    let mut gw = crate::gateway::TestGateway::start(dir.path(), &cfg, Stdio::piped());
+    gw.wait_log("password required", Duration::from_secs(20))
+        .await;
+    gw.wait_log("sink connected", Duration::from_secs(10)).await;
+    let sub = Subscriber::connect_as(
+        port,
+        "watcher-embedded",
+        "iiot/#",
+        true,
+        Some(("plant", "embedded-pw-123")),
+    )
+    .await;
+    let mut stdin = gw.stdin();
+    let input = fixture("vcp-serial.jsonl");
+    use std::io::Write as _;
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let all: Vec<Expected> = expected_packets(&input).into_iter().flatten().collect();
+    assert_mqtt_exactly(&sub, "iiot", &all).await;
+    assert!(gw.wait(EXIT).success(), "{}", gw.log());
+    assert!(!gw.log().contains("embedded-pw-123"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_embedded_broker_refuses_clients_without_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = format!(
+        "[source]\nkind = \"stdin\"\n[storage]\ndir = \"{}\"\n[http]\nenabled = false\n[mqtt]\nembedded_listen = \"127.0.0.1:{port}\"\nusername = \"plant\"\npassword = \"embedded-pw-123\"\n",
+        dir.path().join("data").display()
+    );
+    let gw = crate::gateway::TestGateway::start(dir.path(), &cfg, Stdio::piped());
+    gw.wait_log("password required", Duration::from_secs(20))
+        .await;
+    let mut opts = rumqttc::MqttOptions::new("intruder", "127.0.0.1", port);
+    opts.set_credentials("plant", "guess");
+    let (_client, mut events) = rumqttc::AsyncClient::new(opts, 10);
+    let outcome = tokio::time::timeout(Duration::from_secs(5), events.poll()).await;
+    match outcome {
+        Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack)))) => {
+            assert_ne!(
+                ack.code,
+                rumqttc::ConnectReturnCode::Success,
+                "a wrong password was accepted"
+            );
+        }
+        Ok(Ok(other)) => panic!("unexpected first event {other:?}"),
+        Ok(Err(_)) | Err(_) => {} // refused or dropped: not connected either way
+    }
+}
