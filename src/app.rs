@@ -10,6 +10,7 @@
 //! signal cuts it short) → the MQTT sink publishes `offline` → the HTTP server closes. What
 //! is not delivered stays in the outbox for the next start, and the report says how much.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{BrokerTarget, Config, SourceConfig};
+use crate::events::{EventKind, EventLog};
 use crate::ingest::{self, IngestOutputs};
 use crate::outbox::{Outbox, OutboxReader};
 use crate::quarantine::Quarantine;
@@ -104,6 +106,7 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
         }
     }
     let stats = Arc::new(Stats::default());
+    let _ = stats.source_kind.set(source_kind(&cfg.source).to_string());
     let latest = Latest::default();
     latest.update(reader.latest().context("read latest values")?);
     let web_token = CancellationToken::new();
@@ -111,9 +114,15 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
         Some(http) => {
             let prefix = cfg.mqtt.as_ref().map(|m| m.topic_prefix.clone());
             let history = reader_for(&cfg)?;
-            let server =
-                WebServer::bind(http.listen, latest.clone(), stats.clone(), prefix, history)
-                    .await?;
+            let server = WebServer::bind(
+                http.listen,
+                latest.clone(),
+                stats.clone(),
+                prefix,
+                history,
+                http.ready_max_backlog_age,
+            )
+            .await?;
             let url = server
                 .local_addr()
                 .map(|a| format!("http://{a}"))
@@ -128,6 +137,10 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
 
     let (line_tx, line_rx) = mpsc::channel(cfg.ingest.channel_capacity);
     let (committed_tx, committed_rx) = watch::channel(reader.last_seq()?);
+    let events = EventLog::new(
+        Outbox::open(&writer_storage(&cfg)).context("open the outbox")?,
+        committed_tx.clone(),
+    );
     let outputs = IngestOutputs {
         committed: committed_tx,
         stats: stats.clone(),
@@ -155,6 +168,7 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
             abort: signals.abort.clone(),
             status: stats.sink(name),
             quarantine: quarantine.clone(),
+            events: events.clone(),
         };
         let s = s.clone();
         sink_tasks.push((
@@ -170,12 +184,23 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
     let retention = tokio::spawn(prune_loop(reader, cfg.storage.retention, sink_names));
 
     let source_token = signals.shutdown.child_token();
-    check(true, "source", describe_source(&cfg.source));
+    let described = describe_source(&cfg.source);
+    events.emit(
+        EventKind::GatewayStarted,
+        "gateway",
+        &format!(
+            "iiot-gateway {} started; source {described}",
+            env!("CARGO_PKG_VERSION")
+        ),
+    );
+    check(true, "source", described);
+    stats.source_running.store(true, Ordering::Relaxed);
     let mut source_task = tokio::spawn(source::run(
         cfg.source.clone(),
         cfg.ingest.clone(),
         line_tx,
         source_token.clone(),
+        events.clone(),
     ));
     let source_result = tokio::select! {
         r = &mut source_task => r,
@@ -185,6 +210,7 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
             source_task.await
         }
     };
+    stats.source_running.store(false, Ordering::Relaxed);
     let end = match source_result {
         Ok(Ok(end)) => end,
         Ok(Err(e)) => {
@@ -202,6 +228,7 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
     // The source dropped its sender: the ingest thread commits the rest and ends.
     let _ = tokio::task::spawn_blocking(move || ingest_thread.join()).await;
     info!(timeout = ?cfg.ingest.drain_timeout, "source stopped and input committed; sinks delivering what is buffered");
+    events.emit(EventKind::GatewayStopped, "gateway", "gateway stopping");
     finish.cancel();
     let drain = cfg.ingest.drain_timeout;
     let all_sinks = futures_join(sink_tasks);
@@ -247,12 +274,17 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
     })
 }
 
-fn reader_for(cfg: &Config) -> anyhow::Result<OutboxReader> {
-    let storage = crate::config::StorageConfig {
+/// The storage settings for a second connection: the first one already decided about a
+/// corrupt file.
+fn writer_storage(cfg: &Config) -> crate::config::StorageConfig {
+    crate::config::StorageConfig {
         move_corrupt_aside: false,
         ..cfg.storage.clone()
-    };
-    Outbox::open(&storage)
+    }
+}
+
+fn reader_for(cfg: &Config) -> anyhow::Result<OutboxReader> {
+    Outbox::open(&writer_storage(cfg))
         .and_then(|o| o.reader())
         .context("open the outbox")
 }
@@ -273,6 +305,17 @@ async fn futures_join(tasks: Vec<(&'static str, JoinHandle<()>)>) {
         if let Err(error) = task.await {
             error!(sink = name, %error, "sink task failed");
         }
+    }
+}
+
+/// The source's kind, as `/healthz` names it.
+fn source_kind(source: &SourceConfig) -> &'static str {
+    match source {
+        SourceConfig::Process(p) => p.kind,
+        SourceConfig::Serial(_) => "serial",
+        SourceConfig::Stdin => "stdin",
+        SourceConfig::File(_) => "file",
+        SourceConfig::Simulator(_) => "simulator",
     }
 }
 

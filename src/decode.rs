@@ -20,7 +20,9 @@
 //! spaces, commas, `=` or quotes never reach line protocol), names are cut to
 //! [`MAX_NAME_LEN`] bytes, and an empty name rejects the field.
 
-use serde::de::{Deserializer as _, MapAccess, Visitor};
+use std::borrow::Cow;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::reading::{Packet, Reading};
@@ -56,7 +58,7 @@ pub fn decode(line: &str, received_ns: i64) -> Decoded {
     } else {
         line
     };
-    let json = match line.find(MARKER) {
+    let json = match find_marker(line) {
         Some(at) => &line[at + MARKER.len()..],
         None => {
             let trimmed = line.trim_start();
@@ -76,14 +78,13 @@ pub fn decode(line: &str, received_ns: i64) -> Decoded {
         readings: Vec::new(),
     };
     let mut rejected = Vec::new();
-    let mut seen: Vec<&str> = Vec::with_capacity(entries.len());
-    for (key, raw) in &entries {
-        if seen.contains(&key.as_str()) {
+    for (i, (key, raw)) in entries.iter().enumerate() {
+        if entries[..i].iter().any(|(earlier, _)| earlier == key) {
             rejected.push(format!("{key}: duplicate key, first value kept"));
             continue;
         }
-        seen.push(key);
-        match key.as_str() {
+        let key: &str = key;
+        match key {
             "ts" => match raw.get().parse::<u64>() {
                 Ok(ts) => packet.device_ts = Some(ts),
                 Err(_) => rejected.push(format!(
@@ -171,33 +172,37 @@ fn node_readings(
     packet: &mut Packet,
     rejected: &mut Vec<String>,
 ) {
-    let key = shorten(key);
+    // `key` is shortened only for messages: the common path allocates nothing for it.
     let fields = match object_entries(raw.get()) {
         Ok(fields) => fields,
         Err(_) => {
             rejected.push(format!(
-                "{key}: expected an object, got {}",
+                "{}: expected an object, got {}",
+                shorten(key),
                 shorten(raw.get())
             ));
             return;
         }
     };
-    let mut seen: Vec<&str> = Vec::with_capacity(fields.len());
-    for (field, value) in &fields {
-        if seen.contains(&field.as_str()) {
+    for (i, (field, value)) in fields.iter().enumerate() {
+        if fields[..i].iter().any(|(earlier, _)| earlier == field) {
             rejected.push(format!(
-                "{key}.{}: duplicate key, first value kept",
+                "{}.{}: duplicate key, first value kept",
+                shorten(key),
                 shorten(field)
             ));
             continue;
         }
-        seen.push(field);
         let (metric, unit) = match known(field) {
             Some((metric, unit)) => (metric.to_string(), unit),
             None => match sanitize(field) {
                 Some(metric) => (metric, None),
                 None => {
-                    rejected.push(format!("{key}.{}: empty metric name", shorten(field)));
+                    rejected.push(format!(
+                        "{}.{}: empty metric name",
+                        shorten(key),
+                        shorten(field)
+                    ));
                     continue;
                 }
             },
@@ -209,10 +214,14 @@ fn node_readings(
                 unit,
                 value: text.to_string(),
             }),
-            Err(reason) => rejected.push(format!("{key}.{}: {reason}", shorten(field))),
+            Err(reason) => rejected.push(format!("{}.{}: {reason}", shorten(key), shorten(field))),
         }
     }
 }
+
+/// Longest JSON number text without an exponent that is certainly finite as an f64: a sign
+/// and 308 integer digits is below f64::MAX (1.797…e308, 309 digits).
+const FINITE_WITHOUT_EXPONENT: usize = 300;
 
 /// Checks that `raw` is a finite JSON number and returns its text unchanged.
 fn number_text(raw: &str) -> Result<&str, String> {
@@ -222,6 +231,12 @@ fn number_text(raw: &str) -> Result<&str, String> {
         .is_some_and(|b| *b == b'-' || b.is_ascii_digit());
     if !is_number {
         return Err(format!("expected a number, got {}", shorten(raw)));
+    }
+    // `raw` is a valid JSON number (serde_json checked it): without an exponent and with
+    // fewer than 309 digits it is below f64::MAX (~1.8e308), so finite. Skips the float
+    // parse for every ordinary reading (measured, see BENCHMARKS.md).
+    if raw.len() <= FINITE_WITHOUT_EXPONENT && !raw.bytes().any(|b| b == b'e' || b == b'E') {
+        return Ok(raw);
     }
     match raw.parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(raw),
@@ -246,6 +261,23 @@ pub fn sanitize(name: &str) -> Option<String> {
         });
     }
     Some(out)
+}
+
+/// Byte offset of [`MARKER`] in `line`. Same result as `line.find(MARKER)`, without building
+/// a substring searcher for every line (measured, see BENCHMARKS.md): jump from one `J` to
+/// the next (memchr) and compare there.
+fn find_marker(line: &str) -> Option<usize> {
+    let first = char::from(MARKER.as_bytes()[0]);
+    let mut from = 0;
+    // `first` is ASCII, so `at + 1` is always a char boundary.
+    while let Some(i) = line[from..].find(first) {
+        let at = from + i;
+        if line[at..].starts_with(MARKER) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 /// Cuts long input for error messages (on a char boundary).
@@ -282,8 +314,39 @@ fn strip_ansi(line: &str) -> String {
     out
 }
 
-/// Key/value pairs of a JSON object, in order, duplicates kept, values unparsed.
-type Entries<'a> = Vec<(String, &'a RawValue)>;
+/// Key/value pairs of a JSON object, in order, duplicates kept, values unparsed. Keys borrow
+/// from the line unless they contain escapes (no allocation per key: measured, see
+/// BENCHMARKS.md).
+type Entries<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
+
+/// An object key, borrowed from the input when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object key")
+            }
+
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
 
 /// Parses the first JSON value in `text` (ignoring whatever follows it) as an object.
 fn first_object(text: &str) -> Result<Entries<'_>, String> {
@@ -312,7 +375,7 @@ impl<'de> Visitor<'de> for EntriesVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(8));
-        while let Some((key, value)) = map.next_entry::<String, &'de RawValue>()? {
+        while let Some((Key(key), value)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
             entries.push((key, value));
         }
         Ok(entries)
@@ -322,6 +385,34 @@ impl<'de> Visitor<'de> for EntriesVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn find_marker_agrees_with_str_find() {
+        for line in [
+            "",
+            "J",
+            "JSON sent via VCP:",
+            "JSON sent via VCP: {}",
+            "[INFO] JSON sent via VCP: {\"n1\":{\"t\":1}}",
+            "JJSON sent via VCP: x",
+            "Jé JSON sent JSON sent via VCP: y JSON sent via VCP: z",
+            "no marker here, Just text",
+        ] {
+            assert_eq!(find_marker(line), line.find(MARKER), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_without_exponent_skip_the_float_parse_only_when_surely_finite() {
+        let digits = |n| "9".repeat(n);
+        assert_eq!(number_text("27.6"), Ok("27.6"));
+        assert_eq!(number_text(&digits(300)), Ok(digits(300).as_str()));
+        assert!(number_text(&digits(308)).is_ok());
+        assert!(number_text(&digits(309)).is_err(), "above f64::MAX");
+        assert!(number_text("1e308").is_ok());
+        assert!(number_text("1e999").is_err());
+        assert!(number_text("-1E999").is_err());
+    }
 
     const FIRMWARE: &str = r#"[INFO] JSON sent via VCP: {"ts":12000,"id":"N2","n1":{"t":27.6,"h":54.1,"g":84190},"n2":{},"sig":{"rssi":-39,"snr":13},"sts":{"rx":1,"err":0}}\n (wk5_gateway_firmware wk5-gateway-firmware/src/main.rs:573)"#;
 

@@ -29,10 +29,14 @@
 //! gateway writes next to the readings, through the same sink:
 //!
 //! ```text
-//! events,kind=gateway_started text="gateway 0.1.0 started (source: serial)" 1764230400000000000
+//! events,kind=gateway_started,node=gateway text="iiot-gateway 0.1.0 started; source stdin" 1764230400000000000
 //! ```
 //!
+//! (written by `crate::events` through the outbox and the InfluxDB sink)
+//!
 //! - measurement `events`;
+//! - tag `node`: what the event is about (`gateway`, the sink name, `stats` for the reporting
+//!   node's reboot, the source kind);
 //! - tag `kind`, one of [`EVENT_KINDS`]: `gateway_started`, `gateway_stopped`,
 //!   `source_restarted`, `node_reboot`, `sink_outage_begun`, `sink_outage_ended`;
 //! - field `text` (string): one human-readable line, shown as the annotation text;

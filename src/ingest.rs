@@ -15,10 +15,11 @@ use tracing::{error, warn};
 
 use crate::config::FullPolicy;
 use crate::decode::{decode, Decoded, MARKER};
+use crate::events::{EventKind, RebootDetector};
 use crate::outbox::Outbox;
 use crate::quarantine::Quarantine;
 use crate::reading::{Line, Packet, StoredReading};
-use crate::stats::{Latest, Stats};
+use crate::stats::{DecodeError, Latest, Stats};
 
 /// Most lines taken into one outbox transaction.
 const MAX_BATCH_LINES: usize = 4096;
@@ -57,6 +58,7 @@ pub fn run(mut rx: mpsc::Receiver<Line>, mut outbox: Outbox, out: IngestOutputs)
     let mut last_ts = i64::MIN;
     let mut lines = Vec::with_capacity(MAX_BATCH_LINES);
     let mut drops = DropWarnings::default();
+    let mut reboots = RebootDetector::default();
     loop {
         // Over budget under `block`: accept nothing until the sinks caught up.
         while enforce_budget(&mut outbox, &out, &mut drops) {
@@ -100,7 +102,25 @@ pub fn run(mut rx: mpsc::Receiver<Line>, mut outbox: Outbox, out: IngestOutputs)
             .fetch_add(count as u64, Ordering::Relaxed);
         let first_seq = last_seq - count as i64 + 1;
         out.latest.update(stored(&packets, first_seq));
-        out.committed.send_replace(last_seq);
+        let mut last_seq = last_seq;
+        for p in &packets {
+            if let Some(before) = reboots.observe(p.device_ts) {
+                let text = format!(
+                    "reporting node rebooted: ts went back from {before} to {} ms",
+                    p.device_ts.unwrap_or(0)
+                );
+                match outbox.append_events(&[(
+                    p.received_ns,
+                    "stats",
+                    EventKind::NodeReboot.as_str(),
+                    &text,
+                )]) {
+                    Ok(seq) => last_seq = seq,
+                    Err(error) => error!(%error, "cannot record the node reboot event"),
+                }
+            }
+        }
+        out.committed.send_modify(|seq| *seq = (*seq).max(last_seq));
     }
 }
 
@@ -158,6 +178,7 @@ fn accept(line: Line, last_ts: &mut i64, out: &IngestOutputs) -> Option<Packet> 
         out.stats.cut_lines.fetch_add(1, Ordering::Relaxed);
         if line.text.contains(MARKER) || line.text.trim_start().starts_with('{') {
             out.stats.invalid_lines.fetch_add(1, Ordering::Relaxed);
+            out.stats.decode_error(DecodeError::LineTooLong);
             out.quarantine.add(
                 "decode",
                 "line longer than [source] max_line_length; cut",
@@ -171,6 +192,7 @@ fn accept(line: Line, last_ts: &mut i64, out: &IngestOutputs) -> Option<Packet> 
         Decoded::Skip => None,
         Decoded::Invalid(reason) => {
             out.stats.invalid_lines.fetch_add(1, Ordering::Relaxed);
+            out.stats.decode_error(invalid_class(&reason));
             out.quarantine.add("decode", &reason, &line.text);
             None
         }
@@ -179,12 +201,27 @@ fn accept(line: Line, last_ts: &mut i64, out: &IngestOutputs) -> Option<Packet> 
                 out.stats
                     .rejected_fields
                     .fetch_add(rejected.len() as u64, Ordering::Relaxed);
+                out.stats.decode_error(DecodeError::FieldRejected);
                 out.quarantine
                     .add("decode", &rejected.join("; "), &line.text);
             }
             *last_ts = ts;
             Some(packet)
         }
+    }
+}
+
+/// The class of a decoder `Invalid` reason, from the decoder's wording (pinned by a test).
+fn invalid_class(reason: &str) -> DecodeError {
+    if reason.starts_with("invalid JSON") {
+        DecodeError::InvalidJson
+    } else if reason == "expected a JSON object" {
+        DecodeError::NotObject
+    } else if reason == "telemetry object without any reading" {
+        DecodeError::NoReadings
+    } else {
+        // Every field of the object was refused; the reasons are joined.
+        DecodeError::FieldRejected
     }
 }
 
@@ -201,4 +238,24 @@ fn stored(packets: &[Packet], first_seq: i64) -> impl Iterator<Item = StoredRead
             unit: r.unit.map(str::to_string),
             value: r.value.clone(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_lines_are_classed_by_the_decoders_reason() {
+        for (line, class) in [
+            (r#"{"n1":{"t":1"#, DecodeError::InvalidJson),
+            ("JSON sent via VCP: [1,2]", DecodeError::NotObject),
+            (r#"{"id":"N2"}"#, DecodeError::NoReadings),
+            (r#"{"n1":{"t":"hot"}}"#, DecodeError::FieldRejected),
+        ] {
+            let Decoded::Invalid(reason) = decode(line, 0) else {
+                panic!("{line} should be invalid");
+            };
+            assert_eq!(invalid_class(&reason), class, "{line}: {reason}");
+        }
+    }
 }

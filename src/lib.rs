@@ -12,6 +12,7 @@ mod check;
 pub mod cli;
 pub mod config;
 pub mod decode;
+pub mod events;
 pub mod grafana;
 mod ingest;
 pub mod outbox;

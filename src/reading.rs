@@ -42,6 +42,18 @@ pub struct StoredReading {
     pub value: String,
 }
 
+/// The `unit` that marks an outbox row as a gateway event rather than a reading: events are
+/// rows with `node` = what it is about, `metric` = the event kind, `value` = a text. The
+/// decoder never produces this unit (units are a fixed set), so the two cannot mix up.
+pub const EVENT_UNIT: &str = "event";
+
+impl StoredReading {
+    /// Whether this row is a gateway event (see [`EVENT_UNIT`]).
+    pub fn is_event(&self) -> bool {
+        self.unit.as_deref() == Some(EVENT_UNIT)
+    }
+}
+
 /// A line read by a source, stamped with the time it was received.
 #[derive(Debug, Clone)]
 pub struct Line {

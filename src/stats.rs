@@ -6,11 +6,12 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use tokio::sync::broadcast;
 
-use crate::reading::StoredReading;
+use crate::reading::{now_ns, StoredReading};
+use crate::web::metrics::{Latency, Metrics};
 
 /// Counters of the ingest stage.
 #[derive(Debug, Default)]
@@ -29,18 +30,74 @@ pub struct Stats {
     pub cut_lines: AtomicU64,
     /// Undelivered readings dropped at the outbox's disk budget.
     pub dropped_readings: AtomicU64,
+    /// Unusable telemetry lines by reason class, indexed by [`DecodeError`].
+    pub decode_errors: [AtomicU64; DecodeError::ALL.len()],
+    /// The source task runs (set by `app.rs` around it).
+    pub source_running: AtomicBool,
+    /// The source's kind (`stdin`, `serial`, `probe-rs`, ...), set once at start.
+    pub source_kind: OnceLock<String>,
     /// Per-sink status, by sink name.
     pub sinks: RwLock<BTreeMap<&'static str, Arc<SinkStatus>>>,
+    /// The Prometheus registry behind `/metrics` (off until the HTTP server enables it).
+    pub metrics: Metrics,
 }
 
 impl Stats {
     /// Registers a sink and returns its status handle.
     pub fn sink(&self, name: &'static str) -> Arc<SinkStatus> {
-        let status = Arc::new(SinkStatus::default());
+        let status = Arc::new(SinkStatus {
+            latency: self.metrics.latency(name),
+            ..SinkStatus::default()
+        });
         if let Ok(mut sinks) = self.sinks.write() {
             sinks.insert(name, status.clone());
         }
         status
+    }
+
+    /// Counts one unusable telemetry line of class `class`.
+    pub fn decode_error(&self, class: DecodeError) {
+        self.decode_errors[class as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Why a telemetry line (or part of it) could not be used: the `reason` label of
+/// `iiot_decode_errors_total`. Every line counted in [`Stats::invalid_lines`] has exactly one
+/// class other than `FieldRejected`; `FieldRejected` also counts the lines whose packet was
+/// committed without some of its fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Not parseable as JSON.
+    InvalidJson = 0,
+    /// JSON, but not an object.
+    NotObject = 1,
+    /// An object without any reading.
+    NoReadings = 2,
+    /// Fields refused (non-numeric, out of range, bad names, duplicates).
+    FieldRejected = 3,
+    /// Longer than `[source] max_line_length`.
+    LineTooLong = 4,
+}
+
+impl DecodeError {
+    /// Every class, in index order.
+    pub const ALL: [DecodeError; 5] = [
+        DecodeError::InvalidJson,
+        DecodeError::NotObject,
+        DecodeError::NoReadings,
+        DecodeError::FieldRejected,
+        DecodeError::LineTooLong,
+    ];
+
+    /// The metric label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            DecodeError::InvalidJson => "invalid_json",
+            DecodeError::NotObject => "not_object",
+            DecodeError::NoReadings => "no_readings",
+            DecodeError::FieldRejected => "field_rejected",
+            DecodeError::LineTooLong => "line_too_long",
+        }
     }
 }
 
@@ -55,14 +112,44 @@ pub struct SinkStatus {
     pub cursor: AtomicI64,
     /// Last error, if the sink is failing.
     pub last_error: Mutex<Option<String>>,
+    /// When the far end last confirmed readings, ns since the epoch (0: not yet).
+    pub last_success_ns: AtomicI64,
+    /// Failed attempts: connections lost or refused, writes that failed.
+    pub failures: AtomicU64,
+    /// Readings sent again after a failure (at-least-once resends).
+    pub retried: AtomicU64,
+    /// Times the far end was reached again after a failure.
+    pub reconnects: AtomicU64,
+    /// Receive → confirmed time of each delivered reading.
+    pub latency: Latency,
+    /// Reached the far end at least once since start.
+    ever_connected: AtomicBool,
 }
 
 impl SinkStatus {
-    /// Records a state: `None` = healthy.
+    /// Records a state: `None` = healthy. Counts each error as a failed attempt, and the
+    /// first success after a failure (not the first one ever) as a reconnect.
     pub fn set_error(&self, error: Option<String>) {
-        self.connected.store(error.is_none(), Ordering::Relaxed);
+        let ok = error.is_none();
+        let was_connected = self.connected.swap(ok, Ordering::Relaxed);
+        if ok {
+            if !was_connected && self.ever_connected.swap(true, Ordering::Relaxed) {
+                self.reconnects.fetch_add(1, Ordering::Relaxed);
+            }
+        } else {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
         if let Ok(mut e) = self.last_error.lock() {
             *e = error;
+        }
+    }
+
+    /// The far end confirmed readings received at `received_ns` (one entry each).
+    pub fn confirmed(&self, received_ns: impl IntoIterator<Item = i64>) {
+        let now = now_ns();
+        self.last_success_ns.store(now, Ordering::Relaxed);
+        for ts in received_ns {
+            self.latency.record_ns(now.saturating_sub(ts));
         }
     }
 }
@@ -222,6 +309,24 @@ mod tests {
         let times = &all.iter().find(|(n, _)| n == "n").unwrap().1;
         assert_eq!(times.len(), PACKET_TIMES_PER_NODE);
         assert_eq!(times.last(), Some(&139));
+    }
+
+    #[test]
+    fn sink_status_counts_failures_and_reconnects_but_not_the_first_connect() {
+        let st = SinkStatus::default();
+        st.set_error(Some("connection refused".into()));
+        st.set_error(None);
+        st.set_error(None);
+        assert_eq!(st.reconnects.load(Ordering::Relaxed), 0, "first connect");
+        st.set_error(Some("connection lost".into()));
+        st.set_error(Some("connection refused".into()));
+        st.set_error(None);
+        assert_eq!(st.failures.load(Ordering::Relaxed), 3);
+        assert_eq!(st.reconnects.load(Ordering::Relaxed), 1);
+        assert!(st.connected.load(Ordering::Relaxed));
+        assert_eq!(st.last_success_ns.load(Ordering::Relaxed), 0);
+        st.confirmed([now_ns()]);
+        assert!(st.last_success_ns.load(Ordering::Relaxed) > 0);
     }
 
     #[test]

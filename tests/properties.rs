@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 
 use iiot_gateway::decode::{decode, Decoded, MARKER, MAX_NAME_LEN};
-use iiot_gateway::reading::{Packet, StoredReading};
+use iiot_gateway::reading::{Packet, StoredReading, EVENT_UNIT};
 use iiot_gateway::sink::lineproto;
 use iiot_gateway::sink::topic::{reading_topic, validate_prefix};
 use influxdb_line_protocol::{parse_lines, FieldValue};
@@ -629,7 +629,11 @@ fn stored_reading(
         any::<i64>(),
         name.clone(),
         name.clone(),
-        prop::option::of(name),
+        prop::option::of(
+            name.prop_filter("the event unit has an encoding of its own", |u| {
+                u != EVENT_UNIT
+            }),
+        ),
         finite_value_text(),
     )
         .prop_map(|(seq, ts_ns, node, metric, unit, value)| StoredReading {
@@ -642,20 +646,84 @@ fn stored_reading(
         })
 }
 
+/// A gateway event (`unit` = [`EVENT_UNIT`]): any kind (`metric`), node and text (`value`).
+fn stored_event(
+    name: impl Strategy<Value = String> + Clone,
+) -> impl Strategy<Value = StoredReading> {
+    (
+        any::<i64>(),
+        any::<i64>(),
+        name.clone(),
+        name,
+        lp_name(0..=12),
+    )
+        .prop_map(|(seq, ts_ns, node, metric, value)| StoredReading {
+            seq,
+            ts_ns,
+            node,
+            metric,
+            unit: Some(EVENT_UNIT.to_string()),
+            value,
+        })
+}
+
+/// A measurement or tag value, as written, that the IOx parser can read back: not empty, no
+/// tab, no trailing backslash (a measurement has more rules, see [`iox_parser_can_read_back`]).
+fn iox_name_ok(written: &str) -> bool {
+    !written.is_empty() && !written.contains('\t') && !written.ends_with('\\')
+}
+
+/// Parses an event line with the `influxdb-line-protocol` crate and checks it is exactly `r`:
+/// measurement `events`, tags `kind` and `node`, string field `text`, the timestamp.
+fn assert_event_round_trips(r: &StoredReading) -> Result<(), TestCaseError> {
+    let line = encode(r);
+    prop_assert!(line.ends_with('\n'), "no trailing newline: {:?}", line);
+    prop_assert_eq!(line.matches('\n').count(), 1, "not one line: {:?}", line);
+    let parsed: Vec<_> = parse_lines(&line).collect();
+    prop_assert_eq!(parsed.len(), 1, "not one point: {:?}", line);
+    let point = match parsed.into_iter().next() {
+        Some(Ok(point)) => point,
+        other => return Err(TestCaseError::fail(format!("{other:?} from {line:?}"))),
+    };
+    prop_assert_eq!(point.series.measurement.as_str(), "events");
+    let tags: Vec<(String, String)> = point
+        .series
+        .tag_set
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let want = vec![
+        ("kind".to_string(), as_written(&r.metric)),
+        ("node".to_string(), as_written(&r.node)),
+    ];
+    prop_assert_eq!(tags, want, "tags of {:?}", line);
+    prop_assert_eq!(point.field_set.len(), 1, "fields of {:?}", line);
+    let (key, value) = &point.field_set[0];
+    prop_assert_eq!(key.as_str(), "text");
+    match value {
+        // The text is a string field: `"` and `\` escaped, newlines become spaces.
+        FieldValue::String(text) => prop_assert_eq!(text.as_str(), as_written(&r.value)),
+        other => return Err(TestCaseError::fail(format!("{other:?} from {line:?}"))),
+    }
+    prop_assert_eq!(point.timestamp, Some(r.ts_ns));
+    Ok(())
+}
+
 /// Names that the `influxdb-line-protocol` crate (the IOx parser, which InfluxDB 3 uses)
 /// cannot read back whatever the escaping; each case has a test of its own below. Line
 /// protocol also has no empty measurement or tag value; the decoder never produces an empty
 /// name (`sanitize` returns `None`), and units are a fixed non-empty list.
 fn iox_parser_can_read_back(r: &StoredReading) -> bool {
     let metric = as_written(&r.metric);
-    let tags = std::iter::once(&r.node)
-        .chain(&r.unit)
-        .map(|t| as_written(t))
-        .collect::<Vec<_>>();
-    let all = || std::iter::once(&metric).chain(&tags);
-    all().all(|s| !s.is_empty() && !s.contains('\t') && !s.ends_with('\\'))
+    iox_name_ok(&metric)
         && !metric.contains('\0')
         && !metric.starts_with('#')
+        && iox_name_ok(&as_written(&r.node))
+        && r.unit
+            .as_deref()
+            .map(as_written)
+            .is_none_or(|u| iox_name_ok(&u))
 }
 
 proptest! {
@@ -669,6 +737,24 @@ proptest! {
         ),
     ) {
         assert_round_trips(&r)?;
+    }
+
+    #[test]
+    fn line_protocol_round_trips_any_event_as_a_string_field(
+        r in stored_event(lp_name(1..=10)).prop_filter(
+            "a tag the IOx parser cannot read back (see the tests below)",
+            |r| iox_name_ok(&as_written(&r.metric)) && iox_name_ok(&as_written(&r.node)),
+        ),
+    ) {
+        assert_event_round_trips(&r)?;
+    }
+
+    #[test]
+    fn line_protocol_event_is_one_line_for_any_text(r in stored_event(lp_name(0..=10))) {
+        let line = encode(&r);
+        prop_assert!(line.ends_with('\n'));
+        prop_assert_eq!(line.matches('\n').count(), 1, "{:?}", line);
+        prop_assert!(!line.contains('\r'), "{:?}", line);
     }
 
     #[test]

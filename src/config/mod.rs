@@ -75,6 +75,8 @@ pub mod defaults {
     pub const MIN_BYTES: u64 = 1 << 20;
     /// Dashboard address.
     pub const HTTP_LISTEN: &str = "127.0.0.1:8080";
+    /// `/readyz`: oldest undelivered reading allowed.
+    pub const READY_MAX_BACKLOG_AGE: Duration = Duration::from_secs(60);
 }
 
 /// A config problem: which file, which key, what is wrong.
@@ -237,6 +239,17 @@ pub struct MqttConfig {
     pub password: Option<Secret>,
     /// TLS (`mqtts://`); never a plaintext fallback.
     pub tls: Option<MqttTls>,
+    /// Home Assistant discovery, when enabled.
+    pub homeassistant: Option<HomeAssistantConfig>,
+}
+
+/// Home Assistant MQTT discovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HomeAssistantConfig {
+    /// Discovery prefix (`homeassistant`).
+    pub discovery_prefix: String,
+    /// This gateway's id in unique ids and topics (`iiot_gateway`).
+    pub gateway_id: String,
 }
 
 /// TLS settings of the MQTT connection, files already read.
@@ -341,6 +354,8 @@ pub struct StorageConfig {
 pub struct HttpConfig {
     /// Listen address.
     pub listen: SocketAddr,
+    /// `/readyz` answers 503 while a sink's oldest undelivered reading is older than this.
+    pub ready_max_backlog_age: Duration,
 }
 
 /// Reads the environment variable `name` (a seam so tests need not touch the process env).
@@ -438,6 +453,38 @@ impl Validator<'_> {
             None if !from_file => Some(self.mqtt(Default::default())?),
             None => None,
         };
+        let mut mqtt = mqtt;
+        if let Some(ha) = raw.homeassistant {
+            if ha.enabled.unwrap_or(false) {
+                let Some(m) = mqtt.as_mut() else {
+                    return Err(self.err(
+                        "[homeassistant] enabled",
+                        "needs an [mqtt] section: discovery is published to the MQTT broker",
+                    ));
+                };
+                let gateway_id = ha.gateway_id.unwrap_or_else(|| "iiot_gateway".to_string());
+                let valid = |s: &str| {
+                    !s.is_empty()
+                        && s.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                };
+                if !valid(&gateway_id) {
+                    return Err(self.err(
+                        "[homeassistant] gateway_id",
+                        "use letters, digits, _ and - only",
+                    ));
+                }
+                let discovery_prefix = ha
+                    .discovery_prefix
+                    .unwrap_or_else(|| "homeassistant".to_string());
+                validate_prefix(&discovery_prefix)
+                    .map_err(|e| self.err("[homeassistant] discovery_prefix", e))?;
+                m.homeassistant = Some(HomeAssistantConfig {
+                    discovery_prefix,
+                    gateway_id,
+                });
+            }
+        }
         let influx = raw.influxdb.map(|i| self.influx(i)).transpose()?;
         let storage = self.storage(raw.storage.unwrap_or_default())?;
         let http_raw = raw.http.unwrap_or_default();
@@ -445,8 +492,15 @@ impl Validator<'_> {
             let listen = http_raw
                 .listen
                 .unwrap_or_else(|| defaults::HTTP_LISTEN.to_string());
+            let ready_max_backlog_age = http_raw
+                .ready_max_backlog_age
+                .unwrap_or(defaults::READY_MAX_BACKLOG_AGE);
+            if ready_max_backlog_age.is_zero() {
+                return Err(self.err("[http] ready_max_backlog_age", "must be more than 0s"));
+            }
             Some(HttpConfig {
                 listen: self.socket_addr("[http] listen", &listen)?,
+                ready_max_backlog_age,
             })
         } else {
             None
@@ -627,6 +681,7 @@ impl Validator<'_> {
             username: m.username,
             password,
             tls,
+            homeassistant: None,
         })
     }
 
@@ -859,9 +914,11 @@ fn parse_broker_url(url: &str) -> Result<(String, u16, bool), String> {
     let (rest, tls) = match url.split_once("://") {
         Some(("mqtt" | "tcp", rest)) => (rest, false),
         Some(("mqtts" | "ssl", rest)) => (rest, true),
-        Some((scheme, _)) => return Err(format!(
+        Some((scheme, _)) => {
+            return Err(format!(
             "unsupported scheme {scheme:?} in {url:?}; use mqtt://host:port or mqtts://host:port"
-        )),
+        ))
+        }
         None => (url, false),
     };
     let rest = rest.trim_end_matches('/');
@@ -905,7 +962,9 @@ mod tests {
         assert_eq!(mqtt.topic_prefix, "iiot");
         assert_eq!(mqtt.qos, 1);
         assert!(c.influx.is_none());
-        assert_eq!(c.http.expect("http").listen.to_string(), "127.0.0.1:8080");
+        let http = c.http.expect("http");
+        assert_eq!(http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(http.ready_max_backlog_age, Duration::from_secs(60));
         assert_eq!(c.storage.retention, Duration::from_secs(7 * 86400));
     }
 
@@ -939,6 +998,10 @@ mod tests {
             (
                 "[http]\nlisten = \"everywhere\"\n",
                 "[http] listen: expected an address",
+            ),
+            (
+                "[http]\nready_max_backlog_age = \"0s\"\n",
+                "[http] ready_max_backlog_age: must be more than 0s",
             ),
             (
                 "[mqtt]\ntopic_prefix = \"a/#\"\n",

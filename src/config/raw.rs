@@ -25,6 +25,20 @@ pub struct RawConfig {
     pub storage: Option<RawStorage>,
     /// Dashboard, API and health endpoints.
     pub http: Option<RawHttp>,
+    /// Home Assistant MQTT discovery.
+    pub homeassistant: Option<RawHomeAssistant>,
+}
+
+/// `[homeassistant]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHomeAssistant {
+    /// Publish discovery configs (retained) for every series.
+    pub enabled: Option<bool>,
+    /// Home Assistant's discovery prefix.
+    pub discovery_prefix: Option<String>,
+    /// Identifies this gateway in unique ids and discovery topics.
+    pub gateway_id: Option<String>,
 }
 
 /// `[source]`.
@@ -239,4 +253,7 @@ pub struct RawHttp {
     pub enabled: Option<bool>,
     /// Listen address.
     pub listen: Option<String>,
+    /// `/readyz` fails when a sink's oldest undelivered reading is older than this.
+    #[serde(default, with = "humantime_serde")]
+    pub ready_max_backlog_age: Option<Duration>,
 }

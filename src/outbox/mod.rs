@@ -24,7 +24,10 @@
 //! - A corrupt file is never deleted: opening fails with [`OutboxError::Corrupt`], or, when the
 //!   user asked for it, the file is renamed aside and a new outbox starts.
 
+mod backlog;
 pub(crate) mod history;
+
+pub use backlog::Backlog;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -210,10 +213,19 @@ impl Outbox {
         }
         if cut > delivered {
             if drop_undelivered {
-                report.undelivered_dropped = self
+                // Counted: the readings (not gateway events) that no sink will ever deliver.
+                let readings: i64 = self
                     .conn
+                    .query_row(
+                        "SELECT COUNT(*) FROM readings WHERE seq <= ?1 AND unit IS NOT 'event'",
+                        [cut],
+                        |r| r.get(0),
+                    )
+                    .map_err(err)?;
+                self.conn
                     .execute("DELETE FROM readings WHERE seq <= ?1", [cut])
-                    .map_err(err)? as u64;
+                    .map_err(err)?;
+                report.undelivered_dropped = readings as u64;
             } else {
                 report.over = true;
             }
@@ -246,6 +258,32 @@ impl Outbox {
                         .execute(params![p.received_ns, r.node, r.metric, r.unit, r.value])
                         .map_err(err)?;
                 }
+            }
+        }
+        let last = tx.last_insert_rowid();
+        tx.commit().map_err(err)?;
+        Ok(last)
+    }
+
+    /// Commits gateway events `(ts_ns, node, kind, text)` in one transaction (see
+    /// [`crate::reading::EVENT_UNIT`]); returns the last seq.
+    pub fn append_events(&mut self, events: &[(i64, &str, &str, &str)]) -> Result<i64> {
+        let path = &self.path;
+        let err = |source| OutboxError::Sqlite {
+            path: path.clone(),
+            cause: source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO readings (ts, node, metric, unit, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(err)?;
+            for (ts, node, kind, text) in events {
+                insert
+                    .execute(params![ts, node, kind, crate::reading::EVENT_UNIT, text])
+                    .map_err(err)?;
             }
         }
         let last = tx.last_insert_rowid();
@@ -402,12 +440,14 @@ impl OutboxReader {
             .map_err(|e| self.err(e))
     }
 
-    /// Readings after `seq` (a sink's backlog).
+    /// Readings (not events) after `seq`: a sink's backlog, as reported to users.
     pub fn count_after(&self, seq: i64) -> Result<i64> {
         self.conn()
-            .query_row("SELECT COUNT(*) FROM readings WHERE seq > ?1", [seq], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT COUNT(*) FROM readings WHERE seq > ?1 AND unit IS NOT 'event'",
+                [seq],
+                |r| r.get(0),
+            )
             .map_err(|e| self.err(e))
     }
 
@@ -418,6 +458,7 @@ impl OutboxReader {
             .prepare_cached(
                 "SELECT seq, ts, node, metric, unit, value FROM readings
                  WHERE seq IN (SELECT MAX(seq) FROM readings GROUP BY node, metric)
+                   AND unit IS NOT 'event'
                  ORDER BY node, metric",
             )
             .map_err(|e| self.err(e))?;
@@ -595,10 +636,19 @@ mod tests {
     }
 
     #[test]
-    fn latest_gives_the_newest_value_per_series() {
+    fn latest_gives_the_newest_value_per_series_and_no_events() {
         let dir = tempfile::tempdir().unwrap();
         let mut ob = Outbox::open(&storage(dir.path())).unwrap();
         ob.append(&[packet(1, &["1"]), packet(2, &["2"])]).unwrap();
+        let seq = ob
+            .append_events(&[(3, "gateway", "gateway_started", "gateway started")])
+            .unwrap();
+        let event = &ob.reader().unwrap().read_after(seq - 1, 1).unwrap()[0];
+        assert!(event.is_event());
+        assert_eq!(
+            (event.node.as_str(), event.metric.as_str()),
+            ("gateway", "gateway_started")
+        );
         let latest = ob.reader().unwrap().latest().unwrap();
         assert_eq!(latest.len(), 1);
         assert_eq!(latest[0].value, "2");

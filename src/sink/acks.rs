@@ -47,6 +47,14 @@ impl AckTracker {
         self.queued.push_back(seq);
     }
 
+    /// `seq` needs no publish (a gateway event): done at once, in order with the rest.
+    /// Returns the new safe cursor when it moved.
+    pub fn on_skipped(&mut self, seq: Seq) -> Option<Seq> {
+        self.highest_queued = self.highest_queued.max(seq);
+        self.unconfirmed.insert(seq);
+        self.confirm(seq)
+    }
+
     /// The event loop wrote the oldest queued publish with `pkid`.
     /// Returns the new safe cursor when it moved (QoS 0 readings are done once written).
     pub fn on_sent(&mut self, pkid: u16) -> Option<Seq> {
@@ -107,6 +115,17 @@ mod tests {
         assert_eq!(t.on_ack(1), Some(12));
         assert_eq!(t.outstanding(), 1);
         assert_eq!(t.on_ack(3), Some(13));
+        assert_eq!(t.outstanding(), 0);
+    }
+
+    #[test]
+    fn skipped_seqs_move_the_cursor_only_past_confirmed_ones() {
+        let mut t = AckTracker::new(0, false);
+        t.on_queued(Some(1));
+        t.on_sent(1);
+        assert_eq!(t.on_skipped(2), None, "1 is still unconfirmed");
+        assert_eq!(t.on_ack(1), Some(2));
+        assert_eq!(t.on_skipped(3), Some(3));
         assert_eq!(t.outstanding(), 0);
     }
 

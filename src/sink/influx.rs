@@ -113,7 +113,9 @@ impl Writer {
             req.body(body.to_string())
         };
         let resp = req.send().await.map_err(|e| WriteError::Retry {
-            kind: if e.is_connect() {
+            kind: if error_chain(&e).contains("dns error") {
+                "name resolution failed"
+            } else if e.is_connect() {
                 "unreachable"
             } else {
                 "request failed"
@@ -160,11 +162,16 @@ impl Writer {
 pub async fn run(cfg: InfluxConfig, ctx: SinkContext) -> Result<(), SinkError> {
     let mut cursor = Cursor::load(NAME, &ctx)?;
     let mut backoff = Backoff::new(cfg.retry_initial, cfg.retry_max);
-    let mut link = LinkState::default();
+    let mut link = LinkState::new(ctx.events.clone());
     let target = cfg.url.clone();
     let batch_size = cfg.batch_size;
     let flush_interval = cfg.flush_interval;
     let writer = Writer::new(cfg);
+    // A known state before the first write (for `/readyz`): the server answers or not.
+    tokio::select! {
+        probe = writer.probe() => ctx.status.set_error(probe.err().map(|e| format!("unreachable: {e}"))),
+        () = ctx.abort.cancelled() => return Ok(()),
+    }
     let mut committed = ctx.committed.clone();
     loop {
         committed.borrow_and_update();
@@ -197,6 +204,9 @@ pub async fn run(cfg: InfluxConfig, ctx: SinkContext) -> Result<(), SinkError> {
             batch = ctx.outbox.read_after(cursor.value, batch_size)?;
         }
         loop {
+            for r in &batch {
+                cursor.sending(r, &ctx);
+            }
             match deliver(&writer, &batch, &ctx).await {
                 Ok(()) => {
                     backoff.reset();

@@ -9,8 +9,28 @@ use std::fmt::Write as _;
 
 use crate::reading::StoredReading;
 
-/// Appends one line (with trailing `\n`) for `r` to `out`.
+/// Appends one line (with trailing `\n`) for `r` to `out`. A gateway event becomes
+/// `events,kind=<kind>,node=<node> text="<text>" <ts>` (the Grafana annotation source).
 pub fn encode(r: &StoredReading, out: &mut String) {
+    if r.is_event() {
+        out.push_str("events,kind=");
+        escape(&r.metric, &[',', ' ', '='], out);
+        out.push_str(",node=");
+        escape(&r.node, &[',', ' ', '='], out);
+        out.push_str(" text=\"");
+        for c in r.value.chars() {
+            match c {
+                '"' | '\\' => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                '\n' | '\r' => out.push(' '),
+                c => out.push(c),
+            }
+        }
+        let _ = writeln!(out, "\" {}", r.ts_ns);
+        return;
+    }
     escape(&r.metric, &[',', ' '], out);
     out.push_str(",node=");
     escape(&r.node, &[',', ' ', '='], out);
@@ -74,6 +94,20 @@ mod tests {
         assert_eq!(
             line(&reading("a b,c=d", "n o,d=e\\", Some("u n"), "1")),
             "a\\ b\\,c=d,node=n\\ o\\,d\\=e\\\\,unit=u\\ n value=1 1764230400000000000\n"
+        );
+    }
+
+    #[test]
+    fn events_are_string_fields_of_the_events_measurement() {
+        let e = reading(
+            "node_reboot",
+            "stats",
+            Some("event"),
+            "ts went \"back\"\nto 0",
+        );
+        assert_eq!(
+            line(&e),
+            "events,kind=node_reboot,node=stats text=\"ts went \\\"back\\\" to 0\" 1764230400000000000\n"
         );
     }
 

@@ -5,11 +5,13 @@
 //! the one `match` of [`run`].
 
 mod acks;
+mod homeassistant;
 pub mod influx;
 pub mod lineproto;
 pub mod mqtt;
 pub mod topic;
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,8 +21,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{InfluxConfig, MqttConfig};
+use crate::events::{EventKind, EventLog};
 use crate::outbox::{OutboxError, OutboxReader};
 use crate::quarantine::Quarantine;
+use crate::reading::StoredReading;
 use crate::stats::SinkStatus;
 
 /// Cursor writes are coalesced to at most one per this interval while delivering (a crash
@@ -60,6 +64,8 @@ pub struct SinkContext {
     pub status: Arc<SinkStatus>,
     /// Where refused points go.
     pub quarantine: Quarantine,
+    /// Where outages are recorded.
+    pub events: EventLog,
 }
 
 /// A sink failure that stops the sink (the outbox itself failing).
@@ -80,6 +86,8 @@ struct Cursor {
     value: i64,
     persisted: i64,
     last_write: Instant,
+    /// Sent, not yet confirmed: for the delivery latency and the retry count.
+    in_flight: InFlight,
 }
 
 impl Cursor {
@@ -91,7 +99,15 @@ impl Cursor {
             value,
             persisted: value,
             last_write: Instant::now(),
+            in_flight: InFlight::new(value),
         })
+    }
+
+    /// `r` goes to the far end now (again, after a failure: counted as retried).
+    fn sending(&mut self, r: &StoredReading, ctx: &SinkContext) {
+        if self.in_flight.on_send(r.seq, r.ts_ns) {
+            ctx.status.retried.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Everything up to `seq` was confirmed by the far end.
@@ -104,6 +120,11 @@ impl Cursor {
             .fetch_add((seq - self.value) as u64, Ordering::Relaxed);
         ctx.status.cursor.store(seq, Ordering::Relaxed);
         self.value = seq;
+        let confirmed = self.in_flight.confirmed_upto(seq);
+        if confirmed > 0 {
+            ctx.status
+                .confirmed(self.in_flight.sent.drain(..confirmed).map(|(_, ts)| ts));
+        }
         if self.last_write.elapsed() >= CURSOR_PERSIST_EVERY {
             self.persist(ctx)?;
         }
@@ -120,17 +141,67 @@ impl Cursor {
     }
 }
 
-/// Logs a connection's state changes once each, not once per retry.
-#[derive(Debug, Default)]
+/// Readings sent and not yet confirmed, in seq order, with their receive times; no I/O.
+/// Bounded by what a sink has in flight (MQTT's window, one InfluxDB batch).
+#[derive(Debug)]
+struct InFlight {
+    /// (seq, receive time ns), ascending seq.
+    sent: VecDeque<(i64, i64)>,
+    /// Highest seq sent since start (the cursor at start: what came before is not ours).
+    highest_sent: i64,
+}
+
+impl InFlight {
+    fn new(cursor: i64) -> Self {
+        InFlight {
+            sent: VecDeque::new(),
+            highest_sent: cursor,
+        }
+    }
+
+    /// Records a send; true when `seq` was sent before (a resend after a failure). A resend
+    /// keeps the first entry, so its latency still counts from the receive time.
+    fn on_send(&mut self, seq: i64, received_ns: i64) -> bool {
+        if self.sent.back().is_none_or(|(last, _)| *last < seq) {
+            self.sent.push_back((seq, received_ns));
+        }
+        if seq <= self.highest_sent {
+            return true;
+        }
+        self.highest_sent = seq;
+        false
+    }
+
+    /// How many of the oldest entries the far end confirmed with everything up to `seq`.
+    fn confirmed_upto(&self, seq: i64) -> usize {
+        self.sent.partition_point(|(s, _)| *s <= seq)
+    }
+}
+
+/// Logs a connection's state changes once each, not once per retry, and records the
+/// outages as gateway events.
+#[derive(Debug)]
 struct LinkState {
     /// `None` before the first outcome; `Some("")` when up; else the failure kind.
     state: Option<String>,
+    events: EventLog,
 }
 
 impl LinkState {
+    fn new(events: EventLog) -> Self {
+        LinkState {
+            state: None,
+            events,
+        }
+    }
+
     fn up(&mut self, sink: &str, target: &str) {
         if self.state.as_deref() != Some("") {
             info!(sink, target, "sink connected");
+            if self.state.is_some() {
+                let text = format!("{sink} reached {target} again");
+                self.events.emit(EventKind::SinkOutageEnded, sink, &text);
+            }
             self.state = Some(String::new());
         }
     }
@@ -139,7 +210,36 @@ impl LinkState {
     fn down(&mut self, sink: &str, target: &str, kind: &str, detail: &str, retry_in: Duration) {
         if self.state.as_deref() != Some(kind) {
             warn!(sink, target, error = detail, retry_in = ?retry_in, "sink {kind}; retrying with backoff, readings stay buffered");
+            // From up, or from the first outcome: an outage begins (not on a change of failure).
+            if self.state.as_deref().is_none_or(str::is_empty) {
+                let text = format!("{sink}: {target} {kind}");
+                self.events.emit(EventKind::SinkOutageBegun, sink, &text);
+            }
             self.state = Some(kind.to_string());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_counts_resends_and_confirms_in_seq_order() {
+        let mut f = InFlight::new(10);
+        // What came before the cursor at start is not a resend of ours.
+        assert!(!f.on_send(11, 1_000));
+        assert!(!f.on_send(12, 2_000));
+        assert!(!f.on_send(13, 3_000));
+        // A reconnect sends everything after the cursor again.
+        assert!(f.on_send(11, 1_000));
+        assert!(f.on_send(12, 2_000));
+        assert_eq!(f.sent.len(), 3, "a resend keeps the first entry");
+        assert_eq!(f.confirmed_upto(12), 2);
+        let times: Vec<i64> = f.sent.drain(..2).map(|(_, ts)| ts).collect();
+        assert_eq!(times, [1_000, 2_000]);
+        assert_eq!(f.confirmed_upto(12), 0);
+        assert!(!f.on_send(14, 4_000));
+        assert_eq!(f.confirmed_upto(100), 2);
     }
 }

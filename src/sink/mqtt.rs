@@ -14,7 +14,7 @@
 //! Availability: `<prefix>/gateway/status` is `online` (retained) after each connect,
 //! `offline` as the last will and on clean shutdown.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use rumqttc::{
@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use super::acks::AckTracker;
+use super::homeassistant::{discovery, ha_status_topic};
 use super::topic::{reading_topic, status_topic};
 use super::{Cursor, LinkState, SinkContext, SinkError};
 use crate::backoff::Backoff;
@@ -56,7 +57,7 @@ enum SessionEnd {
 pub async fn run(cfg: MqttConfig, ctx: SinkContext) -> Result<(), SinkError> {
     let mut cursor = Cursor::load(NAME, &ctx)?;
     let mut backoff = Backoff::new(cfg.reconnect_initial, cfg.reconnect_max);
-    let mut link = LinkState::default();
+    let mut link = LinkState::new(ctx.events.clone());
     let target = describe(&cfg.target);
     loop {
         let end = session(&cfg, &ctx, &mut cursor, &mut backoff, &mut link, &target).await?;
@@ -199,6 +200,8 @@ async fn session(
     let mut connected = false;
     let mut finishing = ctx.finish.is_cancelled();
     let mut ingest_open = true;
+    // Series whose Home Assistant discovery config went out on this connection.
+    let mut announced: HashSet<(String, String)> = HashSet::new();
     let mut tick = tokio::time::interval(TICK);
     loop {
         if connected {
@@ -209,6 +212,29 @@ async fn session(
                     buffered.extend(ctx.outbox.read_after(tracker.highest_queued(), room)?);
                 }
                 let Some(r) = buffered.pop_front() else { break };
+                if r.is_event() {
+                    // Gateway events are for the database's annotations, not MQTT topics.
+                    if let Some(seq) = tracker.on_skipped(r.seq) {
+                        cursor.advance(seq, ctx)?;
+                    }
+                    continue;
+                }
+                if let Some(ha) = &cfg.homeassistant {
+                    let series = (r.node.clone(), r.metric.clone());
+                    if !announced.contains(&series) {
+                        let (topic, payload) =
+                            discovery(ha, &cfg.topic_prefix, &r.node, &r.metric, r.unit.as_deref());
+                        if client
+                            .try_publish(topic, QoS::AtLeastOnce, true, payload)
+                            .is_err()
+                        {
+                            buffered.push_front(r);
+                            break;
+                        }
+                        tracker.on_queued(None);
+                        announced.insert(series);
+                    }
+                }
                 let topic = reading_topic(&cfg.topic_prefix, &r.node, &r.metric);
                 if client
                     .try_publish(topic, reading_qos, cfg.retain, r.value.clone().into_bytes())
@@ -217,6 +243,7 @@ async fn session(
                     buffered.push_front(r);
                     break;
                 }
+                cursor.sending(&r, ctx);
                 tracker.on_queued(Some(r.seq));
             }
             if finishing && tracker.outstanding() == 0 && buffered.is_empty() {
@@ -248,6 +275,30 @@ async fn session(
                         .is_ok()
                     {
                         tracker.on_queued(None);
+                    }
+                    if let Some(ha) = &cfg.homeassistant {
+                        // Home Assistant says `online` when it (re)starts: announce again then.
+                        let _ = client.try_subscribe(ha_status_topic(ha), QoS::AtLeastOnce);
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let ha_online = cfg.homeassistant.as_ref().is_some_and(|ha| {
+                        p.topic == ha_status_topic(ha) && p.payload.as_ref() == b"online"
+                    });
+                    if ha_online {
+                        debug!("home assistant online; announcing every series again");
+                        announced.clear();
+                        // Readings already published are not resent: announce the known
+                        // series from the latest values right away.
+                        for r in ctx.outbox.latest()? {
+                            let Some(ha) = &cfg.homeassistant else { break };
+                            let (topic, payload) = discovery(ha, &cfg.topic_prefix, &r.node, &r.metric, r.unit.as_deref());
+                            if client.try_publish(topic, QoS::AtLeastOnce, true, payload).is_err() {
+                                break;
+                            }
+                            tracker.on_queued(None);
+                            announced.insert((r.node.clone(), r.metric.clone()));
+                        }
                     }
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{IngestConfig, SourceConfig};
+use crate::events::EventLog;
 use crate::reading::Line;
 
 /// Why a source stopped.
@@ -46,17 +47,19 @@ pub enum SourceError {
     },
 }
 
-/// Runs the configured source until its input ends or `token` is cancelled.
+/// Runs the configured source until its input ends or `token` is cancelled; restarts of a
+/// process or device are recorded in `events`.
 pub async fn run(
     cfg: SourceConfig,
     ingest: IngestConfig,
     tx: mpsc::Sender<Line>,
     token: CancellationToken,
+    events: EventLog,
 ) -> Result<SourceEnd, SourceError> {
     let max = ingest.max_line_length;
     match cfg {
-        SourceConfig::Process(c) => Ok(process::run(c, max, tx, token).await),
-        SourceConfig::Serial(c) => Ok(serial::run(c, max, tx, token).await),
+        SourceConfig::Process(c) => Ok(process::run(c, max, tx, token, events).await),
+        SourceConfig::Serial(c) => Ok(serial::run(c, max, tx, token, events).await),
         SourceConfig::Stdin => replay::stdin(max, tx, token).await,
         SourceConfig::File(c) => replay::file(c, max, tx, token).await,
         SourceConfig::Simulator(c) => Ok(simulator::run(c, tx, token).await),

@@ -17,6 +17,7 @@ use super::lines::{forward, Ended};
 use super::SourceEnd;
 use crate::backoff::Backoff;
 use crate::config::ProcessConfig;
+use crate::events::{EventKind, EventLog};
 use crate::reading::Line;
 
 /// A child that ran at least this long before exiting resets the backoff.
@@ -30,6 +31,7 @@ pub async fn run(
     max_line: usize,
     tx: mpsc::Sender<Line>,
     token: CancellationToken,
+    events: EventLog,
 ) -> SourceEnd {
     let mut backoff = Backoff::new(cfg.restart_initial, cfg.restart_max);
     let program = cfg.argv[0].clone();
@@ -53,14 +55,17 @@ pub async fn run(
                     backoff.reset();
                 }
                 let delay = backoff.next_delay();
-                match status {
+                let text = match status {
                     Ok(status) => {
-                        warn!(program, %status, restart_in = ?delay, "source process exited; restarting")
+                        warn!(program, %status, restart_in = ?delay, "source process exited; restarting");
+                        format!("{program} exited ({status}); restarting")
                     }
                     Err(error) => {
-                        warn!(program, %error, restart_in = ?delay, "source process lost; restarting")
+                        warn!(program, %error, restart_in = ?delay, "source process lost; restarting");
+                        format!("{program} lost ({error}); restarting")
                     }
-                }
+                };
+                events.emit(EventKind::SourceRestarted, cfg.kind, &text);
                 if sleep_or_cancel(delay, &token).await {
                     return SourceEnd::Cancelled;
                 }

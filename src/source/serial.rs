@@ -13,6 +13,7 @@ use super::lines::{forward, Ended};
 use super::SourceEnd;
 use crate::backoff::Backoff;
 use crate::config::SerialConfig;
+use crate::events::{EventKind, EventLog};
 use crate::reading::Line;
 
 /// A port that stayed open this long before failing resets the backoff.
@@ -24,6 +25,7 @@ pub async fn run(
     max_line: usize,
     tx: mpsc::Sender<Line>,
     token: CancellationToken,
+    events: EventLog,
 ) -> SourceEnd {
     let mut backoff = Backoff::new(cfg.restart_initial, cfg.restart_max);
     let path = cfg.path.display().to_string();
@@ -50,6 +52,11 @@ pub async fn run(
         }
         let delay = backoff.next_delay();
         warn!(path, error = problem, reopen_in = ?delay, "serial port unavailable");
+        events.emit(
+            EventKind::SourceRestarted,
+            "serial",
+            &format!("{path} unavailable ({problem}); reopening"),
+        );
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = token.cancelled() => return SourceEnd::Cancelled,

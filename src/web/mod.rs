@@ -13,17 +13,22 @@
 //! - `GET /api/nodes` – every node that reports, online or offline ([`nodes`]).
 //! - `GET /api/stream` – Server-Sent Events fed right after each outbox commit ([`live`]).
 //! - `GET /api/status` – counters and each sink's state (no secrets: none are held here).
-//! - `GET /healthz` – 200 while the process runs.
+//! - `GET /healthz` – 200 while the process runs, with each component's state ([`health`]).
+//! - `GET /readyz` – 200 when source and sinks are up and current, else 503 ([`health`]).
+//! - `GET /metrics` – Prometheus text exposition ([`metrics`]).
 
 mod assets;
 mod dashboards;
+mod health;
 mod live;
+pub mod metrics;
 mod nodes;
 mod series;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -52,6 +57,8 @@ struct AppState {
     topic_prefix: Option<String>,
     /// The history (its own read connection; queries run on blocking threads).
     history: Arc<OutboxReader>,
+    /// `/readyz` fails when a sink's oldest undelivered reading is older.
+    ready_max_backlog_age: Duration,
     /// Cancelled when the server shuts down: ends the live streams, which would otherwise
     /// keep their connections (and the graceful shutdown) open forever.
     live_stop: CancellationToken,
@@ -62,28 +69,33 @@ pub struct WebServer {
     listener: tokio::net::TcpListener,
     router: Router,
     live_stop: CancellationToken,
+    stats: Arc<Stats>,
 }
 
 impl WebServer {
     /// Binds `addr` (port 0 picks a free port). `history` is a read connection of the
     /// outbox; each node's recent packet times are read from it now, so online/offline and
-    /// reporting intervals are right from the first page load after a restart.
+    /// reporting intervals are right from the first page load after a restart. Enables the
+    /// `/metrics` registry in `stats` (bind before registering sinks).
     pub async fn bind(
         addr: SocketAddr,
         latest: Latest,
         stats: Arc<Stats>,
         topic_prefix: Option<String>,
         history: OutboxReader,
+        ready_max_backlog_age: Duration,
     ) -> Result<WebServer, WebError> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|cause| WebError { addr, cause })?;
         seed_node_times(&latest, &history);
+        stats.metrics.enable();
         let state = AppState {
             latest,
             stats,
             topic_prefix,
             history: Arc::new(history),
+            ready_max_backlog_age,
             live_stop: CancellationToken::new(),
         };
         let router = Router::new()
@@ -101,12 +113,15 @@ impl WebServer {
             .route("/api/nodes", get(api_nodes))
             .route("/api/stream", get(live::api_stream))
             .route("/api/status", get(api_status))
-            .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+            .route("/healthz", get(health::healthz))
+            .route("/readyz", get(health::readyz))
+            .route("/metrics", get(metrics::api_metrics))
             .with_state(state.clone());
         Ok(WebServer {
             listener,
             router,
             live_stop: state.live_stop,
+            stats: state.stats,
         })
     }
 
@@ -118,6 +133,7 @@ impl WebServer {
     /// Serves until `token` is cancelled.
     pub async fn serve(self, token: CancellationToken) {
         let live_stop = self.live_stop;
+        let upkeep = tokio::spawn(metrics::upkeep(self.stats, token.clone()));
         let result = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(async move {
                 token.cancelled().await;
@@ -127,6 +143,7 @@ impl WebServer {
         if let Err(error) = result {
             tracing::error!(%error, "http server failed");
         }
+        upkeep.abort();
     }
 }
 
@@ -259,6 +276,7 @@ mod tests {
             Arc::default(),
             Some("iiot".into()),
             outbox.reader().unwrap(),
+            Duration::from_secs(60),
         )
         .await
         .unwrap();
@@ -349,6 +367,10 @@ mod tests {
             ),
             ("/api/stat?panel=14", 200, "application/json"),
             ("/api/stat?panel=5", 404, "application/json"),
+            ("/healthz", 200, "application/json"),
+            // No source runs in this test server.
+            ("/readyz", 503, "application/json"),
+            ("/metrics", 200, "text/plain; version=0.0.4; charset=utf-8"),
         ] {
             let resp = client.get(format!("{url}{path}")).send().await.unwrap();
             assert_eq!(resp.status().as_u16(), status, "{path}");

@@ -736,8 +736,11 @@ impl VictoriaMetrics {
     }
 
     /// Every stored sample of every series (flushes first), sorted by time.
+    /// Every stored sample except the gateway's `events` annotations.
     pub async fn points(&self) -> Vec<Point> {
-        self.export(r#"{__name__=~".+"}"#).await
+        let mut points = self.export(r#"{__name__=~".+"}"#).await;
+        points.retain(|p| p.measurement != "events");
+        points
     }
 
     /// Every stored sample of the series matching `selector` (flushes first), sorted by time.
@@ -920,8 +923,16 @@ impl InfluxDb1 {
     }
 
     /// Every point of every measurement of `db` (one `Point` per non-null field), sorted by
-    /// time. A database that does not exist yields no points.
+    /// time, except the gateway's `events` annotations. A database that does not exist yields
+    /// no points.
     pub async fn points(&self, db: &str) -> Vec<Point> {
+        let mut points = self.all_points(db).await;
+        points.retain(|p| p.measurement != "events");
+        points
+    }
+
+    /// Like [`InfluxDb1::points`], with the `events` annotations.
+    pub async fn all_points(&self, db: &str) -> Vec<Point> {
         let shown = self.query(db, "SHOW MEASUREMENTS").await;
         check_influx_errors(&shown, "SHOW MEASUREMENTS");
         let mut names = Vec::new();

@@ -323,7 +323,11 @@ fn committed_packets(data: &Path) -> Vec<u64> {
         .map(|v| v.unwrap().parse::<u64>().unwrap() - GAS_BASE)
         .collect();
     let rows: i64 = conn
-        .query_row("SELECT COUNT(*) FROM readings", [], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM readings WHERE unit IS NOT 'event'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(
         rows as usize,
@@ -652,7 +656,7 @@ fn assert_distinct_ms(data: &Path) {
     let conn = rusqlite::Connection::open(data.join("outbox.db")).expect("open outbox");
     let (packets, ms): (i64, i64) = conn
         .query_row(
-            "SELECT COUNT(DISTINCT ts), COUNT(DISTINCT ts / 1000000) FROM readings",
+            "SELECT COUNT(DISTINCT ts), COUNT(DISTINCT ts / 1000000) FROM readings WHERE unit IS NOT 'event'",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )

@@ -11,6 +11,7 @@ mod delivery;
 mod deploy;
 mod gateway;
 mod grafana;
+mod monitoring;
 mod pipeline;
 mod security;
 mod sources;

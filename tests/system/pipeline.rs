@@ -215,3 +215,90 @@ async fn restart_resumes_from_cursors_without_loss_or_duplicates() {
         "MQTT messages: each once"
     );
 }
+
+/// The `events` measurement as (kind, node, ts) rows.
+async fn events(influx: &InfluxDb1, db: &str) -> Vec<(String, String, i64)> {
+    let mut rows: Vec<(String, String, i64)> = influx
+        .all_points(db)
+        .await
+        .into_iter()
+        .filter(|p| p.measurement == "events")
+        .map(|p| {
+            (
+                p.tag("kind").unwrap_or_default().to_string(),
+                p.tag("node").unwrap_or_default().to_string(),
+                p.ts_ns,
+            )
+        })
+        .collect();
+    rows.sort_by_key(|r| r.2);
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_events_reach_the_database_as_annotations() {
+    let mut influx = InfluxDb1::start();
+    influx.create_database("telemetry");
+    let dir = tempfile::tempdir().unwrap();
+    // A recorded session with a node reboot: started, the reboot at the first packet after
+    // it, stopped.
+    let text = fixture("probe-rs-session.log");
+    let (recording, times) = recorded(&text, 1_795_000_000_000_000_000);
+    let path = dir.path().join("session.log");
+    std::fs::write(&path, recording).unwrap();
+    let sink = format!(
+        "[influxdb]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"telemetry\"\nflush_interval = \"50ms\"\nretry_initial = \"50ms\"\nretry_max = \"200ms\"\n",
+        influx.url()
+    );
+    let config = format!(
+        "[source]\nkind = \"file\"\npath = \"{}\"\nspeed = 0\n\n[storage]\ndir = \"{}\"\n\n[http]\nenabled = false\n\n{sink}",
+        path.display(),
+        dir.path().join("data").display(),
+    );
+    let mut gw =
+        crate::gateway::TestGateway::start(dir.path(), &config, std::process::Stdio::null());
+    assert!(gw.wait(EXIT).success(), "{}", gw.log());
+    let got = events(&influx, "telemetry").await;
+    let mut kinds: Vec<&str> = got.iter().map(|e| e.0.as_str()).collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        ["gateway_started", "gateway_stopped", "node_reboot"],
+        "{got:?}"
+    );
+    // The reboot is stamped with the recorded time of the first packet after it (the 22nd
+    // packet of the session, whose `ts` went back to 10500).
+    let reboot = got.iter().find(|e| e.0 == "node_reboot").unwrap();
+    assert_eq!(reboot.2, times[21], "{got:?}");
+
+    // A database outage is recorded when it begins and when it ends.
+    influx.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = crate::gateway::TestGateway::start(
+        dir.path(),
+        &base(dir.path(), &sink),
+        std::process::Stdio::piped(),
+    );
+    let mut stdin = gw.stdin();
+    use std::io::Write as _;
+    writeln!(stdin, "{}", fixture("legacy-bmp280.log").trim()).unwrap();
+    gw.wait_log("sink unreachable", Duration::from_secs(10))
+        .await;
+    influx.start_again();
+    gw.wait_log("sink connected", Duration::from_secs(10)).await;
+    drop(stdin);
+    assert!(gw.wait(EXIT).success(), "{}", gw.log());
+    let got = events(&influx, "telemetry").await;
+    let outage: Vec<(&str, &str)> = got
+        .iter()
+        .filter(|e| e.0.starts_with("sink_outage"))
+        .map(|e| (e.0.as_str(), e.1.as_str()))
+        .collect();
+    assert_eq!(
+        outage,
+        [
+            ("sink_outage_begun", "influxdb"),
+            ("sink_outage_ended", "influxdb")
+        ]
+    );
+}

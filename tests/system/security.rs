@@ -365,3 +365,137 @@ async fn the_embedded_broker_refuses_clients_without_the_password() {
         Ok(Err(_)) | Err(_) => {} // refused or dropped: not connected either way
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unresolvable_host_is_one_clear_line_per_sink_not_one_per_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[source]\nkind = \"stdin\"\ndrain_timeout = \"3s\"\n[storage]\ndir = \"{}\"\n[http]\nenabled = false\n\
+         [mqtt]\nbroker_url = \"mqtt://no-such-host.invalid:1883\"\nreconnect_initial = \"100ms\"\nreconnect_max = \"400ms\"\n\
+         [influxdb]\nurl = \"http://no-such-host.invalid:8086\"\nbucket = \"b\"\nretry_initial = \"100ms\"\nretry_max = \"400ms\"\n",
+        dir.path().join("data").display()
+    );
+    let (status, log) = run_stdin(
+        dir.path(),
+        &cfg,
+        fixture("legacy-bmp280.log").as_bytes(),
+        EXIT,
+    );
+    assert_eq!(status.code(), Some(1), "{log}");
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("sink name resolution failed"))
+        .collect();
+    assert_eq!(lines.len(), 2, "one per sink: {log}");
+    assert!(
+        lines.iter().any(|l| l.contains("sink=\"mqtt\""))
+            && lines.iter().any(|l| l.contains("sink=\"influxdb\"")),
+        "{lines:?}"
+    );
+    assert!(
+        log.contains("✗ mqtt") && log.contains("✗ influxdb"),
+        "the checklist says so too: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_never_appear_in_any_output_even_at_trace_level() {
+    const MQTT_SECRET: &str = "mqtt-secret-Zq81";
+    const TOKEN: &str = "influx-token-Kx27";
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    let out = Command::new("mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(&passwd)
+        .args(["gateway", "the-right-one"])
+        .output()
+        .expect("mosquitto_passwd");
+    assert!(out.status.success());
+    let broker = Mosquitto::start_with(&format!(
+        "allow_anonymous false\npassword_file {}",
+        passwd.display()
+    ));
+    let vm = crate::support::VictoriaMetrics::start();
+    // A wrong MQTT password (failing authentication) and a database token, both in the
+    // config file, with every log target at trace.
+    let cfg = format!(
+        "[source]\nkind = \"stdin\"\ndrain_timeout = \"3s\"\n[storage]\ndir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+         [mqtt]\nbroker_url = \"{}\"\nusername = \"gateway\"\npassword = \"{MQTT_SECRET}\"\nreconnect_initial = \"100ms\"\nreconnect_max = \"300ms\"\n\
+         [influxdb]\nurl = \"{}\"\nbucket = \"b\"\ntoken = \"{TOKEN}\"\nflush_interval = \"50ms\"\n",
+        dir.path().join("data").display(),
+        broker.url(),
+        vm.url()
+    );
+    std::fs::write(dir.path().join("config.toml"), &cfg).unwrap();
+    let config = dir.path().join("config.toml");
+    let mut gw = crate::gateway::TestGateway::spawn_logging(
+        dir.path(),
+        &["--config", config.to_str().unwrap()],
+        Stdio::piped(),
+        "trace",
+    );
+    gw.wait_log("✓ dashboard", Duration::from_secs(20)).await;
+    gw.wait_log("sink refused by broker", Duration::from_secs(10))
+        .await;
+    let url = gw
+        .log()
+        .lines()
+        .find_map(|l| l.split("✓ dashboard").nth(1).map(|u| u.trim().to_string()))
+        .unwrap();
+    let mut pages = String::new();
+    for path in [
+        "/api/status",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/latest",
+    ] {
+        let body = crate::support::http()
+            .get(format!("{url}{path}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        pages.push_str(&body);
+    }
+    let mut stdin = gw.stdin();
+    use std::io::Write as _;
+    stdin
+        .write_all(fixture("legacy-bmp280.log").as_bytes())
+        .unwrap();
+    drop(stdin);
+    gw.wait(EXIT);
+    let check = Command::new(crate::gateway::BIN)
+        .args(["check", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    let help = Command::new(crate::gateway::BIN)
+        .arg("--help")
+        .output()
+        .unwrap();
+    let everything = format!(
+        "{}\n{pages}\n{}{}\n{}",
+        gw.log(),
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr),
+        String::from_utf8_lossy(&help.stdout)
+    );
+    assert!(
+        everything.contains("sink refused by broker"),
+        "the failing login was exercised"
+    );
+    assert!(gw.log().lines().count() > 50, "trace logging was on");
+    for secret in [MQTT_SECRET, TOKEN] {
+        assert!(!everything.contains(secret), "secret {secret} leaked");
+    }
+    // The config file holding them is readable by others (tempdir default umask): warned.
+    assert!(
+        gw.log()
+            .contains("config file holds a secret and other users can read it"),
+        "{}",
+        gw.log()
+    );
+}

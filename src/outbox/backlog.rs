@@ -1,0 +1,118 @@
+//! What a sink still has to deliver, read on request by `/readyz` and `/metrics` (never per
+//! reading): how many readings lie after its cursor and when the oldest of them was received.
+//!
+//! Cheap whatever the backlog: two lookups in the `seq` primary key. The readings after any
+//! cursor form one contiguous seq range (appends only add at the end; retention deletes only
+//! below every cursor; the disk budget deletes only the oldest), so the count is a
+//! difference, not a scan.
+
+use rusqlite::OptionalExtension;
+
+use super::{OutboxReader, Result};
+
+/// A sink's undelivered readings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Backlog {
+    /// Readings after the cursor.
+    pub readings: i64,
+    /// Receive time (ns) of the oldest of them; `None` when there are none.
+    pub oldest_ns: Option<i64>,
+}
+
+impl OutboxReader {
+    /// The readings after `cursor`.
+    pub fn backlog(&self, cursor: i64) -> Result<Backlog> {
+        let conn = self.conn();
+        let first: Option<(i64, i64)> = conn
+            .prepare_cached("SELECT seq, ts FROM readings WHERE seq > ?1 ORDER BY seq LIMIT 1")
+            .and_then(|mut s| {
+                s.query_row([cursor], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(|e| self.err(e))?;
+        let Some((first_seq, oldest_ns)) = first else {
+            return Ok(Backlog::default());
+        };
+        let last_seq: i64 = conn
+            .query_row("SELECT MAX(seq) FROM readings", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        Ok(Backlog {
+            readings: last_seq - first_seq + 1,
+            oldest_ns: Some(oldest_ns),
+        })
+    }
+
+    /// Bytes of database pages in use (what `[storage] max_bytes` limits).
+    pub fn used_bytes(&self) -> Result<u64> {
+        let conn = self.conn();
+        let q = |pragma: &str| -> rusqlite::Result<i64> {
+            conn.query_row(&format!("PRAGMA {pragma}"), [], |r| r.get(0))
+        };
+        let used = (|| {
+            Ok::<_, rusqlite::Error>((q("page_count")? - q("freelist_count")?) * q("page_size")?)
+        })()
+        .map_err(|e| self.err(e))?;
+        Ok(u64::try_from(used).unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{FullPolicy, StorageConfig, SyncMode};
+    use crate::outbox::Outbox;
+    use crate::reading::{Packet, Reading};
+
+    use super::*;
+
+    fn packet(ts: i64, n: usize) -> Packet {
+        Packet {
+            received_ns: ts,
+            device_ts: None,
+            readings: (0..n)
+                .map(|i| Reading {
+                    node: "node1".into(),
+                    metric: format!("m{i}"),
+                    unit: None,
+                    value: "1".into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn backlog_counts_after_the_cursor_and_dates_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ob = Outbox::open(&StorageConfig {
+            dir: dir.path().to_path_buf(),
+            retention: std::time::Duration::from_secs(3600),
+            sync: SyncMode::Normal,
+            max_bytes: 1 << 30,
+            on_full: FullPolicy::DropOldest,
+            move_corrupt_aside: false,
+        })
+        .unwrap();
+        let r = ob.reader().unwrap();
+        assert_eq!(r.backlog(0).unwrap(), Backlog::default());
+        ob.append(&[packet(100, 3), packet(200, 2)]).unwrap();
+        assert_eq!(
+            r.backlog(0).unwrap(),
+            Backlog {
+                readings: 5,
+                oldest_ns: Some(100)
+            }
+        );
+        assert_eq!(
+            r.backlog(3).unwrap(),
+            Backlog {
+                readings: 2,
+                oldest_ns: Some(200)
+            }
+        );
+        assert_eq!(r.backlog(5).unwrap(), Backlog::default());
+        // Pruned below the cursor: the count is still right.
+        r.set_cursor("s", 3).unwrap();
+        r.prune(i64::MAX, &["s"]).unwrap();
+        assert_eq!(r.backlog(1).unwrap().readings, 2);
+        assert!(r.used_bytes().unwrap() > 0);
+    }
+}

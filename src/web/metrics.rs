@@ -1,0 +1,573 @@
+//! `GET /metrics`: the gateway's counters in the Prometheus text exposition format (0.0.4).
+//!
+//! Built on `metrics-exporter-prometheus` with an explicit recorder (no global recorder, no
+//! listener of its own): the HTTP server enables it at bind time, and each scrape renders it
+//! here. Why this crate and not `prometheus-client`: the latter writes OpenMetrics text,
+//! whose `_total` samples under a `TYPE` line without the suffix `promtool check metrics`
+//! (Prometheus 2.42) rejects; this one writes the classic format every Prometheus and
+//! promtool accept.
+//!
+//! Where the numbers come from, and what it costs:
+//! - Counters are the atomics of [`Stats`] and [`SinkStatus`], incremented where the events
+//!   happen (ingest thread, sinks) and copied into the registry at scrape time: the hot path
+//!   pays one relaxed atomic add per event, as it did before `/metrics` existed.
+//! - The delivery latency histogram (receive → confirmed by the far end) is recorded by the
+//!   sinks per confirmed reading through a handle of the registry. Samples are folded into
+//!   buckets at each scrape and by [`upkeep`] every few seconds, so memory stays bounded
+//!   even when nobody scrapes. Without the HTTP server the handle is a no-op.
+//! - Backlogs and outbox bytes are read from the outbox at scrape time (two index lookups per
+//!   sink, see `outbox::backlog`), process metrics from `/proc/self`.
+//!
+//! No secret is in any of these structures, so none can reach a label.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use metrics::{Histogram, Key, Label, Metadata, Recorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::health::{self, Snapshot};
+use super::AppState;
+use crate::outbox::OutboxReader;
+use crate::reading::now_ns;
+use crate::stats::{DecodeError, Stats};
+
+/// The Content-Type of the classic text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// How often histogram samples are folded into buckets when nobody scrapes.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Upper bounds (seconds) of the delivery latency buckets: milliseconds on a healthy link up
+/// to an hour of outage.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
+
+/// What a metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One metric family: its name, kind and help text.
+#[derive(Debug)]
+struct Family {
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+}
+
+const fn family(name: &'static str, kind: Kind, help: &'static str) -> Family {
+    Family { name, kind, help }
+}
+
+const LINES_READ: &str = "iiot_lines_read_total";
+const PACKETS_DECODED: &str = "iiot_packets_decoded_total";
+const DECODE_ERRORS: &str = "iiot_decode_errors_total";
+const FIELDS_REJECTED: &str = "iiot_decode_rejected_fields_total";
+const LINES_CUT: &str = "iiot_lines_cut_total";
+const READINGS_COMMITTED: &str = "iiot_readings_committed_total";
+const READINGS_DROPPED: &str = "iiot_readings_dropped_total";
+const OUTBOX_BYTES: &str = "iiot_outbox_bytes";
+const BACKLOG: &str = "iiot_outbox_backlog_readings";
+const OLDEST_AGE: &str = "iiot_outbox_oldest_undelivered_age_seconds";
+const SOURCE_RUNNING: &str = "iiot_source_running";
+const SINK_CONNECTED: &str = "iiot_sink_connected";
+const DELIVERED: &str = "iiot_sink_readings_delivered_total";
+const FAILURES: &str = "iiot_sink_delivery_failures_total";
+const RETRIED: &str = "iiot_sink_readings_retried_total";
+const RECONNECTS: &str = "iiot_sink_reconnects_total";
+const LAST_SUCCESS: &str = "iiot_sink_last_success_timestamp_seconds";
+const LATENCY: &str = "iiot_sink_delivery_latency_seconds";
+const BUILD_INFO: &str = "iiot_build_info";
+const RSS: &str = "process_resident_memory_bytes";
+const VSIZE: &str = "process_virtual_memory_bytes";
+const CPU: &str = "process_cpu_seconds_total";
+const OPEN_FDS: &str = "process_open_fds";
+const MAX_FDS: &str = "process_max_fds";
+const START_TIME: &str = "process_start_time_seconds";
+
+/// Every family `/metrics` exposes (the names follow the Prometheus conventions: base units
+/// in the name, `_total` on counters; checked by a test).
+const FAMILIES: &[Family] = &[
+    family(LINES_READ, Kind::Counter, "Lines received from the source."),
+    family(PACKETS_DECODED, Kind::Counter, "Telemetry packets decoded and committed to the outbox."),
+    family(DECODE_ERRORS, Kind::Counter, "Telemetry lines that were unusable (quarantined), by reason; field_rejected also counts lines committed without some fields."),
+    family(FIELDS_REJECTED, Kind::Counter, "Fields dropped from telemetry lines (quarantined)."),
+    family(LINES_CUT, Kind::Counter, "Lines longer than [source] max_line_length, cut."),
+    family(READINGS_COMMITTED, Kind::Counter, "Readings committed to the outbox."),
+    family(READINGS_DROPPED, Kind::Counter, "Undelivered readings dropped at the outbox disk budget (on_full = drop_oldest)."),
+    family(OUTBOX_BYTES, Kind::Gauge, "Bytes of outbox database pages in use (what [storage] max_bytes limits)."),
+    family(BACKLOG, Kind::Gauge, "Readings in the outbox the sink has not delivered yet."),
+    family(OLDEST_AGE, Kind::Gauge, "Age of the sink's oldest undelivered reading (0 when none)."),
+    family(SOURCE_RUNNING, Kind::Gauge, "1 while the source runs."),
+    family(SINK_CONNECTED, Kind::Gauge, "1 while the sink reaches its far end (MQTT connected, last InfluxDB request succeeded)."),
+    family(DELIVERED, Kind::Counter, "Readings the far end confirmed (PUBACK/PUBCOMP, HTTP 2xx)."),
+    family(FAILURES, Kind::Counter, "Failed delivery attempts: connections lost or refused, writes that failed."),
+    family(RETRIED, Kind::Counter, "Readings sent again after a failure (at-least-once resends)."),
+    family(RECONNECTS, Kind::Counter, "Times the sink reached its far end again after a failure."),
+    family(LAST_SUCCESS, Kind::Gauge, "When the far end last confirmed readings, Unix time (0: not yet)."),
+    family(LATENCY, Kind::Histogram, "Time from receiving a reading to its confirmation by the far end."),
+    family(BUILD_INFO, Kind::Gauge, "Always 1; the version is a label."),
+    family(RSS, Kind::Gauge, "Resident memory size in bytes."),
+    family(VSIZE, Kind::Gauge, "Virtual memory size in bytes."),
+    family(CPU, Kind::Counter, "Total user and system CPU time spent in seconds."),
+    family(OPEN_FDS, Kind::Gauge, "Number of open file descriptors."),
+    family(MAX_FDS, Kind::Gauge, "Maximum number of open file descriptors."),
+    family(START_TIME, Kind::Gauge, "Start time of the process since unix epoch in seconds."),
+];
+
+/// The registry behind `/metrics`; off (every handle a no-op) until [`Metrics::enable`].
+#[derive(Debug, Default)]
+pub struct Metrics {
+    recorder: OnceLock<Registry>,
+}
+
+#[derive(Debug)]
+struct Registry {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl Metrics {
+    /// Turns the registry on (idempotent). Sinks registered afterwards record latencies.
+    pub fn enable(&self) {
+        self.registry();
+    }
+
+    fn registry(&self) -> &Registry {
+        self.recorder.get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(LATENCY.to_string()), &LATENCY_BUCKETS)
+                .map(PrometheusBuilder::build_recorder)
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+            for f in FAMILIES {
+                let help = f.help.into();
+                match f.kind {
+                    Kind::Counter => recorder.describe_counter(f.name.into(), None, help),
+                    Kind::Gauge => recorder.describe_gauge(f.name.into(), None, help),
+                    Kind::Histogram => recorder.describe_histogram(f.name.into(), None, help),
+                }
+            }
+            let handle = recorder.handle();
+            Registry { recorder, handle }
+        })
+    }
+
+    /// The delivery latency histogram of `sink` (a no-op while the registry is off).
+    pub fn latency(&self, sink: &'static str) -> Latency {
+        match self.recorder.get() {
+            Some(r) => Latency(r.recorder.register_histogram(
+                &Key::from_parts(LATENCY, vec![Label::new("sink", sink)]),
+                &metadata(),
+            )),
+            None => Latency::default(),
+        }
+    }
+
+    /// Folds recorded samples into buckets (bounded memory between scrapes).
+    fn upkeep(&self) {
+        if let Some(r) = self.recorder.get() {
+            r.handle.run_upkeep();
+        }
+    }
+}
+
+fn metadata() -> Metadata<'static> {
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()))
+}
+
+/// A sink's delivery latency histogram handle.
+#[derive(Debug, Clone)]
+pub struct Latency(Histogram);
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency(Histogram::noop())
+    }
+}
+
+impl Latency {
+    /// Records one reading's receive → confirmed time.
+    pub fn record_ns(&self, ns: i64) {
+        self.0.record(ns.max(0) as f64 / 1e9);
+    }
+}
+
+/// Runs [`Metrics`] upkeep every few seconds until `stop`.
+pub(super) async fn upkeep(stats: Arc<Stats>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(UPKEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => stats.metrics.upkeep(),
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// `GET /metrics`.
+pub(super) async fn api_metrics(State(state): State<AppState>) -> Response {
+    let stats = state.stats.clone();
+    let history = state.history.clone();
+    match tokio::task::spawn_blocking(move || render(&stats, &history)).await {
+        Ok(body) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("rendering metrics failed: {error}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// The exposition text: copies the counters, backlogs and process figures into the registry
+/// and renders it. Blocking (outbox queries, `/proc`).
+fn render(stats: &Stats, history: &OutboxReader) -> String {
+    let metrics = &stats.metrics;
+    let registry = metrics.registry();
+    let set = Setter {
+        recorder: &registry.recorder,
+    };
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    set.counter(LINES_READ, &[], load(&stats.lines));
+    set.counter(PACKETS_DECODED, &[], load(&stats.packets));
+    for class in DecodeError::ALL {
+        let n = load(&stats.decode_errors[class as usize]);
+        set.counter(DECODE_ERRORS, &[("reason", class.label())], n);
+    }
+    set.counter(FIELDS_REJECTED, &[], load(&stats.rejected_fields));
+    set.counter(LINES_CUT, &[], load(&stats.cut_lines));
+    set.counter(READINGS_COMMITTED, &[], load(&stats.readings));
+    set.counter(READINGS_DROPPED, &[], load(&stats.dropped_readings));
+    set.gauge(BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))], 1.0);
+    let now = now_ns();
+    let snap: Snapshot = health::snapshot(stats, history);
+    let kind = snap.source_kind.as_deref().unwrap_or("unknown");
+    set.gauge(
+        SOURCE_RUNNING,
+        &[("kind", kind)],
+        f64::from(u8::from(snap.source_running)),
+    );
+    if let Ok(bytes) = history.used_bytes() {
+        set.gauge(OUTBOX_BYTES, &[], bytes as f64);
+    }
+    if let Ok(sinks) = stats.sinks.read() {
+        for (name, st) in sinks.iter() {
+            let labels = [("sink", *name)];
+            set.counter(DELIVERED, &labels, load(&st.delivered));
+            set.counter(FAILURES, &labels, load(&st.failures));
+            set.counter(RETRIED, &labels, load(&st.retried));
+            set.counter(RECONNECTS, &labels, load(&st.reconnects));
+        }
+    }
+    for s in &snap.sinks {
+        let labels = [("sink", s.name)];
+        set.gauge(SINK_CONNECTED, &labels, f64::from(u8::from(s.connected)));
+        set.gauge(
+            LAST_SUCCESS,
+            &labels,
+            s.last_success_ns.map_or(0.0, |ns| ns as f64 / 1e9),
+        );
+        if let Some(backlog) = s.backlog {
+            set.gauge(BACKLOG, &labels, backlog.readings as f64);
+            set.gauge(
+                OLDEST_AGE,
+                &labels,
+                s.oldest_age_seconds(now).unwrap_or(0.0),
+            );
+        }
+    }
+    if let Some(p) = process::read() {
+        set.gauge(RSS, &[], p.rss_bytes as f64);
+        set.gauge(VSIZE, &[], p.vsize_bytes as f64);
+        // CPU time is fractional; the registry's counters are integers, so it is a gauge
+        // handle rendered with the counter type (fixed up below).
+        set.gauge(CPU, &[], p.cpu_seconds);
+        set.gauge(START_TIME, &[], p.start_time_seconds);
+        if let Some(fds) = p.open_fds {
+            set.gauge(OPEN_FDS, &[], fds as f64);
+        }
+        if let Some(max) = p.max_fds {
+            set.gauge(MAX_FDS, &[], max as f64);
+        }
+    }
+    tidy(&registry.handle.render())
+}
+
+/// The exporter's text made stable for people and diffs: families sorted by name (the
+/// exporter's order changes from scrape to scrape). And the registry's counters hold
+/// integers, so `process_cpu_seconds_total`, a fractional counter, is registered as a gauge:
+/// its `TYPE` line is corrected to `counter` here.
+fn tidy(text: &str) -> String {
+    let mut families: Vec<&str> = text
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .collect();
+    let name = |f: &str| {
+        f.lines()
+            .find_map(|l| l.strip_prefix("# TYPE "))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or(f)
+            .to_string()
+    };
+    families.sort_by_key(|f| name(f));
+    let mut out = String::with_capacity(text.len());
+    for f in families {
+        if name(f) == CPU {
+            out.push_str(&f.replace(
+                &format!("# TYPE {CPU} gauge"),
+                &format!("# TYPE {CPU} counter"),
+            ));
+        } else {
+            out.push_str(f);
+        }
+        out.push_str("\n\n");
+    }
+    out
+}
+
+/// Sets values in the registry by name and labels.
+struct Setter<'a> {
+    recorder: &'a PrometheusRecorder,
+}
+
+impl Setter<'_> {
+    fn counter(&self, name: &'static str, labels: &[(&'static str, &str)], value: u64) {
+        self.recorder
+            .register_counter(&key(name, labels), &metadata())
+            .absolute(value);
+    }
+
+    fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)], value: f64) {
+        self.recorder
+            .register_gauge(&key(name, labels), &metadata())
+            .set(value);
+    }
+}
+
+fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
+    Key::from_parts(
+        name,
+        labels
+            .iter()
+            .map(|(k, v)| Label::new(*k, v.to_string()))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// The process figures Prometheus client libraries export, read from `/proc/self`.
+mod process {
+    /// One reading of `/proc/self`.
+    #[derive(Debug, Clone, PartialEq)]
+    pub(super) struct Process {
+        pub rss_bytes: u64,
+        pub vsize_bytes: u64,
+        pub cpu_seconds: f64,
+        pub start_time_seconds: f64,
+        pub open_fds: Option<u64>,
+        pub max_fds: Option<u64>,
+    }
+
+    /// The fields of `/proc/<pid>/stat` used here.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(super) struct Stat {
+        /// User + system time, clock ticks.
+        pub cpu_ticks: u64,
+        /// Start time after boot, clock ticks.
+        pub start_ticks: u64,
+        /// Virtual memory, bytes.
+        pub vsize: u64,
+        /// Resident set, pages.
+        pub rss_pages: u64,
+    }
+
+    /// Parses `/proc/<pid>/stat` (the command name may contain spaces and parentheses: the
+    /// fields start after its last `)`).
+    pub(super) fn parse_stat(text: &str) -> Option<Stat> {
+        let rest = &text[text.rfind(')')? + 1..];
+        // rest starts with field 3 (state); field n is at index n - 3.
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |n: usize| f.get(n - 3)?.parse::<u64>().ok();
+        Some(Stat {
+            cpu_ticks: num(14)? + num(15)?,
+            start_ticks: num(22)?,
+            vsize: num(23)?,
+            rss_pages: num(24)?,
+        })
+    }
+
+    /// The boot time (`btime`, Unix seconds) from `/proc/stat`.
+    pub(super) fn parse_btime(text: &str) -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    pub(super) fn read() -> Option<Process> {
+        let stat = parse_stat(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
+        let btime = parse_btime(&std::fs::read_to_string("/proc/stat").ok()?)?;
+        // SAFETY: sysconf and getrlimit have no preconditions; `limit` is a valid out pointer.
+        let (ticks, page, max_fds) = unsafe {
+            let mut limit = std::mem::zeroed::<libc::rlimit>();
+            let max = (libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0)
+                .then_some(limit.rlim_cur as u64);
+            (
+                libc::sysconf(libc::_SC_CLK_TCK),
+                libc::sysconf(libc::_SC_PAGESIZE),
+                max,
+            )
+        };
+        let ticks = u64::try_from(ticks).ok().filter(|t| *t > 0)? as f64;
+        let page = u64::try_from(page).ok()?;
+        let open_fds = std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|d| d.count() as u64);
+        Some(Process {
+            rss_bytes: stat.rss_pages * page,
+            vsize_bytes: stat.vsize,
+            cpu_seconds: stat.cpu_ticks as f64 / ticks,
+            start_time_seconds: btime as f64 + stat.start_ticks as f64 / ticks,
+            open_fds,
+            max_fds,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid_name(name: &str) -> bool {
+        let mut chars = name.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    }
+
+    #[test]
+    fn metric_names_follow_the_prometheus_conventions() {
+        let mut seen = std::collections::BTreeSet::new();
+        for f in FAMILIES {
+            assert!(valid_name(f.name), "{}", f.name);
+            assert!(seen.insert(f.name), "{} twice", f.name);
+            assert!(
+                f.name.starts_with("iiot_") || f.name.starts_with("process_"),
+                "{}",
+                f.name
+            );
+            assert_eq!(
+                f.kind == Kind::Counter,
+                f.name.ends_with("_total"),
+                "only counters end in _total: {}",
+                f.name
+            );
+            // Base units: seconds and bytes, never ms or KiB.
+            for bad in ["_ms", "_milliseconds", "_kb", "_kib", "_mb", "_minutes"] {
+                assert!(!f.name.contains(bad), "{}", f.name);
+            }
+            assert!(f.help.ends_with('.'), "{}", f.name);
+        }
+        assert!(LATENCY.ends_with("_seconds"));
+    }
+
+    #[test]
+    fn the_rendered_text_names_types_and_labels_every_family() {
+        let stats = Stats::default();
+        stats.metrics.enable();
+        stats.lines.store(7, Ordering::Relaxed);
+        stats.decode_error(DecodeError::InvalidJson);
+        let mqtt = stats.sink("mqtt");
+        mqtt.delivered.store(5, Ordering::Relaxed);
+        mqtt.latency.record_ns(20_000_000);
+        mqtt.latency.record_ns(2_000_000_000);
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = crate::outbox::Outbox::open(&crate::config::StorageConfig {
+            dir: dir.path().to_path_buf(),
+            retention: Duration::from_secs(3600),
+            sync: crate::config::SyncMode::Normal,
+            max_bytes: 1 << 30,
+            on_full: crate::config::FullPolicy::DropOldest,
+            move_corrupt_aside: false,
+        })
+        .unwrap();
+        let text = render(&stats, &outbox.reader().unwrap());
+        for line in [
+            "# TYPE iiot_lines_read_total counter",
+            "iiot_lines_read_total 7",
+            "iiot_decode_errors_total{reason=\"invalid_json\"} 1",
+            "iiot_decode_errors_total{reason=\"line_too_long\"} 0",
+            "iiot_sink_readings_delivered_total{sink=\"mqtt\"} 5",
+            "iiot_outbox_backlog_readings{sink=\"mqtt\"} 0",
+            "# TYPE iiot_sink_delivery_latency_seconds histogram",
+            "iiot_sink_delivery_latency_seconds_bucket{sink=\"mqtt\",le=\"0.025\"} 1",
+            "iiot_sink_delivery_latency_seconds_bucket{sink=\"mqtt\",le=\"+Inf\"} 2",
+            "iiot_sink_delivery_latency_seconds_count{sink=\"mqtt\"} 2",
+            "# TYPE process_cpu_seconds_total counter",
+            "# TYPE process_resident_memory_bytes gauge",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
+        for f in FAMILIES {
+            assert!(
+                text.contains(&format!("# HELP {} ", f.name)),
+                "no help for {} in:\n{text}",
+                f.name
+            );
+        }
+    }
+
+    #[test]
+    fn families_are_sorted_and_cpu_time_is_a_counter() {
+        let text = "# TYPE b gauge\nb 1\n\n# TYPE process_cpu_seconds_total gauge\nprocess_cpu_seconds_total 0.5\n\n# HELP a A.\n# TYPE a_total counter\na_total 2\n\n";
+        assert_eq!(
+            tidy(text),
+            "# HELP a A.\n# TYPE a_total counter\na_total 2\n\n# TYPE b gauge\nb 1\n\n\
+             # TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 0.5\n\n"
+        );
+    }
+
+    #[test]
+    fn latency_is_a_no_op_until_the_registry_is_enabled() {
+        let m = Metrics::default();
+        m.latency("mqtt").record_ns(1);
+        assert!(m.recorder.get().is_none());
+    }
+
+    #[test]
+    fn proc_stat_is_parsed_after_the_command_name() {
+        // A command name with spaces and a parenthesis, as the kernel writes it.
+        let text = "4242 (iiot (gw) x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 \
+                    150 50 0 0 20 0 9 0 12345 987654321 2500 18446744073709551615";
+        assert_eq!(
+            process::parse_stat(text),
+            Some(process::Stat {
+                cpu_ticks: 200,
+                start_ticks: 12345,
+                vsize: 987654321,
+                rss_pages: 2500,
+            })
+        );
+        assert_eq!(process::parse_stat("garbage"), None);
+        assert_eq!(
+            process::parse_btime("cpu 1 2 3\nbtime 1764230400\nprocesses 9\n"),
+            Some(1764230400)
+        );
+        let me = process::read().expect("/proc/self is readable on Linux");
+        assert!(me.rss_bytes > 0 && me.start_time_seconds > 1e9);
+        assert!(me.open_fds.unwrap_or(0) > 0);
+    }
+}
