@@ -114,15 +114,11 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
         Some(http) => {
             let prefix = cfg.mqtt.as_ref().map(|m| m.topic_prefix.clone());
             let history = reader_for(&cfg)?;
-            let server = WebServer::bind(
-                http.listen,
-                latest.clone(),
-                stats.clone(),
-                prefix,
-                history,
-                http.ready_max_backlog_age,
-            )
-            .await?;
+            let server =
+                WebServer::bind(http, latest.clone(), stats.clone(), prefix, history).await?;
+            if http.token.is_none() && !http.listen.ip().is_loopback() {
+                warn!(listen = %http.listen, "the dashboard and /api are reachable from the network without a token; set [http] token (or HTTP_TOKEN)");
+            }
             let url = server
                 .local_addr()
                 .map(|a| format!("http://{a}"))

@@ -39,11 +39,10 @@ pub async fn run(cfg: &Config) -> ExitCode {
                 Err(e) => item(false, "mqtt", format!("embedded broker cannot listen on {addr}: {e} (change [mqtt] embedded_listen or --mqtt-listen)")),
             },
             BrokerTarget::External { host, port } => {
-                let addr = format!("{host}:{port}");
-                match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(&addr)).await {
-                    Ok(Ok(_)) => item(true, "mqtt", format!("mqtt://{addr} reachable")),
-                    Ok(Err(e)) => item(false, "mqtt", format!("mqtt://{addr}: {e} (is the broker running? check [mqtt] broker_url)")),
-                    Err(_) => item(false, "mqtt", format!("mqtt://{addr}: no answer within {PROBE_TIMEOUT:?}")),
+                // A real MQTT connection, with the configured TLS and login.
+                match crate::sink::mqtt::probe(m, PROBE_TIMEOUT).await {
+                    Ok(()) => item(true, "mqtt", format!("{host}:{port} accepted our connection")),
+                    Err(e) => item(false, "mqtt", format!("{host}:{port}: {e}")),
                 }
             }
         }

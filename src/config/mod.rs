@@ -300,6 +300,8 @@ pub struct InfluxConfig {
     pub url: String,
     /// Write API and its credentials.
     pub api: InfluxApi,
+    /// TLS (`https://` URLs); never a plaintext fallback.
+    pub tls: Option<InfluxTls>,
     /// Points per request.
     pub batch_size: usize,
     /// Longest wait for a batch to fill.
@@ -312,6 +314,22 @@ pub struct InfluxConfig {
     pub retry_initial: Duration,
     /// Longest retry delay.
     pub retry_max: Duration,
+}
+
+/// TLS settings of an `https://` InfluxDB URL, files already read.
+#[derive(Clone)]
+pub struct InfluxTls {
+    /// PEM CA certificate(s) from `ca_file`, the only roots trusted then; `None` = the
+    /// Mozilla roots built into the gateway (reqwest's `rustls-tls`, webpki-roots).
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for InfluxTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InfluxTls")
+            .field("custom_ca", &self.ca_pem.is_some())
+            .finish()
+    }
 }
 
 /// How hard the outbox syncs.
@@ -356,6 +374,10 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// `/readyz` answers 503 while a sink's oldest undelivered reading is older than this.
     pub ready_max_backlog_age: Duration,
+    /// Bearer token for the dashboard and `/api`; `None` = open.
+    pub token: Option<Secret>,
+    /// Whether `/metrics` needs the token too (`/healthz` and `/readyz` never do).
+    pub protect_metrics: bool,
 }
 
 /// Reads the environment variable `name` (a seam so tests need not touch the process env).
@@ -498,9 +520,20 @@ impl Validator<'_> {
             if ready_max_backlog_age.is_zero() {
                 return Err(self.err("[http] ready_max_backlog_age", "must be more than 0s"));
             }
+            let token = self.secret(
+                http_raw.token,
+                http_raw.token_file,
+                "HTTP_TOKEN",
+                "[http] token_file",
+            )?;
+            if token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+                return Err(self.err("[http] token", "must be at least 16 characters"));
+            }
             Some(HttpConfig {
                 listen: self.socket_addr("[http] listen", &listen)?,
                 ready_max_backlog_age,
+                token,
+                protect_metrics: http_raw.protect_metrics.unwrap_or(false),
             })
         } else {
             None
@@ -758,6 +791,7 @@ impl Validator<'_> {
             ));
         }
         let url = url.trim_end_matches('/').to_string();
+        let tls = self.influx_tls(url.starts_with("https://"), i.ca_file)?;
         let api = match i.api.as_deref().unwrap_or("v2") {
             "v2" => InfluxApi::V2 {
                 org: i.org.unwrap_or_default(),
@@ -795,6 +829,7 @@ impl Validator<'_> {
         Ok(InfluxConfig {
             url,
             api,
+            tls,
             batch_size,
             flush_interval: i.flush_interval.unwrap_or(defaults::FLUSH_INTERVAL),
             gzip: i.gzip.unwrap_or(true),
@@ -802,6 +837,40 @@ impl Validator<'_> {
             retry_initial: i.retry_initial.unwrap_or(defaults::RECONNECT_INITIAL),
             retry_max: i.retry_max.unwrap_or(defaults::RECONNECT_MAX),
         })
+    }
+
+    /// `https://` URLs get TLS (with `ca_file`'s CA when set); `ca_file` with `http://` is an
+    /// error rather than a silent plaintext connection.
+    fn influx_tls(
+        &self,
+        https: bool,
+        ca_file: Option<PathBuf>,
+    ) -> Result<Option<InfluxTls>, ConfigError> {
+        if !https {
+            if ca_file.is_some() {
+                return Err(self.err(
+                    "[influxdb] ca_file",
+                    "is set but url is not https://; use https://host:8086 (there is no plaintext fallback)",
+                ));
+            }
+            return Ok(None);
+        }
+        let ca_pem = match ca_file {
+            Some(path) => {
+                let pem = std::fs::read(&path).map_err(|e| {
+                    self.err(
+                        "[influxdb] ca_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                if pem_certificates(&pem) == 0 {
+                    return Err(self.err("[influxdb] ca_file", "holds no PEM certificate"));
+                }
+                Some(pem)
+            }
+            None => None,
+        };
+        Ok(Some(InfluxTls { ca_pem }))
     }
 
     fn storage(&self, s: raw::RawStorage) -> Result<StorageConfig, ConfigError> {
@@ -1098,6 +1167,43 @@ channel_capacity = 100
             panic!()
         };
         assert_eq!(token.unwrap().expose(), "from-env");
+    }
+
+    #[test]
+    fn influx_ca_file_is_checked_and_needs_https() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("not-a-cert.pem");
+        std::fs::write(&not_pem, "hello\n").unwrap();
+        let with = |url: &str, ca: &Path| {
+            load(&format!(
+                "[influxdb]\nurl = \"{url}\"\nbucket = \"b\"\nca_file = {:?}\n",
+                ca.display().to_string()
+            ))
+        };
+        let e = with("https://db:8086", &not_pem).unwrap_err().to_string();
+        assert!(
+            e.contains("[influxdb] ca_file: holds no PEM certificate"),
+            "{e}"
+        );
+        let e = with("https://db:8086", &dir.path().join("missing.crt"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[influxdb] ca_file: cannot read"), "{e}");
+        let e = with("http://db:8086", &not_pem).unwrap_err().to_string();
+        assert!(
+            e.contains("[influxdb] ca_file: is set but url is not https://"),
+            "{e}"
+        );
+        // https:// without ca_file: TLS with the built-in roots; http://: no TLS at all.
+        let tls = |url: &str| {
+            load(&format!("[influxdb]\nurl = \"{url}\"\nbucket = \"b\"\n"))
+                .unwrap()
+                .influx
+                .unwrap()
+                .tls
+        };
+        assert!(tls("https://db:8086").is_some_and(|t| t.ca_pem.is_none()));
+        assert!(tls("http://db:8086").is_none());
     }
 
     #[test]

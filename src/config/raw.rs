@@ -143,7 +143,7 @@ pub struct RawMqtt {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawInflux {
-    /// Base URL, e.g. `http://127.0.0.1:8086`.
+    /// Base URL, e.g. `http://127.0.0.1:8086` or `https://influx.example:8086`.
     pub url: Option<String>,
     /// `v2` (org/bucket/token) or `v1` (database, user/password).
     pub api: Option<String>,
@@ -163,6 +163,9 @@ pub struct RawInflux {
     pub password: Option<Secret>,
     /// File holding the v1 password.
     pub password_file: Option<PathBuf>,
+    /// `https://` only: PEM file of the CA that signed the server's certificate (default:
+    /// the Mozilla roots built into the gateway).
+    pub ca_file: Option<PathBuf>,
     /// Points per write request at most.
     pub batch_size: Option<usize>,
     /// Longest time a reading waits for its batch to fill.
@@ -256,4 +259,11 @@ pub struct RawHttp {
     /// `/readyz` fails when a sink's oldest undelivered reading is older than this.
     #[serde(default, with = "humantime_serde")]
     pub ready_max_backlog_age: Option<Duration>,
+    /// Bearer token required for the dashboard and `/api` (better: `HTTP_TOKEN` or
+    /// `token_file`).
+    pub token: Option<Secret>,
+    /// File holding the token.
+    pub token_file: Option<PathBuf>,
+    /// Require the token for `/metrics` too.
+    pub protect_metrics: Option<bool>,
 }

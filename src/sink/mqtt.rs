@@ -154,13 +154,8 @@ fn qos(level: u8) -> QoS {
 
 /// The rumqttc options for `cfg`.
 pub fn options(cfg: &MqttConfig) -> MqttOptions {
-    let (host, port) = match &cfg.target {
-        BrokerTarget::External { host, port } => (host.clone(), *port),
-        BrokerTarget::Embedded(addr) => (addr.ip().to_string(), addr.port()),
-    };
-    let mut opts = MqttOptions::new(cfg.client_id.clone(), host, port);
+    let mut opts = connection_options(cfg, cfg.client_id.clone());
     opts.set_clean_session(false)
-        .set_keep_alive(cfg.keep_alive)
         // Twice our window: packet ids are never reused while one is awaiting its ack.
         .set_inflight(cfg.inflight.saturating_mul(2))
         .set_last_will(LastWill::new(
@@ -169,6 +164,17 @@ pub fn options(cfg: &MqttConfig) -> MqttOptions {
             QoS::AtLeastOnce,
             true,
         ));
+    opts
+}
+
+/// Address, keep-alive, TLS and login: what every connection of ours shares.
+fn connection_options(cfg: &MqttConfig, client_id: String) -> MqttOptions {
+    let (host, port) = match &cfg.target {
+        BrokerTarget::External { host, port } => (host.clone(), *port),
+        BrokerTarget::Embedded(addr) => (addr.ip().to_string(), addr.port()),
+    };
+    let mut opts = MqttOptions::new(client_id, host, port);
+    opts.set_keep_alive(cfg.keep_alive);
     if let Some(tls) = &cfg.tls {
         opts.set_transport(Transport::tls_with_config(tls_config(tls)));
     }
@@ -177,6 +183,30 @@ pub fn options(cfg: &MqttConfig) -> MqttOptions {
         opts.set_credentials(user.clone(), password);
     }
     opts
+}
+
+/// Connects once as the sink would (TLS, login), under a separate client id, without a last
+/// will and with a clean session so a running gateway's session is untouched; for `check`.
+pub async fn probe(cfg: &MqttConfig, timeout: Duration) -> Result<(), String> {
+    let mut opts = connection_options(cfg, format!("{}-check", cfg.client_id));
+    opts.set_clean_session(true);
+    let (client, mut events) = AsyncClient::new(opts, 4);
+    let outcome = tokio::time::timeout(timeout, async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(err) => return Err(classify(&err)),
+            }
+        }
+    })
+    .await;
+    let _ = client.try_disconnect();
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err((kind, detail))) => Err(format!("{kind}: {detail}")),
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+    }
 }
 
 async fn session(

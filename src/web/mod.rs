@@ -18,6 +18,7 @@
 //! - `GET /metrics` – Prometheus text exposition ([`metrics`]).
 
 mod assets;
+mod auth;
 mod dashboards;
 mod health;
 mod live;
@@ -38,6 +39,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::HttpConfig;
 use crate::outbox::OutboxReader;
 use crate::reading::{now_ns, StoredReading};
 use crate::stats::{Latest, Stats, PACKET_TIMES_PER_NODE};
@@ -78,13 +80,14 @@ impl WebServer {
     /// reporting intervals are right from the first page load after a restart. Enables the
     /// `/metrics` registry in `stats` (bind before registering sinks).
     pub async fn bind(
-        addr: SocketAddr,
+        http: &HttpConfig,
         latest: Latest,
         stats: Arc<Stats>,
         topic_prefix: Option<String>,
         history: OutboxReader,
-        ready_max_backlog_age: Duration,
     ) -> Result<WebServer, WebError> {
+        let addr = http.listen;
+        let ready_max_backlog_age = http.ready_max_backlog_age;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|cause| WebError { addr, cause })?;
@@ -113,10 +116,18 @@ impl WebServer {
             .route("/api/nodes", get(api_nodes))
             .route("/api/stream", get(live::api_stream))
             .route("/api/status", get(api_status))
-            .route("/healthz", get(health::healthz))
-            .route("/readyz", get(health::readyz))
-            .route("/metrics", get(metrics::api_metrics))
-            .with_state(state.clone());
+            .route("/metrics", get(metrics::api_metrics));
+        let router = match &http.token {
+            // Everything above needs the token; /metrics only when asked.
+            Some(token) => {
+                let guard = auth::Guard::new(token, http.protect_metrics);
+                router.layer(axum::middleware::from_fn_with_state(guard, auth::require))
+            }
+            None => router,
+        }
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .with_state(state.clone());
         Ok(WebServer {
             listener,
             router,
@@ -270,13 +281,18 @@ mod tests {
             move_corrupt_aside: false,
         })
         .unwrap();
+        let http = HttpConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ready_max_backlog_age: Duration::from_secs(60),
+            token: None,
+            protect_metrics: false,
+        };
         let server = WebServer::bind(
-            "127.0.0.1:0".parse().unwrap(),
+            &http,
             latest,
             Arc::default(),
             Some("iiot".into()),
             outbox.reader().unwrap(),
-            Duration::from_secs(60),
         )
         .await
         .unwrap();

@@ -96,6 +96,24 @@ fn tls_broker(dir: &Path, require_certificate: bool) -> (Mosquitto, u16) {
     (broker, plain)
 }
 
+/// `iiot-gateway check` on the config a test run left in `dir`; its stdout and stderr.
+fn check(dir: &Path) -> String {
+    let out = Command::new(crate::gateway::BIN)
+        .args([
+            "check",
+            "--config",
+            dir.join("config.toml").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "check must fail");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 fn config(dir: &Path, mqtt: &str) -> String {
     format!(
         "[source]\nkind = \"stdin\"\ndrain_timeout = \"3s\"\n\n[storage]\ndir = \"{}\"\n\n[http]\nenabled = false\n\n[mqtt]\nclient_id = \"gw-secure\"\nreconnect_initial = \"100ms\"\nreconnect_max = \"500ms\"\n{mqtt}",
@@ -162,6 +180,12 @@ async fn tls_failures_are_named_and_never_fall_back_to_plaintext() {
     assert!(
         log.contains("UnknownIssuer") && log.contains("[mqtt] ca_file"),
         "{log}"
+    );
+    // `check` says the same before the service starts.
+    let out = check(dir.path());
+    assert!(
+        out.contains("FAIL mqtt") && out.contains("UnknownIssuer") && out.contains("ca_file"),
+        "{out}"
     );
 
     // No client certificate where the broker requires one: refused and reported.
@@ -297,6 +321,14 @@ async fn username_password_and_acl_work_and_a_wrong_password_backs_off_quietly()
     assert_eq!(status.code(), Some(1), "{log}");
     assert_eq!(log.matches("sink refused by broker").count(), 1, "{log}");
     assert!(log.contains("check [mqtt] username/password"), "{log}");
+    let out = check(run_dir.path());
+    assert!(
+        out.contains("FAIL mqtt")
+            && out.contains("refused by broker")
+            && out.contains("username/password"),
+        "{out}"
+    );
+    assert!(!out.contains("wrong-pass-xyzzy"), "{out}");
     let attempts = broker.log().matches("disconnected, not authorised").count();
     assert!(
         (3..=20).contains(&attempts),
@@ -498,4 +530,87 @@ async fn secrets_never_appear_in_any_output_even_at_trace_level() {
         "{}",
         gw.log()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http_token_guards_the_dashboard_and_api_but_not_health() {
+    const TOKEN: &str = "dashboard-token-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[source]\nkind = \"stdin\"\n[storage]\ndir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        dir.path().join("data").display()
+    );
+    std::fs::write(dir.path().join("config.toml"), cfg).unwrap();
+    let config = dir.path().join("config.toml");
+    let mut cmd = std::process::Command::new(crate::gateway::BIN);
+    let log_path = dir.path().join("gateway.log");
+    let mut child = cmd
+        .args(["--config", config.to_str().unwrap()])
+        .env("HTTP_TOKEN", TOKEN)
+        .stdin(Stdio::piped())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    crate::support::wait_until("the dashboard line", Duration::from_secs(20), || async {
+        log().contains("✓ dashboard")
+    })
+    .await;
+    let url = log()
+        .lines()
+        .find_map(|l| l.split("✓ dashboard").nth(1).map(|u| u.trim().to_string()))
+        .unwrap();
+    // reqwest with no redirects followed, to see the cookie being set.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let status = |r: reqwest::Response| r.status().as_u16();
+    for path in ["/", "/api/latest", "/api/stream", "/d/iiot-signal"] {
+        let r = http.get(format!("{url}{path}")).send().await.unwrap();
+        assert_eq!(status(r), 401, "{path} without a token");
+    }
+    let r = http
+        .get(format!("{url}/api/latest"))
+        .bearer_auth("not-the-token-at-all")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(r), 401, "a wrong token");
+    let r = http
+        .get(format!("{url}/api/latest"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(r), 200, "the right token");
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let r = http.get(format!("{url}{path}")).send().await.unwrap();
+        assert_ne!(status(r), 401, "{path} stays open by default");
+    }
+    // A browser: /?token= sets a cookie, then every page and API call works with it alone.
+    let r = http
+        .get(format!("{url}/?token={TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(cookie.starts_with("iiot_token="));
+    let r = http
+        .get(format!("{url}/api/nodes"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(r), 200);
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    assert!(!log().contains(TOKEN), "the token never reaches the log");
 }
