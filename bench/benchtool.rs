@@ -70,6 +70,9 @@ enum Cmd {
         /// Poll period of the database leg.
         #[arg(long, default_value_t = 50)]
         poll_ms: u64,
+        /// `sts.rx` of the first packet (distinct per run when runs share one database).
+        #[arg(long, default_value_t = 0)]
+        base: u64,
     },
     /// Decode every line of FILE `iters` times (for `valgrind --tool=callgrind`: instructions
     /// per line = difference of two runs with different `iters`).
@@ -108,8 +111,9 @@ fn main() -> anyhow::Result<()> {
             rate,
             seconds,
             poll_ms,
+            base,
         } => rt().block_on(latency(
-            port, &vm, &gateway, &config, rate, seconds, poll_ms,
+            port, &vm, &gateway, &config, rate, seconds, poll_ms, base,
         )),
         Cmd::Decode { file, iters } => {
             let text = std::fs::read_to_string(file)?;
@@ -252,6 +256,7 @@ async fn latency(
     rate: f64,
     seconds: u64,
     poll_ms: u64,
+    base: u64,
 ) -> anyhow::Result<()> {
     let count = (rate * seconds as f64) as u64;
     let sent: Arc<Mutex<Vec<Instant>>> = Arc::new(Mutex::new(Vec::with_capacity(count as usize)));
@@ -318,6 +323,7 @@ async fn latency(
     let db_task = {
         let (sent, db_lat, vm, http) = (sent.clone(), db_lat.clone(), vm.to_string(), http.clone());
         tokio::spawn(async move {
+            // Highest packet index (value - base) seen in the database so far.
             let mut visible: i64 = -1;
             loop {
                 tokio::time::sleep(Duration::from_millis(poll_ms)).await;
@@ -350,7 +356,8 @@ async fn latency(
                     if let Ok(v) = serde_json::from_str::<serde_json::Value>(l) {
                         for x in v["values"].as_array().into_iter().flatten() {
                             if let Some(x) = x.as_f64() {
-                                max = max.max(x as i64);
+                                // Values below `base` are earlier runs' packets.
+                                max = max.max(x as i64 - base as i64);
                             }
                         }
                     }
@@ -376,7 +383,7 @@ async fn latency(
     for i in 0..count {
         let due = start + Duration::from_secs_f64(i as f64 / rate);
         tokio::time::sleep_until(due.into()).await;
-        let mut text = line(i);
+        let mut text = line(base + i);
         text.push('\n');
         sent.lock().unwrap().push(Instant::now());
         stdin.write_all(text.as_bytes()).await?;

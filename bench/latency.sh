@@ -15,7 +15,7 @@ start_mosquitto; start_vm
 for r in $(seq "$RUNS"); do
   gateway_config "$dir/lat$r.toml" $'[source]\nkind = "stdin"' 1
   "$BENCHTOOL" latency --port "$MQ" --vm "http://127.0.0.1:$VM" --gateway "$GATEWAY_BIN" \
-    --config "$dir/lat$r.toml" --rate "$RATE" --seconds "$SECS" 2> "$dir/lat$r.log" | tee "$dir/lat$r.out"
+    --config "$dir/lat$r.toml" --rate "$RATE" --seconds "$SECS" --base $(( (r - 1) * 10000000 )) 2> "$dir/lat$r.log" | tee "$dir/lat$r.out"
 done
 for leg in line_to_subscriber line_to_database; do
   for p in p50_ms p99_ms max_ms; do

@@ -33,6 +33,8 @@ use crate::{broker, reading};
 
 /// How often old, delivered history is pruned.
 const RETENTION_EVERY: Duration = Duration::from_secs(600);
+/// Pause before a sink stopped by an outbox error runs again.
+const SINK_RESTART: Duration = Duration::from_secs(1);
 /// Longest wait for a server during the start-up checklist.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -44,6 +46,9 @@ pub enum Exit {
     /// The input ended but this many readings could not be delivered in time; they stay
     /// buffered for the next start.
     Undelivered(i64),
+    /// The source could not run (a missing file, a read error); what it had sent was
+    /// delivered or stays buffered.
+    SourceFailed,
 }
 
 /// Signals from the outside world.
@@ -134,7 +139,7 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
     let (line_tx, line_rx) = mpsc::channel(cfg.ingest.channel_capacity);
     let (committed_tx, committed_rx) = watch::channel(reader.last_seq()?);
     let events = EventLog::new(
-        Outbox::open(&writer_storage(&cfg)).context("open the outbox")?,
+        Outbox::reopen(&cfg.storage).context("open the outbox")?,
         committed_tx.clone(),
     );
     let outputs = IngestOutputs {
@@ -142,6 +147,7 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
         stats: stats.clone(),
         latest,
         quarantine: quarantine.clone(),
+        abort: signals.abort.clone(),
         budget: ingest::Budget {
             max_bytes: cfg.storage.max_bytes,
             policy: cfg.storage.on_full,
@@ -170,8 +176,14 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
         sink_tasks.push((
             name,
             tokio::spawn(async move {
-                if let Err(error) = sink::run(s, ctx).await {
-                    error!(sink = name, error = %error, "sink stopped: outbox failure");
+                // An outbox error (e.g. the database busy past its timeout) ends one run of
+                // the sink; it starts again from its persisted cursor (at least once).
+                while let Err(error) = sink::run(s.clone(), &ctx).await {
+                    error!(sink = name, error = %error, "sink stopped by an outbox error; restarting it from its cursor");
+                    tokio::select! {
+                        () = tokio::time::sleep(SINK_RESTART) => {}
+                        () = ctx.abort.cancelled() => return,
+                    }
                 }
             }),
         ));
@@ -207,10 +219,13 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
         }
     };
     stats.source_running.store(false, Ordering::Relaxed);
+    let mut source_failed = false;
     let end = match source_result {
         Ok(Ok(end)) => end,
         Ok(Err(e)) => {
             error!(error = %e, "source failed");
+            eprintln!("error: source failed: {e}");
+            source_failed = true;
             SourceEnd::Cancelled
         }
         Err(e) => {
@@ -222,7 +237,11 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
         info!("end of input; delivering what is buffered");
     }
     // The source dropped its sender: the ingest thread commits the rest and ends.
-    let _ = tokio::task::spawn_blocking(move || ingest_thread.join()).await;
+    let ingest_done = tokio::task::spawn_blocking(move || ingest_thread.join());
+    tokio::select! {
+        _ = ingest_done => {}
+        () = signals.abort.cancelled() => warn!("second signal: not waiting for the ingest stage to commit"),
+    }
     info!(timeout = ?cfg.ingest.drain_timeout, "source stopped and input committed; sinks delivering what is buffered");
     events.emit(EventKind::GatewayStopped, "gateway", "gateway stopping");
     finish.cancel();
@@ -265,22 +284,14 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
         "gateway stopped"
     );
     Ok(match (end, undelivered) {
+        _ if source_failed => Exit::SourceFailed,
         (SourceEnd::EndOfInput, n) if n > 0 => Exit::Undelivered(n),
         _ => Exit::Clean,
     })
 }
 
-/// The storage settings for a second connection: the first one already decided about a
-/// corrupt file.
-fn writer_storage(cfg: &Config) -> crate::config::StorageConfig {
-    crate::config::StorageConfig {
-        move_corrupt_aside: false,
-        ..cfg.storage.clone()
-    }
-}
-
 fn reader_for(cfg: &Config) -> anyhow::Result<OutboxReader> {
-    Outbox::open(&writer_storage(cfg))
+    Outbox::reopen(&cfg.storage)
         .and_then(|o| o.reader())
         .context("open the outbox")
 }

@@ -165,7 +165,7 @@ async fn run(cfg: Config) -> ExitCode {
     spawn_signal_handler(signals.clone());
     match app::run(cfg, signals).await {
         Ok(Exit::Clean) => ExitCode::SUCCESS,
-        Ok(Exit::Undelivered(_)) => ExitCode::FAILURE,
+        Ok(Exit::Undelivered(_) | Exit::SourceFailed) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -51,6 +51,8 @@ pub struct IngestOutputs {
     pub quarantine: Quarantine,
     /// Disk budget.
     pub budget: Budget,
+    /// Stop retrying a failing commit (second signal).
+    pub abort: tokio_util::sync::CancellationToken,
 }
 
 /// Runs until every sender of `rx` is gone and everything received is committed.
@@ -60,8 +62,9 @@ pub fn run(mut rx: mpsc::Receiver<Line>, mut outbox: Outbox, out: IngestOutputs)
     let mut drops = DropWarnings::default();
     let mut reboots = RebootDetector::default();
     loop {
-        // Over budget under `block`: accept nothing until the sinks caught up.
-        while enforce_budget(&mut outbox, &out, &mut drops) {
+        // Over budget under `block`: accept nothing until the sinks caught up, unless the
+        // source has stopped (then its last lines, at most a channel's worth, go in).
+        while enforce_budget(&mut outbox, &out, &mut drops) && !rx.is_closed() {
             std::thread::sleep(COMMIT_RETRY);
         }
         let Some(first) = rx.blocking_recv() else {
@@ -86,13 +89,18 @@ pub fn run(mut rx: mpsc::Receiver<Line>, mut outbox: Outbox, out: IngestOutputs)
         }
         let last_seq = loop {
             match outbox.append(&packets) {
-                Ok(seq) => break seq,
+                Ok(seq) => break Some(seq),
+                Err(err) if out.abort.is_cancelled() => {
+                    error!(error = %err, packets = packets.len(), "outbox commit failed at shutdown; these packets were not accepted");
+                    break None;
+                }
                 Err(err) => {
                     error!(error = %err, packets = packets.len(), "outbox commit failed; retrying (the source waits)");
                     std::thread::sleep(COMMIT_RETRY);
                 }
             }
         };
+        let Some(last_seq) = last_seq else { break };
         let count: usize = packets.iter().map(|p| p.readings.len()).sum();
         out.stats
             .packets
@@ -122,6 +130,7 @@ pub fn run(mut rx: mpsc::Receiver<Line>, mut outbox: Outbox, out: IngestOutputs)
         }
         out.committed.send_modify(|seq| *seq = (*seq).max(last_seq));
     }
+    drops.flush();
 }
 
 /// Applies the disk budget after a commit; true while `block` must hold the source back.
@@ -158,6 +167,17 @@ struct DropWarnings {
 }
 
 impl DropWarnings {
+    /// Logs drops not yet reported (at the end, so no count is ever left unsaid).
+    fn flush(&mut self) {
+        if self.pending > 0 {
+            warn!(
+                dropped = self.pending,
+                "outbox full: dropped the oldest undelivered readings (raise [storage] max_bytes or fix the sink)"
+            );
+            self.pending = 0;
+        }
+    }
+
     fn add(&mut self, dropped: u64, max_bytes: u64) {
         self.pending += dropped;
         if self.last.is_none_or(|t| t.elapsed() >= DROP_WARN_EVERY) {

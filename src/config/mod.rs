@@ -462,7 +462,13 @@ impl Validator<'_> {
                     .channel_capacity
                     .unwrap_or(defaults::CHANNEL_CAPACITY),
             )
-            .ok_or_else(|| self.err("[gateway] channel_capacity", "must be at least 1"))?,
+            .filter(|n| *n <= 1_000_000)
+            .ok_or_else(|| {
+                self.err(
+                    "[gateway] channel_capacity",
+                    "must be between 1 and 1000000",
+                )
+            })?,
             max_line_length: source_raw
                 .max_line_length
                 .unwrap_or(defaults::MAX_LINE_LENGTH)
@@ -618,8 +624,11 @@ impl Validator<'_> {
             "stdin" => SourceConfig::Stdin,
             "file" => {
                 let speed = s.speed.unwrap_or(1.0);
-                if !(speed.is_finite() && speed >= 0.0) {
-                    return Err(self.err("[source] speed", format!("must be 0 or more (got {speed})")));
+                if !(speed == 0.0 || (0.001..=1_000_000.0).contains(&speed)) {
+                    return Err(self.err(
+                        "[source] speed",
+                        format!("must be 0 (as fast as possible) or between 0.001 and 1000000 (got {speed})"),
+                    ));
                 }
                 SourceConfig::File(FileConfig {
                     path: s.path.ok_or_else(|| {
@@ -790,6 +799,16 @@ impl Validator<'_> {
                 format!("must start with http:// or https:// (got {url:?})"),
             ));
         }
+        if url
+            .split("://")
+            .nth(1)
+            .is_some_and(|rest| rest.split('/').next().is_some_and(|a| a.contains('@')))
+        {
+            return Err(self.err(
+                "[influxdb] url",
+                "credentials in the URL would be printed with it: use username/password (v1) or token (v2) instead",
+            ));
+        }
         let url = url.trim_end_matches('/').to_string();
         let tls = self.influx_tls(url.starts_with("https://"), i.ca_file)?;
         let api = match i.api.as_deref().unwrap_or("v2") {
@@ -825,7 +844,8 @@ impl Validator<'_> {
             }
         };
         let batch_size = positive(i.batch_size.unwrap_or(defaults::BATCH_SIZE))
-            .ok_or_else(|| self.err("[influxdb] batch_size", "must be at least 1"))?;
+            .filter(|n| *n <= 100_000)
+            .ok_or_else(|| self.err("[influxdb] batch_size", "must be between 1 and 100000"))?;
         Ok(InfluxConfig {
             url,
             api,
@@ -833,7 +853,10 @@ impl Validator<'_> {
             batch_size,
             flush_interval: i.flush_interval.unwrap_or(defaults::FLUSH_INTERVAL),
             gzip: i.gzip.unwrap_or(true),
-            timeout: i.timeout.unwrap_or(defaults::HTTP_TIMEOUT),
+            timeout: i
+                .timeout
+                .unwrap_or(defaults::HTTP_TIMEOUT)
+                .max(Duration::from_millis(100)),
             retry_initial: i.retry_initial.unwrap_or(defaults::RECONNECT_INITIAL),
             retry_max: i.retry_max.unwrap_or(defaults::RECONNECT_MAX),
         })
@@ -991,6 +1014,9 @@ fn parse_broker_url(url: &str) -> Result<(String, u16, bool), String> {
         None => (url, false),
     };
     let rest = rest.trim_end_matches('/');
+    if rest.contains('@') {
+        return Err("credentials in the URL would be printed with it: use [mqtt] username and password (or MQTT_PASSWORD) instead".to_string());
+    }
     let (host, port) = match rest.rsplit_once(':') {
         Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
             let port = port

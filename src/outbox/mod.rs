@@ -129,6 +129,17 @@ impl Outbox {
         }
     }
 
+    /// Another connection to an outbox this process already opened with [`Outbox::open`]
+    /// (which checked the file): no second integrity scan of the whole database.
+    pub fn reopen(cfg: &StorageConfig) -> Result<Outbox> {
+        let path = cfg.dir.join(DB_FILE);
+        Ok(Outbox {
+            conn: connect(&path, cfg.sync)?,
+            path,
+            sync: cfg.sync,
+        })
+    }
+
     fn open_file(path: &Path, sync: SyncMode) -> Result<Outbox> {
         if path.is_file() {
             check_intact(path)?;

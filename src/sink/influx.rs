@@ -7,6 +7,15 @@
 //! those go to the quarantine file with the server's message, so one bad point never blocks
 //! the rest. Every resend is the same point (same measurement, tags and timestamp), so the
 //! database never holds a duplicate.
+//!
+//! Security: an `https://` URL is TLS only (rustls; `https_only`, so no redirect to http
+//! either), verified against `[influxdb] ca_file` when set, else against the Mozilla roots
+//! built into reqwest (webpki-roots). There is no plaintext fallback. A failed handshake is
+//! the state `tls failure` with rustls' reason and the setting to check; a 401/403 is
+//! `authentication failed` naming `[influxdb] username/password` (v1) or `token` (v2). Both
+//! are logged once per state change (see `LinkState`) and retried with backoff, the readings
+//! staying in the outbox. Credentials travel only in headers, never in the URL, so no error
+//! text can carry them.
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -42,19 +51,25 @@ enum WriteError {
 
 /// An HTTP client for one InfluxDB write endpoint.
 pub struct Writer {
-    http: reqwest::Client,
+    /// `Err` when the TLS settings could not be applied (the config check makes that
+    /// unlikely): every request then fails with the reason instead of trusting other roots.
+    http: Result<reqwest::Client, String>,
     cfg: InfluxConfig,
 }
 
 impl Writer {
     /// A writer for `cfg`.
     pub fn new(cfg: InfluxConfig) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
-            .build()
-            .unwrap_or_default();
+        let http = client(&cfg);
         Writer { http, cfg }
+    }
+
+    fn http(&self) -> Result<&reqwest::Client, WriteError> {
+        self.http.as_ref().map_err(|e| WriteError::Retry {
+            kind: "tls failure",
+            detail: e.clone(),
+            retry_after: None,
+        })
     }
 
     /// Checks that the server answers (`/health` for v2, `/ping` for v1).
@@ -64,24 +79,37 @@ impl Writer {
             InfluxApi::V1 { .. } => "/ping",
         };
         let url = format!("{}{path}", self.cfg.url);
-        match self.http.get(&url).send().await {
+        let http = self.http.as_ref().map_err(|e| format!("{url}: {e}"))?;
+        match http.get(&url).send().await {
             Ok(resp) if resp.status().is_success() => Ok(()),
-            Ok(resp) => Err(format!("{url} answered {}", resp.status())),
-            Err(e) => Err(format!("{url}: {}", error_chain(&e))),
+            Ok(resp) => {
+                let status = resp.status();
+                let text = resp.text().await.unwrap_or_default();
+                match classify_status(status, &text, &self.cfg) {
+                    WriteError::Retry {
+                        kind: "tls required",
+                        detail,
+                        ..
+                    } => Err(format!("{url}: {detail}")),
+                    _ => Err(format!("{url} answered {status}")),
+                }
+            }
+            Err(e) => match tls_problem(&e, &self.cfg) {
+                Some(detail) => Err(format!("{url}: {detail}")),
+                None => Err(format!("{url}: {}", error_chain(&e))),
+            },
         }
     }
 
     async fn write(&self, body: &str) -> Result<(), WriteError> {
+        let http = self.http()?;
         let mut req = match &self.cfg.api {
             InfluxApi::V2 { org, bucket, token } => {
-                let req = self
-                    .http
-                    .post(format!("{}/api/v2/write", self.cfg.url))
-                    .query(&[
-                        ("org", org.as_str()),
-                        ("bucket", bucket.as_str()),
-                        ("precision", "ns"),
-                    ]);
+                let req = http.post(format!("{}/api/v2/write", self.cfg.url)).query(&[
+                    ("org", org.as_str()),
+                    ("bucket", bucket.as_str()),
+                    ("precision", "ns"),
+                ]);
                 match token {
                     Some(token) => req.header("Authorization", format!("Token {}", token.expose())),
                     None => req,
@@ -92,8 +120,7 @@ impl Writer {
                 username,
                 password,
             } => {
-                let req = self
-                    .http
+                let req = http
                     .post(format!("{}/write", self.cfg.url))
                     .query(&[("db", database.as_str()), ("precision", "ns")]);
                 match username {
@@ -112,17 +139,27 @@ impl Writer {
         } else {
             req.body(body.to_string())
         };
-        let resp = req.send().await.map_err(|e| WriteError::Retry {
-            kind: if error_chain(&e).contains("dns error") {
-                "name resolution failed"
-            } else if e.is_connect() {
-                "unreachable"
-            } else {
-                "request failed"
-            },
-            detail: error_chain(&e),
-            retry_after: None,
-        })?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| match tls_problem(&e, &self.cfg) {
+                Some(detail) => WriteError::Retry {
+                    kind: "tls failure",
+                    detail,
+                    retry_after: None,
+                },
+                None => WriteError::Retry {
+                    kind: if error_chain(&e).contains("dns error") {
+                        "name resolution failed"
+                    } else if e.is_connect() {
+                        "unreachable"
+                    } else {
+                        "request failed"
+                    },
+                    detail: error_chain(&e),
+                    retry_after: None,
+                },
+            })?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());
@@ -134,33 +171,127 @@ impl Writer {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
         let text = resp.text().await.unwrap_or_default();
-        let message = format!("{status}: {}", text.trim());
-        Err(match status {
-            StatusCode::BAD_REQUEST
-            | StatusCode::PAYLOAD_TOO_LARGE
-            | StatusCode::UNPROCESSABLE_ENTITY => WriteError::Rejected(message),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => WriteError::Retry {
-                kind: "authentication failed",
-                detail: format!("{message} (check [influxdb] token / username / password)"),
+        Err(match classify_status(status, &text, &self.cfg) {
+            WriteError::Retry { kind, detail, .. } => WriteError::Retry {
+                kind,
+                detail,
                 retry_after,
             },
-            StatusCode::NOT_FOUND => WriteError::Retry {
-                kind: "database or bucket not found",
-                detail: format!("{message} (create it, or fix [influxdb] bucket / database / org)"),
-                retry_after,
-            },
-            _ => WriteError::Retry {
-                kind: "server error",
-                detail: message,
-                retry_after,
-            },
+            rejected => rejected,
         })
     }
 }
 
+/// The HTTP client for `cfg`: TLS settings applied, or the reason they could not be.
+fn client(cfg: &InfluxConfig) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(cfg.timeout)
+        .connect_timeout(cfg.timeout.min(Duration::from_secs(5)));
+    if let Some(tls) = &cfg.tls {
+        // Never plaintext, not even after a redirect.
+        builder = builder.https_only(true);
+        if let Some(pem) = &tls.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| format!("[influxdb] ca_file unusable: {}", error_chain(&e)))?;
+            // The private CA replaces the built-in roots, as `[mqtt] ca_file` does.
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+    }
+    builder.build().map_err(|e| {
+        format!(
+            "TLS setup failed: {} (check [influxdb] ca_file)",
+            error_chain(&e)
+        )
+    })
+}
+
+/// rustls' error somewhere in `e`'s chain. `io::Error::source` skips the error it wraps, and
+/// hyper-rustls wraps tokio-rustls' `io::Error(rustls::Error)` in another `io::Error`, so
+/// wrapped I/O errors are opened with `get_ref`.
+fn rustls_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    if let Some(inner) = e
+        .downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::get_ref)
+    {
+        if let Some(tls) = rustls_cause(inner) {
+            return Some(tls);
+        }
+    }
+    e.source().and_then(rustls_cause)
+}
+
+/// Sorts a non-2xx answer (no I/O). `retry_after` is left for the caller to fill in.
+fn classify_status(status: StatusCode, text: &str, cfg: &InfluxConfig) -> WriteError {
+    let message = format!("{status}: {}", text.trim());
+    match status {
+        // Go's HTTP server answers a plaintext request on its TLS port with this 400. It is
+        // not the data's fault: quarantining it would lose every reading.
+        StatusCode::BAD_REQUEST if text.contains("HTTP request to an HTTPS server") => {
+            WriteError::Retry {
+                kind: "tls required",
+                detail: format!(
+                    "{message} (the server speaks HTTPS: use https:// in [influxdb] url, with ca_file for a private CA)"
+                ),
+                retry_after: None,
+            }
+        }
+        StatusCode::BAD_REQUEST
+        | StatusCode::PAYLOAD_TOO_LARGE
+        | StatusCode::UNPROCESSABLE_ENTITY => WriteError::Rejected(message),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            let check = match (&cfg.api, status) {
+                (InfluxApi::V1 { .. }, StatusCode::UNAUTHORIZED) => {
+                    "check [influxdb] username/password; INFLUXDB_PASSWORD or password_file override password"
+                }
+                (InfluxApi::V1 { .. }, _) => {
+                    "check that [influxdb] username may write to [influxdb] database"
+                }
+                (InfluxApi::V2 { .. }, StatusCode::UNAUTHORIZED) => {
+                    "check [influxdb] token; INFLUXDB_TOKEN or token_file override it"
+                }
+                (InfluxApi::V2 { .. }, _) => {
+                    "check that [influxdb] token may write to [influxdb] bucket"
+                }
+            };
+            WriteError::Retry {
+                kind: "authentication failed",
+                detail: format!("{message} ({check})"),
+                retry_after: None,
+            }
+        }
+        StatusCode::NOT_FOUND => WriteError::Retry {
+            kind: "database or bucket not found",
+            detail: format!("{message} (create it, or fix [influxdb] bucket / database / org)"),
+            retry_after: None,
+        },
+        _ => WriteError::Retry {
+            kind: "server error",
+            detail: message,
+            retry_after: None,
+        },
+    }
+}
+
+/// The TLS failure behind a request error, as a log detail naming the setting to check;
+/// `None` when the request failed for another reason.
+fn tls_problem(e: &(dyn std::error::Error + 'static), cfg: &InfluxConfig) -> Option<String> {
+    let reason = rustls_cause(e)?.to_string();
+    let check = match cfg.tls.as_ref().and_then(|t| t.ca_pem.as_ref()) {
+        Some(_) => "check that [influxdb] ca_file holds the CA that signed the server's certificate and that the certificate names this host",
+        None => "the server's certificate must chain to the built-in Mozilla roots: for a private CA set [influxdb] ca_file; the certificate must name this host",
+    };
+    Some(format!("TLS: {reason} ({check})"))
+}
+
 /// Runs the sink until finished or aborted.
-pub async fn run(cfg: InfluxConfig, ctx: SinkContext) -> Result<(), SinkError> {
-    let mut cursor = Cursor::load(NAME, &ctx)?;
+pub async fn run(cfg: InfluxConfig, ctx: &SinkContext) -> Result<(), SinkError> {
+    let mut cursor = Cursor::load(NAME, ctx)?;
     let mut backoff = Backoff::new(cfg.retry_initial, cfg.retry_max);
     let mut link = LinkState::new(ctx.events.clone());
     let target = cfg.url.clone();
@@ -178,7 +309,7 @@ pub async fn run(cfg: InfluxConfig, ctx: SinkContext) -> Result<(), SinkError> {
         let finishing = ctx.finish.is_cancelled();
         let mut batch = ctx.outbox.read_after(cursor.value, batch_size)?;
         if batch.is_empty() {
-            cursor.persist(&ctx)?;
+            cursor.persist(ctx)?;
             if finishing {
                 return Ok(());
             }
@@ -205,16 +336,16 @@ pub async fn run(cfg: InfluxConfig, ctx: SinkContext) -> Result<(), SinkError> {
         }
         loop {
             for r in &batch {
-                cursor.sending(r, &ctx);
+                cursor.sending(r, ctx);
             }
-            match deliver(&writer, &batch, &ctx).await {
+            match deliver(&writer, &batch, ctx).await {
                 Ok(()) => {
                     backoff.reset();
                     link.up(NAME, &target);
                     ctx.status.set_error(None);
                     if let Some(last) = batch.last() {
-                        cursor.advance(last.seq, &ctx)?;
-                        cursor.persist(&ctx)?;
+                        cursor.advance(last.seq, ctx)?;
+                        cursor.persist(ctx)?;
                     }
                     break;
                 }
@@ -282,4 +413,98 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn cfg(influx: &str) -> InfluxConfig {
+        Config::from_toml(&format!("[influxdb]\n{influx}"), "t.toml", &|_| None)
+            .expect("config")
+            .influx
+            .expect("influx")
+    }
+
+    fn retry(e: WriteError) -> (&'static str, String) {
+        match e {
+            WriteError::Retry { kind, detail, .. } => (kind, detail),
+            WriteError::Rejected(m) => panic!("rejected: {m}"),
+        }
+    }
+
+    #[test]
+    fn a_refused_login_names_the_setting_of_its_api() {
+        let v1 = cfg("url = \"http://x\"\napi = \"v1\"\ndatabase = \"d\"\nusername = \"u\"\npassword = \"pw-Secret-1\"\n");
+        let body = r#"{"error":"authorization failed"}"#;
+        let (kind, detail) = retry(classify_status(StatusCode::UNAUTHORIZED, body, &v1));
+        assert_eq!(kind, "authentication failed");
+        assert!(detail.contains("[influxdb] username/password"), "{detail}");
+        assert!(!detail.contains("pw-Secret-1"));
+        let v2 = cfg("url = \"http://x\"\nbucket = \"b\"\ntoken = \"tok\"\n");
+        let (kind, detail) = retry(classify_status(StatusCode::UNAUTHORIZED, body, &v2));
+        assert_eq!(kind, "authentication failed");
+        assert!(detail.contains("check [influxdb] token"), "{detail}");
+        let (_, detail) = retry(classify_status(StatusCode::FORBIDDEN, "", &v2));
+        assert!(
+            detail.contains("may write to [influxdb] bucket"),
+            "{detail}"
+        );
+    }
+
+    #[test]
+    fn plaintext_to_a_tls_port_is_retried_not_quarantined() {
+        let c = cfg("url = \"http://x\"\nbucket = \"b\"\n");
+        let body = "Client sent an HTTP request to an HTTPS server.\n";
+        let (kind, detail) = retry(classify_status(StatusCode::BAD_REQUEST, body, &c));
+        assert_eq!(kind, "tls required");
+        assert!(
+            detail.contains("use https:// in [influxdb] url"),
+            "{detail}"
+        );
+        let bad_line = r#"{"error":"unable to parse 'x': missing fields"}"#;
+        assert!(matches!(
+            classify_status(StatusCode::BAD_REQUEST, bad_line, &c),
+            WriteError::Rejected(_)
+        ));
+    }
+
+    /// An error wrapping another, as reqwest and hyper wrap the connector's I/O error.
+    #[derive(Debug)]
+    struct Wrapped(Box<dyn std::error::Error + Send + Sync>);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("error sending request")
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&*self.0)
+        }
+    }
+
+    #[test]
+    fn certificate_errors_are_found_inside_io_errors() {
+        let unknown_issuer =
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        // hyper-rustls: io::Error::other(tokio-rustls' io::Error(InvalidData, rustls::Error)).
+        let err = Wrapped(Box::new(std::io::Error::other(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            unknown_issuer,
+        ))));
+        let https = cfg("url = \"https://x\"\nbucket = \"b\"\n");
+        let detail = tls_problem(&err, &https).expect("a TLS problem");
+        assert!(
+            detail.starts_with("TLS: invalid peer certificate: UnknownIssuer"),
+            "{detail}"
+        );
+        assert!(detail.contains("set [influxdb] ca_file"), "{detail}");
+        let refused = Wrapped(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        assert_eq!(tls_problem(&refused, &https), None);
+    }
 }

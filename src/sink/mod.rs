@@ -72,7 +72,7 @@ pub struct SinkContext {
 pub type SinkError = OutboxError;
 
 /// Runs the sink until finished or aborted.
-pub async fn run(cfg: SinkConfig, ctx: SinkContext) -> Result<(), SinkError> {
+pub async fn run(cfg: SinkConfig, ctx: &SinkContext) -> Result<(), SinkError> {
     match cfg {
         SinkConfig::Mqtt(c) => mqtt::run(c, ctx).await,
         SinkConfig::Influx(c) => influx::run(c, ctx).await,

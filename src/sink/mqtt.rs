@@ -54,14 +54,14 @@ enum SessionEnd {
 }
 
 /// Runs the sink until finished or aborted.
-pub async fn run(cfg: MqttConfig, ctx: SinkContext) -> Result<(), SinkError> {
-    let mut cursor = Cursor::load(NAME, &ctx)?;
+pub async fn run(cfg: MqttConfig, ctx: &SinkContext) -> Result<(), SinkError> {
+    let mut cursor = Cursor::load(NAME, ctx)?;
     let mut backoff = Backoff::new(cfg.reconnect_initial, cfg.reconnect_max);
     let mut link = LinkState::new(ctx.events.clone());
     let target = describe(&cfg.target);
     loop {
-        let end = session(&cfg, &ctx, &mut cursor, &mut backoff, &mut link, &target).await?;
-        cursor.persist(&ctx)?;
+        let end = session(&cfg, ctx, &mut cursor, &mut backoff, &mut link, &target).await?;
+        cursor.persist(ctx)?;
         match end {
             SessionEnd::Finished | SessionEnd::Aborted => return Ok(()),
             SessionEnd::Failed { kind, detail } => {
@@ -69,14 +69,14 @@ pub async fn run(cfg: MqttConfig, ctx: SinkContext) -> Result<(), SinkError> {
                 ctx.status.set_error(Some(format!("{kind}: {detail}")));
                 link.down(NAME, &target, kind, &detail, delay);
                 debug!(attempt = backoff.attempts(), retry_in = ?delay, "mqtt reconnect scheduled");
-                if nothing_left(&cursor, &ctx)? {
+                if nothing_left(&cursor, ctx)? {
                     return Ok(());
                 }
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = ctx.abort.cancelled() => return Ok(()),
                     () = ctx.finish.cancelled(), if !ctx.finish.is_cancelled() => {
-                        if nothing_left(&cursor, &ctx)? {
+                        if nothing_left(&cursor, ctx)? {
                             return Ok(());
                         }
                     }
@@ -133,8 +133,9 @@ fn client_identity(cert: &[u8], key: &[u8]) -> Option<Identity> {
 }
 
 /// Finishing, and every committed reading already delivered: no reason to keep reconnecting.
+/// (Gateway events after the cursor do not count: MQTT does not carry them.)
 fn nothing_left(cursor: &Cursor, ctx: &SinkContext) -> Result<bool, SinkError> {
-    Ok(ctx.finish.is_cancelled() && cursor.value >= ctx.outbox.last_seq()?)
+    Ok(ctx.finish.is_cancelled() && ctx.outbox.count_after(cursor.value)? == 0)
 }
 
 fn describe(target: &BrokerTarget) -> String {
@@ -155,7 +156,11 @@ fn qos(level: u8) -> QoS {
 /// The rumqttc options for `cfg`.
 pub fn options(cfg: &MqttConfig) -> MqttOptions {
     let mut opts = connection_options(cfg, cfg.client_id.clone());
-    opts.set_clean_session(false)
+    // A persistent session (clean session off) as the broker contract asks, except with
+    // QoS 2: every connection starts a new client whose packet ids restart at 1, and a broker
+    // still holding an unreleased QoS 2 id from the old session would take a new publish
+    // with that id as a duplicate and drop it, while completing the handshake.
+    opts.set_clean_session(cfg.qos == 2)
         // Twice our window: packet ids are never reused while one is awaiting its ack.
         .set_inflight(cfg.inflight.saturating_mul(2))
         .set_last_will(LastWill::new(

@@ -7,13 +7,13 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::io::BufReader;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::lines::{forward, Ended};
+use super::lines::{forward, read_line, to_text, Ended};
 use super::SourceEnd;
 use crate::backoff::Backoff;
 use crate::config::ProcessConfig;
@@ -119,9 +119,16 @@ async fn supervise(
     if let Some(stderr) = child.stderr.take() {
         let pid = child.id();
         tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                info!(pid, line = line.trim_end(), "source stderr");
+            // Bounded like stdout: a child writing without newlines cannot grow memory.
+            let mut reader = BufReader::new(stderr);
+            let mut buf = Vec::new();
+            while let Ok((_, eof)) = read_line(&mut reader, &mut buf, max_line).await {
+                if !buf.is_empty() {
+                    info!(pid, line = to_text(&buf).trim_end(), "source stderr");
+                }
+                if eof {
+                    break;
+                }
             }
         });
     }

@@ -7,7 +7,7 @@ use tokio::io::BufReader;
 use tokio::sync::mpsc;
 use tokio_serial::SerialPortBuilderExt as _;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::lines::{forward, Ended};
 use super::SourceEnd;
@@ -29,11 +29,16 @@ pub async fn run(
 ) -> SourceEnd {
     let mut backoff = Backoff::new(cfg.restart_initial, cfg.restart_max);
     let path = cfg.path.display().to_string();
+    // Whether the current outage was already logged: one warning per state change.
+    let mut down_logged = false;
     loop {
         let opened = Instant::now();
+        let mut was_open = false;
         let problem = match tokio_serial::new(&path, cfg.baud).open_native_async() {
             Ok(port) => {
                 info!(path, baud = cfg.baud, "serial port opened");
+                was_open = true;
+                down_logged = false;
                 let mut reader = BufReader::new(port);
                 let ended = tokio::select! {
                     ended = forward(&mut reader, max_line, &tx) => ended,
@@ -51,12 +56,19 @@ pub async fn run(
             backoff.reset();
         }
         let delay = backoff.next_delay();
-        warn!(path, error = problem, reopen_in = ?delay, "serial port unavailable");
-        events.emit(
-            EventKind::SourceRestarted,
-            "serial",
-            &format!("{path} unavailable ({problem}); reopening"),
-        );
+        if !down_logged {
+            warn!(path, error = problem, reopen_in = ?delay, "serial port unavailable; reopening with backoff");
+            down_logged = true;
+        } else {
+            debug!(path, error = problem, reopen_in = ?delay, "serial port still unavailable");
+        }
+        if was_open {
+            events.emit(
+                EventKind::SourceRestarted,
+                "serial",
+                &format!("{path} lost ({problem}); reopening"),
+            );
+        }
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = token.cancelled() => return SourceEnd::Cancelled,

@@ -823,18 +823,37 @@ fn json_number(v: &Value) -> f64 {
 // InfluxDB 1.6
 // ---------------------------------------------------------------------------------------------
 
-/// An InfluxDB 1.x (`influxd`) on 127.0.0.1:`port`, auth disabled.
+/// An InfluxDB 1.x (`influxd`) on 127.0.0.1:`port`, auth disabled unless
+/// [`InfluxDb1::start_with`] enables it.
 pub struct InfluxDb1 {
     pub port: u16,
     /// The RPC (backup/restore) port; unused by tests but must not collide.
     pub rpc_port: u16,
     proc: Proc,
     dir: TempDir,
+    /// `https-enabled = true`: the API speaks only TLS.
+    tls: bool,
+    /// Login for the harness's own requests, once [`InfluxDb1::create_admin`] made one.
+    credentials: Option<(String, String)>,
 }
 
 impl InfluxDb1 {
     /// Starts a fresh instance and waits until `/ping` answers 204.
     pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Like [`InfluxDb1::start`], with `http_section_extra` (TOML lines such as
+    /// `auth-enabled = true` or `https-enabled = true` plus `https-certificate` and
+    /// `https-private-key`) added to the `[http]` section; a key given there replaces the
+    /// harness's default for it. With `https-enabled = true` the readiness probe and the
+    /// harness's own requests use https without verifying the certificate (the harness is
+    /// not what is under test); [`InfluxDb1::url`] is then `https://`.
+    pub fn start_with(http_section_extra: &str) -> Self {
+        let tls = http_section_extra.lines().any(|l| {
+            let l = l.split('#').next().unwrap_or_default().replace(' ', "");
+            l == "https-enabled=true"
+        });
         let bin = require_binary("influxd", INFLUXD_BIN);
         let dir = new_temp_dir("harness-influxdb-");
         let path = dir.path().to_path_buf();
@@ -851,18 +870,58 @@ impl InfluxDb1 {
                         break p;
                     }
                 };
-                write_influx_conf(&conf, &path, port, rpc_port);
+                write_influx_conf(&conf, &path, port, rpc_port, http_section_extra);
                 proc.args = vec!["run".into(), "-config".into(), conf.clone().into()];
                 port
             },
-            influx_ready,
+            |port| influx_ready(port, tls),
         );
         InfluxDb1 {
             port,
             rpc_port,
             proc,
             dir,
+            tls,
+            credentials: None,
         }
+    }
+
+    /// With `auth-enabled = true` and no users yet, InfluxDB accepts one unauthenticated
+    /// `CREATE USER .. WITH ALL PRIVILEGES`; this runs it, and the harness's later requests
+    /// log in as that user. Panics on any error.
+    pub fn create_admin(&mut self, user: &str, password: &str) {
+        let q = format!(
+            "CREATE USER {} WITH PASSWORD {} WITH ALL PRIVILEGES",
+            influx_ident(user),
+            influx_string(password)
+        );
+        self.query_sync(&q);
+        self.credentials = Some((user.to_string(), password.to_string()));
+    }
+
+    /// The server's stdout and stderr so far (its HTTP access log with `log-enabled = true`).
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&fs::read(&self.proc.stdio_log).unwrap_or_default()).into_owned()
+    }
+
+    /// A blocking `POST /query` of `q` (as the admin, when there is one); panics unless it
+    /// succeeded without a statement error.
+    fn query_sync(&self, q: &str) {
+        let mut target = "/query".to_string();
+        if let Some((u, p)) = &self.credentials {
+            target = format!("/query?u={}&p={}", urlencode(u), urlencode(p));
+        }
+        let body = format!("q={}", urlencode(q));
+        let sent = if self.tls {
+            https_sync(self.port, "POST", &target, &body)
+        } else {
+            http_sync(self.port, "POST", &target, &body)
+        };
+        let (status, _, resp) = sent.unwrap_or_else(|e| panic!("POST /query {q}: {e}"));
+        assert!(
+            status == 200 && !resp.contains("\"error\""),
+            "{q}: HTTP {status}: {resp}"
+        );
     }
 
     /// Graceful shutdown (SIGTERM), waits for the exit.
@@ -878,16 +937,18 @@ impl InfluxDb1 {
     /// Starts again on the same ports with the same data.
     pub fn start_again(&mut self) {
         let port = self.port;
-        self.proc.spawn_ready(port, || influx_ready(port));
+        let tls = self.tls;
+        self.proc.spawn_ready(port, || influx_ready(port, tls));
     }
 
     pub fn is_running(&mut self) -> bool {
         self.proc.is_running()
     }
 
-    /// `http://127.0.0.1:<port>`
+    /// `http://127.0.0.1:<port>`, or `https://` with `https-enabled = true`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn dir(&self) -> &Path {
@@ -896,23 +957,21 @@ impl InfluxDb1 {
 
     /// `CREATE DATABASE "<db>"` (blocking; idempotent). Panics on any error.
     pub fn create_database(&self, db: &str) {
-        let q = format!("CREATE DATABASE {}", influx_ident(db));
-        let body = format!("q={}", urlencode(&q));
-        let (status, _, resp) = http_sync(self.port, "POST", "/query", &body)
-            .unwrap_or_else(|e| panic!("POST /query {q}: {e}"));
-        assert!(
-            status == 200 && !resp.contains("\"error\""),
-            "{q}: HTTP {status}: {resp}"
-        );
+        self.query_sync(&format!("CREATE DATABASE {}", influx_ident(db)));
     }
 
     /// Runs InfluxQL `q` against `db` (POST /query, `epoch=ns`) and returns the raw JSON.
     /// Panics on transport errors and non-2xx statuses; statement errors stay in the JSON.
     pub async fn query(&self, db: &str, q: &str) -> Value {
         let url = format!("{}/query", self.url());
-        let resp = http()
+        let client = if self.tls { https_insecure() } else { http() };
+        let mut req = client
             .post(&url)
-            .form(&[("db", db), ("q", q), ("epoch", "ns")])
+            .form(&[("db", db), ("q", q), ("epoch", "ns")]);
+        if let Some((u, p)) = &self.credentials {
+            req = req.basic_auth(u, Some(p));
+        }
+        let resp = req
             .send()
             .await
             .unwrap_or_else(|e| panic!("POST {url} {q}: {e}"));
@@ -955,13 +1014,106 @@ impl InfluxDb1 {
     }
 }
 
-fn influx_ready(port: u16) -> bool {
-    matches!(http_sync(port, "GET", "/ping", ""), Ok((204, head, _))
+fn influx_ready(port: u16, tls: bool) -> bool {
+    let answer = if tls {
+        https_sync(port, "GET", "/ping", "")
+    } else {
+        http_sync(port, "GET", "/ping", "")
+    };
+    matches!(answer, Ok((204, head, _))
         if head.to_ascii_lowercase().contains("x-influxdb-version"))
 }
 
-fn write_influx_conf(conf: &Path, dir: &Path, port: u16, rpc_port: u16) {
+/// Quotes an InfluxQL string literal.
+fn influx_string(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// An HTTPS client that accepts any certificate, for the harness's own requests to servers
+/// whose TLS it configured itself. No connection pooling (see [`http`]).
+fn https_insecure() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("build reqwest client")
+    })
+}
+
+/// [`http_sync`] over TLS (certificate not verified). Runs on its own thread with its own
+/// runtime, so it works from sync code inside a test's runtime too.
+fn https_sync(
+    port: u16,
+    method: &str,
+    target: &str,
+    body: &str,
+) -> std::io::Result<(u16, String, String)> {
+    let url = format!("https://127.0.0.1:{port}{target}");
+    let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(std::io::Error::other)?;
+    let body = body.to_string();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let resp = https_insecure()
+                    .request(method, &url)
+                    .header("Content-Type", "application/x-www-form-urlencoded")
+                    .body(body)
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await
+                    .map_err(std::io::Error::other)?;
+                let status = resp.status().as_u16();
+                let mut head = format!("{:?} {}", resp.version(), resp.status());
+                for (name, value) in resp.headers() {
+                    let _ = write!(head, "\r\n{name}: {}", value.to_str().unwrap_or("?"));
+                }
+                let text = resp.text().await.map_err(std::io::Error::other)?;
+                Ok((status, head, text))
+            })
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("https request thread panicked")))
+    })
+}
+
+/// `[http]` keys the harness sets; `extra` lines replace or add to them.
+fn influx_http_section(port: u16, extra: &str) -> String {
+    let key = |line: &str| {
+        line.split('=')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let extra_keys: Vec<String> = extra.lines().map(key).filter(|k| !k.is_empty()).collect();
+    let defaults = [
+        "enabled = true".to_string(),
+        format!("bind-address = \"127.0.0.1:{port}\""),
+        "auth-enabled = false".to_string(),
+        "log-enabled = false".to_string(),
+        "pprof-enabled = false".to_string(),
+    ];
+    let mut out = String::new();
+    for line in defaults
+        .iter()
+        .map(String::as_str)
+        .filter(|l| !extra_keys.contains(&key(l)))
+        .chain(extra.lines().map(str::trim).filter(|l| !l.is_empty()))
+    {
+        let _ = writeln!(out, "  {line}");
+    }
+    out
+}
+
+fn write_influx_conf(conf: &Path, dir: &Path, port: u16, rpc_port: u16, http_extra: &str) {
     let d = dir.display();
+    let http_section = influx_http_section(port, http_extra);
     let text = format!(
         r#"reporting-enabled = false
 bind-address = "127.0.0.1:{rpc_port}"
@@ -980,12 +1132,7 @@ bind-address = "127.0.0.1:{rpc_port}"
   store-enabled = false
 
 [http]
-  enabled = true
-  bind-address = "127.0.0.1:{port}"
-  auth-enabled = false
-  log-enabled = false
-  pprof-enabled = false
-
+{http_section}
 [logging]
   level = "warn"
   suppress-logo = true

@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod certs;
 mod chaos;
 mod cli;
 mod dashboard;
@@ -11,6 +12,7 @@ mod delivery;
 mod deploy;
 mod gateway;
 mod grafana;
+mod influx_security;
 mod monitoring;
 mod pipeline;
 mod security;
