@@ -364,8 +364,12 @@ async fn probe_servers(cfg: &Config) {
     }
     if let Some(i) = &cfg.influx {
         let writer = sink::influx::Writer::new(i.clone());
-        match writer.probe().await {
-            Ok(()) => check(true, "influxdb", format!("{} reachable", i.url)),
+        let reached = match writer.probe().await {
+            Ok(()) => writer.check_write().await,
+            Err(e) => Err(e),
+        };
+        match reached {
+            Ok(()) => check(true, "influxdb", format!("{} accepts our writes", i.url)),
             Err(e) => check(
                 false,
                 "influxdb",

@@ -48,8 +48,9 @@ pub async fn run(cfg: &Config) -> ExitCode {
         }
     }
     if let Some(i) = &cfg.influx {
-        match crate::sink::influx::Writer::new(i.clone()).probe().await {
-            Ok(()) => item(true, "influxdb", format!("{} reachable", i.url)),
+        let writer = crate::sink::influx::Writer::new(i.clone());
+        match writer.probe().await.and(writer.check_write().await) {
+            Ok(()) => item(true, "influxdb", format!("{} accepts our writes", i.url)),
             Err(e) => item(false, "influxdb", format!("{e} (check [influxdb] url)")),
         }
     }

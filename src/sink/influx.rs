@@ -101,6 +101,15 @@ impl Writer {
         }
     }
 
+    /// Sends an empty write: proves the credentials and that the database or bucket exists,
+    /// without writing a point (an empty body refused as bad data still passed both).
+    pub async fn check_write(&self) -> Result<(), String> {
+        match self.write("").await {
+            Ok(()) | Err(WriteError::Rejected(_)) => Ok(()),
+            Err(WriteError::Retry { kind, detail, .. }) => Err(format!("{kind}: {detail}")),
+        }
+    }
+
     async fn write(&self, body: &str) -> Result<(), WriteError> {
         let http = self.http()?;
         let mut req = match &self.cfg.api {

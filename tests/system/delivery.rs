@@ -150,11 +150,16 @@ async fn fake_influx() -> (u16, Arc<Mutex<Vec<(Instant, String)>>>) {
                             .read_to_string(&mut text)
                             .unwrap();
                         let mut w = seen.lock().unwrap();
-                        w.push((Instant::now(), text));
-                        if w.len() == 1 {
-                            "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\ncontent-length: 0\r\n\r\n"
-                        } else {
+                        if text.is_empty() {
+                            // The start-up check's empty write: not a delivery.
                             "HTTP/1.1 204 No Content\r\n\r\n"
+                        } else {
+                            w.push((Instant::now(), text));
+                            if w.len() == 1 {
+                                "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\ncontent-length: 0\r\n\r\n"
+                            } else {
+                                "HTTP/1.1 204 No Content\r\n\r\n"
+                            }
                         }
                     } else {
                         "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"

@@ -273,6 +273,10 @@ async fn influxdb_v1_login_delivers_and_a_wrong_password_is_one_line_retried_and
         .collect();
     assert_eq!(lines.len(), 1, "once per state change: {log}");
     assert!(
+        log.contains("✗ influxdb") && log.contains("authentication failed: 401"),
+        "the start-up checklist already says it: {log}"
+    );
+    assert!(
         lines[0].contains("401") && lines[0].contains("check [influxdb] username/password"),
         "{}",
         lines[0]
@@ -299,7 +303,7 @@ async fn influxdb_v1_login_delivers_and_a_wrong_password_is_one_line_retried_and
 }
 
 /// A FAKE InfluxDB v2 write endpoint (there is no InfluxDB 2 here): it records each request's
-/// `Authorization` header, answers the first write 401 and every later one 204.
+/// `Authorization` header, answers the first two writes 401 and every later one 204.
 fn fake_influxdb_v2() -> (u16, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -331,7 +335,8 @@ fn fake_influxdb_v2() -> (u16, Arc<Mutex<Vec<String>>>) {
             let status = if request_line.contains("/api/v2/write") {
                 record.lock().unwrap().push(auth.unwrap_or_default());
                 writes += 1;
-                if writes == 1 {
+                // The first two: the start-up check's empty write and the sink's first batch.
+                if writes <= 2 {
                     "401 Unauthorized"
                 } else {
                     "204 No Content"
