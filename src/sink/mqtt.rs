@@ -243,8 +243,9 @@ async fn session(
             committed.borrow_and_update();
             while tracker.outstanding() < window {
                 if buffered.is_empty() {
-                    let room = window - tracker.outstanding();
-                    buffered.extend(ctx.outbox.read_after(tracker.highest_queued(), room)?);
+                    // Read a whole window ahead (bounded), not one row per acknowledgement:
+                    // one query per `window` messages instead of one per message.
+                    buffered.extend(ctx.outbox.read_after(tracker.highest_queued(), window)?);
                 }
                 let Some(r) = buffered.pop_front() else { break };
                 if r.is_event() {
