@@ -251,34 +251,33 @@ impl Outbox {
 
     /// Commits every reading of `packets` in one transaction; returns the last seq.
     pub fn append(&mut self, packets: &[Packet]) -> Result<i64> {
-        let path = &self.path;
-        let err = |source| OutboxError::Sqlite {
-            path: path.clone(),
-            cause: source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO readings (ts, node, metric, unit, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+        self.insert_rows(packets.iter().flat_map(|p| {
+            p.readings.iter().map(move |r| {
+                (
+                    p.received_ns,
+                    r.node.as_str(),
+                    r.metric.as_str(),
+                    r.unit,
+                    r.value.as_str(),
                 )
-                .map_err(err)?;
-            for p in packets {
-                for r in &p.readings {
-                    insert
-                        .execute(params![p.received_ns, r.node, r.metric, r.unit, r.value])
-                        .map_err(err)?;
-                }
-            }
-        }
-        let last = tx.last_insert_rowid();
-        tx.commit().map_err(err)?;
-        Ok(last)
+            })
+        }))
     }
 
     /// Commits gateway events `(ts_ns, node, kind, text)` in one transaction (see
     /// [`crate::reading::EVENT_UNIT`]); returns the last seq.
     pub fn append_events(&mut self, events: &[(i64, &str, &str, &str)]) -> Result<i64> {
+        self.insert_rows(events.iter().map(|&(ts, node, kind, text)| {
+            (ts, node, kind, Some(crate::reading::EVENT_UNIT), text)
+        }))
+    }
+
+    /// Inserts `(ts, node, metric, unit, value)` rows in one transaction; the seqs they get
+    /// are consecutive. Returns the last seq.
+    fn insert_rows<'a>(
+        &mut self,
+        rows: impl Iterator<Item = (i64, &'a str, &'a str, Option<&'a str>, &'a str)>,
+    ) -> Result<i64> {
         let path = &self.path;
         let err = |source| OutboxError::Sqlite {
             path: path.clone(),
@@ -291,9 +290,9 @@ impl Outbox {
                     "INSERT INTO readings (ts, node, metric, unit, value) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
                 .map_err(err)?;
-            for (ts, node, kind, text) in events {
+            for (ts, node, metric, unit, value) in rows {
                 insert
-                    .execute(params![ts, node, kind, crate::reading::EVENT_UNIT, text])
+                    .execute(params![ts, node, metric, unit, value])
                     .map_err(err)?;
             }
         }
