@@ -102,11 +102,16 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
             } else {
                 ""
             };
-            broker::start(*addr, login)?;
+            let tls = if m.embedded_tls.is_some() {
+                ", TLS"
+            } else {
+                ""
+            };
+            broker::start(*addr, login, m.embedded_tls.clone())?;
             check(
                 true,
                 "broker",
-                format!("embedded MQTT broker on {addr}{auth}"),
+                format!("embedded MQTT broker on {addr}{tls}{auth}"),
             );
         }
     }

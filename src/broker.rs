@@ -1,13 +1,15 @@
 //! The embedded MQTT broker (rumqttd): started when `[mqtt]` has no `broker_url`, so a
 //! newcomer sees topics with nothing else installed. It binds 127.0.0.1:1883 by default.
 //! When `[mqtt] username`/`password` are set, it requires exactly those credentials from
-//! every client (the gateway's own sink logs in with them too).
+//! every client (the gateway's own sink logs in with them too); with
+//! `embedded_cert_file`/`embedded_key_file` it listens with TLS only.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings, TlsConfig};
 
 /// Time allowed for the broker to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,15 +31,24 @@ pub enum BrokerError {
 }
 
 /// Starts the broker on its own threads; returns once it accepts connections.
-/// `login` = (username, password) every client must present.
-pub fn start(addr: SocketAddr, login: Option<(String, String)>) -> Result<(), BrokerError> {
+/// `login` = (username, password) every client must present; `tls` = (certificate, key)
+/// PEM files for a TLS-only listener.
+pub fn start(
+    addr: SocketAddr,
+    login: Option<(String, String)>,
+    tls: Option<(PathBuf, PathBuf)>,
+) -> Result<(), BrokerError> {
     // rumqttd only logs a bind failure from its own thread: check the port first so the
     // user gets an error naming it.
     drop(TcpListener::bind(addr).map_err(|cause| BrokerError::Bind { addr, cause })?);
     let server = ServerSettings {
         name: "v4".into(),
         listen: addr,
-        tls: None,
+        tls: tls.map(|(cert, key)| TlsConfig::Rustls {
+            capath: None,
+            certpath: cert.display().to_string(),
+            keypath: key.display().to_string(),
+        }),
         next_connection_delay_ms: 1,
         connections: ConnectionSettings {
             connection_timeout_ms: 60_000,

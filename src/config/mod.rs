@@ -239,6 +239,8 @@ pub struct MqttConfig {
     pub password: Option<Secret>,
     /// TLS (`mqtts://`); never a plaintext fallback.
     pub tls: Option<MqttTls>,
+    /// The embedded broker's TLS certificate and key files, when it listens with TLS.
+    pub embedded_tls: Option<(PathBuf, PathBuf)>,
     /// Home Assistant discovery, when enabled.
     pub homeassistant: Option<HomeAssistantConfig>,
 }
@@ -679,6 +681,42 @@ impl Validator<'_> {
                 BrokerTarget::Embedded(self.socket_addr("[mqtt] embedded_listen", &listen)?)
             }
         };
+        let embedded_tls = match (m.embedded_cert_file, m.embedded_key_file) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                if !matches!(target, BrokerTarget::Embedded(_)) {
+                    return Err(self.err(
+                        "[mqtt] embedded_cert_file",
+                        "is for the embedded broker, but broker_url names another broker",
+                    ));
+                }
+                for (path, key_name) in [(&cert, "embedded_cert_file"), (&key, "embedded_key_file")]
+                {
+                    if !path.is_file() {
+                        return Err(self.err(
+                            &format!("[mqtt] {key_name}"),
+                            format!("{} is not a readable file", path.display()),
+                        ));
+                    }
+                }
+                // The gateway's own sink connects over TLS too, trusting `ca_file` or, by
+                // default, the broker's (self-signed) certificate itself.
+                tls_wanted = true;
+                Some((cert, key))
+            }
+            (Some(_), None) => {
+                return Err(self.err(
+                    "[mqtt] embedded_key_file",
+                    "required with embedded_cert_file",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(self.err(
+                    "[mqtt] embedded_cert_file",
+                    "required with embedded_key_file",
+                ))
+            }
+        };
         let qos = m.qos.unwrap_or(defaults::QOS);
         if qos > 2 {
             return Err(self.err("[mqtt] qos", format!("must be 0, 1 or 2 (got {qos})")));
@@ -706,7 +744,10 @@ impl Validator<'_> {
             "MQTT_PASSWORD",
             "[mqtt] password_file",
         )?;
-        let tls = self.mqtt_tls(tls_wanted, m.ca_file, m.client_cert_file, m.client_key_file)?;
+        let ca_file = m
+            .ca_file
+            .or_else(|| embedded_tls.as_ref().map(|(cert, _)| cert.clone()));
+        let tls = self.mqtt_tls(tls_wanted, ca_file, m.client_cert_file, m.client_key_file)?;
         Ok(MqttConfig {
             target,
             client_id,
@@ -723,6 +764,7 @@ impl Validator<'_> {
             username: m.username,
             password,
             tls,
+            embedded_tls,
             homeassistant: None,
         })
     }

@@ -105,6 +105,10 @@ pub struct RawMqtt {
     pub broker_url: Option<String>,
     /// Where the embedded broker listens when `broker_url` is unset.
     pub embedded_listen: Option<String>,
+    /// Embedded broker over TLS: its PEM certificate (must name the listen address).
+    pub embedded_cert_file: Option<PathBuf>,
+    /// Embedded broker over TLS: the certificate's PEM private key.
+    pub embedded_key_file: Option<PathBuf>,
     /// Client id (fixed: the broker keeps the persistent session under it).
     pub client_id: Option<String>,
     /// First topic level(s).

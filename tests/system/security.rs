@@ -540,3 +540,83 @@ async fn an_http_token_guards_the_dashboard_and_api_but_not_health() {
     assert!(child.wait().unwrap().success());
     assert!(!log().contains(TOKEN), "the token never reaches the log");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_embedded_broker_can_listen_with_tls_only() {
+    let certs = tempfile::tempdir().unwrap();
+    certificates(certs.path());
+    let c = certs.path().display();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = format!(
+        "[source]\nkind = \"stdin\"\n[storage]\ndir = \"{}\"\n[http]\nenabled = false\n[mqtt]\nembedded_listen = \"127.0.0.1:{port}\"\nembedded_cert_file = \"{c}/server.crt\"\nembedded_key_file = \"{c}/server.key\"\nca_file = \"{c}/ca.crt\"\n",
+        dir.path().join("data").display()
+    );
+    let mut gw = crate::gateway::TestGateway::start(dir.path(), &cfg, Stdio::piped());
+    gw.wait_log("embedded MQTT broker on", Duration::from_secs(20))
+        .await;
+    gw.wait_log("sink connected", Duration::from_secs(10)).await;
+    assert!(gw.log().contains(", TLS"), "{}", gw.log());
+
+    // A TLS subscriber trusting the CA receives what the gateway publishes.
+    let mut opts = rumqttc::MqttOptions::new("tls-watcher", "127.0.0.1", port);
+    opts.set_transport(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Simple {
+            ca: std::fs::read(certs.path().join("ca.crt")).unwrap(),
+            alpn: None,
+            client_auth: None,
+        },
+    ));
+    let (client, mut events) = rumqttc::AsyncClient::new(opts, 64);
+    client
+        .subscribe("iiot/#", rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = received.clone();
+    let watcher = tokio::spawn(async move {
+        let mut subscribed = false;
+        loop {
+            match events.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => subscribed = true,
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) if subscribed => {
+                    sink.lock().unwrap().push(p.topic.clone());
+                }
+                Ok(_) => {}
+                Err(e) => panic!("TLS subscriber: {e}"),
+            }
+        }
+    });
+    // Give the subscription a moment (its SUBACK gates what the watcher records).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut stdin = gw.stdin();
+    use std::io::Write as _;
+    stdin
+        .write_all(fixture("legacy-bmp280.log").as_bytes())
+        .unwrap();
+    crate::support::wait_until("readings over TLS", Duration::from_secs(10), || async {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|t| t.as_str() != "iiot/gateway/status")
+            .count()
+            >= 9
+    })
+    .await;
+
+    // A plaintext client gets no MQTT session from the TLS-only listener.
+    let (_plain, mut plain_events) =
+        rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("plain", "127.0.0.1", port), 4);
+    let outcome = tokio::time::timeout(Duration::from_secs(3), plain_events.poll()).await;
+    assert!(
+        !matches!(
+            outcome,
+            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))))
+        ),
+        "a plaintext client was accepted: {outcome:?}"
+    );
+    watcher.abort();
+    drop(stdin);
+    assert!(gw.wait(EXIT).success(), "{}", gw.log());
+}
