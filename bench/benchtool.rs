@@ -186,7 +186,7 @@ async fn publish(
             for r in packet.readings {
                 msgs.push((
                     reading_topic(prefix, &r.node, &r.metric),
-                    r.value.into_bytes(),
+                    r.value.as_bytes().to_vec(),
                 ));
             }
         }

@@ -253,10 +253,10 @@ fn stored(packets: &[Packet], first_seq: i64) -> impl Iterator<Item = StoredRead
         .map(|((ts_ns, r), seq)| StoredReading {
             seq,
             ts_ns,
-            node: r.node.clone(),
-            metric: r.metric.clone(),
+            node: r.node.to_string(),
+            metric: r.metric.to_string(),
             unit: r.unit.map(str::to_string),
-            value: r.value.clone(),
+            value: r.value.to_string(),
         })
 }
 

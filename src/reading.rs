@@ -1,17 +1,22 @@
 //! The data that flows through the gateway: a `Packet` of `Reading`s decoded from one device
 //! line, all stamped with the one receive time of that line (invariant 3).
 
+pub use compact_str::CompactString;
+
 /// One metric value of one node, as the firmware wrote it.
+///
+/// The three texts are [`CompactString`]s: up to 24 bytes live inline and the known metric
+/// names are static, so decoding a reading allocates nothing (measured, see BENCHMARKS.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reading {
     /// Node name after mapping and sanitizing (`node1`, `signal`, `stats`, ...).
-    pub node: String,
+    pub node: CompactString,
     /// Metric name after mapping and sanitizing (`temperature`, `rssi`, ...).
-    pub metric: String,
+    pub metric: CompactString,
     /// Unit tag (`celsius`, `dbm`, ...), `None` for unknown keys and counters.
     pub unit: Option<&'static str>,
     /// The number exactly as the firmware wrote it (`27.6`, never `27.600000381469727`).
-    pub value: String,
+    pub value: CompactString,
 }
 
 /// All readings of one telemetry line.

@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 
-use iiot_gateway::decode::{decode, Decoded, MARKER, MAX_NAME_LEN};
+use iiot_gateway::decode::{decode, decode_explained, Decoded, MARKER, MAX_NAME_LEN};
 use iiot_gateway::reading::{Packet, StoredReading, EVENT_UNIT};
 use iiot_gateway::sink::lineproto;
 use iiot_gateway::sink::topic::{reading_topic, validate_prefix};
@@ -417,6 +417,45 @@ fn packet_of(decoded: &Decoded) -> Option<&Packet> {
     }
 }
 
+/// A line shaped like the firmware's, with the variations a real one may have: any node
+/// numbers, unknown keys, whitespace, and now and then a duplicate key or a value that is
+/// not a number (so both decoders' paths are taken).
+fn firmware_like_line() -> impl Strategy<Value = String> {
+    let field_key = select(
+        &[
+            "t", "h", "g", "p", "rssi", "snr", "rx", "err", "co2", "a b", "",
+        ][..],
+    );
+    let field_value = prop_oneof![
+        8 => json_number(),
+        1 => select(&["null", "\"hot\"", "[1]", "{}", "true"][..]).prop_map(str::to_string),
+    ];
+    let ws = select(&["", " ", "\t"][..]);
+    let node =
+        prop::collection::vec((field_key, field_value, ws.clone()), 0..6).prop_map(|fields| {
+            let body: Vec<String> = fields
+                .iter()
+                .map(|(k, v, ws)| format!("{ws}\"{k}\"{ws}:{ws}{v}"))
+                .collect();
+            format!("{{{}}}", body.join(","))
+        });
+    let top_key = prop_oneof![
+        4 => "n[0-9]{1,4}",
+        1 => select(&["sig", "sts", "ext", "n", "nX", ""][..]).prop_map(str::to_string),
+    ];
+    let entry = prop_oneof![
+        8 => (top_key, node).prop_map(|(k, v)| format!("\"{k}\":{v}")),
+        1 => any::<u32>().prop_map(|ts| format!("\"ts\":{ts}")),
+        1 => Just("\"id\":\"N2\"".to_string()),
+        1 => json_value(true).prop_map(|v| format!("\"x\":{v}")),
+    ];
+    (
+        prop::collection::vec(entry, 0..8),
+        select(&["", "[INFO] JSON sent via VCP: "][..]),
+    )
+        .prop_map(|(entries, prefix)| format!("{prefix}{{{}}}", entries.join(",")))
+}
+
 // ---------------------------------------------------------------------------------------------
 // The decoder
 // ---------------------------------------------------------------------------------------------
@@ -449,6 +488,16 @@ proptest! {
 
 proptest! {
     #![proptest_config(config(1024))]
+
+    /// `decode` tries a one-pass decoder first and hands every line it cannot take without
+    /// explanation to the decoder that explains: the two must never decide differently.
+    #[test]
+    fn the_fast_path_decides_exactly_like_the_explaining_decoder(
+        line in prop_oneof![firmware_like_line(), hostile_line()],
+        ts in any::<i64>(),
+    ) {
+        prop_assert_eq!(decode(&line, ts), decode_explained(&line, ts), "{:?}", line);
+    }
 
     #[test]
     fn decoder_never_panics_on_hostile_json_lines(line in hostile_line(), ts in any::<i64>()) {
@@ -497,10 +546,10 @@ proptest! {
             assert_round_trips(&StoredReading {
                 seq,
                 ts_ns: packet.received_ns,
-                node: r.node.clone(),
-                metric: r.metric.clone(),
+                node: r.node.to_string(),
+                metric: r.metric.to_string(),
                 unit: r.unit.map(str::to_string),
-                value: r.value.clone(),
+                value: r.value.to_string(),
             })?;
         }
     }

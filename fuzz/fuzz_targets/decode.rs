@@ -1,9 +1,10 @@
 //! Fuzzes the decoder with arbitrary bytes, read as lossy UTF-8 as the sources read them: it
 //! must never panic, must be deterministic, and every reading it accepts must be safe for
-//! every sink (names `[A-Za-z0-9_-]{1,64}`, value text a finite number).
+//! every sink (names `[A-Za-z0-9_-]{1,64}`, value text a finite number), and its one-pass
+//! fast path must decide exactly like the decoder that explains.
 #![no_main]
 
-use iiot_gateway::decode::{decode, Decoded, MAX_NAME_LEN};
+use iiot_gateway::decode::{decode, decode_explained, Decoded, MAX_NAME_LEN};
 use libfuzzer_sys::fuzz_target;
 
 fn is_safe_name(s: &str) -> bool {
@@ -27,4 +28,5 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     assert_eq!(decoded, decode(&line, 0), "not deterministic");
+    assert_eq!(decoded, decode_explained(&line, 0), "fast path differs");
 });

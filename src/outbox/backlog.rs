@@ -71,7 +71,7 @@ mod tests {
             readings: (0..n)
                 .map(|i| Reading {
                     node: "node1".into(),
-                    metric: format!("m{i}"),
+                    metric: format!("m{i}").into(),
                     unit: None,
                     value: "1".into(),
                 })

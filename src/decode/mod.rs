@@ -25,7 +25,9 @@ use std::borrow::Cow;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::reading::{Packet, Reading};
+use crate::reading::{CompactString, Packet, Reading};
+
+mod fast;
 
 /// The text the firmware logs right before the JSON.
 pub const MARKER: &str = "JSON sent via VCP: ";
@@ -51,6 +53,25 @@ pub enum Decoded {
 
 /// Decodes one line received at `received_ns`.
 pub fn decode(line: &str, received_ns: i64) -> Decoded {
+    telemetry_json(line, |json| match fast::packet(json, received_ns) {
+        Some(packet) => Decoded::Packet {
+            packet,
+            rejected: Vec::new(),
+        },
+        None => explained(json, received_ns),
+    })
+}
+
+/// [`decode`] without its one-pass fast path: every line goes through the decoder that
+/// explains. Exists so tests and the fuzzer can check that the two always agree.
+#[doc(hidden)]
+pub fn decode_explained(line: &str, received_ns: i64) -> Decoded {
+    telemetry_json(line, |json| explained(json, received_ns))
+}
+
+/// Runs `decode_json` on the JSON text of a telemetry line; [`Decoded::Skip`] for any other
+/// line.
+fn telemetry_json(line: &str, decode_json: impl FnOnce(&str) -> Decoded) -> Decoded {
     let cleaned;
     let line = if line.contains('\u{1b}') {
         cleaned = strip_ansi(line);
@@ -68,6 +89,13 @@ pub fn decode(line: &str, received_ns: i64) -> Decoded {
             trimmed
         }
     };
+    decode_json(json)
+}
+
+/// The decoder that explains itself: every dropped field gets a reason. It parses each node
+/// object twice (once as a raw value, once as an object), which is fine for the rare line
+/// the one-pass [`fast`] decoder hands over: every line with something to reject.
+fn explained(json: &str, received_ns: i64) -> Decoded {
     let entries = match first_object(json) {
         Ok(entries) => entries,
         Err(reason) => return Decoded::Invalid(reason),
@@ -95,13 +123,20 @@ pub fn decode(line: &str, received_ns: i64) -> Decoded {
             "id" => {}
             "sig" => node_readings(
                 key,
-                "signal",
+                &CompactString::const_new(SIGNAL),
                 raw,
                 signal_metric,
                 &mut packet,
                 &mut rejected,
             ),
-            "sts" => node_readings(key, "stats", raw, stats_metric, &mut packet, &mut rejected),
+            "sts" => node_readings(
+                key,
+                &CompactString::const_new(STATS),
+                raw,
+                stats_metric,
+                &mut packet,
+                &mut rejected,
+            ),
             _ => {
                 if let Some(node) = remote_node_name(key) {
                     node_readings(key, &node, raw, sensor_metric, &mut packet, &mut rejected);
@@ -125,6 +160,11 @@ pub fn decode(line: &str, received_ns: i64) -> Decoded {
     }
     Decoded::Packet { packet, rejected }
 }
+
+/// Node name of the `sig` object.
+const SIGNAL: &str = "signal";
+/// Node name of the `sts` object.
+const STATS: &str = "stats";
 
 /// A known short key: metric name and unit.
 type Known = Option<(&'static str, Option<&'static str>)>;
@@ -156,17 +196,21 @@ fn stats_metric(key: &str) -> Known {
 }
 
 /// `n1` → `node1`, `n42` → `node42`; anything else is not a remote node key.
-fn remote_node_name(key: &str) -> Option<String> {
+fn remote_node_name(key: &str) -> Option<CompactString> {
     let digits = key.strip_prefix('n')?;
     if digits.is_empty() || digits.len() > 9 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some(format!("node{digits}"))
+    // At most 13 bytes: stored inline, no allocation.
+    let mut name = CompactString::with_capacity(4 + digits.len());
+    name.push_str("node");
+    name.push_str(digits);
+    Some(name)
 }
 
 fn node_readings(
     key: &str,
-    node: &str,
+    node: &CompactString,
     raw: &RawValue,
     known: impl Fn(&str) -> Known,
     packet: &mut Packet,
@@ -194,7 +238,7 @@ fn node_readings(
             continue;
         }
         let (metric, unit) = match known(field) {
-            Some((metric, unit)) => (metric.to_string(), unit),
+            Some((metric, unit)) => (CompactString::const_new(metric), unit),
             None => match sanitize(field) {
                 Some(metric) => (metric, None),
                 None => {
@@ -209,10 +253,10 @@ fn node_readings(
         };
         match number_text(value.get()) {
             Ok(text) => packet.readings.push(Reading {
-                node: node.to_string(),
+                node: node.clone(),
                 metric,
                 unit,
-                value: text.to_string(),
+                value: CompactString::new(text),
             }),
             Err(reason) => rejected.push(format!("{}.{}: {reason}", shorten(key), shorten(field))),
         }
@@ -245,11 +289,11 @@ fn number_text(raw: &str) -> Result<&str, String> {
 }
 
 /// Replaces every character outside `[A-Za-z0-9_-]` with `_`; `None` when empty.
-pub fn sanitize(name: &str) -> Option<String> {
+fn sanitize(name: &str) -> Option<CompactString> {
     if name.is_empty() {
         return None;
     }
-    let mut out = String::with_capacity(name.len().min(MAX_NAME_LEN));
+    let mut out = CompactString::with_capacity(name.len().min(MAX_NAME_LEN));
     for c in name.chars() {
         if out.len() >= MAX_NAME_LEN {
             break;
@@ -426,7 +470,14 @@ mod tests {
     fn triples(p: &Packet) -> Vec<(String, String, Option<&'static str>, String)> {
         p.readings
             .iter()
-            .map(|r| (r.node.clone(), r.metric.clone(), r.unit, r.value.clone()))
+            .map(|r| {
+                (
+                    r.node.to_string(),
+                    r.metric.to_string(),
+                    r.unit,
+                    r.value.to_string(),
+                )
+            })
             .collect()
     }
 
