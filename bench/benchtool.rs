@@ -8,6 +8,9 @@
 //!                                                   line in -> MQTT subscriber, and -> database
 //!   benchtool decode  --file F --iters N            decode F's lines N times (a fixed amount
 //!                                                   of work, for callgrind instruction counts)
+//!   benchtool commits --dir D --count N [--rate R]  what the ingest thread does per line at a
+//!                                                   low rate (budget check + one-packet
+//!                                                   commit), timed one by one: p50/p99/max
 //!
 //! Every line is the design's firmware line (9 readings) with `sts.rx` = its index, so the
 //! database leg can tell which packets are visible.
@@ -74,6 +77,20 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         base: u64,
     },
+    /// Commit `count` one-packet batches to a fresh outbox in DIR (budget check + append,
+    /// as the ingest thread does for each line at low rates), `rate` per second (0 = flat
+    /// out), and report the time each took.
+    Commits {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        #[arg(long, default_value_t = 3000)]
+        count: u64,
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// `sync = "full"` instead of the default `normal`.
+        #[arg(long)]
+        full: bool,
+    },
     /// Decode every line of FILE `iters` times (for `valgrind --tool=callgrind`: instructions
     /// per line = difference of two runs with different `iters`).
     Decode {
@@ -115,6 +132,12 @@ fn main() -> anyhow::Result<()> {
         } => rt().block_on(latency(
             port, &vm, &gateway, &config, rate, seconds, poll_ms, base,
         )),
+        Cmd::Commits {
+            dir,
+            count,
+            rate,
+            full,
+        } => commits(&dir, count, rate, full),
         Cmd::Decode { file, iters } => {
             let text = std::fs::read_to_string(file)?;
             let lines: Vec<&str> = text.lines().collect();
@@ -225,6 +248,48 @@ async fn publish(
         "broker_alone messages={n} seconds={secs:.3} messages_per_s={:.0} inflight={inflight}",
         n as f64 / secs
     );
+    Ok(())
+}
+
+fn commits(dir: &std::path::Path, count: u64, rate: f64, full: bool) -> anyhow::Result<()> {
+    use iiot_gateway::config::{FullPolicy, StorageConfig, SyncMode};
+    use iiot_gateway::outbox::Outbox;
+    let cfg = StorageConfig {
+        dir: dir.to_path_buf(),
+        retention: Duration::from_secs(7 * 24 * 3600),
+        sync: if full {
+            SyncMode::Full
+        } else {
+            SyncMode::Normal
+        },
+        max_bytes: 1 << 30,
+        on_full: FullPolicy::DropOldest,
+        move_corrupt_aside: false,
+    };
+    let mut outbox = Outbox::open(&cfg)?;
+    let mut took = Vec::with_capacity(count as usize);
+    let start = Instant::now();
+    for i in 0..count {
+        if rate > 0.0 {
+            let due = start + Duration::from_secs_f64(i as f64 / rate);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+        let Decoded::Packet { packet, .. } = decode(&line(i), i as i64) else {
+            anyhow::bail!("the bench line did not decode");
+        };
+        let t0 = Instant::now();
+        outbox.enforce_budget(cfg.max_bytes, &["mqtt", "influxdb"], true)?;
+        outbox.append(std::slice::from_ref(&packet))?;
+        took.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    let over = |ms: f64| took.iter().filter(|t| **t > ms).count();
+    println!(
+        "commits: sync={} rate={rate}/s over_1ms={} over_5ms={}",
+        if full { "full" } else { "normal" },
+        over(1.0),
+        over(5.0)
+    );
+    summary("commit", took);
     Ok(())
 }
 

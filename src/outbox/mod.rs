@@ -13,7 +13,9 @@
 //!   resent after a restart (at-least-once). A sink seen for the first time starts at the
 //!   current end (it delivers what arrives from then on, not the whole history).
 //! - Appends come from one writer (the ingest thread), one transaction per batch of packets.
-//!   Sinks and the web server read through their own connections ([`OutboxReader`]).
+//!   Sinks and the web server read through their own connections ([`OutboxReader`]). No
+//!   connection checkpoints the WAL by itself: a background thread does, so that a commit
+//!   never pays for syncing the database file (`checkpoint.rs`).
 //! - Retention deletes readings older than `[storage] retention` only when every configured
 //!   sink has delivered them: undelivered data is never pruned by age.
 //! - Disk budget (`[storage] max_bytes`): after each append the pages in use are compared with
@@ -25,6 +27,7 @@
 //!   user asked for it, the file is renamed aside and a new outbox starts.
 
 mod backlog;
+mod checkpoint;
 pub(crate) mod history;
 
 pub use backlog::Backlog;
@@ -33,6 +36,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+use checkpoint::Checkpointer;
 
 use crate::config::{StorageConfig, SyncMode};
 use crate::reading::{Packet, StoredReading};
@@ -97,6 +102,8 @@ CREATE TABLE IF NOT EXISTS cursors (
 
 /// The writer side of the outbox.
 pub struct Outbox {
+    /// Declared first: stops before the writer's connection closes.
+    _checkpointer: Option<Checkpointer>,
     conn: Connection,
     path: PathBuf,
     sync: SyncMode,
@@ -134,6 +141,7 @@ impl Outbox {
     pub fn reopen(cfg: &StorageConfig) -> Result<Outbox> {
         let path = cfg.dir.join(DB_FILE);
         Ok(Outbox {
+            _checkpointer: None,
             conn: connect(&path, cfg.sync)?,
             path,
             sync: cfg.sync,
@@ -147,7 +155,17 @@ impl Outbox {
         let conn = connect(path, sync)?;
         conn.execute_batch(SCHEMA)
             .map_err(|source| classify(path, source))?;
+        let checkpointer = match Checkpointer::start(connect(path, sync)?) {
+            Ok(checkpointer) => Some(checkpointer),
+            Err(error) => {
+                tracing::warn!(%error, "cannot start the outbox checkpoint thread; commits checkpoint themselves");
+                conn.execute_batch("PRAGMA wal_autocheckpoint = 1000;")
+                    .map_err(|source| classify(path, source))?;
+                None
+            }
+        };
         Ok(Outbox {
+            _checkpointer: checkpointer,
             conn,
             path: path.to_path_buf(),
             sync,
@@ -505,6 +523,8 @@ fn row_to_reading(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReading> {
     })
 }
 
+/// A connection in WAL mode with the configured sync, that never checkpoints by itself (the
+/// [`Checkpointer`] does, off the write path).
 fn connect(path: &Path, sync: SyncMode) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
@@ -517,7 +537,8 @@ fn connect(path: &Path, sync: SyncMode) -> Result<Connection> {
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(|s| classify(path, s))?;
     conn.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = OFF;"
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = OFF; \
+         PRAGMA wal_autocheckpoint = 0;"
     ))
     .map_err(|s| classify(path, s))?;
     Ok(conn)
@@ -574,6 +595,37 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn commits_leave_checkpoints_to_the_background_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join(DB_FILE);
+        let size = || std::fs::metadata(&db).unwrap().len();
+        let mut with = Outbox::open(&storage(dir.path())).unwrap();
+        let before = size();
+        for i in 0..400 {
+            with.append(&[packet(i, &["1.0"; 50])]).unwrap();
+        }
+        // 20,000 rows are in the WAL, and the database file gets them only from a checkpoint:
+        // the thread does it within a second or two.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while size() <= before && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(size() > before, "no checkpoint within 10 s");
+
+        // Without the thread, no commit checkpoints: the database file stays as it was.
+        let other = tempfile::tempdir().unwrap();
+        let mut without = Outbox::reopen(&storage(other.path())).unwrap();
+        without.conn.execute_batch(SCHEMA).unwrap();
+        let db = other.path().join(DB_FILE);
+        let before = std::fs::metadata(&db).unwrap().len();
+        for i in 0..400 {
+            without.append(&[packet(i, &["1.0"; 50])]).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        assert_eq!(std::fs::metadata(&db).unwrap().len(), before);
     }
 
     #[test]
