@@ -35,7 +35,8 @@ start_vm() {  # sets VM (port), VM_PID; reuses the port and data on a second cal
 }
 
 # gateway_config FILE SOURCE_TOML [influx=1]: a config with stdin/simulator source, MQTT to $MQ,
-# VictoriaMetrics on $VM (v2 API), storage in $dir/data-<name>.
+# VictoriaMetrics on $VM (v2 API), storage in $dir/data-<name>. The built-in dashboard is off
+# unless DASHBOARD=1 (then on a free port: it keeps the newest value of every series).
 gateway_config() {
   local file=$1 source=$2 influx=${3:-1}
   cat > "$file" <<CFG
@@ -43,7 +44,7 @@ $source
 [storage]
 dir = "$file.data"
 [http]
-enabled = false
+$(if [ "${DASHBOARD:-0}" = 1 ]; then printf 'listen = "127.0.0.1:%s"' "$(port)"; else echo 'enabled = false'; fi)
 [mqtt]
 broker_url = "mqtt://127.0.0.1:$MQ"
 client_id = "bench-gateway"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Scale of nodes (BENCHMARKS.md §6): the simulator with N remote nodes per packet,
 # interval 10 s, Mosquitto QoS 1 + VictoriaMetrics: RSS and CPU over ~60 s per N.
-#   bench/scale.sh [seconds=60] [N...=1000 10000]
+#   bench/scale.sh [seconds=60] [N...=1000 10000]      (DASHBOARD=1: with the built-in dashboard)
 source "$(dirname "$0")/lib.sh"
 SECS=${1:-60}; shift || true
 NODES=${*:-1000 10000}

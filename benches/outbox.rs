@@ -1,20 +1,23 @@
 //! Outbox commit throughput (DESIGN.md section 8: ≥ 200,000 readings/s committed with the
 //! default durability). Criterion reports readings/s (`Throughput::Elements`, one element
-//! per reading).
+//! per reading) and the time per commit.
 //!
-//!   cargo bench --bench outbox                 (full run, ~1 min)
+//!   cargo bench --bench outbox                 (full run, ~2 min)
 //!   cargo test --bench outbox                  (each benchmark once, as CI does)
 //!
-//! Each iteration is one `Outbox::append` (one transaction), as the ingest thread does it:
-//! - `batch4096`: 4096 packets of 9 readings (the ingest thread's `MAX_BATCH_LINES`, what a
-//!   fast source fills), 36,864 readings per commit;
-//! - `batch1`: one packet of 9 readings per commit (a slow source: every line is its own
-//!   transaction), which is the per-commit cost behind the latency at low rates.
+//! Each iteration is one `Outbox::append` (one transaction), as the ingest thread does it,
+//! with `batchN` = N packets of 9 readings per commit, N = 1, 16, 64, 256, 1024, 4096:
+//! - `batch1`: one packet (9 readings) per commit (a slow source: every line is its own
+//!   transaction), which is the per-commit cost behind the latency at low rates;
+//! - `batch16` to `batch1024`: what the ingest thread takes when that many lines are queued
+//!   (1024 is its `MAX_BATCH_LINES` and the default `channel_capacity`: what a fast source
+//!   fills), 9,216 readings per commit at most;
+//! - `batch4096`: a larger batch, to show where the rate levels off (it does not gain);
 //!
-//! for `sync = "normal"` (WAL + synchronous=NORMAL, the default) and `sync = "full"`. The
-//! database lives in a temp dir under `$BENCH_TMPDIR` (default: the system temp dir; put it on
-//! the disk the gateway's `[storage] dir` will use) and keeps growing during the run like a
-//! real outbox whose sinks keep up (nothing is pruned).
+//! for `sync = "normal"` (WAL + synchronous=NORMAL, the default) and `sync = "full"`. Each
+//! case has its own database in a temp dir under `$BENCH_TMPDIR` (default: the system temp
+//! dir; put it on the disk the gateway's `[storage] dir` will use), which keeps growing during
+//! the case like a real outbox whose sinks keep up (nothing is pruned).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -56,7 +59,7 @@ fn bench(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(5));
     for (mode, sync) in [("normal", SyncMode::Normal), ("full", SyncMode::Full)] {
-        for batch in [4096usize, 1] {
+        for batch in [1usize, 16, 64, 256, 1024, 4096] {
             let dir = match &base {
                 Some(b) => tempfile::tempdir_in(b),
                 None => tempfile::tempdir(),

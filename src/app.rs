@@ -23,11 +23,12 @@ use tracing::{error, info, warn};
 use crate::config::{BrokerTarget, Config, SourceConfig};
 use crate::events::{EventKind, EventLog};
 use crate::ingest::{self, IngestOutputs};
+use crate::latest::Latest;
 use crate::outbox::{Outbox, OutboxReader};
 use crate::quarantine::Quarantine;
 use crate::sink::{self, SinkConfig, SinkContext};
 use crate::source::{self, SourceEnd};
-use crate::stats::{Latest, Stats};
+use crate::stats::Stats;
 use crate::web::WebServer;
 use crate::{broker, reading};
 
@@ -117,11 +118,18 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
     }
     let stats = Arc::new(Stats::default());
     let _ = stats.source_kind.set(source_kind(&cfg.source).to_string());
-    let latest = Latest::default();
-    latest.update(reader.latest().context("read latest values")?);
+    // The newest values are for the dashboard: without it, none are kept.
+    let latest = match cfg.http {
+        Some(_) => {
+            let latest = Latest::default();
+            latest.update(&reader.latest().context("read latest values")?);
+            Some(latest)
+        }
+        None => None,
+    };
     let web_token = CancellationToken::new();
-    let web_task = match &cfg.http {
-        Some(http) => {
+    let web_task = match (&cfg.http, &latest) {
+        (Some(http), Some(latest)) => {
             let prefix = cfg.mqtt.as_ref().map(|m| m.topic_prefix.clone());
             let history = reader_for(&cfg)?;
             let server =
@@ -137,7 +145,7 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
             info!(url, "dashboard listening");
             Some(tokio::spawn(server.serve(web_token.clone())))
         }
-        None => None,
+        _ => None,
     };
     probe_servers(&cfg).await;
 

@@ -95,6 +95,7 @@ enum Command {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    crate::malloc::tune();
     let cli = Cli::parse();
     init_logging(&cli.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -15,6 +15,8 @@ pub mod decode;
 pub mod events;
 pub mod grafana;
 mod ingest;
+mod latest;
+mod malloc;
 pub mod outbox;
 pub mod panels;
 mod quarantine;

@@ -523,8 +523,13 @@ fn row_to_reading(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReading> {
     })
 }
 
-/// A connection in WAL mode with the configured sync, that never checkpoints by itself (the
-/// [`Checkpointer`] does, off the write path).
+/// Page cache per connection, KiB (SQLite's default is 2000). Every connection works near the
+/// end of the table (appends, sinks reading what was just committed), and there are five or
+/// six of them: a small cache each keeps the gateway small (measured, see BENCHMARKS.md).
+const CACHE_KIB: u32 = 512;
+
+/// A connection in WAL mode with the configured sync and a [`CACHE_KIB`] page cache, that
+/// never checkpoints by itself (the [`Checkpointer`] does, off the write path).
 fn connect(path: &Path, sync: SyncMode) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
@@ -538,7 +543,7 @@ fn connect(path: &Path, sync: SyncMode) -> Result<Connection> {
         .map_err(|s| classify(path, s))?;
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = OFF; \
-         PRAGMA wal_autocheckpoint = 0;"
+         PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -{CACHE_KIB};"
     ))
     .map_err(|s| classify(path, s))?;
     Ok(conn)

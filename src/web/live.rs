@@ -1,9 +1,9 @@
 //! `GET /api/stream`: the live feed of the dashboard as Server-Sent Events.
 //!
 //! Each browser gets its own task that forwards what the ingest thread broadcasts right after
-//! each commit ([`crate::stats::Latest::subscribe`]) into a small per-browser queue. Nothing
+//! each commit ([`crate::latest::Latest::subscribe`]) into a small per-browser queue. Nothing
 //! here can slow ingest: the broadcast never waits, a browser that falls
-//! [`crate::stats::LIVE_CHANNEL_CAPACITY`] batches behind loses the oldest and gets a
+//! [`crate::latest::LIVE_CHANNEL_CAPACITY`] batches behind loses the oldest and gets a
 //! `resync` event instead (the page re-reads the history), and a full per-browser queue only
 //! holds that browser's task. Events:
 //!
@@ -26,15 +26,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt as _};
 
 use super::{nodes, reading_json, AppState};
+use crate::latest::LiveBatch;
 use crate::reading::now_ns;
 
 /// Events queued for one browser. Full: that browser's task waits (and may lag), nobody else.
 const CLIENT_QUEUE: usize = 16;
 /// How often node states are re-evaluated; a `nodes` event goes out when one changed.
 const NODES_EVERY: Duration = Duration::from_secs(1);
-/// A batch with more readings than this (a replayed file) is not sent reading by reading: the
-/// page is told to re-read the downsampled history instead.
-const MAX_EVENT_READINGS: usize = 2000;
 
 fn event(name: &str, data: &Value) -> Event {
     Event::default().event(name).data(data.to_string())
@@ -54,10 +52,8 @@ pub(super) async fn api_stream(
                 () = state.live_stop.cancelled() => break,
                 () = tx.closed() => break,
                 got = feed.recv() => match got {
-                    Ok(batch) if batch.len() > MAX_EVENT_READINGS => {
-                        event("resync", &json!({"too_large": batch.len()}))
-                    }
-                    Ok(batch) => {
+                    Ok(LiveBatch::TooLarge(n)) => event("resync", &json!({"too_large": n})),
+                    Ok(LiveBatch::Readings(batch)) => {
                         let prefix = state.topic_prefix.as_deref();
                         let rows: Vec<Value> = batch.iter().map(|r| reading_json(r, prefix)).collect();
                         event("readings", &Value::Array(rows))

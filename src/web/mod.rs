@@ -40,9 +40,10 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HttpConfig;
+use crate::latest::{Latest, PACKET_TIMES_PER_NODE};
 use crate::outbox::OutboxReader;
 use crate::reading::{now_ns, StoredReading};
-use crate::stats::{Latest, Stats, PACKET_TIMES_PER_NODE};
+use crate::stats::Stats;
 
 /// Why the server did not start.
 #[derive(Debug, thiserror::Error)]
@@ -325,7 +326,7 @@ mod tests {
         })
         .await
         .unwrap();
-        latest.update([reading(7, "27.6")]);
+        latest.update(&[reading(7, "27.6")]);
         let mut seen = String::new();
         while !seen.contains("event: readings") {
             let chunk = tokio::time::timeout(Duration::from_secs(5), stream.chunk())

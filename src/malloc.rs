@@ -1,0 +1,27 @@
+//! How the C allocator (glibc's malloc) hands memory back. By default it keeps freed memory
+//! resident and raises its thresholds after the first large buffer is freed: a gateway that
+//! decodes a 480 KB line of 10,000 nodes every 10 s then keeps ~10 MB it does not use, and
+//! every thread gets an arena of its own that holds freed memory too. Fixed thresholds give
+//! large buffers straight back and trim the heap's free top; two arenas are plenty for the
+//! few threads here (measured, see BENCHMARKS.md). Other allocators: nothing to do.
+
+/// Freed memory above this at the top of the heap goes back to the system; buffers at least
+/// this large are mapped on their own and unmapped when freed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const THRESHOLD: libc::c_int = 128 * 1024;
+
+/// Most malloc arenas (glibc's default is 8 per core).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const ARENAS: libc::c_int = 2;
+
+/// Sets the allocator's policy; call first thing in `main`, before any thread starts.
+pub fn tune() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is called before any other
+    // thread exists, and a refused setting (return 0) leaves glibc's default in place.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, ARENAS);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, THRESHOLD);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD);
+    }
+}
