@@ -165,7 +165,7 @@ impl Outbox {
             }
         };
         Ok(Outbox {
-            checkpointer: checkpointer,
+            checkpointer,
             conn,
             path: path.to_path_buf(),
             sync,
