@@ -87,7 +87,9 @@ impl EventLog {
     pub fn emit_at(&self, ts_ns: i64, kind: EventKind, node: &str, text: &str) {
         let Some(inner) = &self.inner else { return };
         let result = match inner.outbox.lock() {
-            Ok(mut outbox) => outbox.append_events(&[(ts_ns, node, kind.as_str(), text)]),
+            Ok(mut outbox) => crate::outbox::may_wait(|| {
+                outbox.append_events(&[(ts_ns, node, kind.as_str(), text)])
+            }),
             Err(_) => return,
         };
         match result {

@@ -532,6 +532,21 @@ fn row_to_reading(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReading> {
     })
 }
 
+/// Runs `write`, a call that may wait for the outbox's write lock (up to the 10 s busy
+/// timeout, e.g. while the ingest thread deletes readings at the disk budget), without holding
+/// up the other tasks of the async runtime worker it is called from: on a multi-threaded
+/// runtime the worker hands its tasks over first (`block_in_place`). Anywhere else it just
+/// runs `write`. Reads need none of this: in WAL mode they never wait for the writer.
+pub(crate) fn may_wait<T>(write: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(rt) if rt.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(write)
+        }
+        _ => write(),
+    }
+}
+
 /// Page cache per connection, KiB (SQLite's default is 2000). Every connection works near the
 /// end of the table (appends, sinks reading what was just committed), and there are five or
 /// six of them: a small cache each keeps the gateway small (measured, see BENCHMARKS.md).
@@ -658,6 +673,46 @@ mod tests {
         }
         std::thread::sleep(std::time::Duration::from_millis(1500));
         assert_eq!(std::fs::metadata(&db).unwrap().len(), before);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_waiting_write_leaves_the_runtime_worker_to_other_tasks() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let ob = Outbox::open(&storage(dir.path())).unwrap();
+        let reader = ob.reader().unwrap();
+        // Another connection holds the write lock for 500 ms, as a long delete would.
+        let holder = ob.reader().unwrap();
+        holder.conn().execute_batch("BEGIN IMMEDIATE").unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            holder.conn().execute_batch("COMMIT").unwrap();
+        });
+        let ticks = std::sync::Arc::new(AtomicU64::new(0));
+        let counter = ticks.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let writer = tokio::spawn(async move {
+            let waited = std::time::Instant::now();
+            may_wait(|| reader.set_cursor("mqtt", 7)).unwrap();
+            (waited.elapsed(), reader.cursor("mqtt").unwrap())
+        });
+        let before = ticks.load(Ordering::Relaxed);
+        let (waited, cursor) = writer.await.unwrap();
+        let during = ticks.load(Ordering::Relaxed) - before;
+        ticker.abort();
+        release.join().unwrap();
+        assert_eq!(cursor, Some(7));
+        assert!(
+            waited >= std::time::Duration::from_millis(300),
+            "{waited:?}"
+        );
+        // The one worker kept running the ticker while the write waited (~50 ticks).
+        assert!(during >= 10, "only {during} ticks in {waited:?}");
     }
 
     #[test]

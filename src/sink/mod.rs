@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use crate::config::{InfluxConfig, MqttConfig};
 use crate::events::{EventKind, EventLog};
-use crate::outbox::{OutboxError, OutboxReader};
+use crate::outbox::{may_wait, OutboxError, OutboxReader};
 use crate::quarantine::Quarantine;
 use crate::reading::StoredReading;
 use crate::stats::SinkStatus;
@@ -92,7 +92,7 @@ struct Cursor {
 
 impl Cursor {
     fn load(sink: &'static str, ctx: &SinkContext) -> Result<Cursor, SinkError> {
-        let value = ctx.outbox.init_cursor(sink)?;
+        let value = may_wait(|| ctx.outbox.init_cursor(sink))?;
         ctx.status.cursor.store(value, Ordering::Relaxed);
         Ok(Cursor {
             sink,
@@ -133,7 +133,7 @@ impl Cursor {
 
     fn persist(&mut self, ctx: &SinkContext) -> Result<(), SinkError> {
         if self.persisted != self.value {
-            ctx.outbox.set_cursor(self.sink, self.value)?;
+            may_wait(|| ctx.outbox.set_cursor(self.sink, self.value))?;
             self.persisted = self.value;
         }
         self.last_write = Instant::now();
