@@ -10,7 +10,7 @@
 //! told so.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio::sync::broadcast;
 
@@ -38,6 +38,8 @@ pub enum LiveBatch {
 }
 
 /// The newest reading of every series, each node's recent packet times, and the live feed.
+/// (A panic while the map is locked cannot leave it half-updated in a way that matters: each
+/// reading is one in-place write, so a poisoned lock is used as it is.)
 #[derive(Debug, Clone)]
 pub struct Latest {
     inner: Arc<RwLock<BTreeMap<CompactString, Node>>>,
@@ -168,7 +170,8 @@ impl Latest {
         let live = self.live.receiver_count() > 0;
         let mut batch = Vec::new();
         let mut count = 0;
-        if let Ok(mut nodes) = self.inner.write() {
+        {
+            let mut nodes = self.inner.write().unwrap_or_else(PoisonError::into_inner);
             for r in views {
                 count += 1;
                 if live && count <= LIVE_MAX_READINGS {
@@ -195,19 +198,16 @@ impl Latest {
 
     /// Adds known receive times of `node` (history read at start-up).
     pub fn seed_times(&self, node: &str, times: &[i64]) {
-        if let Ok(mut nodes) = self.inner.write() {
-            let node = nodes.entry(node.into()).or_default();
-            for ts in times {
-                node.record_time(*ts);
-            }
+        let mut nodes = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let node = nodes.entry(node.into()).or_default();
+        for ts in times {
+            node.record_time(*ts);
         }
     }
 
     /// A copy of every series' newest reading, ordered by node and metric.
     pub fn snapshot(&self) -> Vec<StoredReading> {
-        let Ok(nodes) = self.inner.read() else {
-            return Vec::new();
-        };
+        let nodes = self.inner.read().unwrap_or_else(PoisonError::into_inner);
         nodes
             .iter()
             .flat_map(|(node, n)| {
@@ -225,9 +225,7 @@ impl Latest {
 
     /// Every node with its recent receive times (ascending), ordered by node.
     pub fn node_times(&self) -> Vec<(String, Vec<i64>)> {
-        let Ok(nodes) = self.inner.read() else {
-            return Vec::new();
-        };
+        let nodes = self.inner.read().unwrap_or_else(PoisonError::into_inner);
         nodes
             .iter()
             .filter(|(_, n)| !n.times.is_empty())

@@ -14,7 +14,8 @@
 //!   lock back right after each commit. So once the WAL holds more than [`MAX_WAL_FRAMES`]
 //!   pages this thread raises a flag, and the writer itself runs a `TRUNCATE` checkpoint after
 //!   its next commit ([`Checkpointer::wal_too_long`]): only a writer that never pauses pays
-//!   for it, as it would with SQLite's own automatic checkpoint.
+//!   for it, as it would with SQLite's own automatic checkpoint. It never waits for readers
+//!   ([`truncate`]): while a long read holds an old snapshot, the WAL grows instead.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -74,9 +75,19 @@ fn passive(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
 }
 
-/// The truncating checkpoint the writer runs when [`Checkpointer::wal_too_long`] said so.
-pub(super) fn truncate(conn: &Connection) -> rusqlite::Result<()> {
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+/// The truncating checkpoint the writer runs when [`Checkpointer::wal_too_long`] said so,
+/// without waiting: a `TRUNCATE` checkpoint would wait (up to the busy timeout, holding the
+/// write lock) for every reader of an older snapshot, such as a long history query of the
+/// dashboard. With no busy timeout it does what it can without waiting and reports whether
+/// the WAL was emptied; if not, the next flag tries again. Restores `busy_timeout` after.
+pub(super) fn truncate(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<bool> {
+    conn.busy_timeout(Duration::ZERO)?;
+    // Columns: busy (1 when it could not finish), pages in the WAL, pages copied.
+    let result = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    });
+    conn.busy_timeout(busy_timeout)?;
+    Ok(result? == 0)
 }
 
 impl Checkpointer {

@@ -321,8 +321,12 @@ impl Outbox {
             .as_ref()
             .is_some_and(Checkpointer::wal_too_long)
         {
-            if let Err(error) = checkpoint::truncate(&self.conn) {
-                tracing::debug!(%error, "outbox WAL truncation failed; retrying later");
+            match checkpoint::truncate(&self.conn, BUSY_TIMEOUT) {
+                Ok(true) => {}
+                Ok(false) => tracing::debug!("outbox WAL in use by a reader; truncating later"),
+                Err(error) => {
+                    tracing::debug!(%error, "outbox WAL truncation failed; retrying later");
+                }
             }
         }
         Ok(last)
@@ -547,6 +551,9 @@ pub(crate) fn may_wait<T>(write: impl FnOnce() -> T) -> T {
     }
 }
 
+/// How long a connection waits for a lock before its call fails.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Page cache per connection, KiB (SQLite's default is 2000). Every connection works near the
 /// end of the table (appends, sinks reading what was just committed), and there are five or
 /// six of them: a small cache each keeps the gateway small (measured, see BENCHMARKS.md).
@@ -563,7 +570,7 @@ fn connect(path: &Path, sync: SyncMode) -> Result<Connection> {
         SyncMode::Normal => "NORMAL",
         SyncMode::Full => "FULL",
     };
-    conn.busy_timeout(std::time::Duration::from_secs(10))
+    conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(|s| classify(path, s))?;
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = OFF; \
@@ -661,6 +668,34 @@ mod tests {
             wal_bytes < commits * 4096 / 3,
             "WAL of {wal_bytes} bytes after {commits} commits: never truncated"
         );
+
+        // A reader holding an old snapshot (a long history query) keeps the WAL from being
+        // truncated, and the writer must not wait for it.
+        let reader = ob.reader().unwrap();
+        let held = std::sync::Barrier::new(2);
+        let slow_commits = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let conn = reader.conn();
+                conn.execute_batch("BEGIN; SELECT count(*) FROM readings;")
+                    .unwrap();
+                held.wait();
+                std::thread::sleep(std::time::Duration::from_secs(3));
+                conn.execute_batch("COMMIT").unwrap();
+            });
+            held.wait();
+            let start = std::time::Instant::now();
+            let mut slow = 0;
+            while start.elapsed() < std::time::Duration::from_secs(2) {
+                let t0 = std::time::Instant::now();
+                ob.append(&[packet(commits as i64, &["1.0"; 9])]).unwrap();
+                commits += 1;
+                if t0.elapsed() > std::time::Duration::from_millis(500) {
+                    slow += 1;
+                }
+            }
+            slow
+        });
+        assert_eq!(slow_commits, 0, "a commit waited for the reader");
 
         // Without the thread, no commit checkpoints: the database file stays as it was.
         let other = tempfile::tempdir().unwrap();
