@@ -56,6 +56,9 @@ CFG
 
 # rss_kb PID / cpu_ticks PID (utime+stime, in clock ticks)
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# rss_split PID: "anon=KB file=KB" (heap and stacks vs the binary's and libraries' pages,
+# which are clean and shared: the kernel can drop them and read them back)
+rss_split() { awk '/RssAnon/ {a=$2} /RssFile/ {f=$2} END {printf "anon=%s file=%s", a, f}' "/proc/$1/status" 2>/dev/null || echo "anon=? file=?"; }
 hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 TICK=$(getconf CLK_TCK)

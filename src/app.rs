@@ -203,6 +203,13 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
     }
     let sink_names: Vec<&'static str> = sinks.iter().map(SinkConfig::name).collect();
     let retention = tokio::spawn(prune_loop(reader, cfg.storage.retention, sink_names));
+    let trimmer = tokio::spawn(async {
+        let mut every = tokio::time::interval(crate::malloc::TRIM_EVERY);
+        loop {
+            every.tick().await;
+            crate::malloc::trim();
+        }
+    });
 
     let source_token = signals.shutdown.child_token();
     let described = describe_source(&cfg.source);
@@ -271,6 +278,7 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
         () = signals.abort.cancelled() => all_sinks.await,
     }
     retention.abort();
+    trimmer.abort();
     web_token.cancel();
     if let Some(task) = web_task {
         let _ = task.await;

@@ -1,15 +1,16 @@
 //! The newest value of every (node, metric) series, each node's recent packet times, and the
 //! bounded live feed of committed readings: what the dashboard shows without a query.
 //!
-//! Memory is the point here: a plant of 10,000 nodes has 30,000 series, all held here. Each
-//! node is one map entry; its series are a short vector sorted by metric whose texts are
-//! [`CompactString`]s (inline up to 24 bytes); its packet times are a fixed ring. Updating a
-//! series that already exists writes its value in place: the ingest thread allocates nothing
-//! per reading (measured, see BENCHMARKS.md). The live feed is a `broadcast` channel: the
-//! ingest thread's send never waits; a lagging subscriber loses the oldest batches and is
-//! told so.
+//! Memory is the point here: a plant of 10,000 nodes has 30,000 series, all held here
+//! (measured, see BENCHMARKS.md). Each node is one map entry holding its packet times inline
+//! and its series in one exact-size allocation, sorted by metric. A series is 48 bytes: its
+//! (metric, unit) pair is an index into a table that holds each distinct pair once, and its
+//! value a [`CompactString`] (inline up to 24 bytes). Updating a series that already exists
+//! writes its value in place: the ingest thread allocates nothing per reading. The live feed
+//! is a `broadcast` channel: the ingest thread's send never waits; a lagging subscriber loses
+//! the oldest batches and is told so.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio::sync::broadcast;
@@ -25,8 +26,9 @@ pub const LIVE_CHANNEL_CAPACITY: usize = 256;
 /// nodes) is not copied for the live feed: subscribers are told to re-read instead.
 pub const LIVE_MAX_READINGS: usize = 2000;
 
-/// Receive times remembered per node, to infer how often it reports.
-pub const PACKET_TIMES_PER_NODE: usize = 16;
+/// Receive times remembered per node, to infer how often it reports: the median of their 7
+/// gaps, which a few lost packets do not change.
+pub const PACKET_TIMES_PER_NODE: usize = 8;
 
 /// What the live subscribers receive after each commit.
 #[derive(Debug, Clone)]
@@ -42,22 +44,74 @@ pub enum LiveBatch {
 /// reading is one in-place write, so a poisoned lock is used as it is.)
 #[derive(Debug, Clone)]
 pub struct Latest {
-    inner: Arc<RwLock<BTreeMap<CompactString, Node>>>,
+    inner: Arc<RwLock<Table>>,
     live: broadcast::Sender<LiveBatch>,
+}
+
+/// The nodes, and the (metric, unit) pairs their series refer to.
+#[derive(Debug, Default)]
+struct Table {
+    nodes: BTreeMap<CompactString, Node>,
+    keys: Keys,
+}
+
+/// Each distinct (metric, unit) pair once, numbered in order of appearance.
+#[derive(Debug, Default)]
+struct Keys {
+    pairs: Vec<Key>,
+    ids: HashMap<Key, u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    metric: CompactString,
+    unit: Option<CompactString>,
+}
+
+impl Keys {
+    fn get(&self, id: u32) -> &Key {
+        &self.pairs[id as usize]
+    }
+
+    fn metric(&self, id: u32) -> &str {
+        &self.get(id).metric
+    }
+
+    /// The id of (metric, unit), added when new; `None` only past 4 billion distinct pairs.
+    fn intern(&mut self, metric: &str, unit: Option<&str>) -> Option<u32> {
+        let key = Key {
+            metric: metric.into(),
+            unit: unit.map(CompactString::from),
+        };
+        if let Some(id) = self.ids.get(&key) {
+            return Some(*id);
+        }
+        let id = u32::try_from(self.pairs.len()).ok()?;
+        self.pairs.push(key.clone());
+        self.ids.insert(key, id);
+        Some(id)
+    }
 }
 
 /// One node: its series sorted by metric, and its distinct packet times (ascending).
 #[derive(Debug, Default)]
 struct Node {
-    series: Vec<Newest>,
-    times: VecDeque<i64>,
+    series: Box<[Newest]>,
+    times: Times,
+}
+
+/// The newest [`PACKET_TIMES_PER_NODE`] distinct times, ascending.
+#[derive(Debug, Default)]
+struct Times {
+    at: [i64; PACKET_TIMES_PER_NODE],
+    len: u8,
 }
 
 /// The newest reading of one series.
 #[derive(Debug)]
 struct Newest {
-    metric: CompactString,
-    unit: Option<CompactString>,
+    /// Its (metric, unit) in [`Keys`].
+    key: u32,
     seq: i64,
     ts_ns: i64,
     value: CompactString,
@@ -73,32 +127,34 @@ struct View<'a> {
     value: &'a str,
 }
 
-impl Node {
-    fn record_time(&mut self, ts: i64) {
-        if self.times.back() == Some(&ts) {
-            return;
-        }
-        if let Err(at) = self.times.binary_search(&ts) {
-            if self.times.len() == PACKET_TIMES_PER_NODE {
-                if at == 0 {
-                    return; // older than everything kept
-                }
-                self.times.pop_front();
-                self.times.insert(at - 1, ts);
-            } else {
-                if self.times.capacity() == 0 {
-                    self.times.reserve_exact(PACKET_TIMES_PER_NODE);
-                }
-                self.times.insert(at, ts);
-            }
-        }
+impl Times {
+    fn as_slice(&self) -> &[i64] {
+        &self.at[..usize::from(self.len)]
     }
 
-    fn record(&mut self, r: &View) {
-        self.record_time(r.ts_ns);
+    fn record(&mut self, ts: i64) {
+        let len = usize::from(self.len);
+        let Err(at) = self.as_slice().binary_search(&ts) else {
+            return; // known
+        };
+        if len < PACKET_TIMES_PER_NODE {
+            self.at.copy_within(at..len, at + 1);
+            self.at[at] = ts;
+            self.len += 1;
+        } else if at > 0 {
+            // Full: the oldest goes out (a time older than all kept is ignored).
+            self.at.copy_within(1..at, 0);
+            self.at[at - 1] = ts;
+        }
+    }
+}
+
+impl Node {
+    fn record(&mut self, r: &View, keys: &mut Keys) {
+        self.times.record(r.ts_ns);
         match self
             .series
-            .binary_search_by(|s| s.metric.as_str().cmp(r.metric))
+            .binary_search_by(|s| keys.metric(s.key).cmp(r.metric))
         {
             Ok(at) => {
                 let s = &mut self.series[at];
@@ -106,20 +162,30 @@ impl Node {
                 s.ts_ns = r.ts_ns;
                 s.value.clear();
                 s.value.push_str(r.value);
-                if s.unit.as_deref() != r.unit {
-                    s.unit = r.unit.map(CompactString::from);
+                if keys.get(s.key).unit.as_deref() != r.unit {
+                    if let Some(key) = keys.intern(r.metric, r.unit) {
+                        s.key = key;
+                    }
                 }
             }
-            Err(at) => self.series.insert(
-                at,
-                Newest {
-                    metric: r.metric.into(),
-                    unit: r.unit.map(CompactString::from),
-                    seq: r.seq,
-                    ts_ns: r.ts_ns,
-                    value: r.value.into(),
-                },
-            ),
+            Err(at) => {
+                let Some(key) = keys.intern(r.metric, r.unit) else {
+                    return;
+                };
+                // One exact-size allocation per node: a new series is rare.
+                let mut series = std::mem::take(&mut self.series).into_vec();
+                series.reserve_exact(1);
+                series.insert(
+                    at,
+                    Newest {
+                        key,
+                        seq: r.seq,
+                        ts_ns: r.ts_ns,
+                        value: r.value.into(),
+                    },
+                );
+                self.series = series.into_boxed_slice();
+            }
         }
     }
 }
@@ -171,7 +237,8 @@ impl Latest {
         let mut batch = Vec::new();
         let mut count = 0;
         {
-            let mut nodes = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+            let mut table = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+            let Table { nodes, keys } = &mut *table;
             for r in views {
                 count += 1;
                 if live && count <= LIVE_MAX_READINGS {
@@ -181,7 +248,7 @@ impl Latest {
                     nodes.insert(r.node.into(), Node::default());
                 }
                 if let Some(node) = nodes.get_mut(r.node) {
-                    node.record(&r);
+                    node.record(&r, keys);
                 }
             }
         }
@@ -198,26 +265,31 @@ impl Latest {
 
     /// Adds known receive times of `node` (history read at start-up).
     pub fn seed_times(&self, node: &str, times: &[i64]) {
-        let mut nodes = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        let node = nodes.entry(node.into()).or_default();
+        let mut table = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let node = table.nodes.entry(node.into()).or_default();
         for ts in times {
-            node.record_time(*ts);
+            node.times.record(*ts);
         }
     }
 
     /// A copy of every series' newest reading, ordered by node and metric.
     pub fn snapshot(&self) -> Vec<StoredReading> {
-        let nodes = self.inner.read().unwrap_or_else(PoisonError::into_inner);
-        nodes
+        let table = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        let keys = &table.keys;
+        table
+            .nodes
             .iter()
             .flat_map(|(node, n)| {
-                n.series.iter().map(move |s| StoredReading {
-                    seq: s.seq,
-                    ts_ns: s.ts_ns,
-                    node: node.to_string(),
-                    metric: s.metric.to_string(),
-                    unit: s.unit.as_ref().map(ToString::to_string),
-                    value: s.value.to_string(),
+                n.series.iter().map(move |s| {
+                    let key = keys.get(s.key);
+                    StoredReading {
+                        seq: s.seq,
+                        ts_ns: s.ts_ns,
+                        node: node.clone(),
+                        metric: key.metric.clone(),
+                        unit: key.unit.clone(),
+                        value: s.value.clone(),
+                    }
                 })
             })
             .collect()
@@ -225,11 +297,12 @@ impl Latest {
 
     /// Every node with its recent receive times (ascending), ordered by node.
     pub fn node_times(&self) -> Vec<(String, Vec<i64>)> {
-        let nodes = self.inner.read().unwrap_or_else(PoisonError::into_inner);
-        nodes
+        let table = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        table
+            .nodes
             .iter()
-            .filter(|(_, n)| !n.times.is_empty())
-            .map(|(node, n)| (node.to_string(), n.times.iter().copied().collect()))
+            .filter(|(_, n)| n.times.len > 0)
+            .map(|(node, n)| (node.to_string(), n.times.as_slice().to_vec()))
             .collect()
     }
 
@@ -249,10 +322,10 @@ fn stored(r: &View) -> StoredReading {
     StoredReading {
         seq: r.seq,
         ts_ns: r.ts_ns,
-        node: r.node.to_string(),
-        metric: r.metric.to_string(),
-        unit: r.unit.map(str::to_string),
-        value: r.value.to_string(),
+        node: r.node.into(),
+        metric: r.metric.into(),
+        unit: r.unit.map(Into::into),
+        value: r.value.into(),
     }
 }
 
@@ -297,8 +370,10 @@ mod tests {
         latest.update(&many);
         let all = latest.node_times();
         let times = &all.iter().find(|(n, _)| n == "n").unwrap().1;
+        // The newest N of 100..=139 are kept.
+        let n = PACKET_TIMES_PER_NODE as i64;
         assert_eq!(times.len(), PACKET_TIMES_PER_NODE);
-        assert_eq!(times.first(), Some(&124));
+        assert_eq!(times.first(), Some(&(140 - n)));
         assert_eq!(times.last(), Some(&139));
         // A newer time pushes the oldest out; one older than all kept is ignored.
         latest.seed_times("n", &[200, 1]);
@@ -308,15 +383,15 @@ mod tests {
         sorted.sort_unstable();
         assert_eq!(times, &sorted);
         assert_eq!(times.len(), PACKET_TIMES_PER_NODE);
-        assert_eq!(times.first(), Some(&125));
+        assert_eq!(times.first(), Some(&(141 - n)));
         assert_eq!(times.last(), Some(&200));
         // One between two kept times lands in order, the oldest going out.
         latest.seed_times("n", &[150]);
         let all = latest.node_times();
         let times = &all.iter().find(|(n, _)| n == "n").unwrap().1;
         assert_eq!(times.len(), PACKET_TIMES_PER_NODE);
-        assert_eq!(&times[13..], &[139, 150, 200]);
-        assert_eq!(times.first(), Some(&126));
+        assert_eq!(&times[PACKET_TIMES_PER_NODE - 3..], &[139, 150, 200]);
+        assert_eq!(times.first(), Some(&(142 - n)));
     }
 
     #[test]

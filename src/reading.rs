@@ -38,13 +38,13 @@ pub struct StoredReading {
     /// Receive time of the packet, ns since the Unix epoch.
     pub ts_ns: i64,
     /// Node name.
-    pub node: String,
+    pub node: CompactString,
     /// Metric name.
-    pub metric: String,
+    pub metric: CompactString,
     /// Unit tag, if any.
-    pub unit: Option<String>,
+    pub unit: Option<CompactString>,
     /// Value text as written by the firmware.
-    pub value: String,
+    pub value: CompactString,
 }
 
 /// The `unit` that marks an outbox row as a gateway event rather than a reading: events are

@@ -546,10 +546,10 @@ proptest! {
             assert_round_trips(&StoredReading {
                 seq,
                 ts_ns: packet.received_ns,
-                node: r.node.to_string(),
-                metric: r.metric.to_string(),
-                unit: r.unit.map(str::to_string),
-                value: r.value.to_string(),
+                node: r.node.clone(),
+                metric: r.metric.clone(),
+                unit: r.unit.map(Into::into),
+                value: r.value.clone(),
             })?;
         }
     }
@@ -688,10 +688,10 @@ fn stored_reading(
         .prop_map(|(seq, ts_ns, node, metric, unit, value)| StoredReading {
             seq,
             ts_ns,
-            node,
-            metric,
-            unit,
-            value,
+            node: node.into(),
+            metric: metric.into(),
+            unit: unit.map(Into::into),
+            value: value.into(),
         })
 }
 
@@ -709,10 +709,10 @@ fn stored_event(
         .prop_map(|(seq, ts_ns, node, metric, value)| StoredReading {
             seq,
             ts_ns,
-            node,
-            metric,
-            unit: Some(EVENT_UNIT.to_string()),
-            value,
+            node: node.into(),
+            metric: metric.into(),
+            unit: Some(EVENT_UNIT.into()),
+            value: value.into(),
         })
 }
 

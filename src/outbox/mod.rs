@@ -525,15 +525,31 @@ impl OutboxReader {
     }
 }
 
+/// A row of `readings`; its texts are copied without a heap allocation when short (the sinks
+/// read every row, so this is on the hot path).
 fn row_to_reading(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReading> {
     Ok(StoredReading {
         seq: row.get(0)?,
         ts_ns: row.get(1)?,
-        node: row.get(2)?,
-        metric: row.get(3)?,
-        unit: row.get(4)?,
-        value: row.get(5)?,
+        node: text(row, 2)?.into(),
+        metric: text(row, 3)?.into(),
+        unit: row
+            .get_ref(4)?
+            .as_str_or_null()
+            .map_err(|e| not_text(4, e))?
+            .map(Into::into),
+        value: text(row, 5)?.into(),
     })
+}
+
+fn text<'r>(row: &'r rusqlite::Row<'_>, column: usize) -> rusqlite::Result<&'r str> {
+    row.get_ref(column)?
+        .as_str()
+        .map_err(|e| not_text(column, e))
+}
+
+fn not_text(column: usize, e: rusqlite::types::FromSqlError) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
 }
 
 /// Runs `write`, a call that may wait for the outbox's write lock (up to the 10 s busy

@@ -30,7 +30,7 @@ use super::topic::{reading_topic, status_topic};
 use super::{Cursor, LinkState, SinkContext, SinkError};
 use crate::backoff::Backoff;
 use crate::config::{BrokerTarget, MqttConfig, MqttTls};
-use crate::reading::StoredReading;
+use crate::reading::{CompactString, StoredReading};
 
 /// Cursor key in the outbox.
 pub const NAME: &str = "mqtt";
@@ -236,7 +236,7 @@ async fn session(
     let mut finishing = ctx.finish.is_cancelled();
     let mut ingest_open = true;
     // Series whose Home Assistant discovery config went out on this connection.
-    let mut announced: HashSet<(String, String)> = HashSet::new();
+    let mut announced: HashSet<(CompactString, CompactString)> = HashSet::new();
     let mut tick = tokio::time::interval(TICK);
     loop {
         if connected {
@@ -273,7 +273,7 @@ async fn session(
                 }
                 let topic = reading_topic(&cfg.topic_prefix, &r.node, &r.metric);
                 if client
-                    .try_publish(topic, reading_qos, cfg.retain, r.value.clone().into_bytes())
+                    .try_publish(topic, reading_qos, cfg.retain, r.value.as_bytes().to_vec())
                     .is_err()
                 {
                     buffered.push_front(r);

@@ -69,7 +69,9 @@ pub(super) fn node_state(node: &str, times: &[i64], now_ns: i64) -> Option<NodeS
 pub(super) fn metrics_by_node(latest: &[StoredReading]) -> BTreeMap<String, Vec<String>> {
     let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for r in latest {
-        m.entry(r.node.clone()).or_default().push(r.metric.clone());
+        m.entry(r.node.to_string())
+            .or_default()
+            .push(r.metric.to_string());
     }
     m
 }

@@ -133,7 +133,7 @@ pub(super) fn select_nodes(
     let known = latest
         .iter()
         .filter(|r| r.metric == metric && (node == "*" || r.node == node))
-        .map(|r| (r.node.clone(), r.unit.clone()));
+        .map(|r| (r.node.to_string(), r.unit.as_ref().map(ToString::to_string)));
     let mut found: Vec<_> = known.collect();
     if found.is_empty() && node != "*" {
         found.push((node.to_string(), None));
@@ -167,9 +167,9 @@ pub(super) fn values_stat(panel: &Panel, latest: &[StoredReading]) -> Vec<StatVa
         }) {
             if let Ok(value) = r.value.parse::<f64>() {
                 out.push(StatValue {
-                    node: r.node.clone(),
+                    node: r.node.to_string(),
                     value,
-                    text: r.value.clone(),
+                    text: r.value.to_string(),
                     color: panels::color(panel.steps, value),
                     ts_ns: Some(r.ts_ns),
                 });
@@ -189,7 +189,7 @@ pub(super) fn per_nodes(panel: &Panel, latest: &[StoredReading]) -> Vec<String> 
     let mut nodes: Vec<String> = latest
         .iter()
         .filter(|r| r.metric == rx.measurement)
-        .map(|r| r.node.clone())
+        .map(|r| r.node.to_string())
         .filter(|n| match rx.nodes {
             Nodes::One(one) => n == one,
             Nodes::All => true,
