@@ -205,6 +205,7 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
     let retention = tokio::spawn(prune_loop(reader, cfg.storage.retention, sink_names));
     let trimmer = tokio::spawn(async {
         let mut every = tokio::time::interval(crate::malloc::TRIM_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
             crate::malloc::trim();

@@ -533,23 +533,28 @@ fn row_to_reading(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReading> {
         ts_ns: row.get(1)?,
         node: text(row, 2)?.into(),
         metric: text(row, 3)?.into(),
-        unit: row
-            .get_ref(4)?
-            .as_str_or_null()
-            .map_err(|e| not_text(4, e))?
-            .map(Into::into),
+        unit: {
+            let unit = row.get_ref(4)?;
+            unit.as_str_or_null()
+                .map_err(|e| not_text(4, unit, e))?
+                .map(Into::into)
+        },
         value: text(row, 5)?.into(),
     })
 }
 
 fn text<'r>(row: &'r rusqlite::Row<'_>, column: usize) -> rusqlite::Result<&'r str> {
-    row.get_ref(column)?
-        .as_str()
-        .map_err(|e| not_text(column, e))
+    let value = row.get_ref(column)?;
+    value.as_str().map_err(|e| not_text(column, value, e))
 }
 
-fn not_text(column: usize, e: rusqlite::types::FromSqlError) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
+/// The error for a value that should be text: it names the column and the type found.
+fn not_text(
+    column: usize,
+    value: rusqlite::types::ValueRef<'_>,
+    e: rusqlite::types::FromSqlError,
+) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, value.data_type(), Box::new(e))
 }
 
 /// Runs `write`, a call that may wait for the outbox's write lock (up to the 10 s busy
@@ -588,10 +593,11 @@ fn connect(path: &Path, sync: SyncMode) -> Result<Connection> {
     };
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(|s| classify(path, s))?;
-    // The bundled SQLite has STAT4, which re-prepares a statement whenever a bound value
-    // might change its plan: the sinks' `read_after` was parsed and planned again on every
-    // call (a fifth of the gateway's CPU at 1,000 packets/s, perf). With the query planner
-    // stability guarantee a statement keeps its plan (the same one: there is no ANALYZE).
+    // SQLite plans with the value bound to a `LIMIT ?` and so marks the statement to be
+    // prepared again whenever that value is rebound: the sinks' `read_after` was parsed and
+    // planned on every call (a fifth of the gateway's CPU at 1,000 packets/s, perf). With the
+    // query planner stability guarantee bound values never change a plan (none here would:
+    // every query with parameters scans a rowid range or `readings_series`).
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
         .map_err(|s| classify(path, s))?;
     conn.execute_batch(&format!(
