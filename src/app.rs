@@ -26,6 +26,7 @@ use crate::ingest::{self, IngestOutputs};
 use crate::latest::Latest;
 use crate::outbox::{Outbox, OutboxReader};
 use crate::quarantine::Quarantine;
+use crate::reading::Precision;
 use crate::sink::{self, SinkConfig, SinkContext};
 use crate::source::{self, SourceEnd};
 use crate::stats::Stats;
@@ -167,9 +168,10 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
             sinks: sinks.iter().map(SinkConfig::name).collect(),
         },
     };
+    let precision = cfg.influx.as_ref().map_or(Precision::Ns, |i| i.precision);
     let ingest_thread = std::thread::Builder::new()
         .name("ingest".into())
-        .spawn(move || ingest::run(line_rx, outbox, outputs))
+        .spawn(move || ingest::run(line_rx, outbox, precision, outputs))
         .context("start the ingest thread")?;
 
     let finish = CancellationToken::new();
@@ -229,7 +231,10 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
         cfg.ingest.clone(),
         line_tx,
         source_token.clone(),
-        events.clone(),
+        source::Restarts {
+            events: events.clone(),
+            stats: stats.clone(),
+        },
     ));
     let source_result = tokio::select! {
         r = &mut source_task => r,
@@ -302,6 +307,9 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
         quarantined = quarantine.total(),
         dropped_at_disk_budget = stats
             .dropped_readings
+            .load(std::sync::atomic::Ordering::Relaxed),
+        packets_time_shifted = stats
+            .shifted_packets
             .load(std::sync::atomic::Ordering::Relaxed),
         "gateway stopped"
     );

@@ -2,9 +2,11 @@
 //! on one dedicated thread, many packets per transaction. Only after the commit are the
 //! sinks woken (invariant 1).
 //!
-//! Timestamps: every packet carries its line's receive time, made strictly increasing here
-//! (a packet received in the same nanosecond as the previous one gets +1 ns), so two packets
-//! can never collapse into one InfluxDB point.
+//! Timestamps: every packet carries its line's receive time, cut to the database's precision
+//! (`[influxdb] precision`, ns by default) and made strictly increasing in it: a packet
+//! stamped at or before the previous one gets the previous time + 1 unit (counted in
+//! `iiot_packets_time_shifted_total`). So two packets can never collapse into one point, even
+//! in a database that keeps milliseconds. See [`PacketClock`].
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use crate::events::{EventKind, RebootDetector};
 use crate::latest::Latest;
 use crate::outbox::Outbox;
 use crate::quarantine::Quarantine;
-use crate::reading::{Line, Packet};
+use crate::reading::{Line, Packet, Precision};
 use crate::stats::{DecodeError, Stats};
 
 /// Most lines taken into one outbox transaction: where the commit rate levels off
@@ -58,9 +60,15 @@ pub struct IngestOutputs {
     pub abort: tokio_util::sync::CancellationToken,
 }
 
-/// Runs until every sender of `rx` is gone and everything received is committed.
-pub fn run(mut rx: mpsc::Receiver<Line>, mut outbox: Outbox, out: IngestOutputs) {
-    let mut last_ts = i64::MIN;
+/// Runs until every sender of `rx` is gone and everything received is committed; packet
+/// times are kept strictly increasing at `precision`.
+pub fn run(
+    mut rx: mpsc::Receiver<Line>,
+    mut outbox: Outbox,
+    precision: Precision,
+    out: IngestOutputs,
+) {
+    let mut clock = PacketClock::new(precision);
     let mut lines = Vec::with_capacity(MAX_BATCH_LINES);
     let mut drops = DropWarnings::default();
     let mut reboots = RebootDetector::default();
@@ -85,7 +93,7 @@ pub fn run(mut rx: mpsc::Receiver<Line>, mut outbox: Outbox, out: IngestOutputs)
             .fetch_add(lines.len() as u64, Ordering::Relaxed);
         let packets: Vec<Packet> = lines
             .drain(..)
-            .filter_map(|line| accept(line, &mut last_ts, &out))
+            .filter_map(|line| accept(line, &mut clock, &out))
             .collect();
         if packets.is_empty() {
             continue;
@@ -197,8 +205,40 @@ impl DropWarnings {
     }
 }
 
+/// Packet times: receive times cut to a precision, strictly increasing in it. Pure.
+#[derive(Debug)]
+struct PacketClock {
+    unit: i64,
+    /// The last packet's time (ns, a multiple of `unit`), if any.
+    last: Option<i64>,
+}
+
+impl PacketClock {
+    fn new(precision: Precision) -> Self {
+        PacketClock {
+            unit: precision.unit_ns(),
+            last: None,
+        }
+    }
+
+    /// The time a packet received at `received_ns` would get, and whether it had to be moved
+    /// past the previous packet's. Nothing changes until [`PacketClock::commit`].
+    fn propose(&self, received_ns: i64) -> (i64, bool) {
+        let ts = received_ns - received_ns.rem_euclid(self.unit);
+        match self.last {
+            Some(last) if ts <= last => (last.saturating_add(self.unit), true),
+            _ => (ts, false),
+        }
+    }
+
+    /// Takes `ts` (from [`PacketClock::propose`]) as the last packet's time.
+    fn commit(&mut self, ts: i64) {
+        self.last = Some(ts);
+    }
+}
+
 /// Decodes one line; quarantines what is unusable; returns the packet to commit.
-fn accept(line: Line, last_ts: &mut i64, out: &IngestOutputs) -> Option<Packet> {
+fn accept(line: Line, clock: &mut PacketClock, out: &IngestOutputs) -> Option<Packet> {
     if line.cut {
         out.stats.cut_lines.fetch_add(1, Ordering::Relaxed);
         if line.text.contains(MARKER) || line.text.trim_start().starts_with('{') {
@@ -212,7 +252,7 @@ fn accept(line: Line, last_ts: &mut i64, out: &IngestOutputs) -> Option<Packet> 
         }
         return None;
     }
-    let ts = line.received_ns.max(last_ts.saturating_add(1));
+    let (ts, shifted) = clock.propose(line.received_ns);
     match decode(&line.text, ts) {
         Decoded::Skip => None,
         Decoded::Invalid(reason) => {
@@ -230,7 +270,10 @@ fn accept(line: Line, last_ts: &mut i64, out: &IngestOutputs) -> Option<Packet> 
                 out.quarantine
                     .add("decode", &rejected.join("; "), &line.text);
             }
-            *last_ts = ts;
+            clock.commit(ts);
+            if shifted {
+                out.stats.shifted_packets.fetch_add(1, Ordering::Relaxed);
+            }
             Some(packet)
         }
     }
@@ -253,6 +296,51 @@ fn invalid_class(reason: &str) -> DecodeError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packet_times_are_cut_to_the_precision_and_strictly_increasing_in_it() {
+        let mut clock = PacketClock::new(Precision::Ms);
+        let mut stamp = |received: i64| {
+            let (ts, shifted) = clock.propose(received);
+            clock.commit(ts);
+            (ts, shifted)
+        };
+        let ms = 1_000_000;
+        assert_eq!(stamp(5 * ms + 999_999), (5 * ms, false));
+        // Same millisecond: the next one.
+        assert_eq!(stamp(5 * ms + 1), (6 * ms, true));
+        // Received after, but still at or before the last time given out.
+        assert_eq!(stamp(6 * ms + 10), (7 * ms, true));
+        // The clock went back: still after the last.
+        assert_eq!(stamp(ms), (8 * ms, true));
+        // Time moved on: its own millisecond again.
+        assert_eq!(stamp(20 * ms + 3), (20 * ms, false));
+    }
+
+    #[test]
+    fn a_proposed_time_is_taken_only_when_committed() {
+        let mut clock = PacketClock::new(Precision::S);
+        let s = 1_000_000_000;
+        assert_eq!(clock.propose(10 * s + 5), (10 * s, false));
+        // Not committed (the line was not a packet): the next packet in that second is not
+        // shifted.
+        assert_eq!(clock.propose(10 * s + 7), (10 * s, false));
+        clock.commit(10 * s);
+        assert_eq!(clock.propose(10 * s + 9), (11 * s, true));
+    }
+
+    #[test]
+    fn nanosecond_precision_keeps_receive_times_and_breaks_ties_by_one_ns() {
+        let mut clock = PacketClock::new(Precision::Ns);
+        for (received, want) in [(100, (100, false)), (100, (101, true)), (102, (102, false))] {
+            let (ts, shifted) = clock.propose(received);
+            clock.commit(ts);
+            assert_eq!((ts, shifted), want);
+        }
+        // Before the epoch rounds down too.
+        let clock = PacketClock::new(Precision::Ms);
+        assert_eq!(clock.propose(-1).0, -1_000_000);
+    }
 
     #[test]
     fn invalid_lines_are_classed_by_the_decoders_reason() {

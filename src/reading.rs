@@ -70,6 +70,57 @@ pub struct Line {
     pub cut: bool,
 }
 
+/// The timestamp precision of the database's points (`[influxdb] precision`): the
+/// InfluxDB sink writes times in this unit, and the ingest stage keeps packet times
+/// strictly increasing in it, so two packets never become one point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// Nanoseconds (InfluxDB's own precision; the default).
+    #[default]
+    Ns,
+    /// Microseconds.
+    Us,
+    /// Milliseconds (what VictoriaMetrics stores).
+    Ms,
+    /// Seconds.
+    S,
+}
+
+impl Precision {
+    /// Every precision, finest first.
+    pub const ALL: [Precision; 4] = [Precision::Ns, Precision::Us, Precision::Ms, Precision::S];
+
+    /// The name in the config and in the write URL's `precision` parameter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Ns => "ns",
+            Precision::Us => "us",
+            Precision::Ms => "ms",
+            Precision::S => "s",
+        }
+    }
+
+    /// The precision named `name`.
+    pub fn parse(name: &str) -> Option<Precision> {
+        Precision::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+
+    /// One unit, in nanoseconds.
+    pub fn unit_ns(self) -> i64 {
+        match self {
+            Precision::Ns => 1,
+            Precision::Us => 1_000,
+            Precision::Ms => 1_000_000,
+            Precision::S => 1_000_000_000,
+        }
+    }
+
+    /// `ts_ns` in this unit, rounded down.
+    pub fn from_ns(self, ts_ns: i64) -> i64 {
+        ts_ns.div_euclid(self.unit_ns())
+    }
+}
+
 /// Now, in nanoseconds since the Unix epoch.
 pub fn now_ns() -> i64 {
     let d = std::time::SystemTime::now()

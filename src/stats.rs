@@ -28,6 +28,12 @@ pub struct Stats {
     pub dropped_readings: AtomicU64,
     /// Unusable telemetry lines by reason class, indexed by [`DecodeError`].
     pub decode_errors: [AtomicU64; DecodeError::ALL.len()],
+    /// Packets whose receive time was moved forward to keep packet times strictly increasing
+    /// at the configured precision (`[influxdb] precision`).
+    pub shifted_packets: AtomicU64,
+    /// Restarts of the source process or reopenings of its device, indexed by
+    /// [`RestartCause`].
+    pub source_restarts: [AtomicU64; RestartCause::ALL.len()],
     /// The source task runs (set by `app.rs` around it).
     pub source_running: AtomicBool,
     /// The source's kind (`stdin`, `serial`, `probe-rs`, ...), set once at start.
@@ -93,6 +99,40 @@ impl DecodeError {
             DecodeError::NoReadings => "no_readings",
             DecodeError::FieldRejected => "field_rejected",
             DecodeError::LineTooLong => "line_too_long",
+        }
+    }
+}
+
+/// Why the source was restarted: the `cause` label of `iiot_source_restarts_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartCause {
+    /// The process exited with a status of its own (or could not be waited for).
+    Exited = 0,
+    /// The process crashed (SIGSEGV, SIGABRT, SIGBUS, SIGILL, SIGFPE): its own fault.
+    Crashed = 1,
+    /// The process was killed by a signal it did not raise (SIGTERM, SIGKILL, ...): never
+    /// the gateway while it runs, so worth an error.
+    Killed = 2,
+    /// The serial device closed or failed and was reopened.
+    DeviceLost = 3,
+}
+
+impl RestartCause {
+    /// Every cause, in index order.
+    pub const ALL: [RestartCause; 4] = [
+        RestartCause::Exited,
+        RestartCause::Crashed,
+        RestartCause::Killed,
+        RestartCause::DeviceLost,
+    ];
+
+    /// The metric label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            RestartCause::Exited => "exited",
+            RestartCause::Crashed => "crashed",
+            RestartCause::Killed => "killed",
+            RestartCause::DeviceLost => "device_lost",
         }
     }
 }

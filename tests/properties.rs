@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 
 use iiot_gateway::decode::{decode, decode_explained, Decoded, MARKER, MAX_NAME_LEN};
-use iiot_gateway::reading::{Packet, StoredReading, EVENT_UNIT};
+use iiot_gateway::reading::{Packet, Precision, StoredReading, EVENT_UNIT};
 use iiot_gateway::sink::lineproto;
 use iiot_gateway::sink::topic::{reading_topic, validate_prefix};
 use influxdb_line_protocol::{parse_lines, FieldValue};
@@ -363,7 +363,7 @@ fn is_safe_name(s: &str) -> bool {
 
 fn encode(r: &StoredReading) -> String {
     let mut out = String::new();
-    lineproto::encode(r, &mut out);
+    lineproto::encode(r, Precision::Ns, &mut out);
     out
 }
 

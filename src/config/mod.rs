@@ -20,6 +20,7 @@ use std::time::Duration;
 
 pub use secret::Secret;
 
+use crate::reading::Precision;
 use crate::sink::topic::validate_prefix;
 use raw::RawConfig;
 
@@ -304,6 +305,8 @@ pub struct InfluxConfig {
     pub api: InfluxApi,
     /// TLS (`https://` URLs); never a plaintext fallback.
     pub tls: Option<InfluxTls>,
+    /// Timestamp precision of the points written (and of packet times).
+    pub precision: Precision,
     /// Points per request.
     pub batch_size: usize,
     /// Longest wait for a batch to fill.
@@ -885,6 +888,15 @@ impl Validator<'_> {
                 ))
             }
         };
+        let precision = match i.precision.as_deref() {
+            None => Precision::default(),
+            Some(name) => Precision::parse(name).ok_or_else(|| {
+                self.err(
+                    "[influxdb] precision",
+                    format!("must be \"ns\", \"us\", \"ms\" or \"s\" (got {name:?})"),
+                )
+            })?,
+        };
         let batch_size = positive(i.batch_size.unwrap_or(defaults::BATCH_SIZE))
             .filter(|n| *n <= 100_000)
             .ok_or_else(|| self.err("[influxdb] batch_size", "must be between 1 and 100000"))?;
@@ -892,6 +904,7 @@ impl Validator<'_> {
             url,
             api,
             tls,
+            precision,
             batch_size,
             flush_interval: i.flush_interval.unwrap_or(defaults::FLUSH_INTERVAL),
             gzip: i.gzip.unwrap_or(true),
@@ -1161,6 +1174,10 @@ mod tests {
             (
                 "[storage]\non_full = \"panic\"\n",
                 "[storage] on_full: must be",
+            ),
+            (
+                "[influxdb]\nurl = \"http://x\"\nbucket = \"b\"\nprecision = \"n\"\n",
+                "[influxdb] precision: must be \"ns\", \"us\", \"ms\" or \"s\" (got \"n\")",
             ),
         ];
         for (text, expected) in cases {

@@ -170,6 +170,8 @@ pub struct RawInflux {
     /// `https://` only: PEM file of the CA that signed the server's certificate (default:
     /// the Mozilla roots built into the gateway).
     pub ca_file: Option<PathBuf>,
+    /// Timestamp precision of the points: `ns` (default), `us`, `ms` or `s`.
+    pub precision: Option<String>,
     /// Points per write request at most.
     pub batch_size: Option<usize>,
     /// Longest time a reading waits for its batch to fill.

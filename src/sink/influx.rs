@@ -29,7 +29,7 @@ use super::lineproto::encode;
 use super::{Cursor, LinkState, SinkContext, SinkError};
 use crate::backoff::Backoff;
 use crate::config::{InfluxApi, InfluxConfig};
-use crate::reading::StoredReading;
+use crate::reading::{Precision, StoredReading};
 
 /// Cursor key in the outbox.
 pub const NAME: &str = "influxdb";
@@ -117,7 +117,7 @@ impl Writer {
                 let req = http.post(format!("{}/api/v2/write", self.cfg.url)).query(&[
                     ("org", org.as_str()),
                     ("bucket", bucket.as_str()),
-                    ("precision", "ns"),
+                    ("precision", self.cfg.precision.as_str()),
                 ]);
                 match token {
                     Some(token) => req.header("Authorization", format!("Token {}", token.expose())),
@@ -129,9 +129,10 @@ impl Writer {
                 username,
                 password,
             } => {
-                let req = http
-                    .post(format!("{}/write", self.cfg.url))
-                    .query(&[("db", database.as_str()), ("precision", "ns")]);
+                let req = http.post(format!("{}/write", self.cfg.url)).query(&[
+                    ("db", database.as_str()),
+                    ("precision", v1_precision(self.cfg.precision)),
+                ]);
                 match username {
                     Some(user) => req.basic_auth(user, password.as_ref().map(|p| p.expose())),
                     None => req,
@@ -390,7 +391,7 @@ async fn deliver(
     while let Some(part) = pending.pop() {
         let mut body = String::with_capacity(part.len() * 64);
         for r in part {
-            encode(r, &mut body);
+            encode(r, writer.cfg.precision, &mut body);
         }
         match writer.write(&body).await {
             Ok(()) => {}
@@ -410,6 +411,15 @@ async fn deliver(
         }
     }
     Ok(())
+}
+
+/// The v1 API's name of `p`: InfluxDB 1.x knows microseconds only as `u` and takes any name
+/// it does not know as nanoseconds, silently (VictoriaMetrics and InfluxDB 3 take `u` too).
+fn v1_precision(p: Precision) -> &'static str {
+    match p {
+        Precision::Us => "u",
+        p => p.as_str(),
+    }
 }
 
 /// An error and its causes, `a: b: c`, without secrets (URLs here carry none).

@@ -1,17 +1,19 @@
 //! InfluxDB line protocol encoding: pure, no I/O.
 //!
 //! One point per reading: measurement = metric, tags `node` and `unit` (omitted when the
-//! reading has none), field `value` (float), and the gateway's receive timestamp in ns. The
-//! same reading always encodes to the same point, so a retry or a restart overwrites instead
+//! reading has none), field `value` (float), and the gateway's receive timestamp in the
+//! configured precision (rounded down; packet times are already whole units, see
+//! `ingest.rs`). The same reading always encodes to the same point, so a retry or a restart overwrites instead
 //! of duplicating (invariant 4).
 
 use std::fmt::Write as _;
 
-use crate::reading::StoredReading;
+use crate::reading::{Precision, StoredReading};
 
 /// Appends one line (with trailing `\n`) for `r` to `out`. A gateway event becomes
 /// `events,kind=<kind>,node=<node> text="<text>" <ts>` (the Grafana annotation source).
-pub fn encode(r: &StoredReading, out: &mut String) {
+pub fn encode(r: &StoredReading, precision: Precision, out: &mut String) {
+    let ts = precision.from_ns(r.ts_ns);
     if r.is_event() {
         out.push_str("events,kind=");
         escape(&r.metric, &[',', ' ', '='], out);
@@ -28,7 +30,7 @@ pub fn encode(r: &StoredReading, out: &mut String) {
                 c => out.push(c),
             }
         }
-        let _ = writeln!(out, "\" {}", r.ts_ns);
+        let _ = writeln!(out, "\" {ts}");
         return;
     }
     escape(&r.metric, &[',', ' '], out);
@@ -41,7 +43,7 @@ pub fn encode(r: &StoredReading, out: &mut String) {
     out.push_str(" value=");
     out.push_str(&r.value);
     // Writing to a String cannot fail.
-    let _ = writeln!(out, " {}", r.ts_ns);
+    let _ = writeln!(out, " {ts}");
 }
 
 /// Escapes `special` characters and backslashes with a backslash; newlines (which line
@@ -73,8 +75,23 @@ mod tests {
 
     fn line(r: &StoredReading) -> String {
         let mut s = String::new();
-        encode(r, &mut s);
+        encode(r, Precision::Ns, &mut s);
         s
+    }
+
+    #[test]
+    fn timestamps_are_written_in_the_precision_rounded_down() {
+        let mut r = reading("t", "n", None, "1");
+        r.ts_ns = 1_764_230_400_123_456_789;
+        let at = |p| {
+            let mut s = String::new();
+            encode(&r, p, &mut s);
+            s.rsplit(' ').next().unwrap().trim_end().to_string()
+        };
+        assert_eq!(at(Precision::Ns), "1764230400123456789");
+        assert_eq!(at(Precision::Us), "1764230400123456");
+        assert_eq!(at(Precision::Ms), "1764230400123");
+        assert_eq!(at(Precision::S), "1764230400");
     }
 
     #[test]

@@ -1,24 +1,29 @@
 //! The `probe-rs` and `command` sources: a supervised child process whose stdout carries
 //! telemetry. Its stderr goes to the log. When it exits (board unplugged, RTT lost) it is
-//! restarted with exponential backoff, and the restart is logged. On shutdown the child gets
-//! SIGTERM, then SIGKILL after a grace period; on Linux it also gets SIGTERM if the gateway
-//! itself dies (PR_SET_PDEATHSIG), so no child is ever left behind.
+//! restarted with exponential backoff, and the restart is logged and counted by cause. On
+//! shutdown the child gets SIGTERM, then SIGKILL after a grace period; on Linux it also gets
+//! SIGTERM if the gateway itself dies (`spawner.rs`), so no child is ever left behind.
+//!
+//! While the gateway runs, it never signals the child: a child killed by a signal it did not
+//! raise itself (SIGTERM, SIGKILL, ...) is logged at error level with the signal and counted
+//! apart from one that exited or crashed on its own, since restarting `probe-rs` resets the
+//! board.
 
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::BufReader;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::lines::{forward, read_line, to_text, Ended};
-use super::SourceEnd;
+use super::{spawner, Restarts, SourceEnd};
 use crate::backoff::Backoff;
 use crate::config::ProcessConfig;
-use crate::events::{EventKind, EventLog};
 use crate::reading::Line;
+use crate::stats::RestartCause;
 
 /// A child that ran at least this long before exiting resets the backoff.
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
@@ -31,13 +36,13 @@ pub async fn run(
     max_line: usize,
     tx: mpsc::Sender<Line>,
     token: CancellationToken,
-    events: EventLog,
+    restarts: Restarts,
 ) -> SourceEnd {
     let mut backoff = Backoff::new(cfg.restart_initial, cfg.restart_max);
     let program = cfg.argv[0].clone();
     loop {
         let started = Instant::now();
-        match spawn(&cfg.argv) {
+        match spawn(&cfg.argv).await {
             Ok(mut child) => {
                 info!(
                     program,
@@ -55,17 +60,24 @@ pub async fn run(
                     backoff.reset();
                 }
                 let delay = backoff.next_delay();
-                let text = match status {
+                match status {
                     Ok(status) => {
-                        warn!(program, %status, restart_in = ?delay, "source process exited; restarting");
-                        format!("{program} exited ({status}); restarting")
+                        let cause = cause_of(status);
+                        if cause == RestartCause::Killed {
+                            let signal = signal_name(status);
+                            error!(program, signal, restart_in = ?delay, "source process killed by a signal it did not raise; restarting (the gateway never signals it while running: if nobody else sent it, this is a gateway bug)");
+                        } else {
+                            warn!(program, %status, restart_in = ?delay, "source process exited; restarting");
+                        }
+                        let text = format!("{program} exited ({status}); restarting");
+                        restarts.record(cause, cfg.kind, &text);
                     }
                     Err(error) => {
                         warn!(program, %error, restart_in = ?delay, "source process lost; restarting");
-                        format!("{program} lost ({error}); restarting")
+                        let text = format!("{program} lost ({error}); restarting");
+                        restarts.record(RestartCause::Exited, cfg.kind, &text);
                     }
-                };
-                events.emit(EventKind::SourceRestarted, cfg.kind, &text);
+                }
                 if sleep_or_cancel(delay, &token).await {
                     return SourceEnd::Cancelled;
                 }
@@ -86,24 +98,53 @@ pub async fn run(
     }
 }
 
-fn spawn(argv: &[String]) -> std::io::Result<Child> {
+/// Starts the child from the spawner thread (see `spawner.rs` for why).
+async fn spawn(argv: &[String]) -> std::io::Result<Child> {
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    #[cfg(target_os = "linux")]
-    // SAFETY: prctl is async-signal-safe and touches only the calling (child) process.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+    spawner::spawn(cmd).await
+}
+
+/// Why a child that ended by itself is restarted, from its exit status.
+fn cause_of(status: ExitStatus) -> RestartCause {
+    use std::os::unix::process::ExitStatusExt as _;
+    match status.signal() {
+        None => RestartCause::Exited,
+        Some(libc::SIGSEGV | libc::SIGABRT | libc::SIGBUS | libc::SIGILL | libc::SIGFPE) => {
+            RestartCause::Crashed
+        }
+        Some(_) => RestartCause::Killed,
     }
-    cmd.spawn()
+}
+
+/// The name of the signal that ended a child (`SIGTERM`), or its number.
+fn signal_name(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    let Some(signal) = status.signal() else {
+        return "none".to_string();
+    };
+    let name = match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        _ => return format!("signal {signal}"),
+    };
+    name.to_string()
 }
 
 /// Forwards stdout lines and logs stderr lines until stdout ends or shutdown.
@@ -160,5 +201,119 @@ async fn sleep_or_cancel(d: Duration, token: &CancellationToken) -> bool {
     tokio::select! {
         () = tokio::time::sleep(d) => false,
         () = token.cancelled() => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::events::EventLog;
+    use crate::stats::Stats;
+
+    fn restarts() -> (Restarts, Arc<Stats>) {
+        let stats = Arc::new(Stats::default());
+        let restarts = Restarts {
+            events: EventLog::disabled(),
+            stats: stats.clone(),
+        };
+        (restarts, stats)
+    }
+
+    fn command(script: String) -> ProcessConfig {
+        ProcessConfig {
+            kind: "command",
+            argv: vec!["sh".into(), "-c".into(), script],
+            restart_initial: Duration::from_millis(50),
+            restart_max: Duration::from_millis(100),
+        }
+    }
+
+    fn restart_count(stats: &Stats) -> Vec<(&'static str, u64)> {
+        RestartCause::ALL
+            .iter()
+            .map(|c| {
+                let n = stats.source_restarts[*c as usize].load(Ordering::Relaxed);
+                (c.label(), n)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    /// The bug this guards against: the parent-death signal is bound to the thread that
+    /// forked, and runtime worker threads come and go (`block_in_place` hands a worker's role
+    /// to a new thread; the old one exits after the pool's keep-alive). A healthy child was
+    /// SIGTERMed and restarted while the gateway ran.
+    #[test]
+    fn the_child_lives_on_while_runtime_worker_threads_come_and_go() {
+        let keep_alive = Duration::from_millis(100);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_keep_alive(keep_alive)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let signalled = dir.path().join("signalled");
+        let script = format!(
+            "trap 'echo TERM > {}; exit 143' TERM; while :; do echo \"$$\"; sleep 0.05; done",
+            signalled.display()
+        );
+        let (restarts, stats) = restarts();
+        rt.block_on(async {
+            let (tx, mut rx) = mpsc::channel(1024);
+            let token = CancellationToken::new();
+            let source = tokio::spawn(run(command(script), 256, tx, token.clone(), restarts));
+            let first = rx.recv().await.expect("a first line").text;
+            // Ten rounds, each longer than the keep-alive: every round's block_in_place moves
+            // the worker to a new thread, and the thread it left exits before the next.
+            for _ in 0..10 {
+                tokio::spawn(async {
+                    tokio::task::block_in_place(|| std::thread::sleep(Duration::from_millis(30)));
+                })
+                .await
+                .unwrap();
+                tokio::time::sleep(keep_alive * 3).await;
+                while let Ok(line) = rx.try_recv() {
+                    assert_eq!(line.text, first, "the child was restarted");
+                }
+            }
+            assert!(!signalled.exists(), "the running child was sent SIGTERM");
+            assert!(
+                restart_count(&stats).is_empty(),
+                "{:?}",
+                restart_count(&stats)
+            );
+            token.cancel();
+            assert_eq!(source.await.unwrap(), SourceEnd::Cancelled);
+        });
+    }
+
+    #[tokio::test]
+    async fn restarts_are_counted_by_cause() {
+        let (restarts, stats) = restarts();
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().join("runs");
+        // First run exits 3, second is killed by SIGKILL, third crashes (SIGSEGV), then it
+        // stays.
+        let script = format!(
+            "echo x >> {runs}; n=$(wc -l < {runs}); echo \"run $n\"; \
+             case $n in 1) exit 3;; 2) kill -KILL $$;; 3) kill -SEGV $$;; esac; exec sleep 30",
+            runs = runs.display()
+        );
+        let (tx, mut rx) = mpsc::channel(16);
+        let token = CancellationToken::new();
+        let source = tokio::spawn(run(command(script), 256, tx, token.clone(), restarts));
+        for n in 1..=4 {
+            assert_eq!(rx.recv().await.unwrap().text, format!("run {n}"));
+        }
+        assert_eq!(
+            restart_count(&stats),
+            [("exited", 1), ("crashed", 1), ("killed", 1)]
+        );
+        token.cancel();
+        source.await.unwrap();
     }
 }

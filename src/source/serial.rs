@@ -10,11 +10,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::lines::{forward, Ended};
-use super::SourceEnd;
+use super::{Restarts, SourceEnd};
 use crate::backoff::Backoff;
 use crate::config::SerialConfig;
-use crate::events::{EventKind, EventLog};
 use crate::reading::Line;
+use crate::stats::RestartCause;
 
 /// A port that stayed open this long before failing resets the backoff.
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
@@ -25,7 +25,7 @@ pub async fn run(
     max_line: usize,
     tx: mpsc::Sender<Line>,
     token: CancellationToken,
-    events: EventLog,
+    restarts: Restarts,
 ) -> SourceEnd {
     let mut backoff = Backoff::new(cfg.restart_initial, cfg.restart_max);
     let path = cfg.path.display().to_string();
@@ -63,8 +63,8 @@ pub async fn run(
             debug!(path, error = problem, reopen_in = ?delay, "serial port still unavailable");
         }
         if was_open {
-            events.emit(
-                EventKind::SourceRestarted,
+            restarts.record(
+                RestartCause::DeviceLost,
                 "serial",
                 &format!("{path} lost ({problem}); reopening"),
             );

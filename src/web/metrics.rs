@@ -37,7 +37,7 @@ use super::health::{self, Snapshot};
 use super::AppState;
 use crate::outbox::OutboxReader;
 use crate::reading::now_ns;
-use crate::stats::{DecodeError, Stats};
+use crate::stats::{DecodeError, RestartCause, Stats};
 
 /// The Content-Type of the classic text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -82,6 +82,8 @@ const OUTBOX_BYTES: &str = "iiot_outbox_bytes";
 const BACKLOG: &str = "iiot_outbox_backlog_readings";
 const OLDEST_AGE: &str = "iiot_outbox_oldest_undelivered_age_seconds";
 const SOURCE_RUNNING: &str = "iiot_source_running";
+const SOURCE_RESTARTS: &str = "iiot_source_restarts_total";
+const PACKETS_SHIFTED: &str = "iiot_packets_time_shifted_total";
 const SINK_CONNECTED: &str = "iiot_sink_connected";
 const DELIVERED: &str = "iiot_sink_readings_delivered_total";
 const FAILURES: &str = "iiot_sink_delivery_failures_total";
@@ -111,6 +113,8 @@ const FAMILIES: &[Family] = &[
     family(BACKLOG, Kind::Gauge, "Readings in the outbox the sink has not delivered yet."),
     family(OLDEST_AGE, Kind::Gauge, "Age of the sink's oldest undelivered reading (0 when none)."),
     family(SOURCE_RUNNING, Kind::Gauge, "1 while the source runs."),
+    family(SOURCE_RESTARTS, Kind::Counter, "Restarts of the source process or reopenings of its device, by cause: exited, crashed, killed (by a signal it did not raise: never expected), device_lost."),
+    family(PACKETS_SHIFTED, Kind::Counter, "Packets stamped at or before the previous one at [influxdb] precision, moved to the previous time + 1 unit so no two packets become one point."),
     family(SINK_CONNECTED, Kind::Gauge, "1 while the sink reaches its far end (MQTT connected, last InfluxDB request succeeded)."),
     family(DELIVERED, Kind::Counter, "Readings the far end confirmed (PUBACK/PUBCOMP, HTTP 2xx)."),
     family(FAILURES, Kind::Counter, "Failed delivery attempts: connections lost or refused, writes that failed."),
@@ -248,6 +252,7 @@ fn render(stats: &Stats, history: &OutboxReader) -> String {
     set.counter(LINES_CUT, &[], load(&stats.cut_lines));
     set.counter(READINGS_COMMITTED, &[], load(&stats.readings));
     set.counter(READINGS_DROPPED, &[], load(&stats.dropped_readings));
+    set.counter(PACKETS_SHIFTED, &[], load(&stats.shifted_packets));
     set.gauge(BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))], 1.0);
     let now = now_ns();
     let snap: Snapshot = health::snapshot(stats, history);
@@ -257,6 +262,14 @@ fn render(stats: &Stats, history: &OutboxReader) -> String {
         &[("kind", kind)],
         f64::from(u8::from(snap.source_running)),
     );
+    for cause in RestartCause::ALL {
+        let n = load(&stats.source_restarts[cause as usize]);
+        set.counter(
+            SOURCE_RESTARTS,
+            &[("kind", kind), ("cause", cause.label())],
+            n,
+        );
+    }
     if let Ok(bytes) = history.used_bytes() {
         set.gauge(OUTBOX_BYTES, &[], bytes as f64);
     }

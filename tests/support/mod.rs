@@ -158,6 +158,18 @@ pub fn http() -> &'static reqwest::Client {
     })
 }
 
+/// The body of `GET url` (any status); panics naming the URL when the request fails.
+pub async fn get_text(url: &str) -> String {
+    let resp = http()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    resp.text()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: body: {e}"))
+}
+
 /// A unique-per-process suffix for client ids and the like.
 pub fn unique_suffix() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);

@@ -29,11 +29,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::gateway::{counts, expected, Expected, TestGateway};
+use crate::gateway::{counts, expected, plain, Expected, TestGateway};
 use crate::support::{http, InfluxDb1, Mosquitto, Point, Subscriber, VictoriaMetrics};
 
-/// Packets per second the feeder writes: tens per second, 25 ms apart, so no two packets
-/// share a millisecond.
+/// Packets per second the feeder writes: tens per second, 25 ms apart (on a busy machine
+/// some arrive in bursts; the gateway keeps them distinct at the database's precision).
 const RATE: u32 = 40;
 /// Readings in every fed packet (n1: t, h, g; sig: rssi, snr; sts: rx, err).
 const PER_PACKET: usize = 7;
@@ -159,8 +159,9 @@ impl Db {
     /// The `[influxdb]` section, with short batching and retry settings.
     fn section(&self) -> String {
         let api = match self {
+            // VictoriaMetrics keeps milliseconds: so does the gateway's packet clock.
             Db::Vm(vm) => format!(
-                "url = \"{}\"\napi = \"v2\"\norg = \"iiot\"\nbucket = \"telemetry\"\ntoken = \"t\"",
+                "url = \"{}\"\napi = \"v2\"\norg = \"iiot\"\nbucket = \"telemetry\"\ntoken = \"t\"\nprecision = \"ms\"",
                 vm.url()
             ),
             Db::Influx(i) => format!(
@@ -265,26 +266,6 @@ fn finish(gw: &mut TestGateway, stdin: Option<ChildStdin>) {
         "gateway exit {status}; log:\n{}",
         gw.log()
     );
-}
-
-/// `log` without ANSI colour codes (the gateway colours its log even into a file), so
-/// fields can be matched as `key=value`.
-fn plain(log: &str) -> String {
-    let mut out = String::with_capacity(log.len());
-    let mut chars = log.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI: ESC [ parameters final-byte
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 async fn sleep(d: Duration) {
@@ -602,7 +583,8 @@ async fn sigkill_mid_stream_then_restart_delivers_every_committed_reading() {
     let mosquitto = Mosquitto::start();
     // A batch VictoriaMetrics wrote may lose its 2xx to the SIGKILL and be sent again after
     // the restart: with 1 ms deduplication the resent point is one sample, as in InfluxDB.
-    // (Distinct packets are 25 ms apart; `committed_packets` below checks no two share a ms.)
+    // Distinct packets never share a millisecond: the gateway writes at precision "ms" and
+    // moves a packet stamped in the previous one's millisecond to the next.
     let db = Db::Vm(VictoriaMetrics::start_with_args(&[
         "-dedup.minScrapeInterval=1ms",
     ]));
@@ -646,25 +628,8 @@ async fn sigkill_mid_stream_then_restart_delivers_every_committed_reading() {
     let (second_run, stdin) = feeder.stop();
     finish(&mut gw, stdin);
 
-    assert_distinct_ms(&data_dir(dir.path()));
     let sent = readings_of((0..k).chain(second_run));
     assert_exact("gateway_sigkill", &db, &sub, &sent).await;
-}
-
-/// Precondition of 1 ms deduplication: no two packets in the outbox share a millisecond.
-fn assert_distinct_ms(data: &Path) {
-    let conn = rusqlite::Connection::open(data.join("outbox.db")).expect("open outbox");
-    let (packets, ms): (i64, i64) = conn
-        .query_row(
-            "SELECT COUNT(DISTINCT ts), COUNT(DISTINCT ts / 1000000) FROM readings WHERE unit IS NOT 'event'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    assert_eq!(
-        packets, ms,
-        "test precondition: two packets were stamped in one millisecond"
-    );
 }
 
 // ---------------------------------------------------------------------------------------------

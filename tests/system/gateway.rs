@@ -21,6 +21,35 @@ pub fn fixture(name: &str) -> String {
     fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
 
+/// `log` without ANSI colour codes (the gateway colours its log even into a file), so
+/// fields can be matched as `key=value`.
+pub fn plain(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The dashboard URL from the start-up checklist line `✓ dashboard  http://127.0.0.1:PORT`.
+pub fn dashboard_url(log: &str) -> String {
+    log.lines()
+        .find(|l| l.contains("✓ dashboard"))
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap_or_else(|| panic!("no dashboard line in:\n{log}"))
+        .to_string()
+}
+
 pub struct TestGateway {
     child: Child,
     log: PathBuf,

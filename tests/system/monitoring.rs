@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::gateway::{expected_packets, fixture, TestGateway};
+use crate::gateway::{dashboard_url, expected_packets, fixture, TestGateway};
 use crate::support::{free_port, http, unique_suffix, wait_until, Mosquitto};
 
 /// What installs `promtool` and `prometheus`.
@@ -116,15 +116,6 @@ impl Running {
         let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
         (status, json)
     }
-}
-
-/// The dashboard URL from the start-up checklist line `✓ dashboard  http://127.0.0.1:PORT`.
-fn dashboard_url(log: &str) -> String {
-    log.lines()
-        .find(|l| l.contains("✓ dashboard"))
-        .and_then(|l| l.split_whitespace().last())
-        .unwrap_or_else(|| panic!("no dashboard line in:\n{log}"))
-        .to_string()
 }
 
 /// The value of the sample `name_and_labels` (exactly as exposed, e.g.

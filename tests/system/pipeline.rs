@@ -302,3 +302,78 @@ async fn gateway_events_reach_the_database_as_annotations() {
         ]
     );
 }
+
+/// `[influxdb] precision`: the write uses it (InfluxDB 1.x's own name for microseconds is
+/// `u`; `us` would be taken as nanoseconds, silently), and packets stamped within one unit
+/// stay distinct points: each gets the previous time + 1 unit.
+#[tokio::test(flavor = "multi_thread")]
+async fn packets_within_one_unit_of_the_precision_stay_distinct_points() {
+    let influx = InfluxDb1::start();
+    let dir = tempfile::tempdir().unwrap();
+    let packet = |i: u32| format!("{{\"n1\":{{\"t\":2{i}.5}}}}");
+    // 2026-11-17, inside the default retention; three packets in the same nanosecond, one
+    // 10.5 s later.
+    let t0: i64 = 1_795_000_000_123_456_789;
+    let at = |ns: i64| {
+        humantime::format_rfc3339_nanos(std::time::UNIX_EPOCH + Duration::from_nanos(ns as u64))
+    };
+    let recording = format!(
+        "{t} {}\n{t} {}\n{t} {}\n{} {}\n",
+        packet(0),
+        packet(1),
+        packet(2),
+        at(t0 + 10_500_000_000),
+        packet(3),
+        t = at(t0),
+    );
+    let path = dir.path().join("burst.log");
+    std::fs::write(&path, recording).unwrap();
+
+    let s = 1_000_000_000;
+    let us = 1_000;
+    let whole_s = t0 - t0 % s;
+    let whole_us = t0 - t0 % us;
+    for (precision, want) in [
+        (
+            "s",
+            vec![whole_s, whole_s + s, whole_s + 2 * s, whole_s + 10 * s],
+        ),
+        (
+            "us",
+            vec![
+                whole_us,
+                whole_us + us,
+                whole_us + 2 * us,
+                t0 + 10_500_000_000 - 789,
+            ],
+        ),
+    ] {
+        let db = format!("precision_{precision}");
+        influx.create_database(&db);
+        let run = dir.path().join(precision);
+        std::fs::create_dir_all(&run).unwrap();
+        let config = format!(
+            "[source]\nkind = \"file\"\npath = \"{}\"\nspeed = 0\n\n[storage]\ndir = \"{}\"\n\n[http]\nenabled = false\n\n[influxdb]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"{db}\"\nprecision = \"{precision}\"\nflush_interval = \"50ms\"\n",
+            path.display(),
+            run.join("data").display(),
+            influx.url()
+        );
+        let mut gw = crate::gateway::TestGateway::start(&run, &config, std::process::Stdio::null());
+        let status = gw.wait(EXIT);
+        let log = crate::gateway::plain(&gw.log());
+        assert!(status.success(), "{status}\n{log}");
+        assert!(log.contains("packets_time_shifted=2"), "{log}");
+
+        let mut points: Vec<(i64, f64)> = influx
+            .points(&db)
+            .await
+            .iter()
+            .map(|p| (p.ts_ns, p.value))
+            .collect();
+        points.sort_by_key(|p| p.0);
+        let times: Vec<i64> = points.iter().map(|p| p.0).collect();
+        assert_eq!(times, want, "precision {precision}");
+        let values: Vec<f64> = points.iter().map(|p| p.1).collect();
+        assert_eq!(values, [20.5, 21.5, 22.5, 23.5], "precision {precision}");
+    }
+}

@@ -408,14 +408,7 @@ async fn secrets_never_appear_in_any_output_even_at_trace_level() {
         "/metrics",
         "/api/latest",
     ] {
-        let body = crate::support::http()
-            .get(format!("{url}{path}"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = crate::support::get_text(&format!("{url}{path}")).await;
         pages.push_str(&body);
     }
     let mut stdin = gw.stdin();

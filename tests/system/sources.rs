@@ -8,8 +8,10 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::gateway::{assert_mqtt_exactly, expected_packets, fixture, Expected, TestGateway};
-use crate::support::{wait_until, Mosquitto, Subscriber};
+use crate::gateway::{
+    assert_mqtt_exactly, dashboard_url, expected_packets, fixture, plain, Expected, TestGateway,
+};
+use crate::support::{get_text, wait_until, Mosquitto, Subscriber};
 
 fn config(dir: &Path, source: &str, mosquitto: &Mosquitto, client_id: &str) -> String {
     format!(
@@ -179,6 +181,74 @@ async fn a_killed_gateway_takes_its_source_process_with_it() {
         !alive(pid)
     })
     .await;
+}
+
+/// A child killed by a signal it did not raise is not the child's doing: the gateway logs it
+/// as an error naming the signal and counts it apart from exits in `/metrics`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_child_killed_by_a_signal_is_an_error_counted_apart_from_exits() {
+    let mosquitto = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("flaky");
+    // Run 1 exits with 3, run 2 is SIGTERMed from outside (here: itself), run 3 stays.
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho x >> {d}/runs\nn=$(wc -l < {d}/runs)\n\
+             case $n in 1) exit 3;; 2) kill -TERM $$; sleep 5;; esac\nexec sleep 300\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = format!(
+        "[source]\nkind = \"command\"\ncommand = [\"{}\"]\nrestart_initial = \"100ms\"\nrestart_max = \"200ms\"\n\n\
+         [storage]\ndir = \"{}\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n\
+         [mqtt]\nbroker_url = \"{}\"\nclient_id = \"gw-killed\"\n",
+        script.display(),
+        dir.path().join("data").display(),
+        mosquitto.url()
+    );
+    let gw = TestGateway::start(dir.path(), &config, Stdio::null());
+    let runs = dir.path().join("runs");
+    wait_until("the third run", Duration::from_secs(20), || async {
+        std::fs::read_to_string(&runs)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            >= 3
+    })
+    .await;
+    gw.wait_log("✓ dashboard", Duration::from_secs(10)).await;
+    let log = plain(&gw.log());
+    let url = dashboard_url(&log);
+    let killed = log
+        .lines()
+        .find(|l| l.contains("killed by a signal it did not raise"))
+        .unwrap_or_else(|| panic!("no error line for the kill:\n{log}"));
+    assert!(killed.contains("ERROR"), "{killed}");
+    assert!(
+        killed.contains("signal=SIGTERM") || killed.contains("signal=\"SIGTERM\""),
+        "{killed}"
+    );
+    assert_eq!(
+        log.matches("source process exited; restarting").count(),
+        1,
+        "{log}"
+    );
+
+    let text = get_text(&format!("{url}/metrics")).await;
+    let sample = |cause: &str| {
+        let series = format!("iiot_source_restarts_total{{kind=\"command\",cause=\"{cause}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(sample("exited"), "1");
+    assert_eq!(sample("killed"), "1");
+    assert_eq!(sample("crashed"), "0");
 }
 
 /// A pseudo-terminal pair: (master fd, slave path). The master is opened close-on-exec
