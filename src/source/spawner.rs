@@ -11,10 +11,12 @@
 //! here never exits while the process lives (it waits on a channel whose sender is a static),
 //! so the parent-death signal means what it says: the gateway is gone.
 //!
-//! Other per-thread state a child inherits, checked: the signal mask (the standard library
-//! empties it in the child before `exec`, and this thread never blocks signals) and CPU
-//! affinity and scheduling priority (never set by the gateway). Open files, locks and the
-//! working directory belong to the process, not a thread.
+//! Other per-thread state a child inherits, checked: the signal mask is the forking thread's
+//! (the standard library keeps it, measured), so the child empties its own before `exec`: a
+//! signal blocked by some thread of the gateway never reaches `probe-rs` blocked. CPU affinity
+//! and scheduling priority are per thread too, and never set by the gateway. Open files, the
+//! serial port, SQLite's locks (POSIX record locks) and the working directory belong to the
+//! process, not a thread.
 
 use std::io;
 use std::sync::mpsc as std_mpsc;
@@ -37,7 +39,7 @@ struct Request {
 /// Spawns `command` from the spawner thread, with the parent-death signal set (Linux).
 /// Must be called inside a tokio runtime, which then owns the child.
 pub(crate) async fn spawn(mut command: Command) -> io::Result<Child> {
-    set_parent_death_signal(&mut command);
+    prepare_child(&mut command);
     let (reply, answer) = oneshot::channel();
     let request = Request {
         command,
@@ -74,27 +76,36 @@ fn spawner() -> io::Result<&'static std_mpsc::Sender<Request>> {
         .map_err(|e| io::Error::other(e.clone()))
 }
 
-#[cfg(target_os = "linux")]
-fn set_parent_death_signal(command: &mut Command) {
+/// Runs in the child between fork and exec: unblocks every signal, and (Linux) asks for
+/// [`PARENT_DEATH_SIGNAL`] when the gateway dies.
+fn prepare_child(command: &mut Command) {
+    #[cfg(target_os = "linux")]
     let gateway = std::process::id();
-    // SAFETY: prctl and getppid are async-signal-safe and touch only the calling (child)
-    // process.
+    // SAFETY: sigemptyset, pthread_sigmask, prctl and getppid are async-signal-safe and touch
+    // only the calling (child) process and a local.
     unsafe {
         command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, PARENT_DEATH_SIGNAL) != 0 {
-                return Err(io::Error::last_os_error());
+            let mut none = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(none.as_mut_ptr());
+            let errno =
+                libc::pthread_sigmask(libc::SIG_SETMASK, none.as_ptr(), std::ptr::null_mut());
+            if errno != 0 {
+                return Err(io::Error::from_raw_os_error(errno));
             }
-            // The gateway died between fork and prctl: the signal will never come.
-            if u32::try_from(libc::getppid()).ok() != Some(gateway) {
-                return Err(io::Error::other("the gateway exited while starting it"));
+            #[cfg(target_os = "linux")]
+            {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, PARENT_DEATH_SIGNAL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The gateway died between fork and prctl: the signal will never come.
+                if u32::try_from(libc::getppid()).ok() != Some(gateway) {
+                    return Err(io::Error::other("the gateway exited while starting it"));
+                }
             }
             Ok(())
         });
     }
 }
-
-#[cfg(not(target_os = "linux"))]
-fn set_parent_death_signal(_: &mut Command) {}
 
 #[cfg(test)]
 mod tests {
@@ -124,5 +135,33 @@ mod tests {
             assert_eq!(child.try_wait().unwrap(), None, "the child was signalled");
             child.kill().await.unwrap();
         });
+    }
+
+    #[test]
+    fn a_child_starts_with_no_signal_blocked_whatever_its_forking_thread_blocked() {
+        let blocked = std::thread::spawn(|| {
+            // SAFETY: blocks SIGUSR1 in this short-lived thread only.
+            unsafe {
+                let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+                libc::sigemptyset(set.as_mut_ptr());
+                libc::sigaddset(set.as_mut_ptr(), libc::SIGUSR1);
+                libc::pthread_sigmask(libc::SIG_BLOCK, set.as_ptr(), std::ptr::null_mut());
+            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut command = Command::new("grep");
+                command.args(["SigBlk", "/proc/self/status"]);
+                prepare_child(&mut command);
+                command.output().await.unwrap()
+            })
+        });
+        let out = blocked.join().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "SigBlk:\t0000000000000000"
+        );
     }
 }
