@@ -1,12 +1,15 @@
-//! Reading newline-terminated lines of bounded length from any byte stream.
+//! Reading records of bounded length from any byte stream: telemetry records as
+//! `records.rs` cuts them (newline bytes, literal `\n`, closed JSON objects, `}{`), and plain
+//! lines for a child's stderr.
 //!
-//! Bytes past `max` in one line are discarded (the line is marked `cut`), so a device that
-//! never sends a newline cannot grow memory. Invalid UTF-8 is replaced, never fatal. A
-//! trailing `\r` is removed (CRLF devices).
+//! Bytes past `max` in one record are discarded (the record is marked `cut`), so a device
+//! that never sends a separator cannot grow memory. Invalid UTF-8 is replaced, never fatal.
+//! A trailing `\r` is removed (CRLF devices).
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt as _};
 use tokio::sync::mpsc;
 
+use super::records::{Action, Splitter};
 use crate::reading::{now_ns, Line};
 
 /// What ended a read loop.
@@ -20,15 +23,16 @@ pub enum Ended {
     Error(std::io::Error),
 }
 
-/// Reads lines from `reader` until it ends, sending each (stamped now) to `tx`.
+/// Reads records from `reader` until it ends, sending each (stamped now) to `tx`.
 pub async fn forward<R: AsyncBufRead + Unpin>(
     reader: &mut R,
     max: usize,
     tx: &mpsc::Sender<Line>,
 ) -> Ended {
     let mut buf = Vec::with_capacity(256);
+    let mut splitter = Splitter::default();
     loop {
-        let (cut, eof) = match read_line(reader, &mut buf, max).await {
+        let (cut, eof) = match read_record(reader, &mut splitter, &mut buf, max).await {
             Ok(r) => r,
             Err(e) => return Ended::Error(e),
         };
@@ -49,7 +53,60 @@ pub async fn forward<R: AsyncBufRead + Unpin>(
     }
 }
 
-/// Reads one line into `buf` (cleared first), keeping at most `max` bytes.
+/// Reads one record into `buf` (cleared first), keeping at most `max` bytes; `splitter`
+/// carries the stream's state from record to record. Returns (cut, eof): `eof` means the
+/// stream ended (buf may hold a last unterminated record).
+pub async fn read_record<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    splitter: &mut Splitter,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<(bool, bool)> {
+    buf.clear();
+    let mut cut = false;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok((cut, true));
+        }
+        let mut used = 0;
+        let mut done = false;
+        for &b in available {
+            let action = splitter.step(b);
+            if action != Action::EndBefore {
+                used += 1;
+            }
+            match action {
+                Action::Push | Action::PushEnd => {
+                    if buf.len() < max {
+                        buf.push(b);
+                    } else if !cut {
+                        cut = true;
+                        splitter.cut();
+                    }
+                }
+                Action::Drop => {}
+                Action::End => {
+                    // The `\` of a literal `\n` separator is not the record's.
+                    if b == b'n' && buf.last() == Some(&b'\\') {
+                        buf.pop();
+                    }
+                }
+                Action::EndBefore => {}
+            }
+            if matches!(action, Action::PushEnd | Action::End | Action::EndBefore) {
+                done = true;
+                break;
+            }
+        }
+        reader.consume(used);
+        if done {
+            return Ok((cut, false));
+        }
+    }
+}
+
+/// Reads one newline-terminated line into `buf` (cleared first), keeping at most `max` bytes.
 /// Returns (cut, eof): `eof` means the stream ended (buf may hold a last unterminated line).
 pub async fn read_line<R: AsyncBufRead + Unpin>(
     reader: &mut R,
@@ -116,6 +173,45 @@ mod tests {
         input.extend_from_slice(b"\nok\n");
         let got = lines(&input, 16).await;
         assert_eq!(got, [("x".repeat(16), true), ("ok".to_string(), false)]);
+    }
+
+    /// `shared/fixtures/vcp-node2-original.raw`: what a real Node 2 writes to its virtual COM
+    /// port, JSON objects each followed by a literal backslash-n and no newline byte at all.
+    #[tokio::test]
+    async fn a_real_node2_stream_yields_every_record() {
+        let raw = include_bytes!("../../tests/fixtures/vcp-node2-original.raw");
+        assert!(!raw.contains(&b'\n'));
+        for chunk in [1, 7, 4096] {
+            let (tx, mut rx) = mpsc::channel(100);
+            let mut reader = tokio::io::BufReader::with_capacity(chunk, &raw[..]);
+            assert!(matches!(forward(&mut reader, 1024, &tx).await, Ended::Eof));
+            drop(tx);
+            let mut got = Vec::new();
+            while let Some(l) = rx.recv().await {
+                got.push(l.text);
+            }
+            assert_eq!(got.len(), 10, "chunks of {chunk}: {got:?}");
+            for (i, text) in got.iter().enumerate() {
+                assert!(
+                    text.starts_with("{\"ts\":") && text.ends_with("}}"),
+                    "{i}: {text}"
+                );
+                assert!(text.contains(&format!("\"rx\":{}", i + 1)), "{i}: {text}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cut_record_does_not_hide_the_records_after_it() {
+        let record = r#"{"ts":1,"n1":{"t":1.5}}"#;
+        let mut input = format!("{{\"junk\":\"{}\"}}", "x".repeat(500));
+        for _ in 0..3 {
+            input.push_str(record);
+        }
+        let got = lines(input.as_bytes(), 64).await;
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert!(got[0].1, "the long record is cut");
+        assert!(got[1..].iter().all(|(t, cut)| t == record && !cut));
     }
 
     #[tokio::test]

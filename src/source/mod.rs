@@ -5,6 +5,7 @@
 
 mod lines;
 mod process;
+mod records;
 mod replay;
 mod serial;
 pub mod simulator;

@@ -12,7 +12,8 @@ use tokio::io::BufReader;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::lines::{forward, read_line, to_text, Ended};
+use super::lines::{forward, read_record, to_text, Ended};
+use super::records::Splitter;
 use super::{SourceEnd, SourceError};
 use crate::config::FileConfig;
 use crate::reading::{now_ns, Line};
@@ -54,11 +55,12 @@ pub async fn file(
         })?;
     let mut reader = BufReader::with_capacity(64 * 1024, f);
     let mut buf = Vec::new();
+    let mut splitter = Splitter::default();
     let start = tokio::time::Instant::now();
     let mut first_recorded: Option<i64> = None;
     loop {
         let (cut, eof) = tokio::select! {
-            r = read_line(&mut reader, &mut buf, max_line) => r.map_err(|source| SourceError::Read { what: what.clone(), cause: source })?,
+            r = read_record(&mut reader, &mut splitter, &mut buf, max_line) => r.map_err(|source| SourceError::Read { what: what.clone(), cause: source })?,
             () = token.cancelled() => return Ok(SourceEnd::Cancelled),
         };
         if eof && buf.is_empty() {

@@ -1,6 +1,7 @@
 //! Sources with real processes and devices: a probe-rs stand-in (the real one needs a
-//! board) proving restart with backoff and no orphaned child, and the serial source over a
-//! pseudo-terminal pair that disappears and comes back.
+//! board) proving restart with backoff and no orphaned child, the serial source over a
+//! pseudo-terminal pair that disappears and comes back, and a real Node 2's byte stream (no
+//! newline byte at all) through stdin and a pty.
 
 use std::ffi::CStr;
 use std::os::unix::fs::PermissionsExt as _;
@@ -9,7 +10,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::gateway::{
-    assert_mqtt_exactly, dashboard_url, expected_packets, fixture, plain, Expected, TestGateway,
+    assert_mqtt_exactly, dashboard_url, expected_packets, fixture, plain, run_stdin, Expected,
+    TestGateway,
 };
 use crate::support::{get_text, wait_until, Mosquitto, Subscriber};
 
@@ -116,16 +118,7 @@ async fn probe_rs_source_restarts_with_backoff_and_leaves_no_child_behind() {
         .flatten()
         .collect();
     let n = per_run.len() * 4;
-    sub.wait_for(
-        |m| {
-            m.iter()
-                .filter(|m| m.topic != "iiot/gateway/status")
-                .count()
-                >= n
-        },
-        Duration::from_secs(20),
-    )
-    .await;
+    wait_readings(&sub, n, Duration::from_secs(20)).await;
 
     // Shutdown terminates the running child.
     let child = s[3].0;
@@ -312,16 +305,7 @@ async fn serial_source_reads_the_vcp_lines_and_reopens_a_device_that_came_back()
         .flatten()
         .collect();
     let n1 = expected_first.len();
-    sub.wait_for(
-        |m| {
-            m.iter()
-                .filter(|m| m.topic != "iiot/gateway/status")
-                .count()
-                >= n1
-        },
-        Duration::from_secs(10),
-    )
-    .await;
+    wait_readings(&sub, n1, Duration::from_secs(10)).await;
 
     // Unplug: the pty goes away; plug back in: a new pty behind the same path.
     // SAFETY: closing our pty master.
@@ -342,4 +326,171 @@ async fn serial_source_reads_the_vcp_lines_and_reopens_a_device_that_came_back()
     assert_mqtt_exactly(&sub, "iiot", &expected).await;
     // SAFETY: closing our pty master.
     unsafe { libc::close(master2) };
+}
+
+/// Waits until `sub` received at least `n` readings (the gateway status not counted).
+async fn wait_readings(sub: &Subscriber, n: usize, timeout: Duration) {
+    sub.wait_for(
+        |m| {
+            m.iter()
+                .filter(|m| m.topic != "iiot/gateway/status")
+                .count()
+                >= n
+        },
+        timeout,
+    )
+    .await;
+}
+
+/// What a real Node 2 writes to its virtual COM port (`tests/fixtures/vcp-node2-original.raw`):
+/// JSON objects each followed by a literal backslash-n, no newline byte anywhere.
+fn node2_raw() -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vcp-node2-original.raw"),
+    )
+    .unwrap()
+}
+
+/// The raw stream's packets, one record per line, for `expected_packets`.
+fn node2_records() -> String {
+    String::from_utf8(node2_raw())
+        .unwrap()
+        .replace("}\\n", "}\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_node2_stream_through_stdin_yields_every_packet() {
+    let mosquitto = Mosquitto::start();
+    let sub = Subscriber::connect(mosquitto.port, "watcher-raw-stdin", "iiot/#", true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(
+        dir.path(),
+        "[source]\nkind = \"stdin\"\ndrain_timeout = \"20s\"\n",
+        &mosquitto,
+        "gw-raw-stdin",
+    );
+    let (status, log) = run_stdin(dir.path(), &config, &node2_raw(), Duration::from_secs(60));
+    assert!(status.success(), "{status}\n{log}");
+    let packets = expected_packets(&node2_records());
+    assert_eq!(packets.len(), 10);
+    let expected: Vec<Expected> = packets.into_iter().flatten().collect();
+    assert_mqtt_exactly(&sub, "iiot", &expected).await;
+    assert!(
+        !dir.path().join("data/quarantine.log").exists(),
+        "nothing quarantined"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_node2_stream_through_a_pty_yields_every_packet_as_it_arrives() {
+    let mosquitto = Mosquitto::start();
+    let sub = Subscriber::connect(mosquitto.port, "watcher-raw-pty", "iiot/#", true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (master, slave) = pty();
+    let source = format!("[source]\nkind = \"serial\"\npath = \"{slave}\"\nbaud = 115200\n");
+    let gw = TestGateway::start(
+        dir.path(),
+        &config(dir.path(), &source, &mosquitto, "gw-raw-pty"),
+        Stdio::null(),
+    );
+    gw.wait_log("serial port opened", Duration::from_secs(10))
+        .await;
+    let raw = node2_raw();
+    let packets = expected_packets(&node2_records());
+    // Each record on its own, in 7-byte writes: a record is delivered once it is complete,
+    // without waiting for the next one.
+    let mut expected: Vec<Expected> = Vec::new();
+    let text = String::from_utf8(raw).unwrap();
+    for (record, packet) in text.split_inclusive("}\\n").zip(&packets) {
+        for piece in record.as_bytes().chunks(7) {
+            write_fd(master, piece);
+        }
+        expected.extend(packet.iter().cloned());
+        let n = expected.len();
+        wait_readings(&sub, n, Duration::from_secs(10)).await;
+    }
+    assert_mqtt_exactly(&sub, "iiot", &expected).await;
+    drop(gw);
+    // SAFETY: closing our pty master.
+    unsafe { libc::close(master) };
+}
+
+/// 10 MB of records back to back with no separator at all, some of them broken: every good
+/// record is committed, every broken one quarantined, and memory stays bounded.
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_megabytes_without_a_separator_lose_no_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut input = String::with_capacity(10_500_000);
+    let (mut good, mut broken) = (0u64, 0u64);
+    let mut i = 0u64;
+    while input.len() < 10_000_000 {
+        let record = format!(
+            "{{\"ts\":{},\"id\":\"N2\",\"n1\":{{\"t\":2{}.5,\"h\":5{}.1,\"g\":{}}},\"sig\":{{\"rssi\":-40,\"snr\":9}},\"sts\":{{\"rx\":{i},\"err\":0}}}}",
+            i * 500,
+            i % 10,
+            i % 7,
+            80_000 + i
+        );
+        match i % 997 {
+            // A record cut short (the next one starts right after it)...
+            13 => {
+                input.push_str(&record[..record.len() / 2]);
+                input.push('}');
+                broken += 1;
+            }
+            // ... and one that lost a quote.
+            500 => {
+                input.push_str(&record.replacen("\"id\":\"N2\"", "\"id\":\"N2", 1));
+                broken += 1;
+            }
+            _ => {
+                input.push_str(&record);
+                good += 1;
+            }
+        }
+        i += 1;
+    }
+    let config = format!(
+        "[source]\nkind = \"stdin\"\ndrain_timeout = \"60s\"\n\n[storage]\ndir = \"{}\"\n\n[http]\nenabled = false\n",
+        dir.path().join("data").display()
+    );
+    let mut gw = TestGateway::start(dir.path(), &config, Stdio::piped());
+    let pid = gw.pid();
+    let mut stdin = gw.stdin();
+    let mut peak_kib = 0u64;
+    for piece in input.as_bytes().chunks(64 * 1024) {
+        use std::io::Write as _;
+        stdin.write_all(piece).unwrap();
+        peak_kib = peak_kib.max(hwm_kib(pid));
+    }
+    drop(stdin);
+    let status = gw.wait(Duration::from_secs(300));
+    let log = plain(&gw.log());
+    assert!(status.success(), "{status}\n{log}");
+    let committed: u64 = log
+        .lines()
+        .find(|l| l.contains("gateway stopped"))
+        .and_then(|l| l.split("packets=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no packet count in:\n{log}"));
+    let quarantine = std::fs::read_to_string(dir.path().join("data/quarantine.log")).unwrap();
+    let quarantined = quarantine.lines().filter(|l| l.contains("\"ts\":")).count() as u64;
+    eprintln!("10 MB stream: {i} records, {good} good committed={committed}, {broken} broken quarantined={quarantined}, peak RSS {peak_kib} KiB");
+    assert_eq!(committed, good);
+    assert!(
+        quarantined >= broken,
+        "{quarantined} of {broken} broken records quarantined"
+    );
+    assert!(peak_kib < 200 * 1024, "peak RSS {peak_kib} KiB");
+}
+
+/// Peak resident memory of `pid` (VmHWM), KiB.
+fn hwm_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }

@@ -1,0 +1,181 @@
+//! The AT commands sent to the RYLR998, each written into a caller's buffer with its `\r\n`.
+//! Every builder returns the command's length, or [`BufferTooSmall`]; [`send`] also refuses
+//! data the modem cannot carry.
+
+use core::fmt;
+
+use crate::write::Cursor;
+use crate::BufferTooSmall;
+
+/// Most data bytes `AT+SEND` carries.
+pub const MAX_SEND: usize = 240;
+/// Longest command (`AT+SEND=65535,240,` + 240 bytes + `\r\n`).
+pub const MAX_COMMAND: usize = 18 + MAX_SEND + 2;
+
+/// Why a command could not be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandError {
+    /// The caller's buffer is too small.
+    BufferTooSmall,
+    /// `AT+SEND` data must be 1 to 240 bytes.
+    BadDataLength(usize),
+}
+
+impl From<BufferTooSmall> for CommandError {
+    fn from(_: BufferTooSmall) -> Self {
+        CommandError::BufferTooSmall
+    }
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CommandError::BufferTooSmall => f.write_str("buffer too small"),
+            CommandError::BadDataLength(n) => {
+                write!(f, "AT+SEND carries 1 to {MAX_SEND} bytes, not {n}")
+            }
+        }
+    }
+}
+
+/// `AT+PARAMETER=<sf>,<bw>,<cr>,<preamble>`: spreading factor, bandwidth code, coding rate
+/// code, preamble length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RadioParameters {
+    /// Spreading factor, 5 to 11.
+    pub spreading_factor: u8,
+    /// Bandwidth: 7 = 125 kHz, 8 = 250 kHz, 9 = 500 kHz.
+    pub bandwidth: u8,
+    /// Coding rate: 1 = 4/5 ... 4 = 4/8.
+    pub coding_rate: u8,
+    /// Preamble length, 4 to 24 (12 unless the network id is 18).
+    pub preamble: u8,
+}
+
+impl RadioParameters {
+    /// The hardware project's setting, `7,9,1,7`.
+    pub const PROJECT: RadioParameters = RadioParameters {
+        spreading_factor: 7,
+        bandwidth: 9,
+        coding_rate: 1,
+        preamble: 7,
+    };
+}
+
+/// `AT\r\n`: is the modem there?
+pub fn at(buf: &mut [u8]) -> Result<usize, CommandError> {
+    command(buf, format_args!("AT"))
+}
+
+/// `AT+RESET\r\n`.
+pub fn reset(buf: &mut [u8]) -> Result<usize, CommandError> {
+    command(buf, format_args!("AT+RESET"))
+}
+
+/// `AT+ADDRESS=<address>\r\n`.
+pub fn address(address: u16, buf: &mut [u8]) -> Result<usize, CommandError> {
+    command(buf, format_args!("AT+ADDRESS={address}"))
+}
+
+/// `AT+NETWORKID=<id>\r\n`.
+pub fn network_id(id: u8, buf: &mut [u8]) -> Result<usize, CommandError> {
+    command(buf, format_args!("AT+NETWORKID={id}"))
+}
+
+/// `AT+BAND=<hz>\r\n`.
+pub fn band(hz: u32, buf: &mut [u8]) -> Result<usize, CommandError> {
+    command(buf, format_args!("AT+BAND={hz}"))
+}
+
+/// `AT+PARAMETER=<sf>,<bw>,<cr>,<preamble>\r\n`.
+pub fn parameter(p: RadioParameters, buf: &mut [u8]) -> Result<usize, CommandError> {
+    command(
+        buf,
+        format_args!(
+            "AT+PARAMETER={},{},{},{}",
+            p.spreading_factor, p.bandwidth, p.coding_rate, p.preamble
+        ),
+    )
+}
+
+/// `AT+SEND=<dest>,<len>,<data>\r\n` with the data as raw bytes.
+pub fn send(dest: u16, data: &[u8], buf: &mut [u8]) -> Result<usize, CommandError> {
+    if data.is_empty() || data.len() > MAX_SEND {
+        return Err(CommandError::BadDataLength(data.len()));
+    }
+    let mut w = Cursor::new(buf);
+    w.fmt(format_args!("AT+SEND={dest},{},", data.len()))?;
+    w.bytes(data)?;
+    w.bytes(b"\r\n")?;
+    Ok(w.len())
+}
+
+fn command(buf: &mut [u8], args: fmt::Arguments<'_>) -> Result<usize, CommandError> {
+    let mut w = Cursor::new(buf);
+    w.fmt(args)?;
+    w.bytes(b"\r\n")?;
+    Ok(w.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(f: impl FnOnce(&mut [u8]) -> Result<usize, CommandError>) -> [u8; 64] {
+        let mut buf = [0u8; 64];
+        let n = f(&mut buf).unwrap();
+        let mut out = [0u8; 64];
+        out[..n].copy_from_slice(&buf[..n]);
+        out
+    }
+
+    fn eq(got: [u8; 64], want: &[u8]) {
+        assert_eq!(&got[..want.len()], want);
+        assert!(got[want.len()..].iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn set_up_commands_of_the_project() {
+        eq(text(at), b"AT\r\n");
+        eq(text(|b| address(2, b)), b"AT+ADDRESS=2\r\n");
+        eq(text(|b| network_id(18, b)), b"AT+NETWORKID=18\r\n");
+        eq(text(|b| band(915_000_000, b)), b"AT+BAND=915000000\r\n");
+        eq(
+            text(|b| parameter(RadioParameters::PROJECT, b)),
+            b"AT+PARAMETER=7,9,1,7\r\n",
+        );
+        eq(text(reset), b"AT+RESET\r\n");
+    }
+
+    /// LORA_LINK.md: Node 1's send of packet 1, and Node 2's ACK of it.
+    #[test]
+    fn send_matches_the_vectors() {
+        let frame = [0x01, 0xA2, 0x04, 0xFF, 0x2D, 0xF3, 0xD5, 0x15, 0x93, 0x83];
+        let mut buf = [0u8; MAX_COMMAND];
+        let n = send(2, &frame, &mut buf).unwrap();
+        assert_eq!(n, 25);
+        assert_eq!(&buf[..13], b"AT+SEND=2,10,");
+        assert_eq!(&buf[13..23], &frame);
+        assert_eq!(&buf[23..25], b"\r\n");
+        let n = send(1, &[0x01, 0x01], &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"AT+SEND=1,2,\x01\x01\r\n");
+    }
+
+    #[test]
+    fn bad_data_and_small_buffers_are_errors() {
+        let mut buf = [0u8; MAX_COMMAND];
+        assert_eq!(send(1, &[], &mut buf), Err(CommandError::BadDataLength(0)));
+        assert_eq!(
+            send(1, &[0; 241], &mut buf),
+            Err(CommandError::BadDataLength(241))
+        );
+        assert_eq!(send(65535, &[7; 240], &mut buf), Ok(MAX_COMMAND));
+        for n in 0..17 {
+            assert_eq!(
+                band(915_000_000, &mut buf[..n]),
+                Err(CommandError::BufferTooSmall),
+                "{n}"
+            );
+        }
+    }
+}

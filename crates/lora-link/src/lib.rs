@@ -1,0 +1,38 @@
+//! The radio link between iiot-gateway's sensor nodes, in one place: what Node 1 sends, what
+//! Node 2 answers, how the REYAX RYLR998 modem carries both, and the JSON line Node 2 prints.
+//! The wire contract is `shared/LORA_LINK.md`; its test vectors are this crate's tests.
+//!
+//! - [`packet`]: `SensorDataPacket` and `AckPacket` in postcard 1.x encoding, and the sensor
+//!   frame (postcard bytes + CRC-16/IBM-3740, big-endian).
+//! - [`crc`](mod@crc): CRC-16/IBM-3740.
+//! - [`modem`]: an incremental parser of the modem's output, fed arbitrary byte chunks;
+//!   `+RCV` frames are cut by their length field, whatever bytes the data holds.
+//! - [`at`]: the AT commands the nodes and the gateway send.
+//! - [`node2`]: Node 2's JSON line, byte-identical to the original firmware's.
+//!
+//! `#![no_std]`, no allocation, no `unsafe`, and no panic on any input: every function takes
+//! caller-owned buffers and returns an error when one is too small. The gateway (host) and
+//! the firmware (`thumbv7em-none-eabihf`) both build it; nothing of the link is written twice.
+
+#![no_std]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+// No panic path in the library (tests may index and unwrap).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
+
+pub mod at;
+pub mod crc;
+pub mod modem;
+pub mod node2;
+pub mod packet;
+mod write;
+
+pub use write::BufferTooSmall;
