@@ -224,16 +224,24 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
             env!("CARGO_PKG_VERSION")
         ),
     );
-    check(true, "source", described);
+    match source::probe(&cfg.source).await {
+        None => check(true, "source", described),
+        Some(Ok(answer)) => check(true, "source", answer),
+        Some(Err(problem)) => {
+            check(false, "source", format!("{problem}; retrying with backoff"));
+            stats.set_source_problem(Some(problem));
+        }
+    }
     stats.source_running.store(true, Ordering::Relaxed);
     let mut source_task = tokio::spawn(source::run(
         cfg.source.clone(),
         cfg.ingest.clone(),
         line_tx,
         source_token.clone(),
-        source::Restarts {
+        source::SourceContext {
             events: events.clone(),
             stats: stats.clone(),
+            quarantine: quarantine.clone(),
         },
     ));
     let source_result = tokio::select! {
@@ -350,6 +358,7 @@ fn source_kind(source: &SourceConfig) -> &'static str {
     match source {
         SourceConfig::Process(p) => p.kind,
         SourceConfig::Serial(_) => "serial",
+        SourceConfig::Rylr998(_) => "rylr998",
         SourceConfig::Stdin => "stdin",
         SourceConfig::File(_) => "file",
         SourceConfig::Simulator(_) => "simulator",
@@ -360,6 +369,11 @@ fn describe_source(source: &SourceConfig) -> String {
     match source {
         SourceConfig::Process(p) => format!("{}: {}", p.kind, p.argv.join(" ")),
         SourceConfig::Serial(s) => format!("serial: {} at {} baud", s.path.display(), s.baud),
+        SourceConfig::Rylr998(r) => format!(
+            "rylr998: LoRa modem on {} at {} baud",
+            r.path.display(),
+            r.baud
+        ),
         SourceConfig::Stdin => "stdin".into(),
         SourceConfig::File(f) => format!("file: {} (speed {})", f.path.display(), f.speed),
         SourceConfig::Simulator(s) => format!(

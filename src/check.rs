@@ -20,7 +20,11 @@ pub async fn run(cfg: &Config) -> ExitCode {
         println!("{} {what:<10} {detail}", if ok { "ok  " } else { "FAIL" });
     };
     item(true, "config", format!("{} is valid", cfg.origin));
-    item(true, "source", cfg.source.kind().to_string());
+    match crate::source::probe(&cfg.source).await {
+        None => item(true, "source", cfg.source.kind().to_string()),
+        Some(Ok(answer)) => item(true, "source", answer),
+        Some(Err(problem)) => item(false, "source", problem),
+    }
     match Outbox::open(&cfg.storage).and_then(|o| o.reader().and_then(|r| r.last_seq())) {
         Ok(seq) => item(
             true,

@@ -253,7 +253,20 @@ fn accept(line: Line, clock: &mut PacketClock, out: &IngestOutputs) -> Option<Pa
         return None;
     }
     let (ts, shifted) = clock.propose(line.received_ns);
-    match decode(&line.text, ts) {
+    let decoded = match line.decoded {
+        // A source that decoded its own input (radio frames).
+        Some(readings) if !readings.is_empty() => Decoded::Packet {
+            packet: Packet {
+                received_ns: ts,
+                device_ts: None,
+                readings,
+            },
+            rejected: Vec::new(),
+        },
+        Some(_) => Decoded::Skip,
+        None => decode(&line.text, ts),
+    };
+    match decoded {
         Decoded::Skip => None,
         Decoded::Invalid(reason) => {
             out.stats.invalid_lines.fetch_add(1, Ordering::Relaxed);

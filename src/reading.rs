@@ -59,7 +59,9 @@ impl StoredReading {
     }
 }
 
-/// A line read by a source, stamped with the time it was received.
+/// A line read by a source, stamped with the time it was received; or a packet a source
+/// decoded itself (radio frames: `decoded` holds its readings and `text` describes the
+/// frame).
 #[derive(Debug, Clone)]
 pub struct Line {
     /// The raw text, without the trailing newline. May contain anything.
@@ -68,6 +70,8 @@ pub struct Line {
     pub received_ns: i64,
     /// The line was longer than `max_line_length`; `text` holds only its beginning.
     pub cut: bool,
+    /// Readings the source decoded itself; `None` for text to decode.
+    pub decoded: Option<Vec<Reading>>,
 }
 
 /// The timestamp precision of the database's points (`[influxdb] precision`): the

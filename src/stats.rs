@@ -34,6 +34,9 @@ pub struct Stats {
     /// Restarts of the source process or reopenings of its device, indexed by
     /// [`RestartCause`].
     pub source_restarts: [AtomicU64; RestartCause::ALL.len()],
+    /// Why the source cannot deliver right now (a modem that does not answer), for
+    /// `/readyz`; `None` while it is fine.
+    pub source_problem: Mutex<Option<String>>,
     /// The source task runs (set by `app.rs` around it).
     pub source_running: AtomicBool,
     /// The source's kind (`stdin`, `serial`, `probe-rs`, ...), set once at start.
@@ -55,6 +58,13 @@ impl Stats {
             sinks.insert(name, status.clone());
         }
         status
+    }
+
+    /// Sets or clears the source's problem.
+    pub fn set_source_problem(&self, problem: Option<String>) {
+        if let Ok(mut p) = self.source_problem.lock() {
+            *p = problem;
+        }
     }
 
     /// Counts one unusable telemetry line of class `class`.

@@ -40,8 +40,16 @@ pub mod defaults {
     pub const RESTART_INITIAL: Duration = Duration::from_secs(1);
     /// Longest restart delay.
     pub const RESTART_MAX: Duration = Duration::from_secs(60);
-    /// Serial baud rate (the ST-Link VCP's).
+    /// Serial baud rate (the ST-Link VCP's, and the RYLR998's).
     pub const BAUD: u32 = 115_200;
+    /// The RYLR998 on the gateway takes Node 2's address: Node 1 sends to 2.
+    pub const MODEM_ADDRESS: u16 = 2;
+    /// The hardware project's `AT+NETWORKID`.
+    pub const NETWORK_ID: u8 = 18;
+    /// The hardware project's `AT+BAND` (Hz).
+    pub const BAND: u32 = 915_000_000;
+    /// The hardware project's `AT+PARAMETER`.
+    pub const RADIO_PARAMETERS: &str = "7,9,1,7";
     /// Simulator packet interval.
     pub const SIM_INTERVAL: Duration = Duration::from_secs(10);
     /// Embedded broker address.
@@ -116,6 +124,8 @@ pub enum SourceConfig {
     Process(ProcessConfig),
     /// A serial port with bare JSON lines.
     Serial(SerialConfig),
+    /// A REYAX RYLR998 LoRa modem on a serial port: the gateway receives the radio itself.
+    Rylr998(Rylr998Config),
     /// Standard input.
     Stdin,
     /// A recorded log replayed.
@@ -130,6 +140,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Process(p) => p.kind,
             SourceConfig::Serial(_) => "serial",
+            SourceConfig::Rylr998(_) => "rylr998",
             SourceConfig::Stdin => "stdin",
             SourceConfig::File(_) => "file",
             SourceConfig::Simulator(_) => "simulator",
@@ -162,6 +173,31 @@ pub struct SerialConfig {
     pub path: PathBuf,
     /// Baud rate.
     pub baud: u32,
+    /// First reopen delay.
+    pub restart_initial: Duration,
+    /// Longest reopen delay.
+    pub restart_max: Duration,
+}
+
+/// A RYLR998 modem and how to set it up.
+#[derive(Debug, Clone)]
+pub struct Rylr998Config {
+    /// Device path.
+    pub path: PathBuf,
+    /// Baud rate.
+    pub baud: u32,
+    /// The modem's address (`AT+ADDRESS`).
+    pub address: u16,
+    /// `AT+NETWORKID`.
+    pub network_id: u8,
+    /// `AT+BAND`, Hz.
+    pub band: u32,
+    /// `AT+PARAMETER`.
+    pub parameter: lora_link::at::RadioParameters,
+    /// Acknowledge good frames.
+    pub ack: bool,
+    /// Node names by sender address.
+    pub nodes: std::collections::BTreeMap<u16, String>,
     /// First reopen delay.
     pub restart_initial: Duration,
     /// Longest reopen delay.
@@ -626,6 +662,7 @@ impl Validator<'_> {
                 restart_initial,
                 restart_max,
             }),
+            "rylr998" => SourceConfig::Rylr998(self.rylr998(s, restart_initial, restart_max)?),
             "stdin" => SourceConfig::Stdin,
             "file" => {
                 let speed = s.speed.unwrap_or(1.0);
@@ -834,6 +871,67 @@ impl Validator<'_> {
         Ok(Some(MqttTls { ca_pem, client }))
     }
 
+    fn rylr998(
+        &self,
+        s: raw::RawSource,
+        restart_initial: Duration,
+        restart_max: Duration,
+    ) -> Result<Rylr998Config, ConfigError> {
+        let path = s.path.ok_or_else(|| {
+            self.err(
+                "[source] path",
+                "required for kind = \"rylr998\": the modem's serial device, e.g. \"/dev/ttyUSB0\" or \"/dev/serial0\"",
+            )
+        })?;
+        let network_id = s.network_id.unwrap_or(defaults::NETWORK_ID);
+        if !((3..=15).contains(&network_id) || network_id == 18) {
+            return Err(self.err(
+                "[source] network_id",
+                format!("the RYLR998 takes 3 to 15 or 18 (got {network_id}); every node of the link needs the same"),
+            ));
+        }
+        let band = s.band.unwrap_or(defaults::BAND);
+        if !(820_000_000..=960_000_000).contains(&band) {
+            return Err(self.err(
+                "[source] band",
+                format!("the RYLR998 tunes 820000000 to 960000000 Hz (got {band}): 915000000 in the Americas, 868000000 in Europe"),
+            ));
+        }
+        let parameter = parse_radio_parameters(
+            s.parameter.as_deref().unwrap_or(defaults::RADIO_PARAMETERS),
+            network_id,
+        )
+        .map_err(|e| self.err("[source] parameter", e))?;
+        let mut nodes = std::collections::BTreeMap::new();
+        match s.nodes {
+            None => {
+                nodes.insert(1, "node1".to_string());
+            }
+            Some(table) => {
+                for (address, name) in table {
+                    let key = format!("[source.nodes] {address}");
+                    let address: u16 = address
+                        .parse()
+                        .map_err(|_| self.err(&key, "the key is a sender address, 0 to 65535"))?;
+                    validate_node_name(&name).map_err(|e| self.err(&key, e))?;
+                    nodes.insert(address, name);
+                }
+            }
+        }
+        Ok(Rylr998Config {
+            path,
+            baud: s.baud.unwrap_or(defaults::BAUD),
+            address: s.address.unwrap_or(defaults::MODEM_ADDRESS),
+            network_id,
+            band,
+            parameter,
+            ack: s.ack.unwrap_or(true),
+            nodes,
+            restart_initial,
+            restart_max,
+        })
+    }
+
     fn influx(&self, i: raw::RawInflux) -> Result<InfluxConfig, ConfigError> {
         let url = i.url.ok_or_else(|| {
             self.err("[influxdb] url", "required, e.g. \"http://127.0.0.1:8086\"")
@@ -1020,6 +1118,70 @@ impl Validator<'_> {
     }
 }
 
+/// `"7,9,1,7"`: spreading factor 5-11, bandwidth 7-9, coding rate 1-4, preamble 4-24 (12 when
+/// the network id is not 18, per the vendor's guide).
+fn parse_radio_parameters(
+    text: &str,
+    network_id: u8,
+) -> Result<lora_link::at::RadioParameters, String> {
+    let fields: Vec<&str> = text.split(',').map(str::trim).collect();
+    let [sf, bw, cr, preamble] = fields[..] else {
+        return Err(format!(
+            "expected four numbers \"<spreading factor>,<bandwidth>,<coding rate>,<preamble>\" like \"7,9,1,7\" (got {text:?})"
+        ));
+    };
+    let number = |what: &str, v: &str, range: std::ops::RangeInclusive<u8>| {
+        v.parse::<u8>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| {
+                format!(
+                    "{what} must be {} to {} (got {v:?} in {text:?})",
+                    range.start(),
+                    range.end()
+                )
+            })
+    };
+    let p = lora_link::at::RadioParameters {
+        spreading_factor: number("the spreading factor", sf, 5..=11)?,
+        bandwidth: number(
+            "the bandwidth (7 = 125 kHz, 8 = 250 kHz, 9 = 500 kHz)",
+            bw,
+            7..=9,
+        )?,
+        coding_rate: number("the coding rate (1 = 4/5 ... 4 = 4/8)", cr, 1..=4)?,
+        preamble: number("the preamble", preamble, 4..=24)?,
+    };
+    if network_id != 18 && p.preamble != 12 {
+        return Err(format!(
+            "the preamble must be 12 unless network_id is 18 (got {})",
+            p.preamble
+        ));
+    }
+    Ok(p)
+}
+
+/// A node name from `[source.nodes]`: what the decoder would keep unchanged, and not one of
+/// the names the link's own readings use.
+fn validate_node_name(name: &str) -> Result<(), String> {
+    let safe = (1..=crate::decode::MAX_NAME_LEN).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !safe {
+        return Err(format!(
+            "node names use 1 to {} letters, digits, _ and - (got {name:?})",
+            crate::decode::MAX_NAME_LEN
+        ));
+    }
+    if matches!(name, "signal" | "stats" | "gateway") {
+        return Err(format!(
+            "{name:?} is taken by the link's own readings; choose another name"
+        ));
+    }
+    Ok(())
+}
+
 /// The first secret written inline in a config file (`[mqtt] password`, `[influxdb] token`
 /// or `[influxdb] password`), if any.
 fn inline_secret(text: &str) -> Option<&'static str> {
@@ -1176,6 +1338,42 @@ mod tests {
                 "[storage] on_full: must be",
             ),
             (
+                "[source]\nkind = \"rylr998\"\n",
+                "[source] path: required for kind = \"rylr998\"",
+            ),
+            (
+                "[source]\nkind = \"rylr998\"\npath = \"/dev/x\"\nnetwork_id = 16\n",
+                "[source] network_id: the RYLR998 takes 3 to 15 or 18 (got 16)",
+            ),
+            (
+                "[source]\nkind = \"rylr998\"\npath = \"/dev/x\"\nband = 433000000\n",
+                "[source] band: the RYLR998 tunes 820000000 to 960000000 Hz",
+            ),
+            (
+                "[source]\nkind = \"rylr998\"\npath = \"/dev/x\"\nparameter = \"7,9,1\"\n",
+                "[source] parameter: expected four numbers",
+            ),
+            (
+                "[source]\nkind = \"rylr998\"\npath = \"/dev/x\"\nparameter = \"12,9,1,7\"\n",
+                "the spreading factor must be 5 to 11 (got \"12\"",
+            ),
+            (
+                "[source]\nkind = \"rylr998\"\npath = \"/dev/x\"\nnetwork_id = 5\n",
+                "the preamble must be 12 unless network_id is 18 (got 7)",
+            ),
+            (
+                "[source]\nkind = \"rylr998\"\npath = \"/dev/x\"\nnodes = { one = \"n\" }\n",
+                "[source.nodes] one: the key is a sender address",
+            ),
+            (
+                "[source]\nkind = \"rylr998\"\npath = \"/dev/x\"\nnodes = { 1 = \"a/b\" }\n",
+                "[source.nodes] 1: node names use 1 to 64 letters",
+            ),
+            (
+                "[source]\nkind = \"rylr998\"\npath = \"/dev/x\"\nnodes = { 1 = \"stats\" }\n",
+                "\"stats\" is taken by the link's own readings",
+            ),
+            (
                 "[influxdb]\nurl = \"http://x\"\nbucket = \"b\"\nprecision = \"n\"\n",
                 "[influxdb] precision: must be \"ns\", \"us\", \"ms\" or \"s\" (got \"n\")",
             ),
@@ -1302,6 +1500,36 @@ channel_capacity = 100
         ))
         .unwrap();
         assert_eq!(c.mqtt.unwrap().password.unwrap().expose(), "s3cret");
+    }
+
+    #[test]
+    fn rylr998_defaults_are_the_hardware_projects() {
+        let c = load("[source]\nkind = \"rylr998\"\npath = \"/dev/ttyUSB0\"\n").unwrap();
+        let SourceConfig::Rylr998(r) = c.source else {
+            panic!("not rylr998: {:?}", c.source)
+        };
+        assert_eq!(r.baud, 115_200);
+        assert_eq!(r.address, 2);
+        assert_eq!(r.network_id, 18);
+        assert_eq!(r.band, 915_000_000);
+        assert_eq!(r.parameter, lora_link::at::RadioParameters::PROJECT);
+        assert!(r.ack);
+        assert_eq!(
+            r.nodes,
+            std::collections::BTreeMap::from([(1, "node1".into())])
+        );
+        let c = load(
+            "[source]\nkind = \"rylr998\"\npath = \"/dev/x\"\nnetwork_id = 5\nparameter = \"9, 7, 4, 12\"\nack = false\n[source.nodes]\n1 = \"greenhouse\"\n7 = \"barn\"\n",
+        )
+        .unwrap();
+        let SourceConfig::Rylr998(r) = c.source else {
+            panic!()
+        };
+        assert_eq!(
+            (r.parameter.spreading_factor, r.parameter.preamble, r.ack),
+            (9, 12, false)
+        );
+        assert_eq!(r.nodes.get(&7).map(String::as_str), Some("barn"));
     }
 
     #[test]

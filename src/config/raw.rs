@@ -45,7 +45,7 @@ pub struct RawHomeAssistant {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSource {
-    /// probe-rs | command | serial | stdin | file | simulator.
+    /// probe-rs | command | serial | rylr998 | stdin | file | simulator.
     pub kind: Option<String>,
     /// probe-rs: the probe selector (`VID:PID[:serial]`).
     pub probe_id: Option<String>,
@@ -57,16 +57,28 @@ pub struct RawSource {
     pub probe_rs: Option<String>,
     /// command: argv of the process whose stdout carries telemetry.
     pub command: Option<Vec<String>>,
-    /// probe-rs/command/serial: first restart delay.
+    /// probe-rs/command/serial/rylr998: first restart delay.
     #[serde(default, with = "humantime_serde")]
     pub restart_initial: Option<Duration>,
-    /// probe-rs/command/serial: longest restart delay.
+    /// probe-rs/command/serial/rylr998: longest restart delay.
     #[serde(default, with = "humantime_serde")]
     pub restart_max: Option<Duration>,
-    /// serial/file: device or file path.
+    /// serial/rylr998/file: device or file path.
     pub path: Option<PathBuf>,
-    /// serial: baud rate.
+    /// serial/rylr998: baud rate.
     pub baud: Option<u32>,
+    /// rylr998: the modem's own address (`AT+ADDRESS`).
+    pub address: Option<u16>,
+    /// rylr998: network id (`AT+NETWORKID`), 3 to 15 or 18.
+    pub network_id: Option<u8>,
+    /// rylr998: radio frequency in Hz (`AT+BAND`).
+    pub band: Option<u32>,
+    /// rylr998: `"<spreading factor>,<bandwidth>,<coding rate>,<preamble>"` (`AT+PARAMETER`).
+    pub parameter: Option<String>,
+    /// rylr998: acknowledge every good frame (`AT+SEND` of an ACK packet).
+    pub ack: Option<bool>,
+    /// rylr998: node names by sender address, e.g. `{ 1 = "node1" }`.
+    pub nodes: Option<std::collections::BTreeMap<String, String>>,
     /// file: replay speed (1 = recorded pace, 0 = as fast as possible).
     pub speed: Option<f64>,
     /// simulator: time between packets.

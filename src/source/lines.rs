@@ -43,6 +43,7 @@ pub async fn forward<R: AsyncBufRead + Unpin>(
             text: to_text(&buf),
             received_ns: now_ns(),
             cut,
+            decoded: None,
         };
         if tx.send(line).await.is_err() {
             return Ended::Closed;

@@ -5,8 +5,10 @@
 
 mod lines;
 mod process;
+mod radio;
 mod records;
 mod replay;
+mod rylr998;
 mod serial;
 pub mod simulator;
 mod simulator_model;
@@ -20,22 +22,26 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{IngestConfig, SourceConfig};
 use crate::events::{EventKind, EventLog};
+use crate::quarantine::Quarantine;
 use crate::reading::Line;
 use crate::stats::{RestartCause, Stats};
 
-/// Where a supervised source (a process, a device) reports its restarts: counted by cause in
-/// `/metrics` and recorded as a `source_restarted` gateway event.
+/// What a source reports to: restarts (counted by cause in `/metrics` and recorded as a
+/// `source_restarted` gateway event), its problem (for `/readyz`), data it refused
+/// (quarantine).
 #[derive(Clone, Debug)]
-pub(crate) struct Restarts {
-    /// Restart events.
+pub(crate) struct SourceContext {
+    /// Gateway events.
     pub events: EventLog,
-    /// Restart counters.
+    /// Counters and the source's problem.
     pub stats: Arc<Stats>,
+    /// Where refused input goes.
+    pub quarantine: Quarantine,
 }
 
-impl Restarts {
+impl SourceContext {
     /// Counts one restart of `cause` and records `text` as an event about `node`.
-    fn record(&self, cause: RestartCause, node: &str, text: &str) {
+    fn restarted(&self, cause: RestartCause, node: &str, text: &str) {
         self.stats.source_restarts[cause as usize].fetch_add(1, Ordering::Relaxed);
         self.events.emit(EventKind::SourceRestarted, node, text);
     }
@@ -72,20 +78,30 @@ pub enum SourceError {
 }
 
 /// Runs the configured source until its input ends or `token` is cancelled; restarts of a
-/// process or device are reported to `restarts`.
+/// process or device are reported to `ctx`.
 pub(crate) async fn run(
     cfg: SourceConfig,
     ingest: IngestConfig,
     tx: mpsc::Sender<Line>,
     token: CancellationToken,
-    restarts: Restarts,
+    ctx: SourceContext,
 ) -> Result<SourceEnd, SourceError> {
     let max = ingest.max_line_length;
     match cfg {
-        SourceConfig::Process(c) => Ok(process::run(c, max, tx, token, restarts).await),
-        SourceConfig::Serial(c) => Ok(serial::run(c, max, tx, token, restarts).await),
+        SourceConfig::Process(c) => Ok(process::run(c, max, tx, token, ctx).await),
+        SourceConfig::Serial(c) => Ok(serial::run(c, max, tx, token, ctx).await),
+        SourceConfig::Rylr998(c) => Ok(rylr998::run(c, tx, token, ctx).await),
         SourceConfig::Stdin => replay::stdin(max, tx, token).await,
         SourceConfig::File(c) => replay::file(c, max, tx, token).await,
         SourceConfig::Simulator(c) => Ok(simulator::run(c, tx, token).await),
+    }
+}
+
+/// Checks that the source can start, for `check` and the start-up checklist: `None` when
+/// there is nothing to check before it runs, else what answered or what is wrong.
+pub(crate) async fn probe(cfg: &SourceConfig) -> Option<Result<String, String>> {
+    match cfg {
+        SourceConfig::Rylr998(c) => Some(rylr998::probe(c).await.map_err(|e| e.to_string())),
+        _ => None,
     }
 }

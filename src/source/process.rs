@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::lines::{forward, read_line, to_text, Ended};
-use super::{spawner, Restarts, SourceEnd};
+use super::{spawner, SourceContext, SourceEnd};
 use crate::backoff::Backoff;
 use crate::config::ProcessConfig;
 use crate::reading::Line;
@@ -36,7 +36,7 @@ pub async fn run(
     max_line: usize,
     tx: mpsc::Sender<Line>,
     token: CancellationToken,
-    restarts: Restarts,
+    ctx: SourceContext,
 ) -> SourceEnd {
     let mut backoff = Backoff::new(cfg.restart_initial, cfg.restart_max);
     let program = cfg.argv[0].clone();
@@ -70,12 +70,12 @@ pub async fn run(
                             warn!(program, %status, restart_in = ?delay, "source process exited; restarting");
                         }
                         let text = format!("{program} exited ({status}); restarting");
-                        restarts.record(cause, cfg.kind, &text);
+                        ctx.restarted(cause, cfg.kind, &text);
                     }
                     Err(error) => {
                         warn!(program, %error, restart_in = ?delay, "source process lost; restarting");
                         let text = format!("{program} lost ({error}); restarting");
-                        restarts.record(RestartCause::Exited, cfg.kind, &text);
+                        ctx.restarted(RestartCause::Exited, cfg.kind, &text);
                     }
                 }
                 if sleep_or_cancel(delay, &token).await {
@@ -213,13 +213,15 @@ mod tests {
     use crate::events::EventLog;
     use crate::stats::Stats;
 
-    fn restarts() -> (Restarts, Arc<Stats>) {
+    fn restarts() -> (SourceContext, Arc<Stats>) {
         let stats = Arc::new(Stats::default());
-        let restarts = Restarts {
+        let dir = std::env::temp_dir().join(format!("iiot-process-test-{}", std::process::id()));
+        let ctx = SourceContext {
             events: EventLog::disabled(),
             stats: stats.clone(),
+            quarantine: crate::quarantine::Quarantine::new(&dir),
         };
-        (restarts, stats)
+        (ctx, stats)
     }
 
     fn command(script: String) -> ProcessConfig {

@@ -82,12 +82,14 @@ pub async fn file(
                     text: rest.to_string(),
                     received_ns: ns,
                     cut,
+                    decoded: None,
                 }
             }
             None => Line {
                 text,
                 received_ns: now_ns(),
                 cut,
+                decoded: None,
             },
         };
         if tx.send(line).await.is_err() {

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::lines::{forward, Ended};
-use super::{Restarts, SourceEnd};
+use super::{SourceContext, SourceEnd};
 use crate::backoff::Backoff;
 use crate::config::SerialConfig;
 use crate::reading::Line;
@@ -25,7 +25,7 @@ pub async fn run(
     max_line: usize,
     tx: mpsc::Sender<Line>,
     token: CancellationToken,
-    restarts: Restarts,
+    ctx: SourceContext,
 ) -> SourceEnd {
     let mut backoff = Backoff::new(cfg.restart_initial, cfg.restart_max);
     let path = cfg.path.display().to_string();
@@ -63,7 +63,7 @@ pub async fn run(
             debug!(path, error = problem, reopen_in = ?delay, "serial port still unavailable");
         }
         if was_open {
-            restarts.record(
+            ctx.restarted(
                 RestartCause::DeviceLost,
                 "serial",
                 &format!("{path} lost ({problem}); reopening"),

@@ -48,6 +48,7 @@ pub async fn run(
             text,
             received_ns: now_ns(),
             cut: false,
+            decoded: None,
         };
         if tx.send(line).await.is_err() {
             return SourceEnd::Cancelled;

@@ -33,6 +33,8 @@ pub(super) struct Snapshot {
     pub source_kind: Option<String>,
     /// The source task runs.
     pub source_running: bool,
+    /// Why the source cannot deliver right now, if it says so.
+    pub source_problem: Option<String>,
     /// Every enabled sink, by name.
     pub sinks: Vec<SinkSnapshot>,
 }
@@ -90,6 +92,7 @@ pub(super) fn snapshot(stats: &Stats, history: &OutboxReader) -> Snapshot {
     Snapshot {
         source_kind: stats.source_kind.get().cloned(),
         source_running: stats.source_running.load(Ordering::Relaxed),
+        source_problem: stats.source_problem.lock().ok().and_then(|p| p.clone()),
         sinks,
     }
 }
@@ -113,6 +116,8 @@ pub(super) fn readiness(s: &Snapshot, max_backlog_age: Duration, now: i64) -> Ve
     };
     if !s.source_running {
         fail("source", "the source is not running".into());
+    } else if let Some(problem) = &s.source_problem {
+        fail("source", problem.clone());
     }
     let max_age = max_backlog_age.as_secs_f64();
     for sink in &s.sinks {
@@ -175,7 +180,7 @@ fn document(
             .collect::<Vec<_>>(),
         "now": now,
         "ready_max_backlog_age_seconds": max_backlog_age.as_secs_f64(),
-        "source": {"kind": s.source_kind, "running": s.source_running},
+        "source": {"kind": s.source_kind, "running": s.source_running, "problem": s.source_problem},
         "sinks": sinks,
     })
 }
@@ -251,6 +256,7 @@ mod tests {
         Snapshot {
             source_kind: Some("stdin".into()),
             source_running: true,
+            source_problem: None,
             sinks: vec![sink("influxdb"), sink("mqtt")],
         }
     }
@@ -282,6 +288,14 @@ mod tests {
         let mut s = healthy();
         s.source_running = false;
         assert_eq!(components(&s), ["source"]);
+
+        // A running source that says it cannot deliver (a modem that does not answer).
+        let mut s = healthy();
+        s.source_problem = Some("no answer to AT within 1s".into());
+        let problems = readiness(&s, Duration::from_secs(60), NOW);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].component, "source");
+        assert_eq!(problems[0].reason, "no answer to AT within 1s");
 
         let mut s = healthy();
         s.sinks[1].connected = false;
@@ -324,7 +338,10 @@ mod tests {
         let doc = document("not ready", &s, &problems, Duration::from_secs(60), NOW);
         assert_eq!(doc["ready"], false);
         assert_eq!(doc["failing"], json!(["mqtt"]));
-        assert_eq!(doc["source"], json!({"kind": "stdin", "running": true}));
+        assert_eq!(
+            doc["source"],
+            json!({"kind": "stdin", "running": true, "problem": null})
+        );
         let mqtt = &doc["sinks"]["mqtt"];
         assert_eq!(mqtt["connected"], false);
         assert_eq!(mqtt["backlog_readings"], 3);

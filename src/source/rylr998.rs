@@ -1,0 +1,559 @@
+//! The `rylr998` source: the gateway talks to a REYAX RYLR998 LoRa modem on a serial port
+//! (a USB-UART adapter, a Raspberry Pi's UART) and receives the sensor nodes' radio frames
+//! itself, with no Node 2 board in between.
+//!
+//! Set-up: `AT`, `AT+ADDRESS`, `AT+NETWORKID`, `AT+BAND`, `AT+PARAMETER`, each reply checked
+//! (`+OK`, or `+ERR=<n>` named with its meaning, or no answer within [`REPLY_TIMEOUT`]). A
+//! modem that fails set-up is the source's problem, shown by `check`, the start-up checklist
+//! and `/readyz` (503) until it is solved; the source retries with backoff.
+//!
+//! Then every `+RCV` frame (cut by its length, `lora-link`) goes through `radio.rs`: a good
+//! frame's readings are stamped on receipt and sent to the ingest stage like any packet, and
+//! it is acknowledged with `AT+SEND=<sender>,<len>,<ACK packet>`; a bad one is counted,
+//! quarantined with its bytes in hex, and never acknowledged. A modem that restarts
+//! (`+READY`) lost its settings and is set up again; a device that goes away (unplugged) is
+//! reopened with backoff and set up again.
+
+use std::time::Duration;
+
+use lora_link::at::{self, CommandError};
+use lora_link::modem::{error_meaning, Event, ModemParser};
+use lora_link::packet::MAX_ACK_LEN;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::mpsc;
+use tokio_serial::{SerialPortBuilderExt as _, SerialStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::radio::{Outcome, RadioLink};
+use super::{SourceContext, SourceEnd};
+use crate::backoff::Backoff;
+use crate::config::Rylr998Config;
+use crate::reading::{now_ns, Line, Reading};
+use crate::stats::RestartCause;
+
+/// Longest wait for the modem's reply to a command.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
+/// `AT` is tried this often before the modem counts as not answering (it may be booting).
+const AT_TRIES: u32 = 3;
+/// A partial frame held this long without more bytes is cut off (counted as a failed frame).
+const IDLE_FLUSH: Duration = Duration::from_millis(500);
+/// A device that stayed open this long before failing resets the backoff.
+const HEALTHY_RUN: Duration = Duration::from_secs(30);
+
+/// Why the modem could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The device could not be opened.
+    #[error("cannot open {path}: {cause}")]
+    Open {
+        /// The device.
+        path: String,
+        /// Why.
+        cause: String,
+    },
+    /// No reply in time.
+    #[error("no answer to {command} within {timeout:?}: check the wiring (the modem's TX to the adapter's RX and RX to TX, GND to GND), its 3.3 V supply and the baud rate ({baud}, [source] baud)")]
+    NoAnswer {
+        /// The command, without its line end.
+        command: String,
+        /// How long it waited.
+        timeout: Duration,
+        /// The port's baud rate.
+        baud: u32,
+    },
+    /// The modem refused a command.
+    #[error("{command} answered +ERR={code} ({meaning})")]
+    Refused {
+        /// The command, without its line end.
+        command: String,
+        /// The error code.
+        code: u16,
+        /// What the code means.
+        meaning: &'static str,
+    },
+    /// Reading or writing the port failed.
+    #[error("{path}: {cause}")]
+    Io {
+        /// The device.
+        path: String,
+        /// Why.
+        cause: String,
+    },
+}
+
+/// What ended reception.
+enum Stop {
+    Cancelled,
+    /// The modem restarted (`+READY`): set it up again.
+    Reset,
+    /// The device failed or went away.
+    Lost(String),
+}
+
+/// Something the modem said, copied out of the parser.
+enum Heard {
+    Frame {
+        sender: u16,
+        data: Vec<u8>,
+        rssi: i16,
+        snr: i16,
+    },
+    Ok,
+    Error(u16),
+    Ready,
+    /// A `+RCV` line that broke (counted as a failed frame), as text.
+    BrokenFrame(String),
+    /// Anything else (noise, query answers), as text.
+    Other(String),
+}
+
+/// The modem, the parser of its output and the link state.
+struct Station<'a> {
+    cfg: &'a Rylr998Config,
+    path: String,
+    parser: ModemParser,
+    link: RadioLink,
+    /// Where readings go; `None` when only probing.
+    tx: Option<&'a mpsc::Sender<Line>>,
+    ctx: Option<&'a SourceContext>,
+}
+
+/// Runs the source until `token` is cancelled.
+pub(crate) async fn run(
+    cfg: Rylr998Config,
+    tx: mpsc::Sender<Line>,
+    token: CancellationToken,
+    ctx: SourceContext,
+) -> SourceEnd {
+    let mut backoff = Backoff::new(cfg.restart_initial, cfg.restart_max);
+    let mut station = Station::new(&cfg, Some(&tx), Some(&ctx));
+    let mut down_logged = false;
+    loop {
+        let opened = tokio::time::Instant::now();
+        let mut port = match station.open() {
+            Ok(port) => port,
+            Err(e) => {
+                if !down_logged {
+                    error!(error = %e, "rylr998 modem unavailable; retrying with backoff");
+                    down_logged = true;
+                }
+                ctx.stats.set_source_problem(Some(e.to_string()));
+                if sleep_or_cancel(backoff.next_delay(), &token).await {
+                    return SourceEnd::Cancelled;
+                }
+                continue;
+            }
+        };
+        let lost = loop {
+            let setup = tokio::select! {
+                r = station.setup(&mut port) => r,
+                () = token.cancelled() => return SourceEnd::Cancelled,
+            };
+            if let Err(e) = setup {
+                if !down_logged {
+                    error!(error = %e, "rylr998 modem set-up failed; retrying with backoff");
+                    down_logged = true;
+                }
+                ctx.stats.set_source_problem(Some(e.to_string()));
+                break None;
+            }
+            down_logged = false;
+            ctx.stats.set_source_problem(None);
+            info!(
+                path = station.path,
+                address = cfg.address,
+                network_id = cfg.network_id,
+                band = cfg.band,
+                ack = cfg.ack,
+                "rylr998 modem set up; receiving"
+            );
+            match station.receive(&mut port, &token).await {
+                Stop::Cancelled => return SourceEnd::Cancelled,
+                Stop::Reset => {
+                    warn!("rylr998 modem restarted (+READY) and lost its settings; setting it up again");
+                    continue;
+                }
+                Stop::Lost(why) => break Some(why),
+            }
+        };
+        drop(port);
+        if let Some(why) = lost {
+            warn!(
+                path = station.path,
+                error = why,
+                "rylr998 modem lost; reopening with backoff"
+            );
+            ctx.stats
+                .set_source_problem(Some(format!("{}: {why}", station.path)));
+            ctx.restarted(
+                RestartCause::DeviceLost,
+                "rylr998",
+                &format!("{} lost ({why}); reopening", station.path),
+            );
+        }
+        if opened.elapsed() >= HEALTHY_RUN {
+            backoff.reset();
+        }
+        if sleep_or_cancel(backoff.next_delay(), &token).await {
+            return SourceEnd::Cancelled;
+        }
+    }
+}
+
+/// Opens and sets up the modem once, for `check` and the start-up checklist; says what
+/// answered.
+pub(crate) async fn probe(cfg: &Rylr998Config) -> Result<String, SetupError> {
+    let mut station = Station::new(cfg, None, None);
+    let mut port = station.open()?;
+    station.setup(&mut port).await?;
+    Ok(format!(
+        "RYLR998 on {} set up: address {}, network {}, {} Hz, parameter {},{},{},{}",
+        station.path,
+        cfg.address,
+        cfg.network_id,
+        cfg.band,
+        cfg.parameter.spreading_factor,
+        cfg.parameter.bandwidth,
+        cfg.parameter.coding_rate,
+        cfg.parameter.preamble
+    ))
+}
+
+impl<'a> Station<'a> {
+    fn new(
+        cfg: &'a Rylr998Config,
+        tx: Option<&'a mpsc::Sender<Line>>,
+        ctx: Option<&'a SourceContext>,
+    ) -> Self {
+        Station {
+            cfg,
+            path: cfg.path.display().to_string(),
+            parser: ModemParser::new(),
+            link: RadioLink::new(&cfg.nodes),
+            tx,
+            ctx,
+        }
+    }
+
+    fn open(&self) -> Result<SerialStream, SetupError> {
+        tokio_serial::new(&self.path, self.cfg.baud)
+            .open_native_async()
+            .map_err(|e| SetupError::Open {
+                path: self.path.clone(),
+                cause: e.to_string(),
+            })
+    }
+
+    /// The set-up commands, each reply checked.
+    async fn setup(&mut self, port: &mut SerialStream) -> Result<(), SetupError> {
+        self.parser = ModemParser::new();
+        let mut buf = [0u8; 64];
+        let mut answered = false;
+        for _ in 0..AT_TRIES {
+            let n = at::at(&mut buf).map_err(command_bug)?;
+            match self.command(port, &buf[..n]).await {
+                Err(SetupError::NoAnswer { .. }) => continue,
+                other => {
+                    other?;
+                    answered = true;
+                    break;
+                }
+            }
+        }
+        if !answered {
+            return Err(self.no_answer(b"AT\r\n"));
+        }
+        type Build = fn(&Rylr998Config, &mut [u8]) -> Result<usize, CommandError>;
+        let commands: [Build; 4] = [
+            |c, b| at::address(c.address, b),
+            |c, b| at::network_id(c.network_id, b),
+            |c, b| at::band(c.band, b),
+            |c, b| at::parameter(c.parameter, b),
+        ];
+        for build in commands {
+            let n = build(self.cfg, &mut buf).map_err(command_bug)?;
+            self.command(port, &buf[..n]).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes `command` and waits for `+OK` (frames heard meanwhile are handled, not
+    /// acknowledged: the modem is busy with the command).
+    async fn command(&mut self, port: &mut SerialStream, command: &[u8]) -> Result<(), SetupError> {
+        debug!(command = %text(command), "rylr998 command");
+        port.write_all(command).await.map_err(|e| self.io(e))?;
+        let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+        let mut buf = [0u8; 512];
+        loop {
+            while let Some(heard) = self.next_heard() {
+                match heard {
+                    Heard::Ok => return Ok(()),
+                    Heard::Error(code) => {
+                        return Err(SetupError::Refused {
+                            command: text(command),
+                            code,
+                            meaning: error_meaning(code),
+                        })
+                    }
+                    Heard::Ready => debug!("rylr998 modem ready"),
+                    other => {
+                        // A frame during set-up is received but not acknowledged.
+                        let _ = self.heard(other, None).await;
+                    }
+                }
+            }
+            let n = match tokio::time::timeout_at(deadline, port.read(&mut buf)).await {
+                Err(_) => return Err(self.no_answer(command)),
+                Ok(Err(e)) => return Err(self.io(e)),
+                Ok(Ok(0)) => return Err(self.io("the device closed")),
+                Ok(Ok(n)) => n,
+            };
+            self.feed(&buf[..n]);
+        }
+    }
+
+    /// Receives frames until cancelled, the modem restarts or the device fails.
+    async fn receive(&mut self, port: &mut SerialStream, token: &CancellationToken) -> Stop {
+        let mut buf = [0u8; 512];
+        loop {
+            while let Some(heard) = self.next_heard() {
+                match self.heard(heard, Some(port)).await {
+                    Ok(None) => {}
+                    Ok(Some(stop)) | Err(stop) => return stop,
+                }
+            }
+            let read = async {
+                if self.parser.held() > 0 {
+                    tokio::time::timeout(IDLE_FLUSH, port.read(&mut buf)).await
+                } else {
+                    Ok(port.read(&mut buf).await)
+                }
+            };
+            let n = tokio::select! {
+                r = read => r,
+                () = token.cancelled() => return Stop::Cancelled,
+            };
+            match n {
+                Err(_) => {
+                    // Quiet with a partial frame held: it was cut off.
+                    while let Some(event) = self.parser.flush() {
+                        let heard = heard_of(event);
+                        if let Ok(Some(stop)) | Err(stop) = self.heard(heard, Some(port)).await {
+                            return stop;
+                        }
+                    }
+                }
+                Ok(Ok(0)) => return Stop::Lost("the device closed".into()),
+                Ok(Ok(n)) => self.feed(&buf[..n]),
+                Ok(Err(e)) => return Stop::Lost(e.to_string()),
+            }
+        }
+    }
+
+    fn feed(&mut self, mut bytes: &[u8]) {
+        // The parser takes everything unless its window is full; events are taken by the
+        // caller before the next read, so at most one window's worth waits here.
+        while !bytes.is_empty() {
+            let n = self.parser.feed(bytes);
+            bytes = &bytes[n..];
+            if n == 0 {
+                // Full: make room by taking events now (only noise can fill it).
+                match self.parser.next_event() {
+                    Some(event) => {
+                        let h = heard_of(event);
+                        if let Heard::Other(t) | Heard::BrokenFrame(t) = h {
+                            debug!(bytes = t, "rylr998 noise dropped while the window was full");
+                        }
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+
+    fn next_heard(&mut self) -> Option<Heard> {
+        self.parser.next_event().map(heard_of)
+    }
+
+    /// Handles one thing the modem said. `port` is where ACKs go (`None`: do not ACK).
+    /// `Ok(Some(stop))` ends reception.
+    async fn heard(
+        &mut self,
+        heard: Heard,
+        port: Option<&mut SerialStream>,
+    ) -> Result<Option<Stop>, Stop> {
+        match heard {
+            Heard::Frame {
+                sender,
+                data,
+                rssi,
+                snr,
+            } => {
+                let received_ns = now_ns();
+                let frame = &data[..];
+                let (readings, ack) = match self.link.frame(sender, frame, rssi, snr) {
+                    Outcome::Packet { readings, ack } => (readings, Some(ack)),
+                    Outcome::Duplicate { readings, ack } => {
+                        debug!(
+                            sender,
+                            seq = ack.seq_num,
+                            "rylr998 duplicate frame; acknowledged again"
+                        );
+                        (readings, Some(ack))
+                    }
+                    Outcome::Bad { readings, reason } => {
+                        warn!(
+                            sender,
+                            rssi, snr, reason, "rylr998 frame failed; counted, not acknowledged"
+                        );
+                        if let Some(ctx) = self.ctx {
+                            ctx.quarantine.add("rylr998", &reason, &hex(frame));
+                        }
+                        (readings, None)
+                    }
+                };
+                self.send(readings, received_ns, describe(sender, frame, rssi, snr))
+                    .await?;
+                if let (Some(ack), Some(port), true) = (ack, port, self.cfg.ack) {
+                    let mut packet = [0u8; MAX_ACK_LEN];
+                    let mut command = [0u8; at::MAX_COMMAND];
+                    let n = ack
+                        .encode(&mut packet)
+                        .map_err(|_| Stop::Lost("ACK encoding".into()))?;
+                    let n = at::send(sender, &packet[..n], &mut command)
+                        .map_err(|e| Stop::Lost(format!("ACK command: {e}")))?;
+                    port.write_all(&command[..n])
+                        .await
+                        .map_err(|e| Stop::Lost(e.to_string()))?;
+                    debug!(sender, seq = ack.seq_num, "rylr998 ACK sent");
+                }
+                Ok(None)
+            }
+            Heard::BrokenFrame(bytes) => {
+                warn!(
+                    bytes,
+                    "rylr998 cut or garbled +RCV line; counted as a failed frame"
+                );
+                if let Some(ctx) = self.ctx {
+                    ctx.quarantine
+                        .add("rylr998", "cut or garbled +RCV line", &bytes);
+                }
+                let readings = self.link.malformed();
+                self.send(readings, now_ns(), format!("broken frame {bytes}"))
+                    .await?;
+                Ok(None)
+            }
+            Heard::Ok => {
+                debug!("rylr998 +OK");
+                Ok(None)
+            }
+            Heard::Error(code) => {
+                warn!(
+                    code,
+                    meaning = error_meaning(code),
+                    "rylr998 modem answered +ERR (to an ACK send)"
+                );
+                Ok(None)
+            }
+            Heard::Ready => Ok(Some(Stop::Reset)),
+            Heard::Other(text) => {
+                debug!(bytes = text, "rylr998 modem output ignored");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Sends readings to the ingest stage as one packet received at `received_ns`.
+    async fn send(
+        &self,
+        readings: Vec<Reading>,
+        received_ns: i64,
+        text: String,
+    ) -> Result<(), Stop> {
+        let Some(tx) = self.tx else { return Ok(()) };
+        let line = Line {
+            text,
+            received_ns,
+            cut: false,
+            decoded: Some(readings),
+        };
+        tx.send(line).await.map_err(|_| Stop::Cancelled)
+    }
+
+    fn no_answer(&self, command: &[u8]) -> SetupError {
+        SetupError::NoAnswer {
+            command: text(command),
+            timeout: REPLY_TIMEOUT,
+            baud: self.cfg.baud,
+        }
+    }
+
+    fn io(&self, e: impl std::fmt::Display) -> SetupError {
+        SetupError::Io {
+            path: self.path.clone(),
+            cause: e.to_string(),
+        }
+    }
+}
+
+fn heard_of(event: Event<'_>) -> Heard {
+    match event {
+        Event::Frame(f) => Heard::Frame {
+            sender: f.sender,
+            data: f.data.to_vec(),
+            rssi: f.rssi,
+            snr: f.snr,
+        },
+        Event::Ok => Heard::Ok,
+        Event::Error(code) => Heard::Error(code),
+        Event::Ready => Heard::Ready,
+        Event::Malformed { reason, bytes } if bytes.starts_with(b"+RCV=") => {
+            Heard::BrokenFrame(format!("{reason}: {}", printable(bytes)))
+        }
+        Event::Malformed { reason, bytes } => {
+            Heard::Other(format!("{reason}: {}", printable(bytes)))
+        }
+        Event::Value { key, value } => Heard::Other(format!("+{key}={value}")),
+        Event::Garbage(bytes) => Heard::Other(printable(bytes)),
+    }
+}
+
+/// A command without its line end, for messages.
+fn text(command: &[u8]) -> String {
+    String::from_utf8_lossy(command).trim_end().to_string()
+}
+
+/// Bytes as text, with anything unprintable as `\xNN`.
+fn printable(bytes: &[u8]) -> String {
+    bytes.escape_ascii().to_string()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What a radio packet's `Line::text` says (for logs and the quarantine).
+fn describe(sender: u16, frame: &[u8], rssi: i16, snr: i16) -> String {
+    format!("+RCV={sender},{},{},{rssi},{snr}", frame.len(), hex(frame))
+}
+
+/// A command that cannot be built is a bug (the buffers are sized for every command).
+fn command_bug(e: CommandError) -> SetupError {
+    SetupError::Io {
+        path: "AT command".into(),
+        cause: e.to_string(),
+    }
+}
+
+/// Sleeps `d`; true when cancelled first.
+async fn sleep_or_cancel(d: Duration, token: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(d) => false,
+        () = token.cancelled() => true,
+    }
+}
