@@ -1,0 +1,337 @@
+//! The `rylr998` source against the modem emulator (`modem_emulator.rs`): radio frames to
+//! real Mosquitto and InfluxDB 1.x, exactly once, with the exact ACK bytes; a modem that does
+//! not answer or refuses a command; a modem that restarts; an adapter unplugged and plugged
+//! back.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use lora_link::packet::SensorDataPacket;
+
+use crate::gateway::{
+    assert_mqtt_exactly, counts, dashboard_url, plain, Expected, TestGateway, BIN,
+};
+use crate::modem_emulator::{rcv, Answer, ModemEmulator};
+use crate::support::{get_text, http, wait_until, InfluxDb1, Mosquitto, Subscriber};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn frame(seq_num: u16, temperature: i16, humidity: u16, gas_resistance: u32) -> Vec<u8> {
+    let p = SensorDataPacket {
+        seq_num,
+        temperature,
+        humidity,
+        gas_resistance,
+    };
+    let mut buf = [0u8; lora_link::packet::MAX_FRAME_LEN];
+    let n = p.encode_frame(&mut buf).unwrap();
+    buf[..n].to_vec()
+}
+
+fn config(dir: &Path, modem: &str, mqtt: &str, influx: &str, http_on: bool) -> String {
+    let http = if http_on {
+        "listen = \"127.0.0.1:0\""
+    } else {
+        "enabled = false"
+    };
+    format!(
+        "[source]\nkind = \"rylr998\"\npath = \"{modem}\"\nrestart_initial = \"200ms\"\nrestart_max = \"1s\"\n\
+         [source.nodes]\n1 = \"node1\"\n3 = \"greenhouse\"\n\n\
+         [storage]\ndir = \"{}\"\n\n[http]\n{http}\n\n{mqtt}\n{influx}\n",
+        dir.join("data").display()
+    )
+}
+
+fn reading(node: &str, metric: &str, unit: Option<&str>, value: &str) -> Expected {
+    Expected {
+        node: node.into(),
+        metric: metric.into(),
+        unit: unit.map(str::to_string),
+        value: value.into(),
+    }
+}
+
+fn sensor(node: &str, t: &str, h: &str, g: &str) -> Vec<Expected> {
+    vec![
+        reading(node, "temperature", Some("celsius"), t),
+        reading(node, "humidity", Some("percent"), h),
+        reading(node, "gas_resistance", Some("ohms"), g),
+    ]
+}
+
+/// Signal and counters (received, CRC errors, lost, duplicates) of one frame.
+fn link(rssi: i16, snr: i16, counters: [u64; 4]) -> Vec<Expected> {
+    let mut v = vec![
+        reading("signal", "rssi", Some("dbm"), &rssi.to_string()),
+        reading("signal", "snr", Some("db"), &snr.to_string()),
+    ];
+    for (metric, n) in [
+        "packets_received",
+        "crc_errors",
+        "packets_lost",
+        "duplicates",
+    ]
+    .into_iter()
+    .zip(counters)
+    {
+        v.push(reading("stats", metric, None, &n.to_string()));
+    }
+    v
+}
+
+fn ack(sender: u16, data: &[u8]) -> Vec<u8> {
+    let mut v = format!("AT+SEND={sender},{},", data.len()).into_bytes();
+    v.extend_from_slice(data);
+    v.extend_from_slice(b"\r\n");
+    v
+}
+
+const SETUP: [&[u8]; 5] = [
+    b"AT\r\n",
+    b"AT+ADDRESS=2\r\n",
+    b"AT+NETWORKID=18\r\n",
+    b"AT+BAND=915000000\r\n",
+    b"AT+PARAMETER=7,9,1,7\r\n",
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn radio_frames_reach_mqtt_and_the_database_exactly_once_with_the_exact_acks() {
+    let mosquitto = Mosquitto::start();
+    let influx = InfluxDb1::start();
+    influx.create_database("radio");
+    let sub = Subscriber::connect(mosquitto.port, "watcher-radio", "iiot/#", true).await;
+    let modem = ModemEmulator::start(Answer::Ok);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &modem.path,
+        &format!("[mqtt]\nbroker_url = \"{}\"\nclient_id = \"gw-radio\"\n", mosquitto.url()),
+        &format!(
+            "[influxdb]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"radio\"\nflush_interval = \"50ms\"\n",
+            influx.url()
+        ),
+        false,
+    );
+    let mut gw = TestGateway::start(dir.path(), &cfg, Stdio::null());
+    // The start-up checklist sets the modem up once, then the source does.
+    gw.wait_log("rylr998 modem set up; receiving", WAIT).await;
+    let setups: Vec<Vec<u8>> = SETUP
+        .iter()
+        .chain(SETUP.iter())
+        .map(|c| c.to_vec())
+        .collect();
+    assert_eq!(modem.commands(), setups);
+    assert!(
+        plain(&gw.log()).contains("✓ source     RYLR998 on"),
+        "{}",
+        gw.log()
+    );
+
+    // LORA_LINK.md packet 1, one byte per write (RSSI -27, SNR 13).
+    let f1 = frame(1, 273, 5887, 355_059);
+    assert_eq!(
+        f1,
+        [0x01, 0xA2, 0x04, 0xFF, 0x2D, 0xF3, 0xD5, 0x15, 0x93, 0x83]
+    );
+    for b in rcv(1, &f1, -27, 13) {
+        modem.send(&[b]);
+    }
+    // Seq 10 (its first byte is 0x0A, and so is its ACK's last) fused with seq 11.
+    let f10 = frame(10, -53, 8123, 52174);
+    assert_eq!(f10[0], 0x0A);
+    let f11 = frame(11, 250, 4000, 90000);
+    let mut fused = rcv(1, &f10, -40, 9);
+    fused.extend(rcv(1, &f11, -41, 8));
+    modem.send(&fused);
+    // Seq 12 with a flipped bit: CRC error, no ACK.
+    let mut f12 = frame(12, 251, 4001, 90001);
+    f12[1] ^= 0x04;
+    modem.send(&rcv(1, &f12, -90, -3));
+    // Seq 11 again (its ACK was lost): acknowledged, counted, not written twice.
+    modem.send(&rcv(1, &f11, -42, 7));
+    // A modem reply and noise are not radio errors.
+    modem.send(b"+ERR=10\r\nnoise\r\n");
+    // Seq 14: 12 and 13 lost.
+    let f14 = frame(14, 260, 4100, 91000);
+    modem.send(&rcv(1, &f14, -43, 6));
+    // Another node, named in [source.nodes].
+    let g1 = frame(1, -5, 9999, 1);
+    modem.send(&rcv(3, &g1, -50, -1));
+
+    let mut want = Vec::new();
+    want.extend(sensor("node1", "27.3", "58.87", "355059"));
+    want.extend(link(-27, 13, [1, 0, 0, 0]));
+    want.extend(sensor("node1", "-5.3", "81.23", "52174"));
+    want.extend(link(-40, 9, [2, 0, 8, 0]));
+    want.extend(sensor("node1", "25.0", "40.00", "90000"));
+    want.extend(link(-41, 8, [3, 0, 8, 0]));
+    want.extend(link(-90, -3, [3, 1, 8, 0]));
+    want.extend(link(-42, 7, [4, 1, 8, 1]));
+    want.extend(sensor("node1", "26.0", "41.00", "91000"));
+    want.extend(link(-43, 6, [5, 1, 10, 1]));
+    want.extend(sensor("greenhouse", "-0.5", "99.99", "1"));
+    want.extend(link(-50, -1, [6, 1, 10, 1]));
+    assert_mqtt_exactly(&sub, "iiot", &want).await;
+
+    modem.wait_for_sends(6, WAIT).await;
+    assert_eq!(
+        modem.sends(),
+        [
+            ack(1, &[0x01, 0x01]),
+            ack(1, &[0x01, 0x0A]),
+            ack(1, &[0x01, 0x0B]),
+            ack(1, &[0x01, 0x0B]),
+            ack(1, &[0x01, 0x0E]),
+            ack(3, &[0x01, 0x01]),
+        ]
+    );
+
+    // The modem restarts: it is set up again, and frames flow on.
+    modem.send(b"+READY\r\n");
+    modem
+        .wait_for_command(b"AT+PARAMETER=7,9,1,7\r\n", 3, WAIT)
+        .await;
+    let f15 = frame(15, 270, 4200, 92000);
+    modem.send(&rcv(1, &f15, -44, 5));
+    want.extend(sensor("node1", "27.0", "42.00", "92000"));
+    want.extend(link(-44, 5, [7, 1, 10, 1]));
+    assert_mqtt_exactly(&sub, "iiot", &want).await;
+    modem.wait_for_sends(7, WAIT).await;
+    assert_eq!(modem.sends()[6], ack(1, &[0x01, 0x0F]));
+
+    // The database holds every reading once.
+    gw.signal(libc::SIGTERM);
+    assert!(gw.wait(WAIT).success(), "{}", gw.log());
+    let points = influx.points("radio").await;
+    let got = counts(points.iter().map(|p| {
+        (
+            p.measurement.clone(),
+            p.tag("node").unwrap_or_default().to_string(),
+            p.tag("unit").map(str::to_string),
+            format!("{}", p.value),
+        )
+    }));
+    let expected = counts(want.iter().map(|e| {
+        (
+            e.metric.clone(),
+            e.node.clone(),
+            e.unit.clone(),
+            format!("{}", e.value.parse::<f64>().unwrap()),
+        )
+    }));
+    assert_eq!(got, expected, "database points");
+    // The failed frame is in the quarantine with its bytes.
+    let quarantine = std::fs::read_to_string(dir.path().join("data/quarantine.log")).unwrap();
+    assert!(quarantine.contains("CRC mismatch"), "{quarantine}");
+    let hex: Vec<String> = f12.iter().map(|b| format!("{b:02X}")).collect();
+    assert!(quarantine.contains(&hex.join(" ")), "{quarantine}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_modem_that_does_not_answer_fails_check_and_holds_readyz_at_503_until_it_does() {
+    let modem = ModemEmulator::start(Answer::Silent);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = dir.path().join("config.toml");
+    std::fs::write(&cfg_path, config(dir.path(), &modem.path, "", "", true)).unwrap();
+    let check = |what: &str| {
+        let out = Command::new(BIN)
+            .args(["check", "--config", cfg_path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(!out.status.success(), "{what}: check passed:\n{stdout}");
+        stdout
+    };
+    let said = check("silent modem");
+    assert!(
+        said.contains("FAIL source")
+            && said.contains("no answer to AT within 1s: check the wiring"),
+        "{said}"
+    );
+    modem.answer(Answer::ErrOn("AT+BAND".into(), 4));
+    let said = check("modem refusing AT+BAND");
+    assert!(
+        said.contains("FAIL source")
+            && said.contains("AT+BAND=915000000 answered +ERR=4 (unknown command)"),
+        "{said}"
+    );
+
+    modem.answer(Answer::Silent);
+    let gw = TestGateway::start(
+        dir.path(),
+        &std::fs::read_to_string(&cfg_path).unwrap(),
+        Stdio::null(),
+    );
+    gw.wait_log("✗ source", WAIT).await;
+    let log = plain(&gw.log());
+    assert!(log.contains("✗ source     no answer to AT"), "{log}");
+    let url = dashboard_url(&log);
+    let readyz = || async {
+        let resp = http().get(format!("{url}/readyz")).send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    };
+    let (status, body) = readyz().await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("source: no answer to AT"), "{body}");
+    // Still 503 a while later: the source keeps trying, and says why.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(readyz().await.0, 503);
+
+    // The modem is powered: the next attempt sets it up, and the gateway is ready.
+    modem.answer(Answer::Ok);
+    wait_until("/readyz 200 once the modem answers", WAIT, || async {
+        readyz().await.0 == 200
+    })
+    .await;
+    let metrics = get_text(&format!("{url}/metrics")).await;
+    assert!(
+        metrics.contains("iiot_source_running{kind=\"rylr998\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_adapter_unplugged_and_plugged_back_is_reopened_and_set_up_again() {
+    let mosquitto = Mosquitto::start();
+    let sub = Subscriber::connect(mosquitto.port, "watcher-replug", "iiot/#", true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let link_path = dir.path().join("ttyUSB0");
+    let first = ModemEmulator::start(Answer::Ok);
+    std::os::unix::fs::symlink(&first.path, &link_path).unwrap();
+    let cfg = config(
+        dir.path(),
+        link_path.to_str().unwrap(),
+        &format!(
+            "[mqtt]\nbroker_url = \"{}\"\nclient_id = \"gw-replug\"\n",
+            mosquitto.url()
+        ),
+        "",
+        false,
+    );
+    let gw = TestGateway::start(dir.path(), &cfg, Stdio::null());
+    gw.wait_log("rylr998 modem set up; receiving", WAIT).await;
+    first.send(&rcv(1, &frame(1, 200, 5000, 1000), -30, 10));
+    let mut want = sensor("node1", "20.0", "50.00", "1000");
+    want.extend(link(-30, 10, [1, 0, 0, 0]));
+    assert_mqtt_exactly(&sub, "iiot", &want).await;
+
+    // Unplugged: the pty goes away. Plugged back: a new one behind the same path.
+    drop(first);
+    gw.wait_log("rylr998 modem lost; reopening with backoff", WAIT)
+        .await;
+    let second = ModemEmulator::start(Answer::Ok);
+    std::fs::remove_file(&link_path).unwrap();
+    std::os::unix::fs::symlink(&second.path, &link_path).unwrap();
+    second
+        .wait_for_command(b"AT+PARAMETER=7,9,1,7\r\n", 1, WAIT)
+        .await;
+    wait_until("the source to receive again", WAIT, || async {
+        gw.log().matches("rylr998 modem set up; receiving").count() >= 2
+    })
+    .await;
+    second.send(&rcv(1, &frame(2, 201, 5001, 1001), -31, 11));
+    want.extend(sensor("node1", "20.1", "50.01", "1001"));
+    want.extend(link(-31, 11, [2, 0, 0, 0]));
+    assert_mqtt_exactly(&sub, "iiot", &want).await;
+}
