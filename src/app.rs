@@ -37,6 +37,8 @@ use crate::{broker, reading};
 const RETENTION_EVERY: Duration = Duration::from_secs(600);
 /// Pause before a sink stopped by an outbox error runs again.
 const SINK_RESTART: Duration = Duration::from_secs(1);
+/// Longest wait for the source's first set-up result in the start-up checklist.
+const SETUP_ANNOUNCE: Duration = Duration::from_secs(5);
 /// Longest wait for a server during the start-up checklist.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -224,26 +226,32 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
             env!("CARGO_PKG_VERSION")
         ),
     );
-    match source::probe(&cfg.source).await {
-        None => check(true, "source", described),
-        Some(Ok(answer)) => check(true, "source", answer),
-        Some(Err(problem)) => {
-            check(false, "source", format!("{problem}; retrying with backoff"));
-            stats.set_source_problem(Some(problem));
-        }
-    }
     stats.source_running.store(true, Ordering::Relaxed);
+    let (ctx, first_setup) =
+        source::SourceContext::new(events.clone(), stats.clone(), quarantine.clone());
     let mut source_task = tokio::spawn(source::run(
         cfg.source.clone(),
         cfg.ingest.clone(),
         line_tx,
         source_token.clone(),
-        source::SourceContext {
-            events: events.clone(),
-            stats: stats.clone(),
-            quarantine: quarantine.clone(),
-        },
+        ctx,
     ));
+    // A source that sets up a device (the modem) says how its first set-up went.
+    if source::announces_setup(&cfg.source) {
+        match tokio::time::timeout(SETUP_ANNOUNCE, first_setup).await {
+            Ok(Ok(Ok(answer))) => check(true, "source", answer),
+            Ok(Ok(Err(problem))) => {
+                check(false, "source", format!("{problem}; retrying with backoff"));
+            }
+            _ => check(
+                false,
+                "source",
+                format!("{described}: not set up within {SETUP_ANNOUNCE:?}; still trying"),
+            ),
+        }
+    } else {
+        check(true, "source", described);
+    }
     let source_result = tokio::select! {
         r = &mut source_task => r,
         () = signals.shutdown.cancelled() => {

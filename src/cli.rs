@@ -24,6 +24,8 @@ Examples:
       Validate the config and probe every configured server, then exit.
   iiot-gateway simulate --interval 1s | iiot-gateway --config stdin.toml
       Pipe simulated firmware lines into a gateway reading [source] kind = \"stdin\".
+  socat pty,raw,echo=0,link=/tmp/ttyLORA exec:'iiot-gateway simulate --radio --interval 2s'
+      A simulated RYLR998 modem on /tmp/ttyLORA for [source] kind = \"rylr998\".
   probe-rs run --chip STM32F446RETx fw.elf | iiot-gateway --config stdin.toml
       Feed a real board's output through stdin.
 
@@ -79,8 +81,13 @@ enum Command {
         #[arg(long)]
         count: Option<u64>,
         /// Prefix lines like probe-rs output (`[INFO] JSON sent via VCP: ...`)
-        #[arg(long)]
+        #[arg(long, conflicts_with = "radio")]
         probe_rs: bool,
+        /// Be a RYLR998 modem instead: print its `+RCV` frames (raw binary) from the simulated
+        /// nodes, and answer `+OK` to every AT command read on stdin. Run it behind a pty to
+        /// try [source] kind = "rylr998" without hardware (see README)
+        #[arg(long)]
+        radio: bool,
     },
     /// Write the Grafana dashboards (generated from the panel definitions) as JSON files
     Dashboards {
@@ -123,9 +130,15 @@ async fn dispatch(cli: Cli) -> ExitCode {
         nodes,
         count,
         probe_rs,
+        radio,
     }) = cli.command
     {
-        return simulate(seed, interval, nodes, count, probe_rs).await;
+        let format = match (radio, probe_rs) {
+            (true, _) => Format::Radio,
+            (false, true) => Format::ProbeRs,
+            (false, false) => Format::Json,
+        };
+        return simulate(seed, interval, nodes, count, format).await;
     }
     let cfg = match load(&cli) {
         Ok(cfg) => cfg,
@@ -195,12 +208,23 @@ fn spawn_signal_handler(signals: Signals) {
     });
 }
 
+/// What `simulate` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// Bare JSON lines, as on the virtual COM port.
+    Json,
+    /// probe-rs defmt lines.
+    ProbeRs,
+    /// A RYLR998 modem's output.
+    Radio,
+}
+
 async fn simulate(
     seed: u64,
     interval: Duration,
     nodes: u32,
     count: Option<u64>,
-    probe_rs: bool,
+    format: Format,
 ) -> ExitCode {
     use std::io::Write as _;
     let cfg = SimulatorConfig {
@@ -209,19 +233,27 @@ async fn simulate(
         seed: Some(seed),
     };
     let (mut model, _) = crate::source::simulator::model(&cfg);
-    let mut stdout = std::io::stdout().lock();
+    let stdout = std::sync::Arc::new(std::sync::Mutex::new(std::io::stdout()));
+    if format == Format::Radio {
+        answer_commands(stdout.clone());
+    }
+    let mut radio = crate::source::simulator::RadioFrames::default();
     let mut emitted = 0;
     while count.is_none_or(|c| emitted < c) {
         let Some(line) = model.step() else { continue };
-        let written = if probe_rs {
-            writeln!(
-                stdout,
-                "[INFO] JSON sent via VCP: {line}\\n (node2_firmware src/main.rs:600)"
-            )
-        } else {
-            writeln!(stdout, "{line}")
+        let bytes = match format {
+            Format::Json => format!("{line}\n").into_bytes(),
+            Format::ProbeRs => {
+                format!("[INFO] JSON sent via VCP: {line}\\n (node2_firmware src/main.rs:600)\n")
+                    .into_bytes()
+            }
+            Format::Radio => radio.frames(&line),
         };
-        if written.and_then(|()| stdout.flush()).is_err() {
+        let written = match stdout.lock() {
+            Ok(mut out) => out.write_all(&bytes).and_then(|()| out.flush()),
+            Err(_) => return ExitCode::FAILURE,
+        };
+        if written.is_err() {
             return ExitCode::SUCCESS; // reader went away
         }
         emitted += 1;
@@ -230,6 +262,32 @@ async fn simulate(
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `simulate --radio`: answers `+OK` to every AT command on stdin, as the modem does (an
+/// `AT+SEND` is cut by its length field). Ends with stdin.
+fn answer_commands(stdout: std::sync::Arc<std::sync::Mutex<std::io::Stdout>>) {
+    std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        let mut stdin = std::io::stdin().lock();
+        let mut pending = Vec::new();
+        let mut buf = [0u8; 512];
+        while let Ok(n) = stdin.read(&mut buf) {
+            if n == 0 {
+                return;
+            }
+            pending.extend_from_slice(&buf[..n]);
+            while let Some(len) = lora_link::at::command_len(&pending) {
+                pending.drain(..len);
+                if let Ok(mut out) = stdout.lock() {
+                    let _ = out.write_all(b"+OK\r\n").and_then(|()| out.flush());
+                }
+            }
+            if pending.len() > 4096 {
+                pending.clear();
+            }
+        }
+    });
 }
 
 fn init_logging(level: &str) {

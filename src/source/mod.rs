@@ -37,9 +37,42 @@ pub(crate) struct SourceContext {
     pub stats: Arc<Stats>,
     /// Where refused input goes.
     pub quarantine: Quarantine,
+    /// Where the first set-up's outcome goes (taken once).
+    first_setup: Arc<std::sync::Mutex<Option<SetupReport>>>,
 }
 
+/// The outcome of a source's first device set-up: what answered, or what is wrong.
+type SetupReport = tokio::sync::oneshot::Sender<Result<String, String>>;
+
 impl SourceContext {
+    /// A context, and where its source's first set-up outcome arrives (see
+    /// [`announces_setup`]).
+    pub(crate) fn new(
+        events: EventLog,
+        stats: Arc<Stats>,
+        quarantine: Quarantine,
+    ) -> (Self, tokio::sync::oneshot::Receiver<Result<String, String>>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let ctx = SourceContext {
+            events,
+            stats,
+            quarantine,
+            first_setup: Arc::new(std::sync::Mutex::new(Some(tx))),
+        };
+        (ctx, rx)
+    }
+
+    /// Reports a set-up outcome: the source's problem for `/readyz`, and the first one to
+    /// the start-up checklist.
+    fn set_up(&self, outcome: Result<String, String>) {
+        self.stats
+            .set_source_problem(outcome.as_ref().err().cloned());
+        let first = self.first_setup.lock().ok().and_then(|mut s| s.take());
+        if let Some(first) = first {
+            let _ = first.send(outcome);
+        }
+    }
+
     /// Counts one restart of `cause` and records `text` as an event about `node`.
     fn restarted(&self, cause: RestartCause, node: &str, text: &str) {
         self.stats.source_restarts[cause as usize].fetch_add(1, Ordering::Relaxed);
@@ -97,8 +130,14 @@ pub(crate) async fn run(
     }
 }
 
-/// Checks that the source can start, for `check` and the start-up checklist: `None` when
-/// there is nothing to check before it runs, else what answered or what is wrong.
+/// Whether the source reports its first set-up through [`SourceContext::new`]'s receiver.
+pub(crate) fn announces_setup(cfg: &SourceConfig) -> bool {
+    matches!(cfg, SourceConfig::Rylr998(_))
+}
+
+/// Checks that the source can start, for `check`: `None` when there is nothing to check
+/// before it runs, else what answered or what is wrong. The same set-up the running source
+/// does.
 pub(crate) async fn probe(cfg: &SourceConfig) -> Option<Result<String, String>> {
     match cfg {
         SourceConfig::Rylr998(c) => Some(rylr998::probe(c).await.map_err(|e| e.to_string())),

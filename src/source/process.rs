@@ -216,11 +216,11 @@ mod tests {
     fn restarts() -> (SourceContext, Arc<Stats>) {
         let stats = Arc::new(Stats::default());
         let dir = std::env::temp_dir().join(format!("iiot-process-test-{}", std::process::id()));
-        let ctx = SourceContext {
-            events: EventLog::disabled(),
-            stats: stats.clone(),
-            quarantine: crate::quarantine::Quarantine::new(&dir),
-        };
+        let (ctx, _) = SourceContext::new(
+            EventLog::disabled(),
+            stats.clone(),
+            crate::quarantine::Quarantine::new(&dir),
+        );
         (ctx, stats)
     }
 

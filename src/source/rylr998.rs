@@ -138,7 +138,7 @@ pub(crate) async fn run(
                     error!(error = %e, "rylr998 modem unavailable; retrying with backoff");
                     down_logged = true;
                 }
-                ctx.stats.set_source_problem(Some(e.to_string()));
+                ctx.set_up(Err(e.to_string()));
                 if sleep_or_cancel(backoff.next_delay(), &token).await {
                     return SourceEnd::Cancelled;
                 }
@@ -155,11 +155,11 @@ pub(crate) async fn run(
                     error!(error = %e, "rylr998 modem set-up failed; retrying with backoff");
                     down_logged = true;
                 }
-                ctx.stats.set_source_problem(Some(e.to_string()));
+                ctx.set_up(Err(e.to_string()));
                 break None;
             }
             down_logged = false;
-            ctx.stats.set_source_problem(None);
+            ctx.set_up(Ok(station.describe()));
             info!(
                 path = station.path,
                 address = cfg.address,
@@ -184,8 +184,7 @@ pub(crate) async fn run(
                 error = why,
                 "rylr998 modem lost; reopening with backoff"
             );
-            ctx.stats
-                .set_source_problem(Some(format!("{}: {why}", station.path)));
+            ctx.set_up(Err(format!("{}: {why}", station.path)));
             ctx.restarted(
                 RestartCause::DeviceLost,
                 "rylr998",
@@ -207,17 +206,7 @@ pub(crate) async fn probe(cfg: &Rylr998Config) -> Result<String, SetupError> {
     let mut station = Station::new(cfg, None, None);
     let mut port = station.open()?;
     station.setup(&mut port).await?;
-    Ok(format!(
-        "RYLR998 on {} set up: address {}, network {}, {} Hz, parameter {},{},{},{}",
-        station.path,
-        cfg.address,
-        cfg.network_id,
-        cfg.band,
-        cfg.parameter.spreading_factor,
-        cfg.parameter.bandwidth,
-        cfg.parameter.coding_rate,
-        cfg.parameter.preamble
-    ))
+    Ok(station.describe())
 }
 
 impl<'a> Station<'a> {
@@ -234,6 +223,22 @@ impl<'a> Station<'a> {
             tx,
             ctx,
         }
+    }
+
+    /// What was set up, for the checklist and `check`.
+    fn describe(&self) -> String {
+        let (cfg, p) = (self.cfg, self.cfg.parameter);
+        format!(
+            "RYLR998 on {} set up: address {}, network {}, {} Hz, parameter {},{},{},{}",
+            self.path,
+            cfg.address,
+            cfg.network_id,
+            cfg.band,
+            p.spreading_factor,
+            p.bandwidth,
+            p.coding_rate,
+            p.preamble
+        )
     }
 
     fn open(&self) -> Result<SerialStream, SetupError> {
@@ -390,6 +395,10 @@ impl<'a> Station<'a> {
                 rssi,
                 snr,
             } => {
+                if self.tx.is_none() {
+                    debug!(sender, "rylr998 frame while only checking the modem: not delivered (the node sends it again unacknowledged)");
+                    return Ok(None);
+                }
                 let received_ns = now_ns();
                 let frame = &data[..];
                 let (readings, ack) = match self.link.frame(sender, frame, rssi, snr) {

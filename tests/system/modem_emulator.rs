@@ -140,24 +140,11 @@ impl Drop for ModemEmulator {
     }
 }
 
-/// The command at the front of `pending`, if complete: `AT+SEND=<dest>,<len>,<data>\r\n` by
-/// its length, any other command up to `\r\n`.
+/// The command at the front of `pending`, if complete (`lora_link::at::command_len`: by the
+/// length field for `AT+SEND`, as the real modem reads it).
 fn take_command(pending: &mut VecDeque<u8>) -> Option<Vec<u8>> {
     let bytes: Vec<u8> = pending.iter().copied().collect();
-    let end = if bytes.starts_with(b"AT+SEND=") {
-        let header_end = bytes
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| **b == b',')
-            .nth(1)
-            .map(|(i, _)| i + 1)?;
-        let header = std::str::from_utf8(&bytes[8..header_end - 1]).ok()?;
-        let len: usize = header.split(',').nth(1)?.parse().ok()?;
-        let end = header_end + len + 2;
-        (bytes.len() >= end).then_some(end)?
-    } else {
-        bytes.windows(2).position(|w| w == b"\r\n")? + 2
-    };
+    let end = lora_link::at::command_len(&bytes)?;
     Some(pending.drain(..end).collect())
 }
 

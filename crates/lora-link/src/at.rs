@@ -110,6 +110,35 @@ pub fn send(dest: u16, data: &[u8], buf: &mut [u8]) -> Result<usize, CommandErro
     Ok(w.len())
 }
 
+/// The modem's side: the length of the first complete command in `input` (with its `\r\n`),
+/// or `None` until it is complete. `AT+SEND` is cut by its length field (its data may hold
+/// `\r\n`); a malformed `AT+SEND` header falls back to the first `\r\n`.
+pub fn command_len(input: &[u8]) -> Option<usize> {
+    let line_end = || input.windows(2).position(|w| w == b"\r\n").map(|i| i + 2);
+    let Some(rest) = input.strip_prefix(b"AT+SEND=") else {
+        return line_end();
+    };
+    // `<dest>,<len>,`: digits, then a comma; anything else is not a well-formed header.
+    let mut fields = rest.splitn(3, |b| *b == b',');
+    let (dest, len) = (fields.next().unwrap_or(&[]), fields.next());
+    let digits = |f: &[u8]| f.len() <= 5 && f.iter().all(u8::is_ascii_digit);
+    let complete = fields.next().is_some();
+    match len {
+        _ if !digits(dest) => return line_end(),
+        None => return None,
+        Some(len) if !digits(len) => return line_end(),
+        Some(_) if !complete => return None,
+        Some(len) if dest.is_empty() || len.is_empty() => return line_end(),
+        Some(_) => {}
+    }
+    let len = len.unwrap_or(&[]);
+    let data_len = len
+        .iter()
+        .fold(0usize, |n, d| n * 10 + usize::from(d - b'0'));
+    let total = 8 + dest.len() + 1 + len.len() + 1 + data_len + 2;
+    (input.len() >= total).then_some(total)
+}
+
 fn command(buf: &mut [u8], args: fmt::Arguments<'_>) -> Result<usize, CommandError> {
     let mut w = Cursor::new(buf);
     w.fmt(args)?;
@@ -159,6 +188,19 @@ mod tests {
         assert_eq!(&buf[23..25], b"\r\n");
         let n = send(1, &[0x01, 0x01], &mut buf).unwrap();
         assert_eq!(&buf[..n], b"AT+SEND=1,2,\x01\x01\r\n");
+    }
+
+    #[test]
+    fn the_modem_cuts_commands_by_line_end_or_send_length() {
+        assert_eq!(command_len(b"AT\r\nAT+ADDRESS=2\r\n"), Some(4));
+        assert_eq!(command_len(b"AT+ADDR"), None);
+        let mut send = [0u8; MAX_COMMAND];
+        let n = super::send(1, &[0x0D, 0x0A, 0x01], &mut send).unwrap();
+        for cut in 0..n {
+            assert_eq!(command_len(&send[..cut]), None, "{cut}");
+        }
+        assert_eq!(command_len(&send[..n]), Some(n));
+        assert_eq!(command_len(b"AT+SEND=x,y\r\n"), Some(13));
     }
 
     #[test]
