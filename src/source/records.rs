@@ -75,6 +75,9 @@ pub struct Splitter {
     /// The previous byte, and the one before it.
     prev: u8,
     prev2: u8,
+    /// A bare record was read from this stream (a virtual COM port): a `{` after noise then
+    /// starts a record of its own instead of hiding in the noise's.
+    bare_stream: bool,
 }
 
 impl Default for Splitter {
@@ -89,6 +92,7 @@ impl Default for Splitter {
             strings_broken: false,
             prev: 0,
             prev2: 0,
+            bare_stream: false,
         }
     }
 }
@@ -158,6 +162,7 @@ impl Splitter {
     fn reset(&mut self, state: State) {
         *self = Splitter {
             state,
+            bare_stream: self.bare_stream,
             ..Splitter::default()
         };
     }
@@ -197,6 +202,14 @@ impl Splitter {
             self.reset(State::Start);
             return Action::EndBefore;
         }
+        if b == b'{' && !self.json && self.state == State::Line && self.bare_stream {
+            // Noise between bare records: it ends here, and the object is a record. Not after
+            // `: `, which ends a marker (`JSON sent via VCP: `) or a log line's label.
+            if !(p1 == b' ' && p2 == b':') {
+                self.reset(State::Start);
+                return Action::EndBefore;
+            }
+        }
         let literal_newline = b == b'n' && p1 == b'\\';
         if literal_newline && (p2 == b'}' || !self.in_string) {
             let bare = self.state == State::Bare;
@@ -217,6 +230,7 @@ impl Splitter {
             b'}' | b']' if self.json => {
                 self.depth = self.depth.saturating_sub(1);
                 if self.depth == 0 && self.state == State::Bare && b == b'}' {
+                    self.bare_stream = true;
                     self.reset(State::Between);
                     self.prev = b'}';
                     return Action::PushEnd;
@@ -299,6 +313,17 @@ mod tests {
             let input = format!("{A}{sep}{B}{sep}");
             assert_eq!(records(input.as_bytes()), [A, B], "separator {sep:?}");
         }
+    }
+
+    #[test]
+    fn noise_between_bare_records_does_not_hide_the_next_one() {
+        let input = format!("{A}\\nXYZ{B}\\n\x00{A}");
+        assert_eq!(records(input.as_bytes()), [A, "XYZ", B, "\x00", A]);
+        // The marker stays with its JSON, in a defmt stream and after bare records alike.
+        let line = format!("[INFO] JSON sent via VCP: {A}\n");
+        assert_eq!(records(line.as_bytes()), [&line[..line.len() - 1]]);
+        let mixed = format!("{A}\r\n{line}");
+        assert_eq!(records(mixed.as_bytes()), [A, &line[..line.len() - 1]]);
     }
 
     #[test]

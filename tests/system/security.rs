@@ -289,9 +289,12 @@ async fn the_embedded_broker_requires_the_configured_password() {
     let input = fixture("vcp-serial.jsonl");
     use std::io::Write as _;
     stdin.write_all(input.as_bytes()).unwrap();
-    drop(stdin);
     let all: Vec<Expected> = expected_packets(&input).into_iter().flatten().collect();
+    // Input stays open until the subscriber has everything: the broker lives in the gateway,
+    // and a gateway that exits at the end of its input takes messages still on their way to
+    // the subscriber with it.
     assert_mqtt_exactly(&sub, "iiot", &all).await;
+    drop(stdin);
     assert!(gw.wait(EXIT).success(), "{}", gw.log());
     assert!(!gw.log().contains("embedded-pw-123"));
 }
@@ -566,13 +569,15 @@ async fn the_embedded_broker_can_listen_with_tls_only() {
         .await
         .unwrap();
     let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = received.clone();
+    let subscribed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (sink, acked) = (received.clone(), subscribed.clone());
     let watcher = tokio::spawn(async move {
-        let mut subscribed = false;
         loop {
             match events.poll().await {
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => subscribed = true,
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) if subscribed => {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                    acked.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
                     sink.lock().unwrap().push(p.topic.clone());
                 }
                 Ok(_) => {}
@@ -580,8 +585,11 @@ async fn the_embedded_broker_can_listen_with_tls_only() {
             }
         }
     });
-    // Give the subscription a moment (its SUBACK gates what the watcher records).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Feed only once the subscription is in place (nothing before it is retained).
+    crate::support::wait_until("the TLS subscription", Duration::from_secs(10), || async {
+        subscribed.load(std::sync::atomic::Ordering::SeqCst)
+    })
+    .await;
     let mut stdin = gw.stdin();
     use std::io::Write as _;
     stdin
