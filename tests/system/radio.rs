@@ -111,7 +111,7 @@ async fn radio_frames_reach_mqtt_and_the_database_exactly_once_with_the_exact_ac
             "[influxdb]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"radio\"\nflush_interval = \"50ms\"\n",
             influx.url()
         ),
-        false,
+        true,
     );
     let mut gw = TestGateway::start(dir.path(), &cfg, Stdio::null());
     // The source sets the modem up once; the start-up checklist shows how that went.
@@ -196,6 +196,22 @@ async fn radio_frames_reach_mqtt_and_the_database_exactly_once_with_the_exact_ac
     assert_mqtt_exactly(&sub, "iiot", &want).await;
     modem.wait_for_sends(7, WAIT).await;
     assert_eq!(modem.sends()[6], ack(1, &[0x01, 0x0F]));
+
+    // The dashboard's newest values hold the radio nodes like any other.
+    let url = dashboard_url(&plain(&gw.log()));
+    let latest: serde_json::Value =
+        serde_json::from_str(&get_text(&format!("{url}/api/latest")).await).unwrap();
+    let newest = |node: &str, metric: &str| {
+        latest
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["node"] == node && r["metric"] == metric)
+            .map(|r| r["value"].as_str().unwrap().to_string())
+    };
+    assert_eq!(newest("greenhouse", "humidity").as_deref(), Some("99.99"));
+    assert_eq!(newest("node1", "temperature").as_deref(), Some("27.0"));
+    assert_eq!(newest("stats", "packets_lost").as_deref(), Some("10"));
 
     // The database holds every reading once.
     gw.signal(libc::SIGTERM);
