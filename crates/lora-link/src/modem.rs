@@ -379,7 +379,8 @@ enum Field {
     /// The number and the index just past its terminator.
     Done(i32, usize),
     More,
-    Bad,
+    /// The index of the byte that broke the field.
+    Bad(usize),
 }
 
 /// Reads a decimal of 1 to 5 digits (with a leading `-` when `signed`) at `at`, ended by
@@ -398,77 +399,77 @@ fn number(w: &[u8], at: usize, end: End, signed: bool) -> Field {
         };
         if b.is_ascii_digit() {
             if i - digits_at >= 5 {
-                return Field::Bad;
+                return Field::Bad(i);
             }
             value = value * 10 + i32::from(b - b'0');
             i += 1;
             continue;
         }
         if i == digits_at {
-            return Field::Bad;
+            return Field::Bad(i);
         }
         let value = if negative { -value } else { value };
         return match (end, b) {
             (End::Comma, b',') | (End::Eol, b'\n') => Field::Done(value, i + 1),
             (End::Eol, b'\r') => match w.get(i + 1) {
                 Some(b'\n') => Field::Done(value, i + 2),
-                Some(_) => Field::Bad,
+                Some(_) => Field::Bad(i + 1),
                 None => Field::More,
             },
-            _ => Field::Bad,
+            _ => Field::Bad(i),
         };
     }
 }
 
 /// `+RCV=<sender>,<len>,<data>,<rssi>,<snr>\r\n`.
 fn frame(w: &[u8], full: bool) -> Step {
-    // A broken frame shows what was held of it (at most a longest frame) and drops its `+`.
-    let shown = w.len().min(RCV.len() + 12 + MAX_DATA + 16);
-    let bad = |reason| malformed(reason, shown, 1);
+    // A broken frame shows its bytes up to the one that broke it (the same however the
+    // input was cut) and drops only its `+`.
+    let bad = |reason, upto: usize| malformed(reason, (upto + 1).min(w.len()), 1);
     let more = || {
         if full {
-            bad(Malformed::Truncated)
+            malformed(Malformed::Truncated, w.len(), 1)
         } else {
             Step::More
         }
     };
     let field = |at, end, signed| match number(w, at, end, signed) {
         Field::Done(n, next) => Ok((n, next)),
-        Field::More => Err(true),
-        Field::Bad => Err(false),
+        Field::More => Err(None),
+        Field::Bad(i) => Err(Some(i)),
     };
     let (sender, at) = match field(RCV.len(), End::Comma, false) {
         Ok((n, at)) => match u16::try_from(n) {
             Ok(n) => (n, at),
-            Err(_) => return bad(Malformed::BadHeader),
+            Err(_) => return bad(Malformed::BadHeader, at - 1),
         },
-        Err(true) => return more(),
-        Err(false) => return bad(Malformed::BadHeader),
+        Err(None) => return more(),
+        Err(Some(i)) => return bad(Malformed::BadHeader, i),
     };
     let (len, data_at) = match field(at, End::Comma, false) {
         Ok(found) => found,
-        Err(true) => return more(),
-        Err(false) => return bad(Malformed::BadHeader),
+        Err(None) => return more(),
+        Err(Some(i)) => return bad(Malformed::BadHeader, i),
     };
     let data_len = match usize::try_from(len) {
         Ok(n) if (1..=MAX_DATA).contains(&n) => n,
-        _ => return bad(Malformed::BadLength),
+        _ => return bad(Malformed::BadLength, data_at - 1),
     };
     let tail = data_at + data_len;
     match w.get(tail) {
         None => return more(),
         Some(b',') => {}
-        Some(_) => return bad(Malformed::BadTail),
+        Some(_) => return bad(Malformed::BadTail, tail),
     }
     let (rssi, at) = match field(tail + 1, End::Comma, true) {
         Ok(found) => found,
-        Err(true) => return more(),
-        Err(false) => return bad(Malformed::BadTail),
+        Err(None) => return more(),
+        Err(Some(i)) => return bad(Malformed::BadTail, i),
     };
     let (snr, end) = match field(at, End::Eol, true) {
         Ok(found) => found,
-        Err(true) => return more(),
-        Err(false) => return bad(Malformed::BadTail),
+        Err(None) => return more(),
+        Err(Some(i)) => return bad(Malformed::BadTail, i),
     };
     match (i16::try_from(rssi), i16::try_from(snr)) {
         (Ok(rssi), Ok(snr)) => Step::Event {
@@ -481,18 +482,21 @@ fn frame(w: &[u8], full: bool) -> Step {
                 snr,
             },
         },
-        _ => bad(Malformed::BadTail),
+        _ => bad(Malformed::BadTail, end - 1),
     }
 }
 
 /// `+OK`, `+READY`, `+ERR=<code>`, `+<KEY>=<value>`.
 fn reply(w: &[u8], full: bool) -> Step {
     // A reply ends at `\n`; a `+` before it starts the next line (this one's end was lost).
-    let (line_len, consumed) = match w.iter().skip(1).position(|b| *b == b'\n' || *b == b'+') {
-        Some(i) if w.get(i + 1) == Some(&b'\n') => (i + 1, i + 2),
+    // Only the first MAX_REPLY + 2 bytes are looked at, so the outcome does not depend on how
+    // much more the window happens to hold.
+    let head = w.get(..w.len().min(MAX_REPLY + 2)).unwrap_or(w);
+    let (line_len, consumed) = match head.iter().skip(1).position(|b| *b == b'\n' || *b == b'+') {
+        Some(i) if head.get(i + 1) == Some(&b'\n') => (i + 1, i + 2),
         Some(i) => return malformed(Malformed::BadReply, i + 1, i + 1),
-        None if w.len() > MAX_REPLY || full => {
-            let len = w.len().min(MAX_REPLY + 1);
+        None if head.len() >= MAX_REPLY + 2 || full => {
+            let len = head.len().min(MAX_REPLY + 1);
             return malformed(Malformed::BadReply, len, len);
         }
         None => return Step::More,

@@ -115,9 +115,20 @@ proptest! {
     #[test]
     fn any_bytes_in_any_chunking_give_the_same_events(
         input in proptest::collection::vec(
-            prop_oneof![any::<u8>(), Just(b'+'), Just(b','), Just(b'\n'), Just(b'\r'), Just(b'1')],
-            0..1500,
-        ),
+            prop_oneof![
+                any::<u8>().prop_map(|b| vec![b]),
+                Just(b"+".to_vec()),
+                Just(b",".to_vec()),
+                Just(b"\r\n".to_vec()),
+                Just(b"1".to_vec()),
+                Just(b"-".to_vec()),
+                Just(b"+RCV=".to_vec()),
+                Just(b"+RCV=1,10,".to_vec()),
+                Just(b"+OK\r\n".to_vec()),
+                Just(b"+ERR=".to_vec()),
+            ],
+            0..600,
+        ).prop_map(|tokens| tokens.concat()),
         cuts in proptest::collection::vec(any::<usize>(), 0..60),
     ) {
         prop_assert_eq!(events(&input, &cuts), events(&input, &[]));
