@@ -10,6 +10,47 @@ use crate::outbox::Outbox;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The storage dir, without creating or changing anything: an existing outbox is read, a
+/// missing one means the dir (or the parent it would be made in) must be writable.
+fn storage(cfg: &crate::config::StorageConfig) -> (bool, String) {
+    let dir = cfg.dir.clone();
+    let db = dir.join(crate::outbox::DB_FILE);
+    let running = match Outbox::holder(&dir) {
+        Some(pid) => format!("; in use by a running gateway, PID {pid}"),
+        None => String::new(),
+    };
+    if db.is_file() {
+        return match crate::outbox::OutboxReader::open_existing(&db).and_then(|r| r.last_seq()) {
+            Ok(seq) => (
+                true,
+                format!("{} ({seq} readings ever stored{running})", db.display()),
+            ),
+            Err(e) => (false, e.to_string()),
+        };
+    }
+    let existing = dir.ancestors().find(|p| p.is_dir()).unwrap_or(&dir);
+    let probe = existing.join(format!(".iiot-gateway-check-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            (
+                true,
+                format!(
+                    "{} writable (no outbox yet: the gateway creates it)",
+                    dir.display()
+                ),
+            )
+        }
+        Err(e) => (
+            false,
+            format!(
+                "cannot write in {}: {e} (check its permissions, or set [storage] dir)",
+                existing.display()
+            ),
+        ),
+    }
+}
+
 /// Runs the checks for `cfg`.
 pub async fn run(cfg: &Config) -> ExitCode {
     let mut problems = 0;
@@ -25,17 +66,8 @@ pub async fn run(cfg: &Config) -> ExitCode {
         Some(Ok(answer)) => item(true, "source", answer),
         Some(Err(problem)) => item(false, "source", problem),
     }
-    match Outbox::open(&cfg.storage).and_then(|o| o.reader().and_then(|r| r.last_seq())) {
-        Ok(seq) => item(
-            true,
-            "storage",
-            format!(
-                "{} writable ({seq} readings ever stored)",
-                cfg.storage.dir.display()
-            ),
-        ),
-        Err(e) => item(false, "storage", e.to_string()),
-    }
+    let (ok, detail) = storage(&cfg.storage);
+    item(ok, "storage", detail);
     if let Some(m) = &cfg.mqtt {
         match &m.target {
             BrokerTarget::Embedded(addr) => match std::net::TcpListener::bind(addr) {

@@ -30,7 +30,8 @@ Examples:
       Feed a real board's output through stdin.
 
 Environment:
-  INFLUXDB_TOKEN, INFLUXDB_PASSWORD, MQTT_PASSWORD   secrets (override the config file)
+  INFLUXDB_TOKEN, INFLUXDB_PASSWORD, MQTT_PASSWORD,
+  HTTP_TOKEN                                         secrets (override the config file)
   RUST_LOG                                           log filter, e.g. debug or iiot_gateway=trace";
 
 /// Durable telemetry gateway: field sensor nodes to MQTT, InfluxDB and live dashboards.
@@ -53,8 +54,14 @@ struct Cli {
     /// empty one instead of refusing to start
     #[arg(long, global = true)]
     move_corrupt_outbox: bool,
-    /// Log filter when RUST_LOG is unset: error, warn, info, debug, trace
-    #[arg(long, global = true, value_name = "LEVEL", default_value = "info")]
+    /// Log level when RUST_LOG is unset
+    #[arg(
+        long,
+        global = true,
+        value_name = "LEVEL",
+        default_value = "info",
+        value_parser = ["error", "warn", "info", "debug", "trace"]
+    )]
     log_level: String,
     #[command(subcommand)]
     command: Option<Command>,
@@ -168,7 +175,7 @@ fn load(cli: &Cli) -> Result<Config, ConfigError> {
         }
     }
     if let Some(dir) = &cli.storage_dir {
-        cfg.storage.dir = dir.clone();
+        cfg.storage.dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
     }
     cfg.storage.move_corrupt_aside = cli.move_corrupt_outbox;
     Ok(cfg)
@@ -182,7 +189,17 @@ async fn run(cfg: Config) -> ExitCode {
         Ok(Exit::Undelivered(_) | Exit::SourceFailed) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // Another gateway on the same storage dir is a setting to change, like a bad
+            // config value.
+            let locked = matches!(
+                e.downcast_ref::<crate::outbox::OutboxError>(),
+                Some(crate::outbox::OutboxError::Locked { .. })
+            );
+            if locked {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -152,8 +152,10 @@ impl RestartCause {
 pub struct SinkStatus {
     /// Connected / last request succeeded.
     pub connected: AtomicBool,
-    /// Readings confirmed by the far end since start.
+    /// Readings confirmed by the far end since start (gateway events not included).
     pub delivered: AtomicU64,
+    /// Gateway events confirmed by the far end since start.
+    pub delivered_events: AtomicU64,
     /// The sink's cursor (highest delivered seq).
     pub cursor: AtomicI64,
     /// Last error, if the sink is failing.

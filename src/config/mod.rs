@@ -439,7 +439,10 @@ impl Config {
 
     /// Loads and validates one file.
     pub fn from_file(path: &Path, env: EnvLookup) -> Result<Config, ConfigError> {
-        let file = path.display().to_string();
+        let file = std::path::absolute(path)
+            .unwrap_or_else(|_| path.to_path_buf())
+            .display()
+            .to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: file.clone(),
             message: format!("cannot read the config file: {e}"),
@@ -1077,10 +1080,13 @@ impl Validator<'_> {
                 ))
             }
         };
+        // Relative to the working directory, made absolute once so every message names the
+        // same place.
+        let dir = s
+            .dir
+            .unwrap_or_else(|| PathBuf::from(defaults::STORAGE_DIR));
         Ok(StorageConfig {
-            dir: s
-                .dir
-                .unwrap_or_else(|| PathBuf::from(defaults::STORAGE_DIR)),
+            dir: std::path::absolute(&dir).unwrap_or(dir),
             retention: s.retention.unwrap_or(defaults::RETENTION),
             sync,
             max_bytes,

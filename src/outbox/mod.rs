@@ -28,6 +28,9 @@
 
 mod backlog;
 mod checkpoint;
+mod lock;
+
+pub use lock::LOCK_FILE;
 pub(crate) mod history;
 
 pub use backlog::Backlog;
@@ -49,6 +52,14 @@ pub const DB_FILE: &str = "outbox.db";
 /// What can go wrong with the outbox.
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
+    /// Another gateway uses the storage dir.
+    #[error("storage dir {dir} is in use by another iiot-gateway{}: stop it, or give this one its own [storage] dir (--storage-dir)", pid.map(|p| format!(" (PID {p})")).unwrap_or_default())]
+    Locked {
+        /// The dir.
+        dir: PathBuf,
+        /// The holder's PID, when its lock file says.
+        pid: Option<u32>,
+    },
     /// The storage dir cannot be created or written.
     #[error("cannot use storage dir {dir}: {cause} (check its permissions, or set [storage] dir)")]
     Dir {
@@ -108,6 +119,9 @@ pub struct Outbox {
     conn: Connection,
     path: PathBuf,
     sync: SyncMode,
+    /// The storage dir is ours while the writer lives (`None` for [`Outbox::reopen`]'s extra
+    /// connections).
+    _lock: Option<lock::DirLock>,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -117,14 +131,25 @@ impl std::fmt::Debug for Outbox {
 }
 
 impl Outbox {
-    /// Opens (creating if needed) the outbox in `cfg.dir`.
+    /// Opens (creating if needed) the outbox in `cfg.dir`, which becomes this process's: a
+    /// second writer, in this process or another, gets [`OutboxError::Locked`].
     pub fn open(cfg: &StorageConfig) -> Result<Outbox> {
         std::fs::create_dir_all(&cfg.dir).map_err(|source| OutboxError::Dir {
             dir: cfg.dir.clone(),
             cause: source,
         })?;
+        let lock = lock::DirLock::acquire(&cfg.dir).map_err(|e| match e {
+            lock::LockError::Held(pid) => OutboxError::Locked {
+                dir: cfg.dir.clone(),
+                pid,
+            },
+            lock::LockError::Io(cause) => OutboxError::Dir {
+                dir: cfg.dir.clone(),
+                cause,
+            },
+        })?;
         let path = cfg.dir.join(DB_FILE);
-        match Self::open_file(&path, cfg.sync) {
+        let opened = match Self::open_file(&path, cfg.sync) {
             Err(OutboxError::Corrupt { .. }) if cfg.move_corrupt_aside => {
                 let aside = move_aside(&path).map_err(|cause| OutboxError::Dir {
                     dir: cfg.dir.clone(),
@@ -134,7 +159,15 @@ impl Outbox {
                 Self::open_file(&path, cfg.sync)
             }
             other => other,
-        }
+        };
+        let mut outbox = opened?;
+        outbox._lock = Some(lock);
+        Ok(outbox)
+    }
+
+    /// Who holds `dir` (a running gateway's PID), if anyone: for `check`.
+    pub fn holder(dir: &Path) -> Option<u32> {
+        lock::holder(dir)
     }
 
     /// Another connection to an outbox this process already opened with [`Outbox::open`]
@@ -146,6 +179,7 @@ impl Outbox {
             conn: connect(&path, cfg.sync)?,
             path,
             sync: cfg.sync,
+            _lock: None,
         })
     }
 
@@ -170,6 +204,7 @@ impl Outbox {
             conn,
             path: path.to_path_buf(),
             sync,
+            _lock: None,
         })
     }
 
@@ -410,6 +445,18 @@ impl std::fmt::Debug for OutboxReader {
 }
 
 impl OutboxReader {
+    /// A read-only look at an existing outbox file, changing nothing (for `check`).
+    pub fn open_existing(path: &Path) -> Result<OutboxReader> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|s| classify(path, s))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|s| classify(path, s))?;
+        Ok(OutboxReader {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
     /// The connection (a mutex makes the reader shareable across await points).
     fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)

@@ -105,7 +105,7 @@ impl Cursor {
 
     /// `r` goes to the far end now (again, after a failure: counted as retried).
     fn sending(&mut self, r: &StoredReading, ctx: &SinkContext) {
-        if self.in_flight.on_send(r.seq, r.ts_ns) {
+        if self.in_flight.on_send(r.seq, r.ts_ns, r.is_event()) {
             ctx.status.retried.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -115,15 +115,25 @@ impl Cursor {
         if seq <= self.value {
             return Ok(());
         }
-        ctx.status
-            .delivered
-            .fetch_add((seq - self.value) as u64, Ordering::Relaxed);
         ctx.status.cursor.store(seq, Ordering::Relaxed);
         self.value = seq;
         let confirmed = self.in_flight.confirmed_upto(seq);
         if confirmed > 0 {
+            // Readings and gateway events are counted apart (a sink that skips events never
+            // sends them, so they are not counted at all).
+            let (events, readings): (Vec<_>, Vec<_>) = self
+                .in_flight
+                .sent
+                .drain(..confirmed)
+                .partition(|sent| sent.event);
             ctx.status
-                .confirmed(self.in_flight.sent.drain(..confirmed).map(|(_, ts)| ts));
+                .delivered
+                .fetch_add(readings.len() as u64, Ordering::Relaxed);
+            ctx.status
+                .delivered_events
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
+            ctx.status
+                .confirmed(readings.iter().map(|sent| sent.received_ns));
         }
         if self.last_write.elapsed() >= CURSOR_PERSIST_EVERY {
             self.persist(ctx)?;
@@ -141,12 +151,12 @@ impl Cursor {
     }
 }
 
-/// Readings sent and not yet confirmed, in seq order, with their receive times; no I/O.
+/// Rows sent and not yet confirmed, in seq order, with their receive times; no I/O.
 /// Bounded by what a sink has in flight (MQTT's window, one InfluxDB batch).
 #[derive(Debug)]
 struct InFlight {
-    /// (seq, receive time ns), ascending seq.
-    sent: VecDeque<(i64, i64)>,
+    /// Ascending seq.
+    sent: VecDeque<Sent>,
     /// Highest seq sent since start (the cursor at start: what came before is not ours).
     highest_sent: i64,
 }
@@ -161,9 +171,13 @@ impl InFlight {
 
     /// Records a send; true when `seq` was sent before (a resend after a failure). A resend
     /// keeps the first entry, so its latency still counts from the receive time.
-    fn on_send(&mut self, seq: i64, received_ns: i64) -> bool {
-        if self.sent.back().is_none_or(|(last, _)| *last < seq) {
-            self.sent.push_back((seq, received_ns));
+    fn on_send(&mut self, seq: i64, received_ns: i64, event: bool) -> bool {
+        if self.sent.back().is_none_or(|last| last.seq < seq) {
+            self.sent.push_back(Sent {
+                seq,
+                received_ns,
+                event,
+            });
         }
         if seq <= self.highest_sent {
             return true;
@@ -174,8 +188,17 @@ impl InFlight {
 
     /// How many of the oldest entries the far end confirmed with everything up to `seq`.
     fn confirmed_upto(&self, seq: i64) -> usize {
-        self.sent.partition_point(|(s, _)| *s <= seq)
+        self.sent.partition_point(|sent| sent.seq <= seq)
     }
+}
+
+/// One row in flight.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    seq: i64,
+    received_ns: i64,
+    /// A gateway event, not a reading.
+    event: bool,
 }
 
 /// Logs a connection's state changes once each, not once per retry, and records the
@@ -228,18 +251,22 @@ mod tests {
     fn in_flight_counts_resends_and_confirms_in_seq_order() {
         let mut f = InFlight::new(10);
         // What came before the cursor at start is not a resend of ours.
-        assert!(!f.on_send(11, 1_000));
-        assert!(!f.on_send(12, 2_000));
-        assert!(!f.on_send(13, 3_000));
+        assert!(!f.on_send(11, 1_000, false));
+        assert!(!f.on_send(12, 2_000, true));
+        assert!(!f.on_send(13, 3_000, false));
         // A reconnect sends everything after the cursor again.
-        assert!(f.on_send(11, 1_000));
-        assert!(f.on_send(12, 2_000));
+        assert!(f.on_send(11, 1_000, false));
+        assert!(f.on_send(12, 2_000, true));
         assert_eq!(f.sent.len(), 3, "a resend keeps the first entry");
         assert_eq!(f.confirmed_upto(12), 2);
-        let times: Vec<i64> = f.sent.drain(..2).map(|(_, ts)| ts).collect();
-        assert_eq!(times, [1_000, 2_000]);
+        let sent: Vec<(i64, bool)> = f
+            .sent
+            .drain(..2)
+            .map(|s| (s.received_ns, s.event))
+            .collect();
+        assert_eq!(sent, [(1_000, false), (2_000, true)]);
         assert_eq!(f.confirmed_upto(12), 0);
-        assert!(!f.on_send(14, 4_000));
+        assert!(!f.on_send(14, 4_000, false));
         assert_eq!(f.confirmed_upto(100), 2);
     }
 }

@@ -221,6 +221,7 @@ async fn api_status(State(state): State<AppState>) -> impl IntoResponse {
                         json!({
                             "connected": st.connected.load(Ordering::Relaxed),
                             "delivered": st.delivered.load(Ordering::Relaxed),
+                            "delivered_events": st.delivered_events.load(Ordering::Relaxed),
                             "cursor": st.cursor.load(Ordering::Relaxed),
                             "last_error": error,
                         }),

@@ -159,11 +159,30 @@ fn help_teaches_with_examples_and_version_prints() {
         "check",
         "simulate",
         "--config",
+        "HTTP_TOKEN",
+        "MQTT_PASSWORD",
+        "INFLUXDB_TOKEN",
     ] {
         assert!(help.contains(needle), "{needle} missing from --help");
     }
     let out = Command::new(BIN).arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("iiot-gateway "));
+}
+
+/// An unknown log level would filter out every line, warnings included: it is refused like
+/// any bad setting, with the levels there are.
+#[test]
+fn an_unknown_log_level_is_refused_with_the_levels() {
+    let out = Command::new(BIN)
+        .args(["--log-level", "verbose", "check"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("verbose"), "{err}");
+    for level in ["error", "warn", "info", "debug", "trace"] {
+        assert!(err.contains(level), "{level} missing: {err}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -218,4 +237,94 @@ async fn simulate_prints_firmware_lines_that_the_gateway_accepts() {
     })
     .await;
     assert!(!log.contains("telemetry quarantined"), "{log}");
+}
+
+/// One gateway per storage dir: the second exits 2 naming the PID of the first, which keeps
+/// running; a crashed first one leaves no lock behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_gateway_on_the_same_storage_dir_exits_2_naming_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[source]\nkind = \"stdin\"\n[storage]\ndir = \"{}\"\n[http]\nenabled = false\n",
+        dir.path().join("data").display()
+    );
+    let mut first = TestGateway::start(dir.path(), &cfg, Stdio::piped());
+    first.wait_log("✓ source", Duration::from_secs(20)).await;
+    let other = tempfile::tempdir().unwrap();
+    let mut second = TestGateway::start(other.path(), &cfg, Stdio::piped());
+    let status = second.wait(Duration::from_secs(20));
+    let log = second.log();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(
+        log.contains(&format!(
+            "is in use by another iiot-gateway (PID {})",
+            first.pid()
+        )),
+        "{log}"
+    );
+    // `check` says so without failing or touching anything.
+    let cfg_path = other.path().join("config.toml");
+    let out = Command::new(BIN)
+        .args(["check", "--config", cfg_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!("in use by a running gateway, PID {}", first.pid())),
+        "{said}"
+    );
+    // SIGKILL: the kernel drops the lock with the process.
+    first.signal(libc::SIGKILL);
+    first.wait(Duration::from_secs(5));
+    let mut third = TestGateway::start(other.path(), &cfg, Stdio::piped());
+    third.wait_log("✓ source", Duration::from_secs(20)).await;
+    drop(third.stdin());
+    assert!(
+        third.wait(Duration::from_secs(20)).success(),
+        "{}",
+        third.log()
+    );
+}
+
+/// `check` looks without touching: no outbox appears; and start-up output names absolute
+/// paths.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_creates_nothing_and_paths_are_printed_absolute() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "[source]\nkind = \"stdin\"\n[storage]\ndir = \"relative-data\"\n[http]\nenabled = false\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config", "config.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    let data = dir.path().join("relative-data");
+    assert!(
+        said.contains(&format!("{} writable (no outbox yet", data.display())),
+        "{said}"
+    );
+    assert!(!data.exists(), "check created {}", data.display());
+    let mut gw = TestGateway::spawn(dir.path(), &["--config", "config.toml"], Stdio::piped());
+    gw.wait_log("✓ source", Duration::from_secs(20)).await;
+    let log = gw.log();
+    assert!(
+        log.contains(&format!(
+            "✓ config     {}",
+            dir.path().join("config.toml").display()
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "✓ storage    {}",
+            data.join("outbox.db").display()
+        )),
+        "{log}"
+    );
+    drop(gw.stdin());
+    assert!(gw.wait(Duration::from_secs(20)).success());
 }

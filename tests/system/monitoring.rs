@@ -252,9 +252,17 @@ async fn metrics_pass_promtool_and_count_the_fixture_exactly() {
         ) as usize,
         readings
     );
-    assert!(
-        require(&text, &format!("iiot_sink_readings_delivered_total{mqtt}")) as usize >= readings
+    // Readings only: the gateway's own events (MQTT does not carry them) are not readings.
+    assert_eq!(
+        require(&text, &format!("iiot_sink_readings_delivered_total{mqtt}")) as usize,
+        readings
     );
+    let (_, status) = gw.json("/api/status").await;
+    assert_eq!(
+        status["sinks"]["mqtt"]["delivered"], readings as u64,
+        "{status}"
+    );
+    assert_eq!(status["sinks"]["mqtt"]["delivered_events"], 0, "{status}");
     assert_eq!(
         require(&text, &format!("iiot_sink_delivery_failures_total{mqtt}")),
         0.0
