@@ -286,6 +286,19 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
     }
     info!(timeout = ?cfg.ingest.drain_timeout, "source stopped and input committed; sinks delivering what is buffered");
     events.emit(EventKind::GatewayStopped, "gateway", "gateway stopping");
+    // Say at once what the drain waits for, and how not to wait.
+    for (sink, readings, gateway_events) in backlogs(&cfg, &sinks).unwrap_or_default() {
+        if readings + gateway_events > 0 {
+            let drain = humantime::format_duration(cfg.ingest.drain_timeout);
+            info!(
+                sink,
+                readings, gateway_events, "delivering what is buffered before exiting"
+            );
+            eprintln!(
+                "stopping: the {sink} sink has {readings} readings and {gateway_events} gateway events to deliver; waiting up to {drain} ([source] drain_timeout). Press Ctrl-C again to stop now: they stay buffered for the next start."
+            );
+        }
+    }
     finish.cancel();
     let drain = cfg.ingest.drain_timeout;
     let all_sinks = futures_join(sink_tasks);
@@ -351,6 +364,23 @@ fn undelivered(cfg: &Config, sinks: &[SinkConfig]) -> anyhow::Result<i64> {
         most = most.max(reader.count_after(cursor)?);
     }
     Ok(most)
+}
+
+/// Per sink: (name, readings, gateway events) not delivered yet.
+fn backlogs(cfg: &Config, sinks: &[SinkConfig]) -> anyhow::Result<Vec<(&'static str, i64, i64)>> {
+    let reader = reader_for(cfg)?;
+    let mut out = Vec::new();
+    for s in sinks {
+        let cursor = reader.cursor(s.name())?.unwrap_or(0);
+        let readings = reader.count_after(cursor)?;
+        // The MQTT sink does not carry gateway events.
+        let events = match s {
+            SinkConfig::Influx(_) => reader.count_events_after(cursor)?,
+            _ => 0,
+        };
+        out.push((s.name(), readings, events));
+    }
+    Ok(out)
 }
 
 async fn futures_join(tasks: Vec<(&'static str, JoinHandle<()>)>) {

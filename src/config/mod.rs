@@ -623,21 +623,19 @@ impl Validator<'_> {
                         )
                     })
                 };
-                let probe = need(s.probe_id, legacy.probe_id, "probe_id")?;
+                // probe-rs picks the only attached probe by itself: the selector is optional.
+                let probe = s.probe_id.or(legacy.probe_id);
                 let chip = need(s.chip, legacy.chip, "chip")?;
                 let firmware = need(s.firmware_path, legacy.firmware_path, "firmware_path")?;
                 let program = s.probe_rs.unwrap_or_else(|| "probe-rs".to_string());
+                let mut argv = vec![program, "run".into()];
+                if let Some(probe) = probe {
+                    argv.extend(["--probe".into(), probe]);
+                }
+                argv.extend(["--chip".into(), chip, firmware]);
                 SourceConfig::Process(ProcessConfig {
                     kind: "probe-rs",
-                    argv: vec![
-                        program,
-                        "run".into(),
-                        "--probe".into(),
-                        probe,
-                        "--chip".into(),
-                        chip,
-                        firmware,
-                    ],
+                    argv,
                     restart_initial,
                     restart_max,
                 })
@@ -1326,10 +1324,7 @@ mod tests {
                 "[mqtt] topic_prefix: must not contain",
             ),
             ("[source]\nkind = \"serial\"\n", "[source] path: required"),
-            (
-                "[source]\nkind = \"probe-rs\"\n",
-                "[source] probe_id: required",
-            ),
+            ("[source]\nkind = \"probe-rs\"\n", "[source] chip: required"),
             ("[mqtt]\nkeep_alive = \"soon\"\n", "keep_alive"),
             (
                 "[storage]\nmax_bytes = \"12 parsecs\"\n",
@@ -1506,6 +1501,21 @@ channel_capacity = 100
         ))
         .unwrap();
         assert_eq!(c.mqtt.unwrap().password.unwrap().expose(), "s3cret");
+    }
+
+    #[test]
+    fn probe_rs_without_a_probe_id_lets_probe_rs_pick_the_probe() {
+        let c = load(
+            "[source]\nkind = \"probe-rs\"\nchip = \"STM32F446RETx\"\nfirmware_path = \"fw.elf\"\n",
+        )
+        .unwrap();
+        let SourceConfig::Process(p) = c.source else {
+            panic!()
+        };
+        assert_eq!(
+            p.argv,
+            ["probe-rs", "run", "--chip", "STM32F446RETx", "fw.elf"]
+        );
     }
 
     #[test]

@@ -535,6 +535,17 @@ impl OutboxReader {
             .map_err(|e| self.err(e))
     }
 
+    /// Gateway events after `seq` (the rows [`OutboxReader::count_after`] leaves out).
+    pub fn count_events_after(&self, seq: i64) -> Result<i64> {
+        self.conn()
+            .query_row(
+                "SELECT COUNT(*) FROM readings WHERE seq > ?1 AND unit IS 'event'",
+                [seq],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
     /// The newest reading of every (node, metric) series.
     pub fn latest(&self) -> Result<Vec<StoredReading>> {
         let conn = self.conn();

@@ -23,11 +23,13 @@ pub enum Ended {
     Error(std::io::Error),
 }
 
-/// Reads records from `reader` until it ends, sending each (stamped now) to `tx`.
+/// Reads records from `reader` until it ends, sending each (stamped now) to `tx`; `sent`
+/// counts them.
 pub async fn forward<R: AsyncBufRead + Unpin>(
     reader: &mut R,
     max: usize,
     tx: &mpsc::Sender<Line>,
+    sent: &mut u64,
 ) -> Ended {
     let mut buf = Vec::with_capacity(256);
     let mut splitter = Splitter::default();
@@ -48,6 +50,7 @@ pub async fn forward<R: AsyncBufRead + Unpin>(
         if tx.send(line).await.is_err() {
             return Ended::Closed;
         }
+        *sent += 1;
         if eof {
             return Ended::Eof;
         }
@@ -151,7 +154,7 @@ mod tests {
     async fn lines(input: &[u8], max: usize) -> Vec<(String, bool)> {
         let (tx, mut rx) = mpsc::channel(100);
         let mut reader = tokio::io::BufReader::with_capacity(7, input);
-        let ended = forward(&mut reader, max, &tx).await;
+        let ended = forward(&mut reader, max, &tx, &mut 0).await;
         assert!(matches!(ended, Ended::Eof));
         drop(tx);
         let mut out = Vec::new();
@@ -185,7 +188,10 @@ mod tests {
         for chunk in [1, 7, 4096] {
             let (tx, mut rx) = mpsc::channel(100);
             let mut reader = tokio::io::BufReader::with_capacity(chunk, &raw[..]);
-            assert!(matches!(forward(&mut reader, 1024, &tx).await, Ended::Eof));
+            assert!(matches!(
+                forward(&mut reader, 1024, &tx, &mut 0).await,
+                Ended::Eof
+            ));
             drop(tx);
             let mut got = Vec::new();
             while let Some(l) = rx.recv().await {

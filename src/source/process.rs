@@ -50,13 +50,16 @@ pub async fn run(
                     kind = cfg.kind,
                     "source process started"
                 );
-                let ended = supervise(&mut child, max_line, &tx, &token).await;
+                let mut read = 0;
+                let ended = supervise(&mut child, max_line, &tx, &token, &mut read).await;
                 if token.is_cancelled() || matches!(ended, Ended::Closed) {
                     terminate(&mut child).await;
                     return SourceEnd::Cancelled;
                 }
                 let status = child.wait().await;
-                if started.elapsed() >= HEALTHY_RUN {
+                // A child that delivered lines, or ran a while, was working: the next restart
+                // is quick again (a board that resets every few seconds still delivers).
+                if read > 0 || started.elapsed() >= HEALTHY_RUN {
                     backoff.reset();
                 }
                 let delay = backoff.next_delay();
@@ -147,12 +150,14 @@ fn signal_name(status: ExitStatus) -> String {
     name.to_string()
 }
 
-/// Forwards stdout lines and logs stderr lines until stdout ends or shutdown.
+/// Forwards stdout lines (counted in `read`) and logs stderr lines until stdout ends or
+/// shutdown.
 async fn supervise(
     child: &mut Child,
     max_line: usize,
     tx: &mpsc::Sender<Line>,
     token: &CancellationToken,
+    read: &mut u64,
 ) -> Ended {
     let Some(stdout) = child.stdout.take() else {
         return Ended::Eof;
@@ -175,7 +180,7 @@ async fn supervise(
     }
     let mut reader = BufReader::new(stdout);
     tokio::select! {
-        ended = forward(&mut reader, max_line, tx) => ended,
+        ended = forward(&mut reader, max_line, tx, read) => ended,
         () = token.cancelled() => Ended::Closed,
     }
 }
@@ -291,6 +296,34 @@ mod tests {
             token.cancel();
             assert_eq!(source.await.unwrap(), SourceEnd::Cancelled);
         });
+    }
+
+    /// A board that resets every few seconds but delivers each time is working: its restarts
+    /// stay at the first delay instead of growing toward the cap.
+    #[tokio::test]
+    async fn a_child_that_delivered_restarts_after_the_first_delay_again() {
+        let (ctx, stats) = restarts();
+        let mut cfg = command("echo line".into());
+        cfg.restart_initial = Duration::from_millis(100);
+        cfg.restart_max = Duration::from_secs(10);
+        let (tx, mut rx) = mpsc::channel(16);
+        let token = CancellationToken::new();
+        let source = tokio::spawn(run(cfg, 256, tx, token.clone(), ctx));
+        rx.recv().await.unwrap();
+        let first = Instant::now();
+        for _ in 0..5 {
+            rx.recv().await.unwrap();
+        }
+        // Five restarts at 50-100 ms each; growing they would take at least
+        // 50 + 100 + 200 + 400 + 800 ms.
+        let took = first.elapsed();
+        assert!(
+            took < Duration::from_millis(1400),
+            "5 restarts took {took:?}"
+        );
+        assert_eq!(restart_count(&stats), [("exited", 5)]);
+        token.cancel();
+        source.await.unwrap();
     }
 
     #[tokio::test]

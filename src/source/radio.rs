@@ -14,19 +14,23 @@
 //! - `crc_errors`: frames that failed the CRC or decoding, and `+RCV` lines the modem cut;
 //!   never a modem reply (the original Node 2 counted its own `+OK`s as errors);
 //! - `packets_lost`: sequence numbers skipped, per sender, across the wrap at 65536; a
-//!   sender starting again at 1 (rebooted) or going back is a restart, not a loss;
-//! - `duplicates`: a frame repeating the sender's last sequence number (its retransmission
-//!   after our ACK was lost). It is acknowledged again but its readings are not written a
-//!   second time.
+//!   sender that starts again (rebooted: its number goes back) lost the numbers before the
+//!   first one heard since (none when that is 1);
+//! - `duplicates`: a frame repeating one of the sender's last [`RECENT`] sequence numbers (a
+//!   retransmission after our ACK was lost, or the radio delivering a frame twice). It is
+//!   acknowledged again but its readings are not written a second time.
 //!
-//! A duplicate or a bad frame still yields the signal and counter readings, so the counters
-//! on every sink move when they do.
+//! As on Node 2, only a good new frame writes readings: a bad frame or a duplicate is counted
+//! and shows in the counters of the next good frame.
 
 use std::collections::{BTreeMap, HashMap};
 
 use lora_link::packet::{AckPacket, SensorDataPacket};
 
 use crate::reading::{CompactString, Reading};
+
+/// Sequence numbers remembered per sender, to recognize a repeated frame.
+pub(crate) const RECENT: usize = 16;
 
 /// What one received frame means.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,16 +40,10 @@ pub(crate) enum Outcome {
         readings: Vec<Reading>,
         ack: AckPacket,
     },
-    /// The sender's last packet again: counters only; acknowledge it again.
-    Duplicate {
-        readings: Vec<Reading>,
-        ack: AckPacket,
-    },
-    /// CRC or decoding failed: counters only; no ACK (the sender retransmits).
-    Bad {
-        readings: Vec<Reading>,
-        reason: String,
-    },
+    /// A packet heard before: counted, not written; acknowledge it again.
+    Duplicate { ack: AckPacket },
+    /// CRC or decoding failed: counted, not written, not acknowledged.
+    Bad { reason: String },
 }
 
 /// What a sequence number says about the packets before it.
@@ -57,23 +55,52 @@ pub(crate) enum Sequence {
     Next,
     /// `n` packets were skipped.
     Gap(u16),
-    /// The last one again.
+    /// One heard recently again.
     Duplicate,
-    /// Started again at 1, or went back: the sender restarted.
-    Restart,
+    /// Went back: the sender restarted, and lost the numbers before this one since.
+    Restart { lost: u16 },
 }
 
-/// The sequence verdict of `seq` after `last` (pure).
-pub(crate) fn sequence(last: Option<u16>, seq: u16) -> Sequence {
+/// The sequence verdict of `seq` after `last`, with `recent` the sender's last numbers
+/// (pure).
+pub(crate) fn sequence(last: Option<u16>, recent: &[u16], seq: u16) -> Sequence {
     let Some(last) = last else {
         return Sequence::First;
     };
-    match seq.wrapping_sub(last) {
+    let step = seq.wrapping_sub(last);
+    // A node starts at 1: 1 out of turn is a restart, even if an earlier 1 is still recent.
+    if seq == 1 && step > 1 {
+        return Sequence::Restart { lost: 0 };
+    }
+    if recent.contains(&seq) {
+        return Sequence::Duplicate;
+    }
+    match step {
         0 => Sequence::Duplicate,
         1 => Sequence::Next,
-        _ if seq == 1 => Sequence::Restart,
         step if step < 0x8000 => Sequence::Gap(step - 1),
-        _ => Sequence::Restart,
+        _ => Sequence::Restart {
+            lost: seq.saturating_sub(1),
+        },
+    }
+}
+
+/// One sender's recent sequence numbers, newest last.
+#[derive(Debug, Default)]
+struct Heard {
+    recent: std::collections::VecDeque<u16>,
+}
+
+impl Heard {
+    fn last(&self) -> Option<u16> {
+        self.recent.back().copied()
+    }
+
+    fn push(&mut self, seq: u16) {
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(seq);
     }
 }
 
@@ -81,7 +108,7 @@ pub(crate) fn sequence(last: Option<u16>, seq: u16) -> Sequence {
 #[derive(Debug)]
 pub(crate) struct RadioLink {
     nodes: BTreeMap<u16, CompactString>,
-    last_seq: HashMap<u16, u16>,
+    heard: HashMap<u16, Heard>,
     received: u64,
     crc_errors: u64,
     lost: u64,
@@ -96,7 +123,7 @@ impl RadioLink {
                 .iter()
                 .map(|(a, n)| (*a, CompactString::new(n)))
                 .collect(),
-            last_seq: HashMap::new(),
+            heard: HashMap::new(),
             received: 0,
             crc_errors: 0,
             lost: 0,
@@ -110,27 +137,28 @@ impl RadioLink {
             Ok(packet) => packet,
             Err(e) => {
                 self.crc_errors += 1;
-                let mut readings = signal(rssi, snr);
-                readings.extend(self.counters());
                 return Outcome::Bad {
-                    readings,
                     reason: format!("frame from address {sender}: {e}"),
                 };
             }
         };
         self.received += 1;
         let ack = AckPacket::ack(packet.seq_num);
-        let verdict = sequence(self.last_seq.insert(sender, packet.seq_num), packet.seq_num);
-        match verdict {
+        let heard = self.heard.entry(sender).or_default();
+        let recent: Vec<u16> = heard.recent.iter().copied().collect();
+        match sequence(heard.last(), &recent, packet.seq_num) {
             Sequence::Duplicate => {
                 self.duplicates += 1;
-                let mut readings = signal(rssi, snr);
-                readings.extend(self.counters());
-                return Outcome::Duplicate { readings, ack };
+                return Outcome::Duplicate { ack };
             }
             Sequence::Gap(n) => self.lost += u64::from(n),
-            Sequence::First | Sequence::Next | Sequence::Restart => {}
+            Sequence::Restart { lost } => {
+                self.lost += u64::from(lost);
+                heard.recent.clear();
+            }
+            Sequence::First | Sequence::Next => {}
         }
+        heard.push(packet.seq_num);
         let node = self.node_name(sender);
         let mut readings = sensor(&node, &packet);
         readings.extend(signal(rssi, snr));
@@ -138,10 +166,10 @@ impl RadioLink {
         Outcome::Packet { readings, ack }
     }
 
-    /// A `+RCV` line the modem cut or garbled: a failed frame.
-    pub(crate) fn malformed(&mut self) -> Vec<Reading> {
+    /// A `+RCV` line the modem cut or garbled: a failed frame (counted; shows in the next
+    /// good frame's counters).
+    pub(crate) fn malformed(&mut self) {
         self.crc_errors += 1;
-        self.counters()
     }
 
     fn node_name(&self, sender: u16) -> CompactString {
@@ -300,75 +328,99 @@ mod tests {
         assert_eq!(readings[0].node, "node7");
     }
 
+    fn counters_after(link: &mut RadioLink, seq: u16) -> Vec<String> {
+        let Outcome::Packet { readings, .. } = link.frame(9, &frame(packet(seq)), 0, 0) else {
+            panic!("not a packet")
+        };
+        values(&readings)
+            .into_iter()
+            .filter(|v| v.starts_with("stats/"))
+            .collect()
+    }
+
     #[test]
-    fn bad_frames_count_as_errors_without_readings_or_ack() {
+    fn bad_frames_are_counted_not_written_nor_acked() {
         let mut link = RadioLink::new(&BTreeMap::new());
         let mut bad = frame(packet(1));
         bad[0] ^= 1;
-        let Outcome::Bad { readings, reason } = link.frame(1, &bad, -90, -3) else {
+        let Outcome::Bad { reason } = link.frame(1, &bad, -90, -3) else {
             panic!()
         };
         assert!(reason.contains("CRC mismatch"), "{reason}");
+        link.malformed();
         assert_eq!(
-            values(&readings),
+            counters_after(&mut link, 1),
             [
-                "signal/rssi=-90 dbm",
-                "signal/snr=-3 db",
-                "stats/packets_received=0",
-                "stats/crc_errors=1",
+                "stats/packets_received=1",
+                "stats/crc_errors=2",
                 "stats/packets_lost=0",
                 "stats/duplicates=0",
             ]
         );
-        assert_eq!(values(&link.malformed())[1], "stats/crc_errors=2");
     }
 
     #[test]
     fn duplicates_are_acked_and_counted_but_not_written_again() {
         let mut link = RadioLink::new(&BTreeMap::new());
+        for seq in [5, 6] {
+            assert!(matches!(
+                link.frame(1, &frame(packet(seq)), 0, 0),
+                Outcome::Packet { .. }
+            ));
+        }
+        // The last one again, and an older one (delivered twice, late).
+        for seq in [6, 5] {
+            assert_eq!(
+                link.frame(1, &frame(packet(seq)), 0, 0),
+                Outcome::Duplicate {
+                    ack: AckPacket::ack(seq)
+                }
+            );
+        }
+        // 7 follows 6: nothing lost, and it is new.
         assert!(matches!(
-            link.frame(1, &frame(packet(5)), 0, 0),
+            link.frame(1, &frame(packet(7)), 0, 0),
             Outcome::Packet { .. }
         ));
-        let Outcome::Duplicate { readings, ack } = link.frame(1, &frame(packet(5)), 0, 0) else {
-            panic!()
-        };
-        assert_eq!(ack, AckPacket::ack(5));
-        assert!(readings.iter().all(|r| r.node != "node1"));
-        assert!(values(&readings).contains(&"stats/duplicates=1".to_string()));
-        assert!(values(&readings).contains(&"stats/packets_received=2".to_string()));
+        let c = counters_after(&mut RadioLink::new(&BTreeMap::new()), 1);
+        assert_eq!(c[3], "stats/duplicates=0");
+        assert_eq!(link.duplicates, 2);
+        assert_eq!(link.lost, 0);
     }
 
     #[test]
-    fn gaps_count_lost_packets_across_the_wrap_and_restarts_do_not() {
-        assert_eq!(sequence(None, 9), Sequence::First);
-        assert_eq!(sequence(Some(9), 10), Sequence::Next);
-        assert_eq!(sequence(Some(9), 12), Sequence::Gap(2));
-        assert_eq!(sequence(Some(65535), 0), Sequence::Next);
-        assert_eq!(sequence(Some(65534), 1), Sequence::Restart);
-        assert_eq!(sequence(Some(65533), 2), Sequence::Gap(4));
-        assert_eq!(sequence(Some(0), 1), Sequence::Next);
-        assert_eq!(sequence(Some(300), 1), Sequence::Restart);
-        assert_eq!(sequence(Some(300), 200), Sequence::Restart);
-        assert_eq!(sequence(Some(300), 300), Sequence::Duplicate);
+    fn gaps_count_lost_packets_across_the_wrap_and_restarts_count_what_came_before() {
+        assert_eq!(sequence(None, &[], 9), Sequence::First);
+        assert_eq!(sequence(Some(9), &[9], 10), Sequence::Next);
+        assert_eq!(sequence(Some(9), &[9], 12), Sequence::Gap(2));
+        assert_eq!(sequence(Some(65535), &[65535], 0), Sequence::Next);
+        assert_eq!(
+            sequence(Some(65534), &[65534], 1),
+            Sequence::Restart { lost: 0 }
+        );
+        assert_eq!(sequence(Some(65533), &[65533], 2), Sequence::Gap(4));
+        assert_eq!(sequence(Some(0), &[0], 1), Sequence::Next);
+        assert_eq!(
+            sequence(Some(300), &[300], 1),
+            Sequence::Restart { lost: 0 }
+        );
+        // Restarted, and its first frames were lost: 2 is the first heard.
+        assert_eq!(
+            sequence(Some(300), &[300], 2),
+            Sequence::Restart { lost: 1 }
+        );
+        assert_eq!(sequence(Some(300), &[299, 300], 300), Sequence::Duplicate);
+        assert_eq!(sequence(Some(300), &[299, 300], 299), Sequence::Duplicate);
 
         let mut link = RadioLink::new(&BTreeMap::new());
         for seq in [1, 2, 5, 1, 3] {
             link.frame(1, &frame(packet(seq)), 0, 0);
         }
         // 3 and 4 lost before 5; the restart at 1 loses nothing; 2 lost before 3.
-        let counters = values(&link.malformed());
-        assert!(
-            counters.contains(&"stats/packets_lost=3".to_string()),
-            "{counters:?}"
-        );
+        assert_eq!(link.lost, 3);
         // Senders are tracked apart.
         link.frame(2, &frame(packet(100)), 0, 0);
         link.frame(2, &frame(packet(101)), 0, 0);
-        let counters = values(&link.malformed());
-        assert!(
-            counters.contains(&"stats/packets_lost=3".to_string()),
-            "{counters:?}"
-        );
+        assert_eq!(link.lost, 3);
     }
 }

@@ -25,8 +25,9 @@ pub async fn stdin(
     token: CancellationToken,
 ) -> Result<SourceEnd, SourceError> {
     let mut reader = BufReader::with_capacity(64 * 1024, tokio::io::stdin());
+    let mut read = 0;
     let ended = tokio::select! {
-        ended = forward(&mut reader, max_line, &tx) => ended,
+        ended = forward(&mut reader, max_line, &tx, &mut read) => ended,
         () = token.cancelled() => Ended::Closed,
     };
     match ended {

@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use lora_link::at::{self, CommandError};
-use lora_link::modem::{error_meaning, Event, ModemParser};
+use lora_link::modem::{error_meaning, Event, ModemParser, WINDOW};
 use lora_link::packet::MAX_ACK_LEN;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
@@ -36,6 +36,10 @@ use crate::stats::RestartCause;
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 /// `AT` is tried this often before the modem counts as not answering (it may be booting).
 const AT_TRIES: u32 = 3;
+/// How long late replies to an `AT` that timed out are waited for and dropped.
+const LATE_REPLY: Duration = Duration::from_millis(300);
+/// Set-up starts over this often when the modem restarts during it.
+const SETUP_TRIES: u32 = 3;
 /// A partial frame held this long without more bytes is cut off (counted as a failed frame).
 const IDLE_FLUSH: Duration = Duration::from_millis(500);
 /// A device that stayed open this long before failing resets the backoff.
@@ -72,6 +76,12 @@ pub enum SetupError {
         /// What the code means.
         meaning: &'static str,
     },
+    /// The modem restarted (`+READY`) during set-up; set-up starts over.
+    #[error("the modem restarted (+READY) during set-up")]
+    Restarted,
+    /// The modem restarted during every set-up attempt.
+    #[error("the modem restarted (+READY) during each of {SETUP_TRIES} set-up attempts: check its power supply (3.3 V, enough current for transmitting) and its NRST pin")]
+    KeepsRestarting,
     /// Reading or writing the port failed.
     #[error("{path}: {cause}")]
     Io {
@@ -113,6 +123,8 @@ struct Station<'a> {
     cfg: &'a Rylr998Config,
     path: String,
     parser: ModemParser,
+    /// Bytes read that did not fit the parser yet.
+    spill: Vec<u8>,
     link: RadioLink,
     /// Where readings go; `None` when only probing.
     tx: Option<&'a mpsc::Sender<Line>>,
@@ -219,6 +231,7 @@ impl<'a> Station<'a> {
             cfg,
             path: cfg.path.display().to_string(),
             parser: ModemParser::new(),
+            spill: Vec::new(),
             link: RadioLink::new(&cfg.nodes),
             tx,
             ctx,
@@ -241,7 +254,10 @@ impl<'a> Station<'a> {
         )
     }
 
-    fn open(&self) -> Result<SerialStream, SetupError> {
+    /// Opens the device; what an earlier one left half-parsed is forgotten.
+    fn open(&mut self) -> Result<SerialStream, SetupError> {
+        self.parser = ModemParser::new();
+        self.spill.clear();
         tokio_serial::new(&self.path, self.cfg.baud)
             .open_native_async()
             .map_err(|e| SetupError::Open {
@@ -252,16 +268,33 @@ impl<'a> Station<'a> {
 
     /// The set-up commands, each reply checked.
     async fn setup(&mut self, port: &mut SerialStream) -> Result<(), SetupError> {
-        self.parser = ModemParser::new();
+        // A modem that restarts (`+READY`) half-way lost what was set: start over.
+        for _ in 0..SETUP_TRIES {
+            match self.setup_once(port).await {
+                Err(SetupError::Restarted) => {
+                    debug!("rylr998 modem restarted during set-up; starting over");
+                }
+                other => return other,
+            }
+        }
+        Err(SetupError::KeepsRestarting)
+    }
+
+    async fn setup_once(&mut self, port: &mut SerialStream) -> Result<(), SetupError> {
         let mut buf = [0u8; 64];
         let mut answered = false;
-        for _ in 0..AT_TRIES {
+        for attempt in 0..AT_TRIES {
             let n = at::at(&mut buf).map_err(command_bug)?;
-            match self.command(port, &buf[..n]).await {
+            match self.command(port, &buf[..n], attempt == 0).await {
                 Err(SetupError::NoAnswer { .. }) => continue,
                 other => {
                     other?;
                     answered = true;
+                    if attempt > 0 {
+                        // A late `+OK` to an `AT` that timed out would be taken for the answer
+                        // to the next command: let it arrive and drop it.
+                        self.drain_replies(port).await?;
+                    }
                     break;
                 }
             }
@@ -278,14 +311,41 @@ impl<'a> Station<'a> {
         ];
         for build in commands {
             let n = build(self.cfg, &mut buf).map_err(command_bug)?;
-            self.command(port, &buf[..n]).await?;
+            self.command(port, &buf[..n], false).await?;
         }
         Ok(())
     }
 
+    /// Reads for [`LATE_REPLY`], dropping replies (frames are handled).
+    async fn drain_replies(&mut self, port: &mut SerialStream) -> Result<(), SetupError> {
+        let deadline = tokio::time::Instant::now() + LATE_REPLY;
+        let mut buf = [0u8; 512];
+        loop {
+            while let Some(heard) = self.next_heard() {
+                if let Heard::Frame { .. } | Heard::BrokenFrame(_) = heard {
+                    let _ = self.heard(heard, None).await;
+                }
+            }
+            let room = self.room();
+            match tokio::time::timeout_at(deadline, port.read(&mut buf[..room])).await {
+                Err(_) => return Ok(()),
+                Ok(Err(e)) => return Err(self.io(e)),
+                Ok(Ok(0)) => return Err(self.io("the device closed")),
+                Ok(Ok(n)) => self.feed(&buf[..n]),
+            }
+        }
+    }
+
     /// Writes `command` and waits for `+OK` (frames heard meanwhile are handled, not
     /// acknowledged: the modem is busy with the command).
-    async fn command(&mut self, port: &mut SerialStream, command: &[u8]) -> Result<(), SetupError> {
+    /// `+READY` before the answer means the modem restarted: [`SetupError::Restarted`], unless
+    /// `first` (a modem just powered up says `+READY` before it answers anything).
+    async fn command(
+        &mut self,
+        port: &mut SerialStream,
+        command: &[u8],
+        first: bool,
+    ) -> Result<(), SetupError> {
         debug!(command = %text(command), "rylr998 command");
         port.write_all(command).await.map_err(|e| self.io(e))?;
         let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
@@ -301,14 +361,16 @@ impl<'a> Station<'a> {
                             meaning: error_meaning(code),
                         })
                     }
-                    Heard::Ready => debug!("rylr998 modem ready"),
+                    Heard::Ready if first => debug!("rylr998 modem ready"),
+                    Heard::Ready => return Err(SetupError::Restarted),
                     other => {
                         // A frame during set-up is received but not acknowledged.
                         let _ = self.heard(other, None).await;
                     }
                 }
             }
-            let n = match tokio::time::timeout_at(deadline, port.read(&mut buf)).await {
+            let room = self.room();
+            let n = match tokio::time::timeout_at(deadline, port.read(&mut buf[..room])).await {
                 Err(_) => return Err(self.no_answer(command)),
                 Ok(Err(e)) => return Err(self.io(e)),
                 Ok(Ok(0)) => return Err(self.io("the device closed")),
@@ -328,11 +390,13 @@ impl<'a> Station<'a> {
                     Ok(Some(stop)) | Err(stop) => return stop,
                 }
             }
+            let room = self.room();
+            let held = self.parser.held() > 0;
             let read = async {
-                if self.parser.held() > 0 {
-                    tokio::time::timeout(IDLE_FLUSH, port.read(&mut buf)).await
+                if held {
+                    tokio::time::timeout(IDLE_FLUSH, port.read(&mut buf[..room])).await
                 } else {
-                    Ok(port.read(&mut buf).await)
+                    Ok(port.read(&mut buf[..room]).await)
                 }
             };
             let n = tokio::select! {
@@ -356,29 +420,30 @@ impl<'a> Station<'a> {
         }
     }
 
-    fn feed(&mut self, mut bytes: &[u8]) {
-        // The parser takes everything unless its window is full; events are taken by the
-        // caller before the next read, so at most one window's worth waits here.
-        while !bytes.is_empty() {
-            let n = self.parser.feed(bytes);
-            bytes = &bytes[n..];
-            if n == 0 {
-                // Full: make room by taking events now (only noise can fill it).
-                match self.parser.next_event() {
-                    Some(event) => {
-                        let h = heard_of(event);
-                        if let Heard::Other(t) | Heard::BrokenFrame(t) = h {
-                            debug!(bytes = t, "rylr998 noise dropped while the window was full");
-                        }
-                    }
-                    None => break,
-                }
-            }
-        }
+    /// How many bytes the next read may take: never more than the parser has room for, so
+    /// everything read is parsed (every event was taken before, and a full window always
+    /// yields one, so there is room).
+    fn room(&self) -> usize {
+        (WINDOW - self.parser.held()).clamp(1, 512)
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        let taken = self.parser.feed(bytes);
+        // Never expected (reads fit the room), but never a lost byte either.
+        self.spill.extend_from_slice(&bytes[taken..]);
     }
 
     fn next_heard(&mut self) -> Option<Heard> {
-        self.parser.next_event().map(heard_of)
+        loop {
+            if let Some(event) = self.parser.next_event() {
+                return Some(heard_of(event));
+            }
+            if self.spill.is_empty() {
+                return None;
+            }
+            let taken = self.parser.feed(&self.spill);
+            self.spill.drain(..taken);
+        }
     }
 
     /// Handles one thing the modem said. `port` is where ACKs go (`None`: do not ACK).
@@ -396,22 +461,29 @@ impl<'a> Station<'a> {
                 snr,
             } => {
                 if self.tx.is_none() {
-                    debug!(sender, "rylr998 frame while only checking the modem: not delivered (the node sends it again unacknowledged)");
+                    debug!(
+                        sender,
+                        "rylr998 frame while only checking the modem: not delivered"
+                    );
                     return Ok(None);
                 }
                 let received_ns = now_ns();
                 let frame = &data[..];
-                let (readings, ack) = match self.link.frame(sender, frame, rssi, snr) {
-                    Outcome::Packet { readings, ack } => (readings, Some(ack)),
-                    Outcome::Duplicate { readings, ack } => {
+                let ack = match self.link.frame(sender, frame, rssi, snr) {
+                    Outcome::Packet { readings, ack } => {
+                        self.send(readings, received_ns, describe(sender, frame, rssi, snr))
+                            .await?;
+                        Some(ack)
+                    }
+                    Outcome::Duplicate { ack } => {
                         debug!(
                             sender,
                             seq = ack.seq_num,
-                            "rylr998 duplicate frame; acknowledged again"
+                            "rylr998 duplicate frame; counted, acknowledged again, not written"
                         );
-                        (readings, Some(ack))
+                        Some(ack)
                     }
-                    Outcome::Bad { readings, reason } => {
+                    Outcome::Bad { reason } => {
                         warn!(
                             sender,
                             rssi, snr, reason, "rylr998 frame failed; counted, not acknowledged"
@@ -419,11 +491,9 @@ impl<'a> Station<'a> {
                         if let Some(ctx) = self.ctx {
                             ctx.quarantine.add("rylr998", &reason, &hex(frame));
                         }
-                        (readings, None)
+                        None
                     }
                 };
-                self.send(readings, received_ns, describe(sender, frame, rssi, snr))
-                    .await?;
                 if let (Some(ack), Some(port), true) = (ack, port, self.cfg.ack) {
                     let mut packet = [0u8; MAX_ACK_LEN];
                     let mut command = [0u8; at::MAX_COMMAND];
@@ -448,9 +518,7 @@ impl<'a> Station<'a> {
                     ctx.quarantine
                         .add("rylr998", "cut or garbled +RCV line", &bytes);
                 }
-                let readings = self.link.malformed();
-                self.send(readings, now_ns(), format!("broken frame {bytes}"))
-                    .await?;
+                self.link.malformed();
                 Ok(None)
             }
             Heard::Ok => {

@@ -40,10 +40,16 @@ pub async fn run(
                 was_open = true;
                 down_logged = false;
                 let mut reader = BufReader::new(port);
+                let mut read = 0;
                 let ended = tokio::select! {
-                    ended = forward(&mut reader, max_line, &tx) => ended,
+                    ended = forward(&mut reader, max_line, &tx, &mut read) => ended,
                     () = token.cancelled() => Ended::Closed,
                 };
+                // A device that delivered is a working device: the next reopen starts
+                // quickly again, however short its run was.
+                if read > 0 {
+                    backoff.reset();
+                }
                 match ended {
                     Ended::Closed => return SourceEnd::Cancelled,
                     Ended::Eof => "device closed the port".to_string(),

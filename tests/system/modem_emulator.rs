@@ -19,12 +19,20 @@ pub enum Answer {
     Silent,
     /// `+ERR=<code>` to commands that start with the prefix, `+OK` to the others.
     ErrOn(String, u16),
+    /// Like `ErrOn`, but answers to commands received within the delay after the first one
+    /// all come only when it ends, in order (a modem still booting, answering late).
+    LateFirstThenErrOn(Duration, String, u16),
+    /// `+READY` (a restart) instead of the answer to the first command with the prefix; `+OK`
+    /// to everything else.
+    ReadyOnceOn(String),
 }
 
 struct Shared {
     /// Every command received, with its `\r\n`.
     commands: Vec<Vec<u8>>,
     answer: Answer,
+    /// A one-time behaviour (late first answer, one restart) was used.
+    used: bool,
 }
 
 pub struct ModemEmulator {
@@ -57,6 +65,7 @@ impl ModemEmulator {
         let shared = Arc::new(Mutex::new(Shared {
             commands: Vec::new(),
             answer,
+            used: false,
         }));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reader = {
@@ -151,7 +160,15 @@ fn take_command(pending: &mut VecDeque<u8>) -> Option<Vec<u8>> {
 fn serve(master: i32, shared: &Mutex<Shared>, stop: &std::sync::atomic::AtomicBool) {
     let mut pending = VecDeque::new();
     let mut buf = [0u8; 1024];
+    // Answers held back while the emulated modem "boots", and until when.
+    let mut held: Vec<String> = Vec::new();
+    let mut boot_until: Option<Instant> = None;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if boot_until.is_some_and(|t| Instant::now() >= t) {
+            for reply in held.drain(..) {
+                write_all(master, reply.as_bytes());
+            }
+        }
         let mut poll = libc::pollfd {
             fd: master,
             events: libc::POLLIN,
@@ -174,20 +191,40 @@ fn serve(master: i32, shared: &Mutex<Shared>, stop: &std::sync::atomic::AtomicBo
         }
         pending.extend(&buf[..n as usize]);
         while let Some(command) = take_command(&mut pending) {
-            let reply = {
+            let (reply, delay) = {
                 let mut s = shared.lock().unwrap();
                 s.commands.push(command.clone());
-                match &s.answer {
-                    Answer::Ok => Some("+OK\r\n".to_string()),
-                    Answer::Silent => None,
-                    Answer::ErrOn(prefix, code) if command.starts_with(prefix.as_bytes()) => {
-                        Some(format!("+ERR={code}\r\n"))
+                let first = !s.used;
+                let err_or_ok = |prefix: &str, code: u16| {
+                    if command.starts_with(prefix.as_bytes()) {
+                        format!("+ERR={code}\r\n")
+                    } else {
+                        "+OK\r\n".to_string()
                     }
-                    Answer::ErrOn(..) => Some("+OK\r\n".to_string()),
+                };
+                match s.answer.clone() {
+                    Answer::Ok => (Some("+OK\r\n".to_string()), None),
+                    Answer::Silent => (None, None),
+                    Answer::ErrOn(prefix, code) => (Some(err_or_ok(&prefix, code)), None),
+                    Answer::LateFirstThenErrOn(delay, prefix, code) => {
+                        s.used = true;
+                        let until = *boot_until.get_or_insert_with(|| Instant::now() + delay);
+                        let late = (Instant::now() < until).then_some(delay);
+                        (Some(err_or_ok(&prefix, code)), late)
+                    }
+                    Answer::ReadyOnceOn(prefix)
+                        if first && command.starts_with(prefix.as_bytes()) =>
+                    {
+                        s.used = true;
+                        (Some("+READY\r\n".to_string()), None)
+                    }
+                    Answer::ReadyOnceOn(_) => (Some("+OK\r\n".to_string()), None),
                 }
             };
-            if let Some(reply) = reply {
-                write_all(master, reply.as_bytes());
+            match (reply, delay) {
+                (Some(reply), Some(_)) => held.push(reply),
+                (Some(reply), None) => write_all(master, reply.as_bytes()),
+                (None, _) => {}
             }
         }
     }

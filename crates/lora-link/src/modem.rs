@@ -232,27 +232,36 @@ impl ModemParser {
         Some(self.event(kind))
     }
 
-    /// Ends whatever is held: the next complete event if there is one, else a partial frame
-    /// or reply becomes [`Malformed::Truncated`] and other bytes [`Event::Garbage`]. Call at
-    /// end of input or when the line went quiet, until it returns `None`.
+    /// Ends whatever is held, one event per call: the next complete event if there is one,
+    /// else a partial line starting with `+` becomes [`Malformed::Truncated`] (dropping only its
+    /// `+`, so a frame it swallowed is found on the next call) and other bytes up to the next
+    /// `+` [`Event::Garbage`]. Call at end of input or when the line went quiet, until it
+    /// returns `None`.
     pub fn flush(&mut self) -> Option<Event<'_>> {
         if let Some(kind) = self.next_kind() {
             return Some(self.event(kind));
         }
-        let len = self.end - self.start;
-        if len == 0 {
+        let window = self.buf.get(self.start..self.end).unwrap_or(&[]);
+        if window.is_empty() {
             return None;
         }
-        let starts_line = self.buf.get(self.start) == Some(&b'+');
-        let kind = if starts_line {
-            Kind::Malformed {
-                reason: Malformed::Truncated,
-                len,
-            }
+        let (kind, consume) = if window.first() == Some(&b'+') {
+            let len = window.len();
+            (
+                Kind::Malformed {
+                    reason: Malformed::Truncated,
+                    len,
+                },
+                1,
+            )
         } else {
-            Kind::Garbage { len }
+            let len = window
+                .iter()
+                .position(|b| *b == b'+')
+                .unwrap_or(window.len());
+            (Kind::Garbage { len }, len)
         };
-        self.taken = len;
+        self.taken = consume;
         Some(self.event(kind))
     }
 

@@ -266,10 +266,31 @@ fn a_frame_cut_at_the_end_of_input_is_truncated() {
     for cut in 1..input.len() - 1 {
         let got = events_chunked(&input[..cut], 64);
         assert!(
-            matches!(&got[..], [Owned::Malformed(Malformed::Truncated, b)] if b[..] == input[..cut]),
+            matches!(&got[0], Owned::Malformed(Malformed::Truncated, b) if b[..] == input[..cut]),
+            "cut at {cut}: {got:?}"
+        );
+        // What follows the `+` is looked at again: never a frame here.
+        assert!(
+            got[1..].iter().all(|e| !matches!(e, Owned::Frame(..))),
             "cut at {cut}: {got:?}"
         );
     }
+}
+
+#[test]
+fn a_frame_held_behind_a_cut_one_is_found_when_the_line_goes_quiet() {
+    // The first frame's length (90) reaches past the end of what came: only a flush ends it.
+    let mut input = b"+RCV=1,90,abc,-27,13\r\n".to_vec();
+    input.extend(rcv(1, &FRAME_1, -27, 13));
+    let got = events_chunked(&input, 7);
+    assert!(
+        matches!(&got[0], Owned::Malformed(Malformed::Truncated, _)),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&Owned::Frame(1, FRAME_1.to_vec(), -27, 13)),
+        "{got:?}"
+    );
 }
 
 #[test]
