@@ -37,6 +37,9 @@ use crate::{broker, reading};
 const RETENTION_EVERY: Duration = Duration::from_secs(600);
 /// Pause before a sink stopped by an outbox error runs again.
 const SINK_RESTART: Duration = Duration::from_secs(1);
+/// Sinks still delivering this long after the stop began are told about (what is left, and
+/// that a second signal stops now).
+const DRAIN_NOTICE: Duration = Duration::from_millis(500);
 /// Longest wait for the source's first set-up result in the start-up checklist.
 const SETUP_ANNOUNCE: Duration = Duration::from_secs(5);
 /// Longest wait for a server during the start-up checklist.
@@ -171,9 +174,10 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
         },
     };
     let precision = cfg.influx.as_ref().map_or(Precision::Ns, |i| i.precision);
+    let newest_ts = reader.newest_packet_ts().context("read the outbox")?;
     let ingest_thread = std::thread::Builder::new()
         .name("ingest".into())
-        .spawn(move || ingest::run(line_rx, outbox, precision, outputs))
+        .spawn(move || ingest::run(line_rx, outbox, precision, newest_ts, outputs))
         .context("start the ingest thread")?;
 
     let finish = CancellationToken::new();
@@ -286,31 +290,30 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
     }
     info!(timeout = ?cfg.ingest.drain_timeout, "source stopped and input committed; sinks delivering what is buffered");
     events.emit(EventKind::GatewayStopped, "gateway", "gateway stopping");
-    // Say at once what the drain waits for, and how not to wait.
-    for (sink, readings, gateway_events) in backlogs(&cfg, &sinks).unwrap_or_default() {
-        if readings + gateway_events > 0 {
-            let drain = humantime::format_duration(cfg.ingest.drain_timeout);
-            info!(
-                sink,
-                readings, gateway_events, "delivering what is buffered before exiting"
-            );
-            eprintln!(
-                "stopping: the {sink} sink has {readings} readings and {gateway_events} gateway events to deliver; waiting up to {drain} ([source] drain_timeout). Press Ctrl-C again to stop now: they stay buffered for the next start."
-            );
-        }
-    }
     finish.cancel();
     let drain = cfg.ingest.drain_timeout;
     let all_sinks = futures_join(sink_tasks);
     tokio::pin!(all_sinks);
-    tokio::select! {
-        () = &mut all_sinks => {}
-        () = tokio::time::sleep(drain) => {
-            warn!(timeout = ?drain, "drain timeout reached; stopping sinks");
-            signals.abort.cancel();
-            all_sinks.await;
+    // Sinks that deliver are done in milliseconds. Ones that are still at it soon after say
+    // at once what the drain waits for, and how not to wait.
+    let quick = tokio::select! {
+        () = &mut all_sinks => true,
+        () = tokio::time::sleep(DRAIN_NOTICE.min(drain)) => false,
+        () = signals.abort.cancelled() => false,
+    };
+    if !quick && !signals.abort.is_cancelled() {
+        tell_what_the_drain_waits_for(&cfg, &sinks);
+    }
+    if !quick {
+        tokio::select! {
+            () = &mut all_sinks => {}
+            () = tokio::time::sleep(drain.saturating_sub(DRAIN_NOTICE)) => {
+                warn!(timeout = ?drain, "drain timeout reached; stopping sinks");
+                signals.abort.cancel();
+                all_sinks.await;
+            }
+            () = signals.abort.cancelled() => all_sinks.await,
         }
-        () = signals.abort.cancelled() => all_sinks.await,
     }
     retention.abort();
     trimmer.abort();
@@ -364,6 +367,20 @@ fn undelivered(cfg: &Config, sinks: &[SinkConfig]) -> anyhow::Result<i64> {
         most = most.max(reader.count_after(cursor)?);
     }
     Ok(most)
+}
+
+/// Logs and prints, per sink still delivering, what it has left and that a second signal
+/// stops now.
+fn tell_what_the_drain_waits_for(cfg: &Config, sinks: &[SinkConfig]) {
+    let drain = humantime::format_duration(cfg.ingest.drain_timeout);
+    for (sink, readings, gateway_events) in backlogs(cfg, sinks).unwrap_or_default() {
+        if readings + gateway_events > 0 {
+            info!(sink, readings, gateway_events, "still delivering what is buffered before exiting; a second Ctrl-C (SIGINT/SIGTERM) stops now");
+            eprintln!(
+                "stopping: the {sink} sink still has {readings} readings and {gateway_events} gateway events to deliver; waiting up to {drain} ([source] drain_timeout). Press Ctrl-C again to stop now: what is not delivered is kept for the next start."
+            );
+        }
+    }
 }
 
 /// Per sink: (name, readings, gateway events) not delivered yet.

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, warn};
 
 use crate::config::FullPolicy;
-use crate::decode::{decode, Decoded, MARKER};
+use crate::decode::{decode, Decoded};
 use crate::events::{EventKind, RebootDetector};
 use crate::latest::Latest;
 use crate::outbox::Outbox;
@@ -61,14 +61,19 @@ pub struct IngestOutputs {
 }
 
 /// Runs until every sender of `rx` is gone and everything received is committed; packet
-/// times are kept strictly increasing at `precision`.
+/// times are kept strictly increasing at `precision`, after `newest_ts` (the newest packet
+/// already in the outbox: a restart must not give a packet the time of one before it).
 pub fn run(
     mut rx: mpsc::Receiver<Line>,
     mut outbox: Outbox,
     precision: Precision,
+    newest_ts: Option<i64>,
     out: IngestOutputs,
 ) {
     let mut clock = PacketClock::new(precision);
+    if let Some(ts) = newest_ts {
+        clock.commit(ts - ts.rem_euclid(precision.unit_ns()));
+    }
     let mut lines = Vec::with_capacity(MAX_BATCH_LINES);
     let mut drops = DropWarnings::default();
     let mut reboots = RebootDetector::default();
@@ -241,7 +246,7 @@ impl PacketClock {
 fn accept(line: Line, clock: &mut PacketClock, out: &IngestOutputs) -> Option<Packet> {
     if line.cut {
         out.stats.cut_lines.fetch_add(1, Ordering::Relaxed);
-        if line.text.contains(MARKER) || line.text.trim_start().starts_with('{') {
+        if line.text.contains('{') {
             out.stats.invalid_lines.fetch_add(1, Ordering::Relaxed);
             out.stats.decode_error(DecodeError::LineTooLong);
             out.quarantine.add(
@@ -267,6 +272,16 @@ fn accept(line: Line, clock: &mut PacketClock, out: &IngestOutputs) -> Option<Pa
         None => decode(&line.text, ts),
     };
     match decoded {
+        Decoded::Skip if is_fragment(&line.text) => {
+            out.stats.invalid_lines.fetch_add(1, Ordering::Relaxed);
+            out.stats.decode_error(DecodeError::Fragment);
+            out.quarantine.add(
+                "decode",
+                "a piece of a telemetry record, not a whole one (the stream was cut or joined mid-record)",
+                &line.text,
+            );
+            None
+        }
         Decoded::Skip => None,
         Decoded::Invalid(reason) => {
             out.stats.invalid_lines.fetch_add(1, Ordering::Relaxed);
@@ -290,6 +305,12 @@ fn accept(line: Line, clock: &mut PacketClock, out: &IngestOutputs) -> Option<Pa
             Some(packet)
         }
     }
+}
+
+/// Whether a line the decoder skipped still held JSON members (`"key":` and a brace): a
+/// record cut at its start, e.g. when a serial port was opened in the middle of one.
+fn is_fragment(text: &str) -> bool {
+    text.contains("\":") && (text.contains('{') || text.contains('}'))
 }
 
 /// The class of a decoder `Invalid` reason, from the decoder's wording (pinned by a test).
@@ -353,6 +374,15 @@ mod tests {
         // Before the epoch rounds down too.
         let clock = PacketClock::new(Precision::Ms);
         assert_eq!(clock.propose(-1).0, -1_000_000);
+    }
+
+    #[test]
+    fn pieces_of_records_are_fragments_and_log_lines_are_not() {
+        assert!(is_fragment(r#""h":53.1,"g":84461},"sts":{"rx":1}}"#));
+        assert!(is_fragment(r#"xx"ts":1,"n1":{"t":2"#));
+        assert!(!is_fragment("[INFO] probe-rs: flashing done"));
+        assert!(!is_fragment(" (wk5_gateway_firmware src/main.rs:573)"));
+        assert!(!is_fragment("[DEBUG] Packet { seq: 1 }"));
     }
 
     #[test]

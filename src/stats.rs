@@ -89,16 +89,19 @@ pub enum DecodeError {
     FieldRejected = 3,
     /// Longer than `[source] max_line_length`.
     LineTooLong = 4,
+    /// A piece of a record without its start (JSON members, no object).
+    Fragment = 5,
 }
 
 impl DecodeError {
     /// Every class, in index order.
-    pub const ALL: [DecodeError; 5] = [
+    pub const ALL: [DecodeError; 6] = [
         DecodeError::InvalidJson,
         DecodeError::NotObject,
         DecodeError::NoReadings,
         DecodeError::FieldRejected,
         DecodeError::LineTooLong,
+        DecodeError::Fragment,
     ];
 
     /// The metric label value.
@@ -109,6 +112,7 @@ impl DecodeError {
             DecodeError::NoReadings => "no_readings",
             DecodeError::FieldRejected => "field_rejected",
             DecodeError::LineTooLong => "line_too_long",
+            DecodeError::Fragment => "fragment",
         }
     }
 }

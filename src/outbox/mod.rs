@@ -469,6 +469,19 @@ impl OutboxReader {
         }
     }
 
+    /// The time of the newest packet in the outbox (not a gateway event), if any: packet times
+    /// after a restart continue after it.
+    pub fn newest_packet_ts(&self) -> Result<Option<i64>> {
+        self.conn()
+            .query_row(
+                "SELECT ts FROM readings WHERE unit IS NOT 'event' ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
     /// The highest seq ever assigned (0 when none).
     pub fn last_seq(&self) -> Result<i64> {
         self.conn()

@@ -223,7 +223,11 @@ mod tests {
 
     #[tokio::test]
     async fn invalid_utf8_is_replaced() {
+        let got = lines(b"\xff\xfe[x]\n", 100).await;
+        assert_eq!(got[0].0, "\u{fffd}\u{fffd}[x]");
+        // Noise right before an object is a record of its own.
         let got = lines(b"\xff\xfe{\"a\":1}\n", 100).await;
-        assert_eq!(got[0].0, "\u{fffd}\u{fffd}{\"a\":1}");
+        assert_eq!(got[0].0, "\u{fffd}\u{fffd}");
+        assert_eq!(got[1].0, "{\"a\":1}");
     }
 }

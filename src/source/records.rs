@@ -78,6 +78,8 @@ pub struct Splitter {
     /// A bare record was read from this stream (a virtual COM port): a `{` after noise then
     /// starts a record of its own instead of hiding in the noise's.
     bare_stream: bool,
+    /// The current record holds a space (a log line, not noise).
+    spaced: bool,
 }
 
 impl Default for Splitter {
@@ -93,6 +95,7 @@ impl Default for Splitter {
             prev: 0,
             prev2: 0,
             bare_stream: false,
+            spaced: false,
         }
     }
 }
@@ -202,10 +205,19 @@ impl Splitter {
             self.reset(State::Start);
             return Action::EndBefore;
         }
-        if b == b'{' && !self.json && self.state == State::Line && self.bare_stream {
-            // Noise between bare records: it ends here, and the object is a record. Not after
-            // `: `, which ends a marker (`JSON sent via VCP: `) or a log line's label.
-            if !(p1 == b' ' && p2 == b':') {
+        if b == b' ' {
+            self.spaced = true;
+        }
+        if b == b'{' && !self.json && self.state == State::Line {
+            // Noise before an object (bytes of a glitch): it ends here, and the object is a
+            // record of its own. A log line (it has spaces) keeps its JSON, unless the stream
+            // carries bare records; never after `: `, which ends a marker (`JSON sent via
+            // VCP: `) or a log line's label, nor after `":`, a member of a record whose start
+            // was cut off (it stays one piece, quarantined as a fragment).
+            let noise = self.bare_stream || !self.spaced;
+            let label = p1 == b' ' && p2 == b':';
+            let member = p1 == b':' && p2 == b'"';
+            if noise && !label && !member {
                 self.reset(State::Start);
                 return Action::EndBefore;
             }
@@ -313,6 +325,18 @@ mod tests {
             let input = format!("{A}{sep}{B}{sep}");
             assert_eq!(records(input.as_bytes()), [A, B], "separator {sep:?}");
         }
+    }
+
+    #[test]
+    fn noise_before_the_first_record_does_not_hide_it() {
+        let input = format!("\x00\x01{A}\\n{B}\\n");
+        assert_eq!(records(input.as_bytes()), ["\x00\x01", A, B]);
+        // Opened mid-record: the fragment ends at its own `}`+`\n`, the next record is whole.
+        let input = format!("\"h\":53.1}}}}\\n{A}\\n");
+        assert_eq!(records(input.as_bytes()), ["\"h\":53.1}}", A]);
+        // A defmt line with JSON after a label stays one record.
+        let line = format!("[DEBUG] got {A} from the radio\n");
+        assert_eq!(records(line.as_bytes()), [&line[..line.len() - 1]]);
     }
 
     #[test]

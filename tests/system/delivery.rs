@@ -501,3 +501,55 @@ async fn home_assistant_discovery_configs_are_retained_and_announced_again_on_ha
     drop(stdin);
     assert!(gw.wait(EXIT).success(), "{}", gw.log());
 }
+
+/// Ctrl-C with the servers down: the gateway says at once what it is waiting to deliver and
+/// that a second Ctrl-C stops now, and a second one does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_with_the_servers_down_says_what_it_waits_for_and_a_second_signal_ends_it() {
+    let mut mosquitto = Mosquitto::start();
+    let mut influx = InfluxDb1::start();
+    influx.create_database("telemetry");
+    let dir = tempfile::tempdir().unwrap();
+    let sinks = format!(
+        "[mqtt]\nbroker_url = \"{}\"\nclient_id = \"gw-stop\"\nreconnect_max = \"1s\"\n\n[influxdb]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"telemetry\"\nretry_max = \"1s\"\n",
+        mosquitto.url(),
+        influx.url()
+    );
+    let cfg = stdin_config(dir.path(), &sinks)
+        .replace("drain_timeout = \"20s\"", "drain_timeout = \"120s\"");
+    let mut gw = TestGateway::start(dir.path(), &cfg, Stdio::piped());
+    gw.wait_log("✓ source", Duration::from_secs(20)).await;
+    mosquitto.stop();
+    influx.stop();
+    let mut stdin = gw.stdin();
+    use std::io::Write as _;
+    stdin
+        .write_all(fixture("vcp-serial.jsonl").as_bytes())
+        .unwrap();
+    stdin.flush().unwrap();
+    gw.wait_log("sink connection refused", Duration::from_secs(10))
+        .await;
+    let stop = Instant::now();
+    gw.signal(libc::SIGINT);
+    gw.wait_log("Press Ctrl-C again to stop now", Duration::from_secs(5))
+        .await;
+    let told = stop.elapsed();
+    assert!(told < Duration::from_secs(3), "told after {told:?}");
+    let log = gw.log();
+    assert!(
+        log.contains("the mqtt sink still has 85 readings and 0 gateway events to deliver"),
+        "{log}"
+    );
+    assert!(
+        log.contains("the influxdb sink still has 85 readings"),
+        "{log}"
+    );
+    gw.signal(libc::SIGINT);
+    gw.wait(Duration::from_secs(10));
+    assert!(
+        stop.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        stop.elapsed()
+    );
+    drop(stdin);
+}

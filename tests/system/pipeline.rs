@@ -375,5 +375,23 @@ async fn packets_within_one_unit_of_the_precision_stay_distinct_points() {
         assert_eq!(times, want, "precision {precision}");
         let values: Vec<f64> = points.iter().map(|p| p.1).collect();
         assert_eq!(values, [20.5, 21.5, 22.5, 23.5], "precision {precision}");
+
+        // A restart on the same outbox continues after the newest packet time: a packet
+        // recorded at t0 again does not take the first packet's time (and overwrite it).
+        let again = run.join("again.log");
+        std::fs::write(&again, format!("{} {}\n", at(t0), packet(4))).unwrap();
+        let config = config.replace(&path.display().to_string(), &again.display().to_string());
+        let mut gw = crate::gateway::TestGateway::start(&run, &config, std::process::Stdio::null());
+        assert!(gw.wait(EXIT).success(), "{}", gw.log());
+        let mut points: Vec<(i64, f64)> = influx
+            .points(&db)
+            .await
+            .iter()
+            .map(|p| (p.ts_ns, p.value))
+            .collect();
+        points.sort_by_key(|p| p.0);
+        let unit = if precision == "s" { s } else { us };
+        assert_eq!(points.len(), 5, "precision {precision}: {points:?}");
+        assert_eq!(points[4], (want[3] + unit, 24.5), "precision {precision}");
     }
 }
