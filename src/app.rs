@@ -31,7 +31,7 @@ use crate::sink::{self, SinkConfig, SinkContext};
 use crate::source::{self, SourceEnd};
 use crate::stats::Stats;
 use crate::web::WebServer;
-use crate::{broker, reading};
+use crate::{broker, checklist, reading};
 
 /// How often old, delivered history is pruned.
 const RETENTION_EVERY: Duration = Duration::from_secs(600);
@@ -42,8 +42,6 @@ const SINK_RESTART: Duration = Duration::from_secs(1);
 const DRAIN_NOTICE: Duration = Duration::from_millis(500);
 /// Longest wait for the source's first set-up result in the start-up checklist.
 const SETUP_ANNOUNCE: Duration = Duration::from_secs(5);
-/// Longest wait for a server during the start-up checklist.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How the run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,8 +66,8 @@ pub struct Signals {
 }
 
 /// Prints one start-up checklist item to stderr.
-fn check(ok: bool, what: &str, detail: impl std::fmt::Display) {
-    eprintln!("  {} {what:<10} {detail}", if ok { "✓" } else { "✗" });
+fn check(ok: bool, what: &'static str, detail: impl std::fmt::Display) {
+    checklist::Item::new(ok, what, detail.to_string()).print_run();
 }
 
 /// Runs the gateway until its input ends or a signal arrives.
@@ -153,7 +151,18 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
         }
         _ => None,
     };
-    probe_servers(&cfg).await;
+    for item in checklist::servers(&cfg).await {
+        let item = if item.ok {
+            item
+        } else {
+            checklist::Item::new(
+                false,
+                item.what,
+                format!("{}; buffering until it is back", item.detail),
+            )
+        };
+        item.print_run();
+    }
 
     let (line_tx, line_rx) = mpsc::channel(cfg.ingest.channel_capacity);
     let (committed_tx, committed_rx) = watch::channel(reader.last_seq()?);
@@ -436,45 +445,6 @@ fn describe_source(source: &SourceConfig) -> String {
             s.remote_nodes,
             humantime::format_duration(s.interval)
         ),
-    }
-}
-
-/// Start-up checklist entries for the external servers; failures are reported, not fatal.
-async fn probe_servers(cfg: &Config) {
-    if let Some(m) = &cfg.mqtt {
-        if let BrokerTarget::External { host, port } = &m.target {
-            let addr = format!("{host}:{port}");
-            let reached =
-                tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(&addr)).await;
-            match reached {
-                Ok(Ok(_)) => check(true, "mqtt", format!("broker reachable at mqtt://{addr}")),
-                Ok(Err(e)) => check(
-                    false,
-                    "mqtt",
-                    format!("mqtt://{addr}: {e}; buffering until it is back"),
-                ),
-                Err(_) => check(
-                    false,
-                    "mqtt",
-                    format!("mqtt://{addr}: no answer; buffering until it is back"),
-                ),
-            }
-        }
-    }
-    if let Some(i) = &cfg.influx {
-        let writer = sink::influx::Writer::new(i.clone());
-        let reached = match writer.probe().await {
-            Ok(()) => writer.check_write().await,
-            Err(e) => Err(e),
-        };
-        match reached {
-            Ok(()) => check(true, "influxdb", format!("{} accepts our writes", i.url)),
-            Err(e) => check(
-                false,
-                "influxdb",
-                format!("{e}; buffering until it is back"),
-            ),
-        }
     }
 }
 

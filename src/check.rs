@@ -3,12 +3,10 @@
 //! problem so it can gate a deployment.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
+use crate::checklist::{self, Item};
 use crate::config::{BrokerTarget, Config};
 use crate::outbox::Outbox;
-
-const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The storage dir, without creating or changing anything: an existing outbox is read, a
 /// missing one means the dir (or the parent it would be made in) must be writable.
@@ -53,47 +51,27 @@ fn storage(cfg: &crate::config::StorageConfig) -> (bool, String) {
 
 /// Runs the checks for `cfg`.
 pub async fn run(cfg: &Config) -> ExitCode {
-    let mut problems = 0;
-    let mut item = |ok: bool, what: &str, detail: String| {
-        if !ok {
-            problems += 1;
-        }
-        println!("{} {what:<10} {detail}", if ok { "ok  " } else { "FAIL" });
-    };
-    item(true, "config", format!("{} is valid", cfg.origin));
-    match crate::source::probe(&cfg.source).await {
-        None => item(true, "source", cfg.source.kind().to_string()),
-        Some(Ok(answer)) => item(true, "source", answer),
-        Some(Err(problem)) => item(false, "source", problem),
-    }
+    let mut items = vec![Item::new(
+        true,
+        "config",
+        format!("{} is valid", cfg.origin),
+    )];
+    items.push(checklist::source(&cfg.source).await);
     let (ok, detail) = storage(&cfg.storage);
-    item(ok, "storage", detail);
+    items.push(Item::new(ok, "storage", detail));
     if let Some(m) = &cfg.mqtt {
-        match &m.target {
-            BrokerTarget::Embedded(addr) => match std::net::TcpListener::bind(addr) {
-                Ok(_) => item(true, "mqtt", format!("embedded broker can listen on {addr}")),
-                Err(e) => item(false, "mqtt", format!("embedded broker cannot listen on {addr}: {e} (change [mqtt] embedded_listen or --mqtt-listen)")),
-            },
-            BrokerTarget::External { host, port } => {
-                // A real MQTT connection, with the configured TLS and login.
-                match crate::sink::mqtt::probe(m, PROBE_TIMEOUT).await {
-                    Ok(()) => item(true, "mqtt", format!("{host}:{port} accepted our connection")),
-                    Err(e) => item(false, "mqtt", format!("{host}:{port}: {e}")),
-                }
-            }
+        if let BrokerTarget::Embedded(addr) = &m.target {
+            items.push(match std::net::TcpListener::bind(addr) {
+                Ok(_) => Item::new(true, "mqtt", format!("embedded broker can listen on {addr}")),
+                Err(e) => Item::new(false, "mqtt", format!("embedded broker cannot listen on {addr}: {e} (change [mqtt] embedded_listen or --mqtt-listen)")),
+            });
         }
     }
-    if let Some(i) = &cfg.influx {
-        let writer = crate::sink::influx::Writer::new(i.clone());
-        match writer.probe().await.and(writer.check_write().await) {
-            Ok(()) => item(true, "influxdb", format!("{} accepts our writes", i.url)),
-            Err(e) => item(false, "influxdb", format!("{e} (check [influxdb] url)")),
-        }
-    }
+    items.extend(checklist::servers(cfg).await);
     if let Some(h) = &cfg.http {
-        match std::net::TcpListener::bind(h.listen) {
-            Ok(_) => item(true, "http", format!("can listen on {}", h.listen)),
-            Err(e) => item(
+        items.push(match std::net::TcpListener::bind(h.listen) {
+            Ok(_) => Item::new(true, "http", format!("can listen on {}", h.listen)),
+            Err(e) => Item::new(
                 false,
                 "http",
                 format!(
@@ -101,7 +79,11 @@ pub async fn run(cfg: &Config) -> ExitCode {
                     h.listen
                 ),
             ),
-        }
+        });
+    }
+    let problems = items.iter().filter(|i| !i.ok).count();
+    for item in &items {
+        item.print_check();
     }
     if problems == 0 {
         println!("all checks passed");

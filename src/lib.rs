@@ -9,6 +9,7 @@ pub mod app;
 mod backoff;
 mod broker;
 mod check;
+mod checklist;
 pub mod cli;
 pub mod config;
 pub mod decode;

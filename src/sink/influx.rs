@@ -72,6 +72,28 @@ impl Writer {
         })
     }
 
+    /// With `api = "v2"`, whether the server is an InfluxDB 1.x (its `/ping` says
+    /// `X-Influxdb-Version: 1.…`), which has no v2 API: then what to set instead.
+    async fn wrong_api(&self) -> Option<String> {
+        let InfluxApi::V2 { bucket, .. } = &self.cfg.api else {
+            return None;
+        };
+        let http = self.http.as_ref().ok()?;
+        let resp = http.get(format!("{}/ping", self.cfg.url)).send().await.ok()?;
+        let version = resp
+            .headers()
+            .get("X-Influxdb-Version")?
+            .to_str()
+            .ok()?
+            .to_string();
+        version.starts_with("1.").then(|| {
+            format!(
+                "{} is InfluxDB {version}, which has no v2 API (org, bucket and token are for 2.x and 3.x): set api = \"v1\" and database = \"{bucket}\" (or the database to write to) in [influxdb]",
+                self.cfg.url
+            )
+        })
+    }
+
     /// Checks that the server answers (`/health` for v2, `/ping` for v1).
     pub async fn probe(&self) -> Result<(), String> {
         let path = match self.cfg.api {
@@ -82,6 +104,10 @@ impl Writer {
         let http = self.http.as_ref().map_err(|e| format!("{url}: {e}"))?;
         match http.get(&url).send().await {
             Ok(resp) if resp.status().is_success() => Ok(()),
+            Ok(resp) if resp.status() == StatusCode::NOT_FOUND => match self.wrong_api().await {
+                Some(wrong) => Err(wrong),
+                None => Err(format!("{url} answered {}", resp.status())),
+            },
             Ok(resp) => {
                 let status = resp.status();
                 let text = resp.text().await.unwrap_or_default();
@@ -181,6 +207,15 @@ impl Writer {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
         let text = resp.text().await.unwrap_or_default();
+        if status == StatusCode::NOT_FOUND {
+            if let Some(wrong) = self.wrong_api().await {
+                return Err(WriteError::Retry {
+                    kind: "wrong API",
+                    detail: wrong,
+                    retry_after,
+                });
+            }
+        }
         Err(match classify_status(status, &text, &self.cfg) {
             WriteError::Retry { kind, detail, .. } => WriteError::Retry {
                 kind,

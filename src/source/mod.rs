@@ -62,8 +62,9 @@ impl SourceContext {
         (ctx, rx)
     }
 
-    /// Reports a set-up outcome: the source's problem for `/readyz`, and the first one to
-    /// the start-up checklist.
+    /// Reports a set-up outcome (a process started or exited, a device opened or lost, a
+    /// modem set up or not): the source's problem for `/readyz` and `/metrics`, and the first
+    /// one to the start-up checklist.
     fn set_up(&self, outcome: Result<String, String>) {
         self.stats
             .set_source_problem(outcome.as_ref().err().cloned());
@@ -132,7 +133,10 @@ pub(crate) async fn run(
 
 /// Whether the source reports its first set-up through [`SourceContext::new`]'s receiver.
 pub(crate) fn announces_setup(cfg: &SourceConfig) -> bool {
-    matches!(cfg, SourceConfig::Rylr998(_))
+    matches!(
+        cfg,
+        SourceConfig::Process(_) | SourceConfig::Serial(_) | SourceConfig::Rylr998(_)
+    )
 }
 
 /// Checks that the source can start, for `check`: `None` when there is nothing to check

@@ -50,6 +50,12 @@ pub async fn run(
                     kind = cfg.kind,
                     "source process started"
                 );
+                ctx.set_up(Ok(format!(
+                    "{}: {} (pid {})",
+                    cfg.kind,
+                    cfg.argv.join(" "),
+                    child.id().unwrap_or(0)
+                )));
                 let mut read = 0;
                 let ended = supervise(&mut child, max_line, &tx, &token, &mut read).await;
                 if token.is_cancelled() || matches!(ended, Ended::Closed) {
@@ -63,6 +69,14 @@ pub async fn run(
                     backoff.reset();
                 }
                 let delay = backoff.next_delay();
+                let why = match &status {
+                    Ok(status) => format!("{status}"),
+                    Err(error) => error.to_string(),
+                };
+                ctx.set_up(Err(format!(
+                    "{program} exited ({why}); restarting in {}",
+                    humantime::format_duration(round_ms(delay))
+                )));
                 match status {
                     Ok(status) => {
                         let cause = cause_of(status);
@@ -93,12 +107,18 @@ pub async fn run(
                     ""
                 };
                 warn!(program, %error, restart_in = ?delay, "cannot start source process{hint}");
+                ctx.set_up(Err(format!("cannot start {program}: {error}{hint}")));
                 if sleep_or_cancel(delay, &token).await {
                     return SourceEnd::Cancelled;
                 }
             }
         }
     }
+}
+
+/// `d` to whole milliseconds, for messages.
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Starts the child from the spawner thread (see `spawner.rs` for why).

@@ -37,6 +37,7 @@ pub async fn run(
         let problem = match tokio_serial::new(&path, cfg.baud).open_native_async() {
             Ok(port) => {
                 info!(path, baud = cfg.baud, "serial port opened");
+                ctx.set_up(Ok(format!("serial: {path} open at {} baud", cfg.baud)));
                 was_open = true;
                 down_logged = false;
                 let mut reader = BufReader::new(port);
@@ -62,6 +63,9 @@ pub async fn run(
             backoff.reset();
         }
         let delay = backoff.next_delay();
+        ctx.set_up(Err(format!(
+            "serial: {path}: {problem}; reopening with backoff (is the board plugged in? check [source] path)"
+        )));
         if !down_logged {
             warn!(path, error = problem, reopen_in = ?delay, "serial port unavailable; reopening with backoff");
             down_logged = true;

@@ -112,7 +112,7 @@ const FAMILIES: &[Family] = &[
     family(OUTBOX_BYTES, Kind::Gauge, "Bytes of outbox database pages in use (what [storage] max_bytes limits)."),
     family(BACKLOG, Kind::Gauge, "Readings in the outbox the sink has not delivered yet."),
     family(OLDEST_AGE, Kind::Gauge, "Age of the sink's oldest undelivered reading (0 when none)."),
-    family(SOURCE_RUNNING, Kind::Gauge, "1 while the source runs."),
+    family(SOURCE_RUNNING, Kind::Gauge, "1 while the source runs and can deliver (its process running, its device open, its modem set up)."),
     family(SOURCE_RESTARTS, Kind::Counter, "Restarts of the source process or reopenings of its device, by cause: exited, crashed, killed (by a signal it did not raise: never expected), device_lost."),
     family(PACKETS_SHIFTED, Kind::Counter, "Packets stamped at or before the previous one at [influxdb] precision, moved to the previous time + 1 unit so no two packets become one point."),
     family(SINK_CONNECTED, Kind::Gauge, "1 while the sink reaches its far end (MQTT connected, last InfluxDB request succeeded)."),
@@ -257,10 +257,13 @@ fn render(stats: &Stats, history: &OutboxReader) -> String {
     let now = now_ns();
     let snap: Snapshot = health::snapshot(stats, history);
     let kind = snap.source_kind.as_deref().unwrap_or("unknown");
+    // Running means delivering or able to: a source that reports a problem (a program that
+    // cannot start, a device that cannot be opened) does not run.
+    let running = snap.source_running && snap.source_problem.is_none();
     set.gauge(
         SOURCE_RUNNING,
         &[("kind", kind)],
-        f64::from(u8::from(snap.source_running)),
+        f64::from(u8::from(running)),
     );
     for cause in RestartCause::ALL {
         let n = load(&stats.source_restarts[cause as usize]);

@@ -15,6 +15,7 @@ mod grafana;
 mod influx_security;
 mod modem_emulator;
 mod monitoring;
+mod operator;
 mod pipeline;
 mod radio;
 mod security;
