@@ -79,7 +79,11 @@ impl Writer {
             return None;
         };
         let http = self.http.as_ref().ok()?;
-        let resp = http.get(format!("{}/ping", self.cfg.url)).send().await.ok()?;
+        let resp = http
+            .get(format!("{}/ping", self.cfg.url))
+            .send()
+            .await
+            .ok()?;
         let version = resp
             .headers()
             .get("X-Influxdb-Version")?

@@ -570,6 +570,26 @@ impl Mosquitto {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
 
+    /// A broker that lets in only `user` with `password` (a password file in `dir`).
+    pub fn start_with_login(dir: &Path, user: &str, password: &str) -> Self {
+        let passwd = dir.join("passwd");
+        let out = Command::new("mosquitto_passwd")
+            .args(["-b", "-c"])
+            .arg(&passwd)
+            .args([user, password])
+            .output()
+            .unwrap_or_else(|e| panic!("mosquitto_passwd: {e}; install with: {INSTALL_HINT}"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self::start_with(&format!(
+            "allow_anonymous false\npassword_file {}",
+            passwd.display()
+        ))
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }

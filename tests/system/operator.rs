@@ -136,18 +136,7 @@ fn check_names_a_missing_firmware_file() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_checklist_and_check_both_see_a_refused_login() {
     let dir = tempfile::tempdir().unwrap();
-    let passwd = dir.path().join("passwd");
-    let out = Command::new("mosquitto_passwd")
-        .args(["-b", "-c"])
-        .arg(&passwd)
-        .args(["gateway", "the-right-one"])
-        .output()
-        .expect("mosquitto_passwd");
-    assert!(out.status.success());
-    let broker = Mosquitto::start_with(&format!(
-        "allow_anonymous false\npassword_file {}",
-        passwd.display()
-    ));
+    let broker = Mosquitto::start_with_login(dir.path(), "gateway", "the-right-one");
     let cfg = base(
         dir.path(),
         &format!(

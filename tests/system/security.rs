@@ -364,18 +364,7 @@ async fn secrets_never_appear_in_any_output_even_at_trace_level() {
     const MQTT_SECRET: &str = "mqtt-secret-Zq81";
     const TOKEN: &str = "influx-token-Kx27";
     let dir = tempfile::tempdir().unwrap();
-    let passwd = dir.path().join("passwd");
-    let out = Command::new("mosquitto_passwd")
-        .args(["-b", "-c"])
-        .arg(&passwd)
-        .args(["gateway", "the-right-one"])
-        .output()
-        .expect("mosquitto_passwd");
-    assert!(out.status.success());
-    let broker = Mosquitto::start_with(&format!(
-        "allow_anonymous false\npassword_file {}",
-        passwd.display()
-    ));
+    let broker = Mosquitto::start_with_login(dir.path(), "gateway", "the-right-one");
     let vm = crate::support::VictoriaMetrics::start();
     // A wrong MQTT password (failing authentication) and a database token, both in the
     // config file, with every log target at trace.
