@@ -184,6 +184,12 @@ mod tests {
         assert!(find_program("sh").is_some());
         assert!(find_program("/bin/sh").is_some());
         assert!(find_program("no-such-program-iiot").is_none());
-        assert!(find_program("/etc/hostname").is_none(), "not executable");
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("data.txt");
+        std::fs::write(&plain, "x").unwrap();
+        assert!(
+            find_program(plain.to_str().unwrap()).is_none(),
+            "not executable"
+        );
     }
 }

@@ -176,6 +176,11 @@ fn load(cli: &Cli) -> Result<Config, ConfigError> {
     }
     if let Some(dir) = &cli.storage_dir {
         cfg.storage.dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+        if let Some(m) = cfg.mqtt.as_mut() {
+            if m.client_id_is_default {
+                m.client_id = crate::config::default_client_id(&cfg.storage.dir);
+            }
+        }
     }
     cfg.storage.move_corrupt_aside = cli.move_corrupt_outbox;
     Ok(cfg)

@@ -254,6 +254,8 @@ pub enum BrokerTarget {
 pub struct MqttConfig {
     /// Broker to publish to.
     pub target: BrokerTarget,
+    /// `client_id` was not set: [`default_client_id`] of the storage dir.
+    pub client_id_is_default: bool,
     /// Fixed client id (persistent session).
     pub client_id: String,
     /// Topic prefix.
@@ -559,6 +561,11 @@ impl Validator<'_> {
         }
         let influx = raw.influxdb.map(|i| self.influx(i)).transpose()?;
         let storage = self.storage(raw.storage.unwrap_or_default())?;
+        if let Some(m) = mqtt.as_mut() {
+            if m.client_id_is_default {
+                m.client_id = default_client_id(&storage.dir);
+            }
+        }
         let http_raw = raw.http.unwrap_or_default();
         let http = if http_raw.enabled.unwrap_or(true) {
             let listen = http_raw
@@ -766,6 +773,8 @@ impl Validator<'_> {
             .topic_prefix
             .unwrap_or_else(|| defaults::TOPIC_PREFIX.to_string());
         validate_prefix(&topic_prefix).map_err(|e| self.err("[mqtt] topic_prefix", e))?;
+        // The default is made per install once the storage dir is known (see `validate`).
+        let client_id_is_default = m.client_id.is_none();
         let client_id = m
             .client_id
             .unwrap_or_else(|| defaults::CLIENT_ID.to_string());
@@ -792,6 +801,7 @@ impl Validator<'_> {
         Ok(MqttConfig {
             target,
             client_id,
+            client_id_is_default,
             topic_prefix,
             qos,
             retain: m.retain.unwrap_or(false),
@@ -1120,6 +1130,37 @@ impl Validator<'_> {
         }
         Ok(inline)
     }
+}
+
+/// The client id of an install that did not set one: `iiot-` + up to 8 characters of the
+/// host name + `-` + a hash of the storage dir (at most 22 characters, the MQTT 3.1.1 limit
+/// every broker accepts being 23). Stable across restarts, since the broker keeps the
+/// persistent session under it; different for two gateways on one host (they cannot share a
+/// storage dir) or on two hosts, so they do not take each other's session.
+pub fn default_client_id(storage_dir: &Path) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(8)
+        .collect();
+    // FNV-1a: small, stable across versions and platforms.
+    let hash = storage_dir
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0x811c_9dc5u32, |h, b| {
+            (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+        });
+    let host = if host.is_empty() {
+        "host".to_string()
+    } else {
+        host
+    };
+    format!("iiot-{host}-{hash:08x}")
 }
 
 /// `"7,9,1,7"`: spreading factor 5-11, bandwidth 7-9, coding rate 1-4, preamble 4-24 (12 when
@@ -1501,6 +1542,26 @@ channel_capacity = 100
         ))
         .unwrap();
         assert_eq!(c.mqtt.unwrap().password.unwrap().expose(), "s3cret");
+    }
+
+    #[test]
+    fn the_default_client_id_is_stable_per_install_and_short() {
+        let a = default_client_id(Path::new("/var/lib/iiot-gateway"));
+        assert_eq!(a, default_client_id(Path::new("/var/lib/iiot-gateway")));
+        assert_ne!(a, default_client_id(Path::new("/srv/other")));
+        assert!(a.starts_with("iiot-") && a.len() <= 22, "{a}");
+        assert!(
+            a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+            "{a}"
+        );
+        let c = load("[mqtt]\nbroker_url = \"mqtt://h:1883\"\n[storage]\ndir = \"/var/lib/x\"\n")
+            .unwrap();
+        assert_eq!(
+            c.mqtt.unwrap().client_id,
+            default_client_id(Path::new("/var/lib/x"))
+        );
+        let c = load("[mqtt]\nbroker_url = \"mqtt://h:1883\"\nclient_id = \"mine\"\n").unwrap();
+        assert_eq!(c.mqtt.unwrap().client_id, "mine");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use rumqttc::{
     TlsConfiguration, Transport,
 };
 use tokio::sync::mpsc;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::acks::AckTracker;
 use super::homeassistant::{discovery, ha_status_topic};
@@ -49,8 +49,44 @@ enum SessionEnd {
     Finished,
     /// `abort`: stop now.
     Aborted,
-    /// The connection failed; reconnect after a backoff.
-    Failed { kind: &'static str, detail: String },
+    /// The connection failed; reconnect after a backoff. `connected_for`: how long it had
+    /// been up after the broker accepted it (`None`: it never was).
+    Failed {
+        kind: &'static str,
+        detail: String,
+        connected_for: Option<Duration>,
+    },
+}
+
+/// A connection that ends this soon after the broker accepted it was taken over (or refused
+/// at once); one that lived longer was healthy.
+const QUICK_DROP: Duration = Duration::from_secs(3);
+/// Quick drops in a row that make the likely cause worth a warning.
+const TAKEOVER_WARN_AFTER: u32 = 3;
+
+/// Notices a broker that drops the connection right after accepting it, again and again: the
+/// mark of another client with the same client id (each connect takes the session from the
+/// other, and both reconnect). Pure.
+#[derive(Debug, Default)]
+struct Takeovers {
+    quick_drops: u32,
+    warned: bool,
+}
+
+impl Takeovers {
+    /// One connection ended after `connected_for` (`None`: it never connected); returns the
+    /// number of quick drops in a row when it is time to warn (once).
+    fn on_end(&mut self, connected_for: Option<Duration>) -> Option<u32> {
+        match connected_for {
+            Some(d) if d < QUICK_DROP => self.quick_drops += 1,
+            _ => self.quick_drops = 0,
+        }
+        if self.quick_drops >= TAKEOVER_WARN_AFTER && !self.warned {
+            self.warned = true;
+            return Some(self.quick_drops);
+        }
+        None
+    }
 }
 
 /// Runs the sink until finished or aborted.
@@ -58,13 +94,30 @@ pub async fn run(cfg: MqttConfig, ctx: &SinkContext) -> Result<(), SinkError> {
     let mut cursor = Cursor::load(NAME, ctx)?;
     let mut backoff = Backoff::new(cfg.reconnect_initial, cfg.reconnect_max);
     let mut link = LinkState::new(ctx.events.clone());
+    let mut takeovers = Takeovers::default();
     let target = describe(&cfg.target);
     loop {
-        let end = session(&cfg, ctx, &mut cursor, &mut backoff, &mut link, &target).await?;
+        let end = session(&cfg, ctx, &mut cursor, &mut link, &target).await?;
         cursor.persist(ctx)?;
         match end {
             SessionEnd::Finished | SessionEnd::Aborted => return Ok(()),
-            SessionEnd::Failed { kind, detail } => {
+            SessionEnd::Failed {
+                kind,
+                detail,
+                connected_for,
+            } => {
+                // A connection that lived a while was healthy: reconnect quickly. One dropped
+                // right after CONNACK keeps the backoff growing.
+                if connected_for.is_some_and(|d| d >= QUICK_DROP) {
+                    backoff.reset();
+                }
+                if let Some(n) = takeovers.on_end(connected_for) {
+                    warn!(
+                        client_id = cfg.client_id,
+                        drops = n,
+                        "the broker keeps dropping the connection right after accepting it: another client with the same client_id is the likely cause (each connection takes the session from the other); give each gateway its own [mqtt] client_id"
+                    );
+                }
                 let delay = backoff.next_delay();
                 ctx.status.set_error(Some(format!("{kind}: {detail}")));
                 link.down(NAME, &target, kind, &detail, delay);
@@ -218,7 +271,6 @@ async fn session(
     cfg: &MqttConfig,
     ctx: &SinkContext,
     cursor: &mut Cursor,
-    backoff: &mut Backoff,
     link: &mut LinkState,
     target: &str,
 ) -> Result<SessionEnd, SinkError> {
@@ -233,6 +285,7 @@ async fn session(
     let mut committed = ctx.committed.clone();
     let mut buffered: VecDeque<StoredReading> = VecDeque::new();
     let mut connected = false;
+    let mut connected_at: Option<tokio::time::Instant> = None;
     let mut finishing = ctx.finish.is_cancelled();
     let mut ingest_open = true;
     // Series whose Home Assistant discovery config went out on this connection.
@@ -302,7 +355,7 @@ async fn session(
             event = events.next() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     connected = true;
-                    backoff.reset();
+                    connected_at = Some(tokio::time::Instant::now());
                     ctx.status.set_error(None);
                     link.up(NAME, target);
                     debug!(session_present = ack.session_present, "mqtt connack");
@@ -355,12 +408,13 @@ async fn session(
                 Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => {
                     // A packet id collision would make acks ambiguous: start a clean
                     // connection instead; everything unconfirmed is sent again.
-                    return Ok(SessionEnd::Failed { kind: "protocol error", detail: format!("packet id {pkid} still awaiting its acknowledgement") });
+                    return Ok(SessionEnd::Failed { kind: "protocol error", detail: format!("packet id {pkid} still awaiting its acknowledgement"), connected_for: connected_at.map(|t| t.elapsed()) });
                 }
                 Ok(_) => {}
                 Err(err) => {
                     let (kind, detail) = classify(&err);
-                    return Ok(SessionEnd::Failed { kind, detail });
+                    let connected_for = connected_at.map(|t| t.elapsed());
+                    return Ok(SessionEnd::Failed { kind, detail, connected_for });
                 }
             },
             () = ctx.finish.cancelled(), if !finishing => finishing = true,
@@ -466,5 +520,25 @@ async fn say_offline(
     };
     if tokio::time::timeout(OFFLINE_TIMEOUT, wait).await.is_err() {
         info!("broker did not confirm the offline status in time");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_right_after_connack_again_and_again_are_a_takeover_warned_once() {
+        let mut t = Takeovers::default();
+        let quick = Some(Duration::from_millis(200));
+        assert_eq!(t.on_end(quick), None);
+        // A failure before CONNACK, or a healthy connection, breaks the streak.
+        assert_eq!(t.on_end(None), None);
+        assert_eq!(t.on_end(quick), None);
+        assert_eq!(t.on_end(Some(Duration::from_secs(60))), None);
+        assert_eq!(t.on_end(quick), None);
+        assert_eq!(t.on_end(quick), None);
+        assert_eq!(t.on_end(quick), Some(3));
+        assert_eq!(t.on_end(quick), None, "once");
     }
 }

@@ -190,3 +190,48 @@ async fn a_v2_config_against_influxdb_1x_says_to_use_v1() {
     assert!(log.contains("is InfluxDB 1."), "{log}");
     drop(gw.stdin());
 }
+
+/// Two gateways on one broker: with the default client ids (one per install) both stay
+/// connected; with the same client id, the broker drops each right after accepting it and the
+/// gateway says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_gateways_on_one_broker_do_not_collide_by_default_and_are_told_when_they_do() {
+    let mosquitto = Mosquitto::start();
+    let start = |client_id: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let id = if client_id.is_empty() {
+            String::new()
+        } else {
+            format!("client_id = \"{client_id}\"\n")
+        };
+        let cfg = format!(
+            "[source]\nkind = \"stdin\"\n[storage]\ndir = \"{}\"\n[http]\nenabled = false\n\
+             [mqtt]\nbroker_url = \"{}\"\n{id}reconnect_initial = \"100ms\"\nreconnect_max = \"300ms\"\n",
+            dir.path().join("data").display(),
+            mosquitto.url()
+        );
+        let gw = TestGateway::start(dir.path(), &cfg, Stdio::piped());
+        (gw, dir)
+    };
+    let (a, _da) = start("");
+    let (b, _db) = start("");
+    a.wait_log("sink connected", WAIT).await;
+    b.wait_log("sink connected", WAIT).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for gw in [&a, &b] {
+        let log = gw.log();
+        assert_eq!(log.matches("sink connected").count(), 1, "{log}");
+        assert!(!log.contains("connection lost"), "{log}");
+    }
+    drop((a, b));
+
+    let (c, _dc) = start("same-id");
+    let (d, _dd) = start("same-id");
+    crate::support::wait_until("the takeover warning", WAIT, || async {
+        c.log()
+            .contains("another client with the same client_id is the likely cause")
+            || d.log()
+                .contains("another client with the same client_id is the likely cause")
+    })
+    .await;
+}
