@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::activity::Activity;
 use crate::config::{BrokerTarget, Config, SourceConfig};
 use crate::events::{EventKind, EventLog};
 use crate::ingest::{self, IngestOutputs};
@@ -170,12 +171,14 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
         Outbox::reopen(&cfg.storage).context("open the outbox")?,
         committed_tx.clone(),
     );
+    let activity = Arc::new(std::sync::Mutex::new(Activity::default()));
     let outputs = IngestOutputs {
         committed: committed_tx,
         stats: stats.clone(),
         latest,
         quarantine: quarantine.clone(),
         abort: signals.abort.clone(),
+        activity: activity.clone(),
         budget: ingest::Budget {
             max_bytes: cfg.storage.max_bytes,
             policy: cfg.storage.on_full,
@@ -220,6 +223,14 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
     }
     let sink_names: Vec<&'static str> = sinks.iter().map(SinkConfig::name).collect();
     let retention = tokio::spawn(prune_loop(reader, cfg.storage.retention, sink_names));
+    let narrator = tokio::spawn(narrate(
+        activity,
+        stats.clone(),
+        quarantine.clone(),
+        reader_for(&cfg)?,
+        sinks.iter().map(SinkConfig::name).collect(),
+        cfg.summary_interval,
+    ));
     let trimmer = tokio::spawn(async {
         let mut every = tokio::time::interval(crate::malloc::TRIM_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -326,6 +337,7 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
     }
     retention.abort();
     trimmer.abort();
+    narrator.abort();
     web_token.cancel();
     if let Some(task) = web_task {
         let _ = task.await;
@@ -445,6 +457,97 @@ fn describe_source(source: &SourceConfig) -> String {
             s.remote_nodes,
             humantime::format_duration(s.interval)
         ),
+    }
+}
+
+/// How often nodes are checked for silence.
+const SILENCE_CHECK: Duration = Duration::from_secs(5);
+
+/// Logs nodes that went silent, and every `summary_every` a one-line summary of what went
+/// through since the last (none when nothing changed).
+async fn narrate(
+    activity: Arc<std::sync::Mutex<Activity>>,
+    stats: Arc<Stats>,
+    quarantine: Quarantine,
+    reader: OutboxReader,
+    sinks: Vec<&'static str>,
+    summary_every: Option<Duration>,
+) {
+    use crate::activity::{summary, Note, Totals};
+    let totals = |reader: &OutboxReader| {
+        let delivered = |name: &str| {
+            stats
+                .sinks
+                .read()
+                .ok()
+                .and_then(|s| {
+                    s.get(name).map(|st| {
+                        (
+                            st.delivered.load(Ordering::Relaxed),
+                            st.cursor.load(Ordering::Relaxed),
+                        )
+                    })
+                })
+                .unwrap_or((0, 0))
+        };
+        Totals {
+            packets: stats.packets.load(Ordering::Relaxed),
+            readings: stats.readings.load(Ordering::Relaxed),
+            quarantined: quarantine.total(),
+            sinks: sinks
+                .iter()
+                .map(|name| {
+                    let (delivered, cursor) = delivered(name);
+                    let backlog = reader.count_after(cursor).unwrap_or(-1);
+                    (*name, delivered, backlog)
+                })
+                .collect(),
+        }
+    };
+    let mut last = totals(&reader);
+    let mut next_summary = summary_every.map(|d| tokio::time::Instant::now() + d);
+    let mut next_check = tokio::time::Instant::now() + SILENCE_CHECK;
+    loop {
+        tokio::time::sleep_until(next_summary.map_or(next_check, |s| s.min(next_check))).await;
+        if tokio::time::Instant::now() >= next_check {
+            next_check += SILENCE_CHECK;
+        }
+        let notes = activity
+            .lock()
+            .map(|mut a| a.check(reading::now_ns()))
+            .unwrap_or_default();
+        for note in notes {
+            if let Note::Silent {
+                node,
+                last_seen_ns,
+                interval_ns,
+            } = note
+            {
+                let secs =
+                    |ns: i64| Duration::from_secs(u64::try_from(ns / 1_000_000_000).unwrap_or(0));
+                let silent = secs(reading::now_ns().saturating_sub(last_seen_ns));
+                warn!(
+                    node = %node,
+                    silent = %humantime::format_duration(silent),
+                    interval = %humantime::format_duration(secs(interval_ns)),
+                    "node went silent: no packet for 3 of its intervals"
+                );
+            }
+        }
+        if let (Some(due), Some(d)) = (next_summary, summary_every) {
+            if tokio::time::Instant::now() >= due {
+                next_summary = Some(tokio::time::Instant::now() + d);
+                let now = totals(&reader);
+                if let Some(text) = summary(&last, &now) {
+                    info!(
+                        summary = %text,
+                        every = %humantime::format_duration(d),
+                        "what went through since the last summary"
+                    );
+                }
+                last = now;
+            }
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use crate::config::FullPolicy;
 use crate::decode::{decode, Decoded};
@@ -58,6 +58,8 @@ pub struct IngestOutputs {
     pub budget: Budget,
     /// Stop retrying a failing commit (second signal).
     pub abort: tokio_util::sync::CancellationToken,
+    /// Nodes heard, for the log (first packet, back after silence).
+    pub activity: Arc<std::sync::Mutex<crate::activity::Activity>>,
 }
 
 /// Runs until every sender of `rx` is gone and everything received is committed; packet
@@ -125,6 +127,7 @@ pub fn run(
             .readings
             .fetch_add(count as u64, Ordering::Relaxed);
         let first_seq = last_seq - count as i64 + 1;
+        log_nodes(&out.activity, &packets);
         if let Some(latest) = &out.latest {
             latest.update_committed(&packets, first_seq);
         }
@@ -149,6 +152,27 @@ pub fn run(
         out.committed.send_modify(|seq| *seq = (*seq).max(last_seq));
     }
     drops.flush();
+}
+
+/// Logs the first packet of each node, and nodes back after silence.
+fn log_nodes(activity: &std::sync::Mutex<crate::activity::Activity>, packets: &[Packet]) {
+    use crate::activity::Note;
+    let Ok(mut activity) = activity.lock() else {
+        return;
+    };
+    for p in packets {
+        for note in activity.packet(p) {
+            match note {
+                Note::First { node } => info!(node = %node, "first packet from node"),
+                Note::Back { node, silent_ns } => {
+                    let silent =
+                        Duration::from_secs(u64::try_from(silent_ns / 1_000_000_000).unwrap_or(0));
+                    info!(node = %node, silent = %humantime::format_duration(silent), "node is back");
+                }
+                Note::Silent { .. } => {}
+            }
+        }
+    }
 }
 
 /// Applies the disk budget after a commit; true while `block` must hold the source back.

@@ -5,6 +5,7 @@
 //! (delivered, cursor moved) ; `web` serves what the outbox holds. `app` wires it all and
 //! shuts it down in order; `config` validates everything before anything starts.
 
+mod activity;
 pub mod app;
 mod backoff;
 mod broker;
@@ -17,6 +18,7 @@ pub mod events;
 pub mod grafana;
 mod ingest;
 mod latest;
+mod liveness;
 mod malloc;
 pub mod outbox;
 pub mod panels;

@@ -48,6 +48,8 @@ pub mod defaults {
     pub const NETWORK_ID: u8 = 18;
     /// The hardware project's `AT+BAND` (Hz).
     pub const BAND: u32 = 915_000_000;
+    /// Time between the log's summary lines.
+    pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(300);
     /// The hardware project's `AT+PARAMETER`.
     pub const RADIO_PARAMETERS: &str = "7,9,1,7";
     /// Simulator packet interval.
@@ -115,6 +117,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// HTTP server, if on.
     pub http: Option<HttpConfig>,
+    /// Time between the log's summary lines; `None`: no summary.
+    pub summary_interval: Option<Duration>,
 }
 
 /// Which source runs, with its settings.
@@ -595,6 +599,10 @@ impl Validator<'_> {
         } else {
             None
         };
+        let summary_interval = raw
+            .log
+            .and_then(|l| l.summary_interval)
+            .unwrap_or(defaults::SUMMARY_INTERVAL);
         Ok(Config {
             origin: self.file.to_string(),
             source,
@@ -603,6 +611,7 @@ impl Validator<'_> {
             influx,
             storage,
             http,
+            summary_interval: (!summary_interval.is_zero()).then_some(summary_interval),
         })
     }
 

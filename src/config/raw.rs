@@ -27,6 +27,17 @@ pub struct RawConfig {
     pub http: Option<RawHttp>,
     /// Home Assistant MQTT discovery.
     pub homeassistant: Option<RawHomeAssistant>,
+    /// What the log says while running.
+    pub log: Option<RawLog>,
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// Time between summary lines ("0s": none).
+    #[serde(default, with = "humantime_serde")]
+    pub summary_interval: Option<Duration>,
 }
 
 /// `[homeassistant]`.

@@ -201,7 +201,7 @@ async fn api_nodes(State(state): State<AppState>) -> impl IntoResponse {
     let now = now_ns();
     Json(json!({
         "now": now,
-        "offline_after_intervals": nodes::OFFLINE_AFTER_INTERVALS,
+        "offline_after_intervals": crate::liveness::OFFLINE_AFTER_INTERVALS,
         "nodes": nodes::current(&state.latest, now),
     }))
 }

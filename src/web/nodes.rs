@@ -1,69 +1,15 @@
-//! Which nodes report and whether each is online: a node is offline when no packet came for
-//! [`OFFLINE_AFTER_INTERVALS`] of its intervals. The interval is inferred from the node's
-//! recent receive times (the median gap, so one lost packet does not double it), or
-//! [`DEFAULT_INTERVAL`] until two packets were seen. Pure; `GET /api/nodes` and the live
-//! stream's `nodes` events serve [`nodes_json`].
+//! Which nodes report and whether each is online, for `GET /api/nodes` and the live stream's
+//! `nodes` events ([`nodes_json`]). The rule itself is [`crate::liveness`]'s, shared with the
+//! log. Pure.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::reading::StoredReading;
-
-/// Intervals without a packet after which a node shows offline.
-pub(super) const OFFLINE_AFTER_INTERVALS: i64 = 3;
-/// The interval assumed before one could be inferred (the firmware's default rate).
-pub(super) const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
-/// The shortest interval inferred: a burst of lines (a replayed file, a pipe) must not make
-/// a node look offline a few milliseconds after it reported.
-pub(super) const MIN_INTERVAL: Duration = Duration::from_secs(1);
+use crate::liveness::{node_state, NodeState, OFFLINE_AFTER_INTERVALS};
 
 const NS_PER_MS: i64 = 1_000_000;
-
-fn ns(d: Duration) -> i64 {
-    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
-}
-
-/// The reporting interval of a node from its receive times (ascending): the median gap
-/// between consecutive packets, at least [`MIN_INTERVAL`]; `None` with fewer than two.
-pub(super) fn infer_interval(times: &[i64]) -> Option<i64> {
-    let mut gaps: Vec<i64> = times
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .filter(|g| *g > 0)
-        .collect();
-    if gaps.is_empty() {
-        return None;
-    }
-    gaps.sort_unstable();
-    Some(gaps[gaps.len() / 2].max(ns(MIN_INTERVAL)))
-}
-
-/// One node's state at a given time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct NodeState {
-    pub node: String,
-    pub last_seen_ns: i64,
-    pub interval_ns: i64,
-    /// The interval was inferred (false: [`DEFAULT_INTERVAL`]).
-    pub inferred: bool,
-    pub online: bool,
-}
-
-/// The state of a node with these receive times (ascending) at `now_ns`.
-pub(super) fn node_state(node: &str, times: &[i64], now_ns: i64) -> Option<NodeState> {
-    let last = *times.last()?;
-    let inferred = infer_interval(times);
-    let interval = inferred.unwrap_or(ns(DEFAULT_INTERVAL));
-    Some(NodeState {
-        node: node.to_string(),
-        last_seen_ns: last,
-        interval_ns: interval,
-        inferred: inferred.is_some(),
-        online: now_ns.saturating_sub(last) <= interval.saturating_mul(OFFLINE_AFTER_INTERVALS),
-    })
-}
+use crate::reading::StoredReading;
 
 /// The metrics each node reports, from the newest readings.
 pub(super) fn metrics_by_node(latest: &[StoredReading]) -> BTreeMap<String, Vec<String>> {
@@ -112,38 +58,6 @@ mod tests {
     use super::*;
 
     const S: i64 = 1_000_000_000;
-
-    #[test]
-    fn the_interval_is_the_median_gap_so_a_lost_packet_does_not_change_it() {
-        assert_eq!(
-            infer_interval(&[0, 10 * S, 20 * S, 40 * S, 50 * S]),
-            Some(10 * S)
-        );
-        assert_eq!(infer_interval(&[0, 5 * S]), Some(5 * S));
-        assert_eq!(infer_interval(&[7]), None);
-        assert_eq!(infer_interval(&[]), None);
-        // A burst (a piped file) is held at the minimum.
-        assert_eq!(infer_interval(&[0, 1000, 2000]), Some(S));
-    }
-
-    #[test]
-    fn a_node_goes_offline_after_three_silent_intervals() {
-        let times = [0, 10 * S, 20 * S];
-        let at = |now| node_state("node1", &times, now).unwrap();
-        assert!(at(20 * S).online);
-        assert!(at(50 * S).online, "exactly three intervals later");
-        assert!(!at(50 * S + 1).online);
-        assert_eq!(at(0).interval_ns, 10 * S);
-        assert!(at(0).inferred);
-        // One packet only: the default interval of 10 s.
-        let one = node_state("node3", &[100 * S], 125 * S).unwrap();
-        assert_eq!(
-            (one.interval_ns, one.inferred, one.online),
-            (10 * S, false, true)
-        );
-        assert!(!node_state("node3", &[100 * S], 131 * S).unwrap().online);
-        assert!(node_state("none", &[], 0).is_none());
-    }
 
     #[test]
     fn nodes_json_lists_state_interval_and_metrics() {

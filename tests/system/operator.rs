@@ -235,3 +235,66 @@ async fn two_gateways_on_one_broker_do_not_collide_by_default_and_are_told_when_
     })
     .await;
 }
+
+/// After start-up the log shows life: each node's first packet, a node going silent and
+/// coming back, and a periodic summary that stays quiet while nothing changes.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_log_shows_first_packets_silence_return_and_a_summary_only_when_something_changed() {
+    use std::io::Write as _;
+    let mosquitto = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[source]\nkind = \"stdin\"\n[storage]\ndir = \"{}\"\n[http]\nenabled = false\n\
+         [mqtt]\nbroker_url = \"{}\"\n[log]\nsummary_interval = \"1s\"\n",
+        dir.path().join("data").display(),
+        mosquitto.url()
+    );
+    let mut gw = TestGateway::start(dir.path(), &cfg, Stdio::piped());
+    gw.wait_log("✓ source", WAIT).await;
+    let mut stdin = gw.stdin();
+    let mut send = |i: u32| {
+        writeln!(
+            stdin,
+            "{{\"ts\":{i}000,\"id\":\"N2\",\"n1\":{{\"t\":2{i}.5}},\"n2\":{{\"t\":20.1}},\"sig\":{{\"rssi\":-40,\"snr\":9}},\"sts\":{{\"rx\":{i},\"err\":0}}}}"
+        )
+        .unwrap();
+        stdin.flush().unwrap();
+    };
+    send(1);
+    gw.wait_log("first packet from node node=node2", WAIT).await;
+    let log = plain(&gw.log());
+    assert!(log.contains("first packet from node node=node1"), "{log}");
+    assert!(
+        !log.contains("node=signal") && !log.contains("node=stats"),
+        "{log}"
+    );
+    gw.wait_log("what went through since the last summary", WAIT)
+        .await;
+    let log = plain(&gw.log());
+    assert!(
+        log.contains("+1 packets, +6 readings; mqtt +6 delivered, 0 waiting"),
+        "{log}"
+    );
+    // Nothing changes: no more summaries.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let summaries = |log: &str| {
+        log.matches("what went through since the last summary")
+            .count()
+    };
+    assert_eq!(summaries(&gw.log()), 1, "{}", gw.log());
+    // Two packets a second apart make the interval 1 s: silent after 3 s, back with the next.
+    send(2);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    send(3);
+    gw.wait_log("node went silent", Duration::from_secs(15))
+        .await;
+    let log = plain(&gw.log());
+    assert!(
+        log.contains("node went silent: no packet for 3 of its intervals node=node1"),
+        "{log}"
+    );
+    send(4);
+    gw.wait_log("node is back", WAIT).await;
+    drop(stdin);
+    assert!(gw.wait(WAIT).success());
+}

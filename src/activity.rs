@@ -1,0 +1,231 @@
+//! What the log says while the gateway runs, so an operator can tell the board is sending:
+//! the first packet from each node, a node going silent (by the rule of
+//! [`crate::liveness`], the dashboard's) and coming back, and a periodic one-line summary of
+//! what went through (skipped when nothing changed). The trackers are pure; the ingest thread
+//! feeds packets, a task in `app.rs` ticks.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::liveness::node_state;
+use crate::reading::{CompactString, Packet};
+
+/// Receive times kept per node (the interval is their median gap).
+const TIMES_KEPT: usize = 8;
+
+/// Something worth a log line about a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Note {
+    /// The first packet from this node since the gateway started.
+    First { node: CompactString },
+    /// A packet after the node had gone silent.
+    Back { node: CompactString, silent_ns: i64 },
+    /// No packet for [`crate::liveness::OFFLINE_AFTER_INTERVALS`] of its intervals.
+    Silent {
+        node: CompactString,
+        last_seen_ns: i64,
+        interval_ns: i64,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Track {
+    times: VecDeque<i64>,
+    silent: bool,
+}
+
+/// The nodes heard since start, and which of them went silent.
+#[derive(Debug, Default)]
+pub(crate) struct Activity {
+    nodes: BTreeMap<CompactString, Track>,
+}
+
+impl Activity {
+    /// A committed packet: notes for its nodes heard for the first time or again.
+    /// `signal` and `stats` (the link's own readings) are not nodes.
+    pub(crate) fn packet(&mut self, packet: &Packet) -> Vec<Note> {
+        let mut notes = Vec::new();
+        let ts = packet.received_ns;
+        let mut seen: Vec<&CompactString> = Vec::new();
+        for r in &packet.readings {
+            if matches!(r.node.as_str(), "signal" | "stats") || seen.contains(&&r.node) {
+                continue;
+            }
+            seen.push(&r.node);
+            let track = self.nodes.entry(r.node.clone()).or_default();
+            match track.times.back() {
+                None => notes.push(Note::First {
+                    node: r.node.clone(),
+                }),
+                Some(last) if track.silent => notes.push(Note::Back {
+                    node: r.node.clone(),
+                    silent_ns: ts.saturating_sub(*last),
+                }),
+                Some(_) => {}
+            }
+            track.silent = false;
+            if track.times.len() == TIMES_KEPT {
+                track.times.pop_front();
+            }
+            track.times.push_back(ts);
+        }
+        notes
+    }
+
+    /// Nodes that went silent by `now_ns` (each noted once, until it is back).
+    pub(crate) fn check(&mut self, now_ns: i64) -> Vec<Note> {
+        let mut notes = Vec::new();
+        for (node, track) in &mut self.nodes {
+            if track.silent {
+                continue;
+            }
+            let times: Vec<i64> = track.times.iter().copied().collect();
+            let Some(state) = node_state(node, &times, now_ns) else {
+                continue;
+            };
+            if !state.online {
+                track.silent = true;
+                notes.push(Note::Silent {
+                    node: node.clone(),
+                    last_seen_ns: state.last_seen_ns,
+                    interval_ns: state.interval_ns,
+                });
+            }
+        }
+        notes
+    }
+}
+
+/// What the periodic summary compares: totals at one instant.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Totals {
+    pub packets: u64,
+    pub readings: u64,
+    pub quarantined: u64,
+    /// Per sink: (name, delivered, backlog).
+    pub sinks: Vec<(&'static str, u64, i64)>,
+}
+
+/// The summary line's text for the change from `before` to `now`; `None` when nothing changed
+/// (no packet, nothing delivered, no backlog moved).
+pub(crate) fn summary(before: &Totals, now: &Totals) -> Option<String> {
+    if before == now {
+        return None;
+    }
+    let delivered_before =
+        |name: &str| before.sinks.iter().find(|s| s.0 == name).map_or(0, |s| s.1);
+    let sinks: Vec<String> = now
+        .sinks
+        .iter()
+        .map(|(name, delivered, backlog)| {
+            format!(
+                "{name} +{} delivered, {backlog} waiting",
+                delivered.saturating_sub(delivered_before(name))
+            )
+        })
+        .collect();
+    let mut text = format!(
+        "+{} packets, +{} readings",
+        now.packets.saturating_sub(before.packets),
+        now.readings.saturating_sub(before.readings)
+    );
+    if !sinks.is_empty() {
+        text.push_str("; ");
+        text.push_str(&sinks.join("; "));
+    }
+    text.push_str(&format!(
+        "; +{} quarantined",
+        now.quarantined.saturating_sub(before.quarantined)
+    ));
+    Some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reading::Reading;
+
+    const S: i64 = 1_000_000_000;
+
+    fn packet(ts: i64, nodes: &[&str]) -> Packet {
+        Packet {
+            received_ns: ts,
+            device_ts: None,
+            readings: nodes
+                .iter()
+                .chain(["signal", "stats"].iter())
+                .flat_map(|n| {
+                    ["temperature", "humidity"].map(|m| Reading {
+                        node: (*n).into(),
+                        metric: m.into(),
+                        unit: None,
+                        value: "1".into(),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn first_packets_silence_and_return_are_noted_once_each() {
+        let mut a = Activity::default();
+        assert_eq!(
+            a.packet(&packet(0, &["node1", "node2"])),
+            [
+                Note::First {
+                    node: "node1".into()
+                },
+                Note::First {
+                    node: "node2".into()
+                }
+            ]
+        );
+        assert!(a.packet(&packet(S, &["node1", "node2"])).is_empty());
+        assert!(a.packet(&packet(2 * S, &["node1"])).is_empty());
+        // Interval 1 s: silent after 3 s without a packet. node2 last at 1 s.
+        assert_eq!(
+            a.check(4 * S + 1),
+            [Note::Silent {
+                node: "node2".into(),
+                last_seen_ns: S,
+                interval_ns: S
+            }]
+        );
+        assert!(a.check(4 * S + 2).is_empty(), "once");
+        assert_eq!(
+            a.check(5 * S + 1),
+            [Note::Silent {
+                node: "node1".into(),
+                last_seen_ns: 2 * S,
+                interval_ns: S
+            }]
+        );
+        assert_eq!(
+            a.packet(&packet(9 * S, &["node2"])),
+            [Note::Back {
+                node: "node2".into(),
+                silent_ns: 8 * S
+            }]
+        );
+    }
+
+    #[test]
+    fn the_summary_says_what_changed_and_nothing_when_nothing_did() {
+        let before = Totals {
+            packets: 10,
+            readings: 90,
+            quarantined: 1,
+            sinks: vec![("mqtt", 90, 0)],
+        };
+        assert_eq!(summary(&before, &before), None);
+        let now = Totals {
+            packets: 13,
+            readings: 117,
+            quarantined: 1,
+            sinks: vec![("mqtt", 110, 7)],
+        };
+        assert_eq!(
+            summary(&before, &now).unwrap(),
+            "+3 packets, +27 readings; mqtt +20 delivered, 7 waiting; +0 quarantined"
+        );
+    }
+}
