@@ -38,22 +38,8 @@ Environment:
 #[derive(Debug, Parser)]
 #[command(name = "iiot-gateway", version, after_help = EXAMPLES)]
 struct Cli {
-    /// Config file [default: ./config.toml when present, else built-in defaults]
-    #[arg(short, long, global = true, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Listen address of the dashboard and API (overrides [http] listen)
-    #[arg(long, global = true, value_name = "ADDR")]
-    http_listen: Option<SocketAddr>,
-    /// Listen address of the embedded MQTT broker (overrides [mqtt] embedded_listen)
-    #[arg(long, global = true, value_name = "ADDR")]
-    mqtt_listen: Option<SocketAddr>,
-    /// Directory of the outbox and history (overrides [storage] dir)
-    #[arg(long, global = true, value_name = "DIR")]
-    storage_dir: Option<PathBuf>,
-    /// If the outbox database is corrupt, rename it aside (kept, never deleted) and start an
-    /// empty one instead of refusing to start
-    #[arg(long, global = true)]
-    move_corrupt_outbox: bool,
+    #[command(flatten)]
+    run: RunArgs,
     /// Log level when RUST_LOG is unset
     #[arg(
         long,
@@ -67,23 +53,83 @@ struct Cli {
     command: Option<Command>,
 }
 
+/// The options of `run` and `check` (given before the subcommand, they apply to running).
+#[derive(Debug, Default, Clone, clap::Args)]
+struct RunArgs {
+    /// Config file [default: ./config.toml when present, else built-in defaults]
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Listen address of the dashboard and API (overrides [http] listen)
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
+    /// Listen address of the embedded MQTT broker (overrides [mqtt] embedded_listen; the
+    /// embedded broker runs only without [mqtt] broker_url)
+    #[arg(long, value_name = "ADDR")]
+    mqtt_listen: Option<SocketAddr>,
+    /// Directory of the outbox and history (overrides [storage] dir)
+    #[arg(long, value_name = "DIR")]
+    storage_dir: Option<PathBuf>,
+    /// If the outbox database is corrupt, rename it aside (kept, never deleted) and start an
+    /// empty one instead of refusing to start
+    #[arg(long)]
+    move_corrupt_outbox: bool,
+}
+
+impl RunArgs {
+    /// These options, each taken from `sub` when given there, else from `self`.
+    fn merged(&self, sub: &RunArgs) -> RunArgs {
+        RunArgs {
+            config: sub.config.clone().or_else(|| self.config.clone()),
+            http_listen: sub.http_listen.or(self.http_listen),
+            mqtt_listen: sub.mqtt_listen.or(self.mqtt_listen),
+            storage_dir: sub.storage_dir.clone().or_else(|| self.storage_dir.clone()),
+            move_corrupt_outbox: sub.move_corrupt_outbox || self.move_corrupt_outbox,
+        }
+    }
+
+    /// The options given, as written on the command line (for "does nothing here").
+    fn given(&self) -> Vec<&'static str> {
+        let mut given = Vec::new();
+        if self.config.is_some() {
+            given.push("--config");
+        }
+        if self.http_listen.is_some() {
+            given.push("--http-listen");
+        }
+        if self.mqtt_listen.is_some() {
+            given.push("--mqtt-listen");
+        }
+        if self.storage_dir.is_some() {
+            given.push("--storage-dir");
+        }
+        if self.move_corrupt_outbox {
+            given.push("--move-corrupt-outbox");
+        }
+        given
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gateway (the default)
-    Run,
+    Run(RunArgs),
     /// Validate the config and probe each configured server; non-zero exit on problems
-    Check,
+    Check(RunArgs),
     /// Print simulated firmware lines to stdout (for piping and demos)
     Simulate {
-        /// Seed (same seed, same lines)
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Time between lines, e.g. 10s, 100ms, 0s for as fast as possible
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-        interval: Duration,
-        /// Remote nodes per packet
-        #[arg(long, default_value_t = 1)]
-        nodes: u32,
+        /// Take interval, remote_nodes and seed from this config's [source] (kind =
+        /// "simulator"); the options below override them
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Seed (same seed, same lines) [default: 1]
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Time between lines, e.g. 10s, 100ms, 0s for as fast as possible [default: 10s]
+        #[arg(long, value_parser = humantime::parse_duration)]
+        interval: Option<Duration>,
+        /// Remote nodes per packet [default: 1]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        nodes: Option<u32>,
         /// Stop after this many lines [default: never]
         #[arg(long)]
         count: Option<u64>,
@@ -128,49 +174,135 @@ pub fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> ExitCode {
-    if let Some(Command::Dashboards { flavor, out }) = &cli.command {
-        return crate::grafana::command(*flavor, out);
-    }
-    if let Some(Command::Simulate {
-        seed,
-        interval,
-        nodes,
-        count,
-        probe_rs,
-        radio,
-    }) = cli.command
-    {
-        let format = match (radio, probe_rs) {
-            (true, _) => Format::Radio,
-            (false, true) => Format::ProbeRs,
-            (false, false) => Format::Json,
-        };
-        return simulate(seed, interval, nodes, count, format).await;
-    }
-    let cfg = match load(&cli) {
+    // Options for running, given before a subcommand that does not run: refused, not ignored.
+    let refuse = |sub: &str| {
+        let given = cli.run.given();
+        (!given.is_empty()).then(|| {
+            eprintln!(
+                "error: {} {} nothing for `{sub}` (they are for running the gateway and for `check`)",
+                given.join(", "),
+                if given.len() == 1 { "does" } else { "do" }
+            );
+            ExitCode::from(2)
+        })
+    };
+    let (args, check) = match cli.command {
+        Some(Command::Dashboards { flavor, out }) => {
+            if let Some(code) = refuse("dashboards") {
+                return code;
+            }
+            return crate::grafana::command(flavor, &out);
+        }
+        Some(Command::Simulate {
+            config,
+            seed,
+            interval,
+            nodes,
+            count,
+            probe_rs,
+            radio,
+        }) => {
+            if let Some(code) = refuse("simulate") {
+                return code;
+            }
+            let format = match (radio, probe_rs) {
+                (true, _) => Format::Radio,
+                (false, true) => Format::ProbeRs,
+                (false, false) => Format::Json,
+            };
+            let sim = match simulator_settings(config.as_deref(), seed, interval, nodes) {
+                Ok(sim) => sim,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            return simulate(sim, count, format).await;
+        }
+        Some(Command::Check(sub)) => (cli.run.merged(&sub), true),
+        Some(Command::Run(sub)) => (cli.run.merged(&sub), false),
+        None => (cli.run.clone(), false),
+    };
+    let cfg = match load(&args) {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    match cli.command {
-        Some(Command::Check) => crate::check::run(&cfg).await,
-        _ => run(cfg).await,
+    if check {
+        crate::check::run(&cfg).await
+    } else {
+        run(cfg).await
     }
 }
 
-fn load(cli: &Cli) -> Result<Config, ConfigError> {
+/// The simulator `simulate` runs: the config's `[source]` (a simulator) when given, each
+/// option overriding it.
+fn simulator_settings(
+    config: Option<&std::path::Path>,
+    seed: Option<u64>,
+    interval: Option<Duration>,
+    nodes: Option<u32>,
+) -> Result<SimulatorConfig, String> {
+    let base = match config {
+        None => SimulatorConfig {
+            interval: Duration::from_secs(10),
+            remote_nodes: 1,
+            seed: Some(1),
+        },
+        Some(path) => {
+            let cfg = Config::load(Some(path)).map_err(|e| e.to_string())?;
+            match cfg.source {
+                crate::config::SourceConfig::Simulator(s) => s,
+                other => {
+                    return Err(format!(
+                        "simulate --config {}: its [source] kind is {:?}, not \"simulator\": simulate takes interval, remote_nodes and seed from a simulator's settings",
+                        path.display(),
+                        other.kind()
+                    ))
+                }
+            }
+        }
+    };
+    Ok(SimulatorConfig {
+        interval: interval.unwrap_or(base.interval),
+        remote_nodes: nodes.unwrap_or(base.remote_nodes),
+        seed: seed.or(base.seed).or(Some(1)),
+    })
+}
+
+fn load(cli: &RunArgs) -> Result<Config, ConfigError> {
     let mut cfg = Config::load(cli.config.as_deref())?;
+    let refused = |flag: &str, why: &str| ConfigError {
+        file: cfg.origin.clone(),
+        message: format!("{flag}: {why}"),
+    };
     if let Some(addr) = cli.http_listen {
-        if let Some(http) = cfg.http.as_mut() {
-            http.listen = addr;
+        match cfg.http.as_mut() {
+            Some(http) => http.listen = addr,
+            None => {
+                return Err(refused(
+                    "--http-listen",
+                    "the HTTP server is off ([http] enabled = false): remove one of the two",
+                ))
+            }
         }
     }
     if let Some(addr) = cli.mqtt_listen {
-        if let Some(m) = cfg.mqtt.as_mut() {
-            if let BrokerTarget::Embedded(listen) = &mut m.target {
-                *listen = addr;
+        match cfg.mqtt.as_mut().map(|m| &mut m.target) {
+            Some(BrokerTarget::Embedded(listen)) => *listen = addr,
+            Some(BrokerTarget::External { .. }) => {
+                return Err(refused(
+                    "--mqtt-listen",
+                    "no embedded broker runs: [mqtt] broker_url names an external one (remove one of the two)",
+                ))
+            }
+            None => {
+                return Err(refused(
+                    "--mqtt-listen",
+                    "no embedded broker runs: the config has no [mqtt] section",
+                ))
             }
         }
     }
@@ -241,18 +373,14 @@ enum Format {
     Radio,
 }
 
-async fn simulate(
-    seed: u64,
-    interval: Duration,
-    nodes: u32,
-    count: Option<u64>,
-    format: Format,
-) -> ExitCode {
+/// Prints `sim`'s lines, one per `sim.interval` of real time (`0s`: as fast as possible; the
+/// model's own time still moves at least 500 ms per line, the firmware's `ts` grid).
+async fn simulate(sim: SimulatorConfig, count: Option<u64>, format: Format) -> ExitCode {
     use std::io::Write as _;
+    let interval = sim.interval;
     let cfg = SimulatorConfig {
         interval: interval.max(Duration::from_millis(500)),
-        remote_nodes: nodes.max(1),
-        seed: Some(seed),
+        ..sim
     };
     let (mut model, _) = crate::source::simulator::model(&cfg);
     let stdout = std::sync::Arc::new(std::sync::Mutex::new(std::io::stdout()));

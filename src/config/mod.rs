@@ -477,7 +477,20 @@ impl Config {
             file: file.to_string(),
             message: e.to_string().trim_end().to_string(),
         })?;
-        Validator { file, env }.validate(raw, true)
+        // The keys as written, to refuse those the chosen source kind would ignore.
+        let table: toml::Table = toml::from_str(text).unwrap_or_default();
+        let keys = |section: &str| -> Vec<String> {
+            table
+                .get(section)
+                .and_then(toml::Value::as_table)
+                .map(|t| t.keys().cloned().collect())
+                .unwrap_or_default()
+        };
+        let written = Written {
+            source: keys("source"),
+            gateway: keys("gateway"),
+        };
+        Validator { file, env }.validate(raw, Some(&written))
     }
 
     /// The embedded defaults: simulator, embedded broker, SQLite store, dashboard.
@@ -486,8 +499,73 @@ impl Config {
             file: "built-in defaults",
             env,
         }
-        .validate(RawConfig::default(), false)
+        .validate(RawConfig::default(), None)
     }
+}
+
+/// The keys a config file wrote in its sections (not the parsed values).
+struct Written {
+    source: Vec<String>,
+    gateway: Vec<String>,
+}
+
+/// Every source kind.
+const SOURCE_KINDS: [&str; 7] = [
+    "simulator",
+    "probe-rs",
+    "command",
+    "serial",
+    "rylr998",
+    "stdin",
+    "file",
+];
+
+/// `[source]` keys every kind uses.
+const COMMON_SOURCE_KEYS: [&str; 1] = ["drain_timeout"];
+
+/// The `[source]` keys of `kind` (besides `kind` and [`COMMON_SOURCE_KEYS`]); `None` for an
+/// unknown kind.
+fn source_keys(kind: &str) -> Option<&'static [&'static str]> {
+    Some(match kind {
+        "simulator" => &["interval", "remote_nodes", "seed"],
+        "probe-rs" => &[
+            "probe_id",
+            "chip",
+            "firmware_path",
+            "probe_rs",
+            "restart_initial",
+            "restart_max",
+            "max_line_length",
+        ],
+        "command" => &[
+            "command",
+            "restart_initial",
+            "restart_max",
+            "max_line_length",
+        ],
+        "serial" => &[
+            "path",
+            "baud",
+            "restart_initial",
+            "restart_max",
+            "max_line_length",
+        ],
+        "rylr998" => &[
+            "path",
+            "baud",
+            "address",
+            "network_id",
+            "band",
+            "parameter",
+            "ack",
+            "nodes",
+            "restart_initial",
+            "restart_max",
+        ],
+        "stdin" => &["max_line_length"],
+        "file" => &["path", "speed", "max_line_length"],
+        _ => return None,
+    })
 }
 
 struct Validator<'a> {
@@ -503,7 +581,8 @@ impl Validator<'_> {
         }
     }
 
-    fn validate(&self, raw: RawConfig, from_file: bool) -> Result<Config, ConfigError> {
+    fn validate(&self, raw: RawConfig, written: Option<&Written>) -> Result<Config, ConfigError> {
+        let from_file = written.is_some();
         let legacy = raw.gateway.unwrap_or_default();
         let source_raw = raw.source.unwrap_or_default();
         let ingest = IngestConfig {
@@ -525,7 +604,7 @@ impl Validator<'_> {
                 .max(256),
             drain_timeout: source_raw.drain_timeout.unwrap_or(defaults::DRAIN_TIMEOUT),
         };
-        let source = self.source(source_raw, legacy)?;
+        let source = self.source(source_raw, legacy, written)?;
         let mqtt = match raw.mqtt {
             Some(m) => Some(self.mqtt(m)?),
             None if !from_file => Some(self.mqtt(Default::default())?),
@@ -619,6 +698,7 @@ impl Validator<'_> {
         &self,
         s: raw::RawSource,
         legacy: raw::RawGateway,
+        written: Option<&Written>,
     ) -> Result<SourceConfig, ConfigError> {
         let kind = match s.kind.as_deref() {
             Some(kind) => kind.to_string(),
@@ -627,6 +707,9 @@ impl Validator<'_> {
             }
             None => "simulator".to_string(),
         };
+        if let Some(written) = written {
+            self.keys_of(&kind, written)?;
+        }
         let restart_initial = s.restart_initial.unwrap_or(defaults::RESTART_INITIAL);
         let restart_max = s.restart_max.unwrap_or(defaults::RESTART_MAX);
         Ok(match kind.as_str() {
@@ -889,6 +972,46 @@ impl Validator<'_> {
             }
         };
         Ok(Some(MqttTls { ca_pem, client }))
+    }
+
+    /// Every key written in `[source]` belongs to `kind`, and `[gateway]`'s probe-rs keys are
+    /// used (probe-rs source): an option either acts or is refused.
+    fn keys_of(&self, kind: &str, written: &Written) -> Result<(), ConfigError> {
+        let Some(keys) = source_keys(kind) else {
+            return Err(self.err(
+                "[source] kind",
+                format!(
+                    "unknown kind {kind:?}: use one of {}",
+                    SOURCE_KINDS.join(", ")
+                ),
+            ));
+        };
+        for key in &written.source {
+            let key = key.as_str();
+            if key != "kind" && !COMMON_SOURCE_KEYS.contains(&key) && !keys.contains(&key) {
+                let mut all: Vec<&str> = keys.to_vec();
+                all.extend(COMMON_SOURCE_KEYS);
+                return Err(self.err(
+                    &format!("[source] {key}"),
+                    format!(
+                        "not a key of kind = {kind:?}, which uses {}: remove it, or set the kind it belongs to",
+                        all.join(", ")
+                    ),
+                ));
+            }
+        }
+        for key in &written.gateway {
+            let key = key.as_str();
+            if matches!(key, "probe_id" | "chip" | "firmware_path") && kind != "probe-rs" {
+                let why = if written.source.iter().any(|k| k == "kind") {
+                    format!("only the probe-rs source uses it, and [source] kind is {kind:?}: remove it")
+                } else {
+                    "selects the probe-rs source only with firmware_path (or probe_id): add firmware_path, or remove it".to_string()
+                };
+                return Err(self.err(&format!("[gateway] {key}"), why));
+            }
+        }
+        Ok(())
     }
 
     fn rylr998(
@@ -1393,6 +1516,22 @@ mod tests {
                 "[source] path: required for kind = \"rylr998\"",
             ),
             (
+                "[source]\nkind = \"simulator\"\npath = \"/dev/ttyACM0\"\n",
+                "[source] path: not a key of kind = \"simulator\", which uses interval, remote_nodes, seed, drain_timeout",
+            ),
+            (
+                "[source]\nbaud = 9600\n",
+                "[source] baud: not a key of kind = \"simulator\"",
+            ),
+            (
+                "[gateway]\nchip = \"STM32F446RETx\"\n",
+                "[gateway] chip: selects the probe-rs source only with firmware_path",
+            ),
+            (
+                "[source]\nkind = \"stdin\"\n[gateway]\nprobe_id = \"x\"\n",
+                "[gateway] probe_id: only the probe-rs source uses it, and [source] kind is \"stdin\"",
+            ),
+            (
                 "[source]\nkind = \"rylr998\"\npath = \"/dev/x\"\nnetwork_id = 16\n",
                 "[source] network_id: the RYLR998 takes 3 to 15 or 18 (got 16)",
             ),
@@ -1551,6 +1690,27 @@ channel_capacity = 100
         ))
         .unwrap();
         assert_eq!(c.mqtt.unwrap().password.unwrap().expose(), "s3cret");
+    }
+
+    #[test]
+    fn every_source_key_belongs_to_some_kind() {
+        let raw = include_str!("raw.rs");
+        let body = &raw[raw.find("pub struct RawSource {").unwrap()..];
+        let body = &body[..body.find("\n}").unwrap()];
+        let fields: Vec<&str> = body
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("pub "))
+            .filter_map(|f| f.split_once(':').map(|(name, _)| name))
+            .collect();
+        assert!(fields.len() > 15, "{fields:?}");
+        for field in fields {
+            let used = field == "kind"
+                || COMMON_SOURCE_KEYS.contains(&field)
+                || SOURCE_KINDS
+                    .iter()
+                    .any(|k| source_keys(k).unwrap().contains(&field));
+            assert!(used, "[source] {field} is no kind's key");
+        }
     }
 
     #[test]

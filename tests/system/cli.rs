@@ -328,3 +328,105 @@ async fn check_creates_nothing_and_paths_are_printed_absolute() {
     drop(gw.stdin());
     assert!(gw.wait(Duration::from_secs(20)).success());
 }
+
+/// Every option either acts or is refused: running options given to `simulate` or
+/// `dashboards`, `--mqtt-listen` when no embedded broker runs, `simulate --nodes 0`; and
+/// `simulate --config` takes the config's simulator settings.
+#[test]
+fn options_that_would_do_nothing_are_refused_and_simulate_reads_its_config() {
+    let run = |args: &[&str], dir: &std::path::Path| {
+        let out = Command::new(BIN)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (code, _, err) = run(
+        &["--http-listen", "127.0.0.1:0", "simulate", "--count", "1"],
+        d,
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--http-listen does nothing for `simulate`"),
+        "{err}"
+    );
+    let (code, _, err) = run(
+        &[
+            "--storage-dir",
+            "x",
+            "dashboards",
+            "--flavor",
+            "flux",
+            "--out",
+            "o",
+        ],
+        d,
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--storage-dir does nothing for `dashboards`"),
+        "{err}"
+    );
+    let (_, help, _) = run(&["simulate", "--help"], d);
+    assert!(
+        !help.contains("--storage-dir") && !help.contains("--http-listen"),
+        "{help}"
+    );
+    assert!(help.contains("--config"), "{help}");
+    let (code, _, err) = run(&["simulate", "--nodes", "0"], d);
+    assert_eq!(code, Some(2), "{err}");
+
+    std::fs::write(
+        d.join("sim.toml"),
+        "[source]\nkind = \"simulator\"\nremote_nodes = 3\ninterval = \"1ms\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(
+        &[
+            "simulate", "--config", "sim.toml", "--count", "3", "--seed", "7",
+        ],
+        d,
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(
+        out.lines().any(|l| l.contains("\"n4\":")),
+        "three remote nodes: {out}"
+    );
+    std::fs::write(
+        d.join("serial.toml"),
+        "[source]\nkind = \"serial\"\npath = \"/dev/x\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&["simulate", "--config", "serial.toml", "--count", "1"], d);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("its [source] kind is \"serial\""), "{err}");
+
+    std::fs::write(
+        d.join("external.toml"),
+        "[source]\nkind = \"stdin\"\n[mqtt]\nbroker_url = \"mqtt://127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(
+        &[
+            "check",
+            "--config",
+            "external.toml",
+            "--mqtt-listen",
+            "127.0.0.1:1884",
+        ],
+        d,
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--mqtt-listen: no embedded broker runs"),
+        "{err}"
+    );
+}
