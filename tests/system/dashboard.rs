@@ -381,6 +381,12 @@ fn assert_chart(state: &Value, id: u32, labels: &[&str]) {
         "panel {id} has a chart canvas: {p:#}"
     );
     assert!(p["drawn"].as_str().is_some(), "panel {id} was drawn: {p:#}");
+    // Every y label fits its axis: none is cut at the left (a cut `-47.5 dBm` reads `47.5`).
+    assert_eq!(
+        p["yFits"].as_str(),
+        Some("true"),
+        "panel {id}'s y labels are cut: {p:#}"
+    );
     for label in labels {
         let pixels = p["pixels"][label].as_u64().unwrap_or(0);
         assert!(
@@ -628,6 +634,14 @@ async fn dashboard_pages_render_every_panel_in_chromium_and_follow_new_lines_liv
         .as_f64()
         .unwrap();
     assert!((-48.0..=-47.0).contains(&rssi), "{rssi}");
+    // The RSSI axis shows negative numbers, whole.
+    let labels = json_attr(panel(&state, 11), "yLabels");
+    assert!(
+        labels.as_array().is_some_and(|l| l.iter().any(|l| l
+            .as_str()
+            .is_some_and(|l| l.starts_with('-') && l.ends_with("dBm")))),
+        "{labels}"
+    );
     let mut counters: Vec<(f64, f64)> = packets
         .iter()
         .chain([&a, &b])

@@ -71,6 +71,27 @@
     return Number(v.toFixed(decimals)).toString();
   }
 
+  // Room beside a y label: uPlot's tick length and gap, and a little air.
+  const AXIS_PAD = 10 + 5 + 4;
+
+  // The width in CSS pixels of the widest of `labels` in `axis`'s font.
+  function labelWidth(u, axis, labels) {
+    if (!labels || labels.length === 0) return 0;
+    u.ctx.save();
+    u.ctx.font = Array.isArray(axis.font) ? axis.font[0] : axis.font;
+    const widest = Math.max(...labels.map((l) => u.ctx.measureText(String(l)).width));
+    u.ctx.restore();
+    return widest / (window.devicePixelRatio || 1);
+  }
+
+  // uPlot's `size` of a y axis: its widest label plus the ticks and gap (asked again after
+  // the labels changed; the second pass keeps the first answer, as uPlot's own docs do).
+  function yAxisSize(u, values, axisIdx, cycleNum) {
+    const axis = u.axes[axisIdx];
+    if (cycleNum > 1 && axis._size) return axis._size;
+    return Math.max(40, Math.ceil(labelWidth(u, axis, values) + AXIS_PAD));
+  }
+
   // A number for axes and legends: SI prefixes for large values (gas resistance in Ω).
   function fmt(v, unit) {
     if (v === null || v === undefined || Number.isNaN(v)) return '–';
@@ -310,14 +331,21 @@
         ],
         axes: [
           { ...axis, space: 70 },
-          { ...axis, size: 72, values: (u, vals) => vals.map((v) => fmt(v, unit)) },
+          // Sized to its widest label: a label cut at the left would show a wrong number
+          // (-35.5 dBm as 35.5 dBm).
+          { ...axis, size: yAxisSize, values: (u, vals) => vals.map((v) => fmt(v, unit)) },
         ],
         legend: { show: true, live: true },
         cursor: { points: { size: 7 } },
         hooks: {
-          draw: [() => {
+          draw: [(u) => {
             this.draws += 1;
             this.section.dataset.drawn = String(this.draws);
+            // What the y axis shows and whether every label fits (checked by the browser test).
+            const y = u.axes[1];
+            const widest = labelWidth(u, y, y._values);
+            this.section.dataset.yLabels = JSON.stringify(y._values || []);
+            this.section.dataset.yFits = String(widest + AXIS_PAD <= y._size);
           }],
         },
       };
