@@ -40,11 +40,13 @@ pub(crate) struct Activity {
 }
 
 impl Activity {
-    /// A committed packet: notes for its nodes heard for the first time or again.
-    /// `signal` and `stats` (the link's own readings) are not nodes.
-    pub(crate) fn packet(&mut self, packet: &Packet) -> Vec<Note> {
+    /// A packet committed at `arrived_ns` (the wall clock, not the packet's time: a replayed
+    /// file keeps recorded times, which say nothing about silence now): notes for its nodes
+    /// heard for the first time or again. `signal` and `stats` (the link's own readings) are
+    /// not nodes.
+    pub(crate) fn packet(&mut self, packet: &Packet, arrived_ns: i64) -> Vec<Note> {
         let mut notes = Vec::new();
-        let ts = packet.received_ns;
+        let ts = arrived_ns;
         let mut seen: Vec<&CompactString> = Vec::new();
         for r in &packet.readings {
             if matches!(r.node.as_str(), "signal" | "stats") || seen.contains(&&r.node) {
@@ -148,7 +150,8 @@ mod tests {
 
     fn packet(ts: i64, nodes: &[&str]) -> Packet {
         Packet {
-            received_ns: ts,
+            // A recorded time far from now: only the arrival time counts.
+            received_ns: ts - 1_000_000 * S,
             device_ts: None,
             readings: nodes
                 .iter()
@@ -169,7 +172,7 @@ mod tests {
     fn first_packets_silence_and_return_are_noted_once_each() {
         let mut a = Activity::default();
         assert_eq!(
-            a.packet(&packet(0, &["node1", "node2"])),
+            a.packet(&packet(0, &["node1", "node2"]), 0),
             [
                 Note::First {
                     node: "node1".into()
@@ -179,8 +182,8 @@ mod tests {
                 }
             ]
         );
-        assert!(a.packet(&packet(S, &["node1", "node2"])).is_empty());
-        assert!(a.packet(&packet(2 * S, &["node1"])).is_empty());
+        assert!(a.packet(&packet(S, &["node1", "node2"]), S).is_empty());
+        assert!(a.packet(&packet(2 * S, &["node1"]), 2 * S).is_empty());
         // Interval 1 s: silent after 3 s without a packet. node2 last at 1 s.
         assert_eq!(
             a.check(4 * S + 1),
@@ -200,7 +203,7 @@ mod tests {
             }]
         );
         assert_eq!(
-            a.packet(&packet(9 * S, &["node2"])),
+            a.packet(&packet(9 * S, &["node2"]), 9 * S),
             [Note::Back {
                 node: "node2".into(),
                 silent_ns: 8 * S

@@ -250,6 +250,12 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
             env!("CARGO_PKG_VERSION")
         ),
     );
+    // What the source needs before it runs, checked as `check` does (the modem's set-up is
+    // the running source's own, below: it must not be done twice).
+    let preflight = match &cfg.source {
+        SourceConfig::Rylr998(_) => None,
+        other => Some(checklist::source(other).await),
+    };
     stats.source_running.store(true, Ordering::Relaxed);
     let (ctx, first_setup) =
         source::SourceContext::new(events.clone(), stats.clone(), quarantine.clone());
@@ -260,8 +266,19 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
         source_token.clone(),
         ctx,
     ));
-    // A source that sets up a device (the modem) says how its first set-up went.
-    if source::announces_setup(&cfg.source) {
+    // A source that starts a process or opens a device says how its first start went.
+    if let Some(item) = preflight.as_ref().filter(|i| !i.ok) {
+        let retrying = matches!(
+            cfg.source,
+            SourceConfig::Process(_) | SourceConfig::Serial(_)
+        );
+        let then = if retrying {
+            "; retrying with backoff"
+        } else {
+            ""
+        };
+        check(false, "source", format!("{}{then}", item.detail));
+    } else if source::announces_setup(&cfg.source) {
         match tokio::time::timeout(SETUP_ANNOUNCE, first_setup).await {
             Ok(Ok(Ok(answer))) => check(true, "source", answer),
             Ok(Ok(Err(problem))) => {

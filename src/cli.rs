@@ -40,15 +40,6 @@ Environment:
 struct Cli {
     #[command(flatten)]
     run: RunArgs,
-    /// Log level when RUST_LOG is unset
-    #[arg(
-        long,
-        global = true,
-        value_name = "LEVEL",
-        default_value = "info",
-        value_parser = ["error", "warn", "info", "debug", "trace"]
-    )]
-    log_level: String,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -70,9 +61,16 @@ struct RunArgs {
     #[arg(long, value_name = "DIR")]
     storage_dir: Option<PathBuf>,
     /// If the outbox database is corrupt, rename it aside (kept, never deleted) and start an
-    /// empty one instead of refusing to start
+    /// empty one instead of refusing to start (run only)
     #[arg(long)]
     move_corrupt_outbox: bool,
+    /// Log level when RUST_LOG is unset [default: info]
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        value_parser = ["error", "warn", "info", "debug", "trace"]
+    )]
+    log_level: Option<String>,
 }
 
 impl RunArgs {
@@ -84,6 +82,7 @@ impl RunArgs {
             mqtt_listen: sub.mqtt_listen.or(self.mqtt_listen),
             storage_dir: sub.storage_dir.clone().or_else(|| self.storage_dir.clone()),
             move_corrupt_outbox: sub.move_corrupt_outbox || self.move_corrupt_outbox,
+            log_level: sub.log_level.clone().or_else(|| self.log_level.clone()),
         }
     }
 
@@ -105,6 +104,9 @@ impl RunArgs {
         if self.move_corrupt_outbox {
             given.push("--move-corrupt-outbox");
         }
+        if self.log_level.is_some() {
+            given.push("--log-level");
+        }
         given
     }
 }
@@ -121,7 +123,8 @@ enum Command {
         /// "simulator"); the options below override them
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// Seed (same seed, same lines) [default: 1]
+        /// Seed (same seed, same lines) [default: 1, or the config's; a config without one:
+        /// a new seed each start]
         #[arg(long)]
         seed: Option<u64>,
         /// Time between lines, e.g. 10s, 100ms, 0s for as fast as possible [default: 10s]
@@ -157,7 +160,14 @@ enum Command {
 pub fn main() -> ExitCode {
     crate::malloc::tune();
     let cli = Cli::parse();
-    init_logging(&cli.log_level);
+    let level = match &cli.command {
+        Some(Command::Run(sub) | Command::Check(sub)) => cli.run.merged(sub).log_level,
+        _ => cli.run.log_level.clone(),
+    };
+    if let Err(e) = init_logging(level.as_deref().unwrap_or("info")) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -219,7 +229,14 @@ async fn dispatch(cli: Cli) -> ExitCode {
             };
             return simulate(sim, count, format).await;
         }
-        Some(Command::Check(sub)) => (cli.run.merged(&sub), true),
+        Some(Command::Check(sub)) => {
+            let args = cli.run.merged(&sub);
+            if args.move_corrupt_outbox {
+                eprintln!("error: --move-corrupt-outbox does nothing for `check` (it looks, and changes nothing); it is for running");
+                return ExitCode::from(2);
+            }
+            (args, true)
+        }
         Some(Command::Run(sub)) => (cli.run.merged(&sub), false),
         None => (cli.run.clone(), false),
     };
@@ -245,6 +262,8 @@ fn simulator_settings(
     interval: Option<Duration>,
     nodes: Option<u32>,
 ) -> Result<SimulatorConfig, String> {
+    // Without a config the lines are the same on every run (seed 1); a config's simulator
+    // without a seed gets a new one each start, as it does when the gateway runs it.
     let base = match config {
         None => SimulatorConfig {
             interval: Duration::from_secs(10),
@@ -268,7 +287,7 @@ fn simulator_settings(
     Ok(SimulatorConfig {
         interval: interval.unwrap_or(base.interval),
         remote_nodes: nodes.unwrap_or(base.remote_nodes),
-        seed: seed.or(base.seed).or(Some(1)),
+        seed: seed.or(base.seed),
     })
 }
 
@@ -440,15 +459,34 @@ fn answer_commands(stdout: std::sync::Arc<std::sync::Mutex<std::io::Stdout>>) {
     });
 }
 
-fn init_logging(level: &str) {
+/// The log filter: `RUST_LOG` when set, else `--log-level`. A `RUST_LOG` that would hide
+/// everything by mistake (a bare word that is no level, e.g. `verbose`, which reads as a
+/// target name) is refused like any bad setting.
+fn init_logging(level: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
     let default = format!("{level},rumqttd=off,rumqttc=warn,hyper=warn,reqwest=warn");
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&default))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(value) if !value.trim().is_empty() => {
+            let bare_words = value
+                .split(',')
+                .map(str::trim)
+                .filter(|d| !d.contains('=') && !d.is_empty())
+                .find(|d| !LEVELS.contains(&d.to_ascii_lowercase().as_str()));
+            if let Some(word) = bare_words {
+                return Err(format!(
+                    "RUST_LOG: {word:?} is not a level: use one of {}, or target=level (e.g. iiot_gateway=trace)",
+                    LEVELS.join(", ")
+                ));
+            }
+            EnvFilter::try_new(&value).map_err(|e| format!("RUST_LOG: {e}"))?
+        }
+        _ => EnvFilter::try_new(&default).unwrap_or_else(|_| EnvFilter::new("info")),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
+    Ok(())
 }

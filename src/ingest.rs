@@ -160,8 +160,9 @@ fn log_nodes(activity: &std::sync::Mutex<crate::activity::Activity>, packets: &[
     let Ok(mut activity) = activity.lock() else {
         return;
     };
+    let now = crate::reading::now_ns();
     for p in packets {
-        for note in activity.packet(p) {
+        for note in activity.packet(p, now) {
             match note {
                 Note::First { node } => info!(node = %node, "first packet from node"),
                 Note::Back { node, silent_ns } => {

@@ -725,8 +725,11 @@ impl Validator<'_> {
                 // probe-rs picks the only attached probe by itself: the selector is optional.
                 let probe = s.probe_id.or(legacy.probe_id);
                 let chip = need(s.chip, legacy.chip, "chip")?;
-                let firmware = need(s.firmware_path, legacy.firmware_path, "firmware_path")?;
+                let firmware = absolute_text(&need(s.firmware_path, legacy.firmware_path, "firmware_path")?);
                 let program = s.probe_rs.unwrap_or_else(|| "probe-rs".to_string());
+                // A program named by a path is run from that path, whatever the working
+                // directory; a bare name is looked up on PATH.
+                let program = if program.contains('/') { absolute_text(&program) } else { program };
                 let mut argv = vec![program, "run".into()];
                 if let Some(probe) = probe {
                     argv.extend(["--probe".into(), probe]);
@@ -755,9 +758,9 @@ impl Validator<'_> {
                 })
             }
             "serial" => SourceConfig::Serial(SerialConfig {
-                path: s.path.ok_or_else(|| {
+                path: absolute(s.path.ok_or_else(|| {
                     self.err("[source] path", "required for kind = \"serial\", e.g. \"/dev/ttyACM0\"")
-                })?,
+                })?),
                 baud: s.baud.unwrap_or(defaults::BAUD),
                 restart_initial,
                 restart_max,
@@ -773,9 +776,9 @@ impl Validator<'_> {
                     ));
                 }
                 SourceConfig::File(FileConfig {
-                    path: s.path.ok_or_else(|| {
+                    path: absolute(s.path.ok_or_else(|| {
                         self.err("[source] path", "required for kind = \"file\"")
-                    })?,
+                    })?),
                     speed,
                 })
             }
@@ -1002,6 +1005,12 @@ impl Validator<'_> {
         }
         for key in &written.gateway {
             let key = key.as_str();
+            if written.source.iter().any(|k| k == key) {
+                return Err(self.err(
+                    &format!("[gateway] {key}"),
+                    "also set in [source], which wins: keep one of the two",
+                ));
+            }
             if matches!(key, "probe_id" | "chip" | "firmware_path") && kind != "probe-rs" {
                 let why = if written.source.iter().any(|k| k == "kind") {
                     format!("only the probe-rs source uses it, and [source] kind is {kind:?}: remove it")
@@ -1020,12 +1029,12 @@ impl Validator<'_> {
         restart_initial: Duration,
         restart_max: Duration,
     ) -> Result<Rylr998Config, ConfigError> {
-        let path = s.path.ok_or_else(|| {
+        let path = absolute(s.path.ok_or_else(|| {
             self.err(
                 "[source] path",
                 "required for kind = \"rylr998\": the modem's serial device, e.g. \"/dev/ttyUSB0\" or \"/dev/serial0\"",
             )
-        })?;
+        })?);
         let network_id = s.network_id.unwrap_or(defaults::NETWORK_ID);
         if !((3..=15).contains(&network_id) || network_id == 18) {
             return Err(self.err(
@@ -1265,34 +1274,58 @@ impl Validator<'_> {
 }
 
 /// The client id of an install that did not set one: `iiot-` + up to 8 characters of the
-/// host name + `-` + a hash of the storage dir (at most 22 characters, the MQTT 3.1.1 limit
-/// every broker accepts being 23). Stable across restarts, since the broker keeps the
-/// persistent session under it; different for two gateways on one host (they cannot share a
-/// storage dir) or on two hosts, so they do not take each other's session.
+/// host name (to read) + `-` + a hash of the whole host name, the machine id
+/// (`/etc/machine-id`) and the storage dir (to be unique): at most 22 characters, within the
+/// 23 every MQTT 3.1.1 broker accepts. Stable across restarts, since the broker keeps the
+/// persistent session under it (a new host name or machine id gives a new id: the new
+/// session starts from the gateway's own cursor, nothing is lost); different for two
+/// gateways on one host (they cannot share a storage dir) or on two hosts.
 pub fn default_client_id(storage_dir: &Path) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .unwrap_or_default();
-    let host: String = host
-        .trim()
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let mut host = read("/proc/sys/kernel/hostname");
+    if host.is_empty() {
+        host = read("/etc/hostname");
+    }
+    let machine = read("/etc/machine-id");
+    let readable: String = host
         .chars()
         .filter(char::is_ascii_alphanumeric)
         .take(8)
         .collect();
-    // FNV-1a: small, stable across versions and platforms.
-    let hash = storage_dir
-        .as_os_str()
-        .as_encoded_bytes()
-        .iter()
-        .fold(0x811c_9dc5u32, |h, b| {
-            (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
-        });
-    let host = if host.is_empty() {
+    let readable = if readable.is_empty() {
         "host".to_string()
     } else {
-        host
+        readable
     };
-    format!("iiot-{host}-{hash:08x}")
+    let hash = fnv1a(
+        [host.as_bytes(), b"\0", machine.as_bytes(), b"\0"]
+            .concat()
+            .iter()
+            .chain(storage_dir.as_os_str().as_encoded_bytes()),
+    );
+    format!("iiot-{readable}-{hash:08x}")
+}
+
+/// `path` made absolute against the working directory, once, so every message and every
+/// process the gateway starts sees the same place.
+fn absolute(path: PathBuf) -> PathBuf {
+    std::path::absolute(&path).unwrap_or(path)
+}
+
+fn absolute_text(path: &str) -> String {
+    absolute(PathBuf::from(path)).display().to_string()
+}
+
+/// FNV-1a, 32 bits: small, and stable across versions and platforms.
+pub(crate) fn fnv1a<'a>(bytes: impl IntoIterator<Item = &'a u8>) -> u32 {
+    bytes.into_iter().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// `"7,9,1,7"`: spreading factor 5-11, bandwidth 7-9, coding rate 1-4, preamble 4-24 (12 when
@@ -1528,6 +1561,10 @@ mod tests {
                 "[gateway] chip: selects the probe-rs source only with firmware_path",
             ),
             (
+                "[source]\nkind = \"probe-rs\"\nchip = \"a\"\nfirmware_path = \"f\"\n[gateway]\nchip = \"b\"\n",
+                "[gateway] chip: also set in [source], which wins: keep one of the two",
+            ),
+            (
                 "[source]\nkind = \"stdin\"\n[gateway]\nprobe_id = \"x\"\n",
                 "[gateway] probe_id: only the probe-rs source uses it, and [source] kind is \"stdin\"",
             ),
@@ -1736,7 +1773,7 @@ channel_capacity = 100
     #[test]
     fn probe_rs_without_a_probe_id_lets_probe_rs_pick_the_probe() {
         let c = load(
-            "[source]\nkind = \"probe-rs\"\nchip = \"STM32F446RETx\"\nfirmware_path = \"fw.elf\"\n",
+            "[source]\nkind = \"probe-rs\"\nchip = \"STM32F446RETx\"\nfirmware_path = \"/fw.elf\"\n",
         )
         .unwrap();
         let SourceConfig::Process(p) = c.source else {
@@ -1744,7 +1781,7 @@ channel_capacity = 100
         };
         assert_eq!(
             p.argv,
-            ["probe-rs", "run", "--chip", "STM32F446RETx", "fw.elf"]
+            ["probe-rs", "run", "--chip", "STM32F446RETx", "/fw.elf"]
         );
     }
 

@@ -15,10 +15,22 @@ use std::path::{Path, PathBuf};
 /// The lock file's name in the storage dir.
 pub const LOCK_FILE: &str = "outbox.lock";
 
+/// Attempts at the lock, [`LOCK_RETRY`] apart, before another holder is reported.
+const LOCK_TRIES: u32 = 10;
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Held: the storage dir is this process's.
 #[derive(Debug)]
 pub(crate) struct DirLock {
-    _file: File,
+    file: File,
+}
+
+impl Drop for DirLock {
+    /// Clears the PID before the lock goes with the file (a crash leaves it, and the next
+    /// holder overwrites it).
+    fn drop(&mut self) {
+        let _ = self.file.set_len(0);
+    }
 }
 
 /// Why the lock could not be taken.
@@ -40,18 +52,25 @@ impl DirLock {
             .truncate(false)
             .open(dir.join(LOCK_FILE))
             .map_err(LockError::Io)?;
+        // A `check` looking (a shared lock for an instant) must not turn a start away: try
+        // for a moment before saying who holds it.
+        let mut tries = 0;
         // SAFETY: flock on a descriptor we own; no memory involved.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let error = std::io::Error::last_os_error();
-            if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            if error.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(LockError::Io(error));
+            }
+            tries += 1;
+            if tries >= LOCK_TRIES {
                 return Err(LockError::Held(read_pid(&mut file)));
             }
-            return Err(LockError::Io(error));
+            std::thread::sleep(LOCK_RETRY);
         }
         file.set_len(0).map_err(LockError::Io)?;
         file.rewind().map_err(LockError::Io)?;
         writeln!(file, "{}", std::process::id()).map_err(LockError::Io)?;
-        Ok(DirLock { _file: file })
+        Ok(DirLock { file })
     }
 }
 
@@ -92,6 +111,11 @@ mod tests {
         assert_eq!(holder(dir.path()), Some(std::process::id()));
         drop(first);
         assert_eq!(holder(dir.path()), None);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap(),
+            "",
+            "PID cleared"
+        );
         let _again = DirLock::acquire(dir.path()).unwrap();
     }
 }

@@ -72,9 +72,9 @@ impl Writer {
         })
     }
 
-    /// With `api = "v2"`, whether the server is an InfluxDB 1.x (its `/ping` says
-    /// `X-Influxdb-Version: 1.…`), which has no v2 API: then what to set instead.
-    async fn wrong_api(&self) -> Option<String> {
+    /// With `api = "v2"` and a write or health check refused with `status`, whether the server
+    /// is an InfluxDB 1.x (its `/ping` says `X-Influxdb-Version: 1.…`): then what to set.
+    async fn wrong_api(&self, status: StatusCode) -> Option<String> {
         let InfluxApi::V2 { bucket, .. } = &self.cfg.api else {
             return None;
         };
@@ -90,11 +90,26 @@ impl Writer {
             .to_str()
             .ok()?
             .to_string();
-        version.starts_with("1.").then(|| {
-            format!(
-                "{} is InfluxDB {version}, which has no v2 API (org, bucket and token are for 2.x and 3.x): set api = \"v1\" and database = \"{bucket}\" (or the database to write to) in [influxdb]",
-                self.cfg.url
-            )
+        let minor: u32 = version
+            .strip_prefix("1.")?
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()?;
+        let url = &self.cfg.url;
+        let fix = format!(
+            "set api = \"v1\", database = \"{bucket}\" (or the database to write to) and, with authentication on, username and password in [influxdb]"
+        );
+        Some(match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => format!(
+                "{url} is InfluxDB {version}, which logs in with a username and password, not a 2.x token: {fix}"
+            ),
+            _ if minor < 8 => format!(
+                "{url} is InfluxDB {version}, which has no v2 API (org, bucket and token are for 2.x and 3.x): {fix}"
+            ),
+            _ => format!(
+                "{url} is InfluxDB {version}: its v2 write takes the bucket as a database, and {bucket:?} is none: create that database, or {fix}"
+            ),
         })
     }
 
@@ -108,10 +123,12 @@ impl Writer {
         let http = self.http.as_ref().map_err(|e| format!("{url}: {e}"))?;
         match http.get(&url).send().await {
             Ok(resp) if resp.status().is_success() => Ok(()),
-            Ok(resp) if resp.status() == StatusCode::NOT_FOUND => match self.wrong_api().await {
-                Some(wrong) => Err(wrong),
-                None => Err(format!("{url} answered {}", resp.status())),
-            },
+            Ok(resp) if resp.status() == StatusCode::NOT_FOUND => {
+                match self.wrong_api(resp.status()).await {
+                    Some(wrong) => Err(wrong),
+                    None => Err(format!("{url} answered {}", resp.status())),
+                }
+            }
             Ok(resp) => {
                 let status = resp.status();
                 let text = resp.text().await.unwrap_or_default();
@@ -211,8 +228,11 @@ impl Writer {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
         let text = resp.text().await.unwrap_or_default();
-        if status == StatusCode::NOT_FOUND {
-            if let Some(wrong) = self.wrong_api().await {
+        if matches!(
+            status,
+            StatusCode::NOT_FOUND | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        ) {
+            if let Some(wrong) = self.wrong_api(status).await {
                 return Err(WriteError::Retry {
                     kind: "wrong API",
                     detail: wrong,

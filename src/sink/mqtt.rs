@@ -58,32 +58,41 @@ enum SessionEnd {
     },
 }
 
-/// A connection that ends this soon after the broker accepted it was taken over (or refused
-/// at once); one that lived longer was healthy.
+/// A connection that ends this soon after the broker accepted it does not reset the backoff
+/// (a clash of client ids then settles at `reconnect_max` instead of twice a second).
 const QUICK_DROP: Duration = Duration::from_secs(3);
-/// Quick drops in a row that make the likely cause worth a warning.
+/// A connection that lived this long was healthy: a clash, if any, is over.
+const HEALTHY_SESSION: Duration = Duration::from_secs(300);
+/// Connections in a row lost after CONNACK that make the likely cause worth a warning.
 const TAKEOVER_WARN_AFTER: u32 = 3;
 
-/// Notices a broker that drops the connection right after accepting it, again and again: the
-/// mark of another client with the same client id (each connect takes the session from the
-/// other, and both reconnect). Pure.
+/// Notices a broker that drops the connection again and again after accepting it, while
+/// every reconnect succeeds at once: the mark of another client with the same client id
+/// (each connect takes the session from the other). How long each connection lives does not
+/// matter: it is the other client's backoff. Pure.
 #[derive(Debug, Default)]
 struct Takeovers {
-    quick_drops: u32,
+    drops: u32,
     warned: bool,
 }
 
 impl Takeovers {
-    /// One connection ended after `connected_for` (`None`: it never connected); returns the
-    /// number of quick drops in a row when it is time to warn (once).
-    fn on_end(&mut self, connected_for: Option<Duration>) -> Option<u32> {
+    /// One connection ended after `connected_for` (`None`: it never connected); `lost`: the
+    /// broker closed it (not a timeout, TLS or protocol failure). Returns the number of such
+    /// drops in a row when it is time to warn (once per streak).
+    fn on_end(&mut self, connected_for: Option<Duration>, lost: bool) -> Option<u32> {
         match connected_for {
-            Some(d) if d < QUICK_DROP => self.quick_drops += 1,
-            _ => self.quick_drops = 0,
+            Some(d) if lost && d < HEALTHY_SESSION => self.drops += 1,
+            Some(_) => {
+                self.drops = 0;
+                self.warned = false;
+            }
+            // Could not connect: the broker or the network is down, not another client.
+            None => self.drops = 0,
         }
-        if self.quick_drops >= TAKEOVER_WARN_AFTER && !self.warned {
+        if self.drops >= TAKEOVER_WARN_AFTER && !self.warned {
             self.warned = true;
-            return Some(self.quick_drops);
+            return Some(self.drops);
         }
         None
     }
@@ -111,7 +120,7 @@ pub async fn run(cfg: MqttConfig, ctx: &SinkContext) -> Result<(), SinkError> {
                 if connected_for.is_some_and(|d| d >= QUICK_DROP) {
                     backoff.reset();
                 }
-                if let Some(n) = takeovers.on_end(connected_for) {
+                if let Some(n) = takeovers.on_end(connected_for, kind == "connection lost") {
                     warn!(
                         client_id = cfg.client_id,
                         drops = n,
@@ -246,7 +255,9 @@ fn connection_options(cfg: &MqttConfig, client_id: String) -> MqttOptions {
 /// Connects once as the sink would (TLS, login), under a separate client id, without a last
 /// will and with a clean session so a running gateway's session is untouched; for `check`.
 pub async fn probe(cfg: &MqttConfig, timeout: Duration) -> Result<(), String> {
-    let mut opts = connection_options(cfg, format!("{}-check", cfg.client_id));
+    // A short id of its own (23 characters at most suit every MQTT 3.1.1 broker).
+    let id = crate::config::fnv1a(cfg.client_id.as_bytes());
+    let mut opts = connection_options(cfg, format!("iiot-check-{id:08x}"));
     opts.set_clean_session(true);
     let (client, mut events) = AsyncClient::new(opts, 4);
     let outcome = tokio::time::timeout(timeout, async {
@@ -528,17 +539,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn drops_right_after_connack_again_and_again_are_a_takeover_warned_once() {
+    fn connections_lost_after_connack_again_and_again_are_a_takeover_warned_once_a_streak() {
         let mut t = Takeovers::default();
-        let quick = Some(Duration::from_millis(200));
-        assert_eq!(t.on_end(quick), None);
-        // A failure before CONNACK, or a healthy connection, breaks the streak.
-        assert_eq!(t.on_end(None), None);
-        assert_eq!(t.on_end(quick), None);
-        assert_eq!(t.on_end(Some(Duration::from_secs(60))), None);
-        assert_eq!(t.on_end(quick), None);
-        assert_eq!(t.on_end(quick), None);
-        assert_eq!(t.on_end(quick), Some(3));
-        assert_eq!(t.on_end(quick), None, "once");
+        let short = Some(Duration::from_millis(200));
+        // Each lives as long as the other client's backoff: 60 s is still a drop.
+        let minute = Some(Duration::from_secs(60));
+        assert_eq!(t.on_end(short, true), None);
+        // A failure before CONNACK breaks the streak; so does a timeout.
+        assert_eq!(t.on_end(None, false), None);
+        assert_eq!(t.on_end(short, true), None);
+        assert_eq!(t.on_end(minute, false), None);
+        assert_eq!(t.on_end(minute, true), None);
+        assert_eq!(t.on_end(short, true), None);
+        assert_eq!(t.on_end(minute, true), Some(3));
+        assert_eq!(t.on_end(short, true), None, "once a streak");
+        // A healthy stretch ends the streak; a new clash is told again.
+        assert_eq!(t.on_end(Some(HEALTHY_SESSION), true), None);
+        for _ in 0..2 {
+            assert_eq!(t.on_end(short, true), None);
+        }
+        assert_eq!(t.on_end(short, true), Some(3));
     }
 }

@@ -180,7 +180,12 @@ fn document(
             .collect::<Vec<_>>(),
         "now": now,
         "ready_max_backlog_age_seconds": max_backlog_age.as_secs_f64(),
-        "source": {"kind": s.source_kind, "running": s.source_running, "problem": s.source_problem},
+        // Running means able to deliver: a source that reports a problem does not run.
+        "source": {
+            "kind": s.source_kind,
+            "running": s.source_running && s.source_problem.is_none(),
+            "problem": s.source_problem,
+        },
         "sinks": sinks,
     })
 }

@@ -183,6 +183,18 @@ fn an_unknown_log_level_is_refused_with_the_levels() {
     for level in ["error", "warn", "info", "debug", "trace"] {
         assert!(err.contains(level), "{level} missing: {err}");
     }
+    // The same word in RUST_LOG would read as a target name and hide every line.
+    let out = Command::new(BIN)
+        .args(["check"])
+        .env("RUST_LOG", "verbose")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("RUST_LOG: \"verbose\" is not a level"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -58,12 +58,12 @@ async fn a_source_that_cannot_run_is_not_ready_anywhere() {
                 firmware.display()
             ),
             "probe-rs-not-installed: not found or not executable (searched PATH)",
-            "cannot start probe-rs-not-installed",
+            "probe-rs-not-installed: not found or not executable (searched PATH)",
         ),
         (
             "[source]\nkind = \"serial\"\npath = \"/dev/ttyNOPE0\"\nrestart_initial = \"100ms\"\nrestart_max = \"200ms\"\n".to_string(),
             "serial: cannot open /dev/ttyNOPE0",
-            "serial: /dev/ttyNOPE0",
+            "serial: cannot open /dev/ttyNOPE0",
         ),
     ] {
         let cfg = base(dir.path(), &format!("{source}{mqtt}"));
@@ -189,6 +189,17 @@ async fn a_v2_config_against_influxdb_1x_says_to_use_v1() {
     let log = plain(&gw.log());
     assert!(log.contains("is InfluxDB 1."), "{log}");
     drop(gw.stdin());
+
+    // With authentication on, the same: the server is named, not "authentication failed".
+    let secured = InfluxDb1::start_with("auth-enabled = true");
+    let cfg = cfg.replace(&influx.url(), &secured.url());
+    let (ok, said) = check(dir.path(), &cfg);
+    assert!(!ok, "{said}");
+    let line = said.lines().find(|l| l.contains(" influxdb ")).unwrap();
+    assert!(
+        line.contains("is InfluxDB 1.") && line.contains("username and password"),
+        "{said}"
+    );
 }
 
 /// Two gateways on one broker: with the default client ids (one per install) both stay

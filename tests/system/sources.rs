@@ -83,9 +83,13 @@ async fn probe_rs_source_restarts_with_backoff_and_leaves_no_child_behind() {
     )
     .await;
     let args = std::fs::read_to_string(dir.path().join("args")).unwrap();
+    // The firmware path is made absolute against the working directory (the test's dir).
     assert_eq!(
         args.trim(),
-        "run --probe 0483:374b:0001 --chip STM32F446RETx fw.elf"
+        format!(
+            "run --probe 0483:374b:0001 --chip STM32F446RETx {}",
+            dir.path().join("fw.elf").display()
+        )
     );
 
     // Restarts are logged and spaced by a growing, capped backoff.
