@@ -13,8 +13,8 @@ use super::secret::Secret;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    /// Where telemetry lines come from.
-    pub source: Option<RawSource>,
+    /// Where telemetry lines come from: read as its kind by [`RawSource::from_table`].
+    pub source: Option<toml::Table>,
     /// The hardware project's section: probe-rs keys and the channel capacity.
     pub gateway: Option<RawGateway>,
     /// MQTT sink (and the embedded broker when no `broker_url` is set).
@@ -52,56 +52,271 @@ pub struct RawHomeAssistant {
     pub gateway_id: Option<String>,
 }
 
-/// `[source]`.
+/// `[source]`: one struct per kind, each refusing keys it does not use. The table's `kind`
+/// picks which ([`RawSource::from_table`]), so an option of another kind cannot be accepted
+/// and ignored.
+#[derive(Debug)]
+pub enum RawSource {
+    /// `kind = "simulator"`.
+    Simulator(RawSimulator),
+    /// `kind = "probe-rs"`.
+    ProbeRs(RawProbeRs),
+    /// `kind = "command"`.
+    Command(RawCommand),
+    /// `kind = "serial"`.
+    Serial(RawSerial),
+    /// `kind = "rylr998"`.
+    Rylr998(RawRylr998),
+    /// `kind = "stdin"`.
+    Stdin(RawStdin),
+    /// `kind = "file"`.
+    File(RawFile),
+}
+
+/// Every source kind, as `kind` names it.
+pub const SOURCE_KINDS: [&str; 7] = [
+    "simulator",
+    "probe-rs",
+    "command",
+    "serial",
+    "rylr998",
+    "stdin",
+    "file",
+];
+
+/// Why `[source]` could not be read as its kind.
+#[derive(Debug)]
+pub enum SourceTableError {
+    /// `kind` names no kind.
+    UnknownKind(String),
+    /// A key this kind does not use.
+    NotAKey {
+        /// The kind.
+        kind: String,
+        /// The key.
+        key: String,
+        /// The keys the kind uses.
+        keys: Vec<String>,
+    },
+    /// Any other problem (a value of the wrong type), as serde says it.
+    Other(String),
+}
+
+impl RawSource {
+    /// `table` as the source `kind` says (`kind` itself may be absent: `default_kind` then).
+    pub fn from_table(
+        mut table: toml::Table,
+        default_kind: &str,
+    ) -> Result<(String, RawSource), SourceTableError> {
+        let kind = match table.remove("kind") {
+            Some(toml::Value::String(kind)) => kind,
+            Some(other) => {
+                return Err(SourceTableError::Other(format!(
+                    "kind must be a string like \"serial\", not {other}"
+                )))
+            }
+            None => default_kind.to_string(),
+        };
+        let value = toml::Value::Table(table);
+        let parsed = match kind.as_str() {
+            "simulator" => parse(value).map(RawSource::Simulator),
+            "probe-rs" => parse(value).map(RawSource::ProbeRs),
+            "command" => parse(value).map(RawSource::Command),
+            "serial" => parse(value).map(RawSource::Serial),
+            "rylr998" => parse(value).map(RawSource::Rylr998),
+            "stdin" => parse(value).map(RawSource::Stdin),
+            "file" => parse(value).map(RawSource::File),
+            _ => return Err(SourceTableError::UnknownKind(kind)),
+        };
+        match parsed {
+            Ok(source) => Ok((kind, source)),
+            Err(SourceTableError::NotAKey { key, keys, .. }) => {
+                Err(SourceTableError::NotAKey { kind, key, keys })
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// `max_line_length` and `drain_timeout`, the keys the ingest stage reads.
+    pub fn common(&self) -> (Option<usize>, Option<Duration>) {
+        match self {
+            RawSource::Simulator(s) => (None, s.drain_timeout),
+            RawSource::ProbeRs(s) => (s.max_line_length, s.drain_timeout),
+            RawSource::Command(s) => (s.max_line_length, s.drain_timeout),
+            RawSource::Serial(s) => (s.max_line_length, s.drain_timeout),
+            RawSource::Rylr998(s) => (None, s.drain_timeout),
+            RawSource::Stdin(s) => (s.max_line_length, s.drain_timeout),
+            RawSource::File(s) => (s.max_line_length, s.drain_timeout),
+        }
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(value: toml::Value) -> Result<T, SourceTableError> {
+    value.try_into().map_err(|e: toml::de::Error| {
+        // toml says which key as a last line: "invalid type: ..., expected u32\nin `baud`".
+        let full = e.to_string();
+        let (message, key) = match full.trim().rsplit_once("\nin `") {
+            Some((message, key)) => (message.trim().to_string(), Some(key.trim_end_matches('`'))),
+            None => (full.trim().to_string(), None),
+        };
+        // serde: "unknown field `path`, expected one of `interval`, `seed`"
+        match message.strip_prefix("unknown field `") {
+            Some(rest) => {
+                let key = rest.split('`').next().unwrap_or_default().to_string();
+                let keys = rest
+                    .split('`')
+                    .skip(1)
+                    .filter(|k| !k.is_empty() && !k.contains(' ') && !k.contains(','))
+                    .map(str::to_string)
+                    .collect();
+                SourceTableError::NotAKey {
+                    kind: String::new(),
+                    key,
+                    keys,
+                }
+            }
+            None => SourceTableError::Other(match key {
+                Some(key) => format!("{key}: {message}"),
+                None => message,
+            }),
+        }
+    })
+}
+
+/// `kind = "simulator"`: the built-in model of the field nodes.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSource {
-    /// probe-rs | command | serial | rylr998 | stdin | file | simulator.
-    pub kind: Option<String>,
-    /// probe-rs: the probe selector (`VID:PID[:serial]`).
-    pub probe_id: Option<String>,
-    /// probe-rs: the target chip.
-    pub chip: Option<String>,
-    /// probe-rs: the firmware ELF.
-    pub firmware_path: Option<String>,
-    /// probe-rs: the executable to run (default `probe-rs` on PATH).
-    pub probe_rs: Option<String>,
-    /// command: argv of the process whose stdout carries telemetry.
-    pub command: Option<Vec<String>>,
-    /// probe-rs/command/serial/rylr998: first restart delay.
-    #[serde(default, with = "humantime_serde")]
-    pub restart_initial: Option<Duration>,
-    /// probe-rs/command/serial/rylr998: longest restart delay.
-    #[serde(default, with = "humantime_serde")]
-    pub restart_max: Option<Duration>,
-    /// serial/rylr998/file: device or file path.
-    pub path: Option<PathBuf>,
-    /// serial/rylr998: baud rate.
-    pub baud: Option<u32>,
-    /// rylr998: the modem's own address (`AT+ADDRESS`).
-    pub address: Option<u16>,
-    /// rylr998: network id (`AT+NETWORKID`), 3 to 15 or 18.
-    pub network_id: Option<u8>,
-    /// rylr998: radio frequency in Hz (`AT+BAND`).
-    pub band: Option<u32>,
-    /// rylr998: `"<spreading factor>,<bandwidth>,<coding rate>,<preamble>"` (`AT+PARAMETER`).
-    pub parameter: Option<String>,
-    /// rylr998: acknowledge every good frame (`AT+SEND` of an ACK packet).
-    pub ack: Option<bool>,
-    /// rylr998: node names by sender address, e.g. `{ 1 = "node1" }`.
-    pub nodes: Option<std::collections::BTreeMap<String, String>>,
-    /// file: replay speed (1 = recorded pace, 0 = as fast as possible).
-    pub speed: Option<f64>,
-    /// simulator: time between packets.
+pub struct RawSimulator {
+    /// Time between packets.
     #[serde(default, with = "humantime_serde")]
     pub interval: Option<Duration>,
-    /// simulator: number of remote nodes.
+    /// Number of remote nodes.
     pub remote_nodes: Option<u32>,
-    /// simulator: PRNG seed (same seed, same data).
+    /// PRNG seed (same seed, same data).
     pub seed: Option<u64>,
-    /// Longest line accepted; longer lines are cut, counted and quarantined.
+    /// How long to keep delivering at shutdown.
+    #[serde(default, with = "humantime_serde")]
+    pub drain_timeout: Option<Duration>,
+}
+
+/// `kind = "probe-rs"`: `probe-rs run` prints Node 2's defmt log.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProbeRs {
+    /// The probe selector (`VID:PID[:serial]`); unset: the only probe attached.
+    pub probe_id: Option<String>,
+    /// The target chip.
+    pub chip: Option<String>,
+    /// The firmware ELF.
+    pub firmware_path: Option<String>,
+    /// The executable to run (default `probe-rs` on PATH).
+    pub probe_rs: Option<String>,
+    /// First restart delay.
+    #[serde(default, with = "humantime_serde")]
+    pub restart_initial: Option<Duration>,
+    /// Longest restart delay.
+    #[serde(default, with = "humantime_serde")]
+    pub restart_max: Option<Duration>,
+    /// Longest record accepted; longer ones are cut, counted and quarantined.
     pub max_line_length: Option<usize>,
-    /// stdin/file: how long to keep delivering after end of input.
+    /// How long to keep delivering at shutdown.
+    #[serde(default, with = "humantime_serde")]
+    pub drain_timeout: Option<Duration>,
+}
+
+/// `kind = "command"`: any program whose stdout carries telemetry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCommand {
+    /// argv of the process.
+    pub command: Option<Vec<String>>,
+    /// First restart delay.
+    #[serde(default, with = "humantime_serde")]
+    pub restart_initial: Option<Duration>,
+    /// Longest restart delay.
+    #[serde(default, with = "humantime_serde")]
+    pub restart_max: Option<Duration>,
+    /// Longest record accepted.
+    pub max_line_length: Option<usize>,
+    /// How long to keep delivering at shutdown.
+    #[serde(default, with = "humantime_serde")]
+    pub drain_timeout: Option<Duration>,
+}
+
+/// `kind = "serial"`: the ST-Link virtual COM port.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSerial {
+    /// Device path.
+    pub path: Option<PathBuf>,
+    /// Baud rate.
+    pub baud: Option<u32>,
+    /// First reopen delay.
+    #[serde(default, with = "humantime_serde")]
+    pub restart_initial: Option<Duration>,
+    /// Longest reopen delay.
+    #[serde(default, with = "humantime_serde")]
+    pub restart_max: Option<Duration>,
+    /// Longest record accepted.
+    pub max_line_length: Option<usize>,
+    /// How long to keep delivering at shutdown.
+    #[serde(default, with = "humantime_serde")]
+    pub drain_timeout: Option<Duration>,
+}
+
+/// `kind = "rylr998"`: a REYAX RYLR998 LoRa modem on a serial port.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRylr998 {
+    /// Device path.
+    pub path: Option<PathBuf>,
+    /// Baud rate.
+    pub baud: Option<u32>,
+    /// The modem's own address (`AT+ADDRESS`).
+    pub address: Option<u16>,
+    /// Network id (`AT+NETWORKID`), 3 to 15 or 18.
+    pub network_id: Option<u8>,
+    /// Radio frequency in Hz (`AT+BAND`).
+    pub band: Option<u32>,
+    /// `"<spreading factor>,<bandwidth>,<coding rate>,<preamble>"` (`AT+PARAMETER`).
+    pub parameter: Option<String>,
+    /// Acknowledge every good frame (`AT+SEND` of an ACK packet).
+    pub ack: Option<bool>,
+    /// Node names by sender address, e.g. `{ 1 = "node1" }`.
+    pub nodes: Option<std::collections::BTreeMap<String, String>>,
+    /// First reopen delay.
+    #[serde(default, with = "humantime_serde")]
+    pub restart_initial: Option<Duration>,
+    /// Longest reopen delay.
+    #[serde(default, with = "humantime_serde")]
+    pub restart_max: Option<Duration>,
+    /// How long to keep delivering at shutdown.
+    #[serde(default, with = "humantime_serde")]
+    pub drain_timeout: Option<Duration>,
+}
+
+/// `kind = "stdin"`: standard input.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStdin {
+    /// Longest record accepted.
+    pub max_line_length: Option<usize>,
+    /// How long to keep delivering after the input ended.
+    #[serde(default, with = "humantime_serde")]
+    pub drain_timeout: Option<Duration>,
+}
+
+/// `kind = "file"`: a recorded log replayed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    /// The recording.
+    pub path: Option<PathBuf>,
+    /// Replay speed (1 = recorded pace, 0 = as fast as possible).
+    pub speed: Option<f64>,
+    /// Longest record accepted.
+    pub max_line_length: Option<usize>,
+    /// How long to keep delivering after the input ended.
     #[serde(default, with = "humantime_serde")]
     pub drain_timeout: Option<Duration>,
 }
