@@ -30,7 +30,7 @@ use crate::quarantine::Quarantine;
 use crate::reading::Precision;
 use crate::sink::{self, SinkConfig, SinkContext};
 use crate::source::{self, SourceEnd};
-use crate::stats::Stats;
+use crate::telemetry::Stats;
 use crate::web::WebServer;
 use crate::{broker, checklist, reading};
 

@@ -16,13 +16,13 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::config::FullPolicy;
-use crate::decode::{decode, Decoded};
+use crate::decode::{decode, Decoded, ErrorClass};
 use crate::events::{EventKind, RebootDetector};
 use crate::latest::Latest;
 use crate::outbox::Outbox;
 use crate::quarantine::Quarantine;
 use crate::reading::{Line, Packet, Precision};
-use crate::stats::{DecodeError, Stats};
+use crate::telemetry::Stats;
 
 /// Most lines taken into one outbox transaction: where the commit rate levels off
 /// (`cargo bench --bench outbox`: 1024 lines commit as many readings per second as 4096, in a
@@ -273,7 +273,7 @@ fn accept(line: Line, clock: &mut PacketClock, out: &IngestOutputs) -> Option<Pa
         out.stats.cut_lines.fetch_add(1, Ordering::Relaxed);
         if line.text.contains('{') {
             out.stats.invalid_lines.fetch_add(1, Ordering::Relaxed);
-            out.stats.decode_error(DecodeError::LineTooLong);
+            out.stats.decode_error(ErrorClass::LineTooLong);
             out.quarantine.add(
                 "decode",
                 "line longer than [source] max_line_length; cut",
@@ -299,7 +299,7 @@ fn accept(line: Line, clock: &mut PacketClock, out: &IngestOutputs) -> Option<Pa
     match decoded {
         Decoded::Skip if is_fragment(&line.text) => {
             out.stats.invalid_lines.fetch_add(1, Ordering::Relaxed);
-            out.stats.decode_error(DecodeError::Fragment);
+            out.stats.decode_error(ErrorClass::Fragment);
             out.quarantine.add(
                 "decode",
                 "a piece of a telemetry record, not a whole one (the stream was cut or joined mid-record)",
@@ -310,8 +310,9 @@ fn accept(line: Line, clock: &mut PacketClock, out: &IngestOutputs) -> Option<Pa
         Decoded::Skip => None,
         Decoded::Invalid(reason) => {
             out.stats.invalid_lines.fetch_add(1, Ordering::Relaxed);
-            out.stats.decode_error(invalid_class(&reason));
-            out.quarantine.add("decode", &reason, &line.text);
+            out.stats.decode_error(reason.class());
+            out.quarantine
+                .add("decode", &reason.to_string(), &line.text);
             None
         }
         Decoded::Packet { packet, rejected } => {
@@ -319,7 +320,7 @@ fn accept(line: Line, clock: &mut PacketClock, out: &IngestOutputs) -> Option<Pa
                 out.stats
                     .rejected_fields
                     .fetch_add(rejected.len() as u64, Ordering::Relaxed);
-                out.stats.decode_error(DecodeError::FieldRejected);
+                out.stats.decode_error(ErrorClass::FieldRejected);
                 out.quarantine
                     .add("decode", &rejected.join("; "), &line.text);
             }
@@ -336,20 +337,6 @@ fn accept(line: Line, clock: &mut PacketClock, out: &IngestOutputs) -> Option<Pa
 /// record cut at its start, e.g. when a serial port was opened in the middle of one.
 fn is_fragment(text: &str) -> bool {
     text.contains("\":") && (text.contains('{') || text.contains('}'))
-}
-
-/// The class of a decoder `Invalid` reason, from the decoder's wording (pinned by a test).
-fn invalid_class(reason: &str) -> DecodeError {
-    if reason.starts_with("invalid JSON") {
-        DecodeError::InvalidJson
-    } else if reason == "expected a JSON object" {
-        DecodeError::NotObject
-    } else if reason == "telemetry object without any reading" {
-        DecodeError::NoReadings
-    } else {
-        // Every field of the object was refused; the reasons are joined.
-        DecodeError::FieldRejected
-    }
 }
 
 #[cfg(test)]
@@ -408,20 +395,5 @@ mod tests {
         assert!(!is_fragment("[INFO] probe-rs: flashing done"));
         assert!(!is_fragment(" (wk5_gateway_firmware src/main.rs:573)"));
         assert!(!is_fragment("[DEBUG] Packet { seq: 1 }"));
-    }
-
-    #[test]
-    fn invalid_lines_are_classed_by_the_decoders_reason() {
-        for (line, class) in [
-            (r#"{"n1":{"t":1"#, DecodeError::InvalidJson),
-            ("JSON sent via VCP: [1,2]", DecodeError::NotObject),
-            (r#"{"id":"N2"}"#, DecodeError::NoReadings),
-            (r#"{"n1":{"t":"hot"}}"#, DecodeError::FieldRejected),
-        ] {
-            let Decoded::Invalid(reason) = decode(line, 0) else {
-                panic!("{line} should be invalid");
-            };
-            assert_eq!(invalid_class(&reason), class, "{line}: {reason}");
-        }
     }
 }

@@ -26,5 +26,5 @@ mod quarantine;
 pub mod reading;
 pub mod sink;
 pub mod source;
-mod stats;
+mod telemetry;
 mod web;

@@ -48,7 +48,87 @@ pub enum Decoded {
         rejected: Vec<String>,
     },
     /// The line carries telemetry (marker or bare JSON object) but none of it is usable.
-    Invalid(String),
+    Invalid(InvalidLine),
+}
+
+/// Why a telemetry line is unusable: typed, so nobody classifies the decoder's prose.
+/// `Display` gives the quarantine's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InvalidLine {
+    /// Not parseable as JSON; serde_json's words, with the position.
+    InvalidJson(String),
+    /// JSON, but not an object.
+    NotObject,
+    /// An object without any reading.
+    NoReadings,
+    /// Every field was refused; one reason per field.
+    FieldsRejected(Vec<String>),
+}
+
+impl InvalidLine {
+    /// Its class, for `iiot_decode_errors_total`.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            InvalidLine::InvalidJson(_) => ErrorClass::InvalidJson,
+            InvalidLine::NotObject => ErrorClass::NotObject,
+            InvalidLine::NoReadings => ErrorClass::NoReadings,
+            InvalidLine::FieldsRejected(_) => ErrorClass::FieldRejected,
+        }
+    }
+}
+
+impl std::fmt::Display for InvalidLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InvalidLine::InvalidJson(e) => write!(f, "invalid JSON: {e}"),
+            InvalidLine::NotObject => f.write_str("expected a JSON object"),
+            InvalidLine::NoReadings => f.write_str("telemetry object without any reading"),
+            InvalidLine::FieldsRejected(reasons) => f.write_str(&reasons.join("; ")),
+        }
+    }
+}
+
+/// The classes of unusable telemetry: the `reason` label of `iiot_decode_errors_total`.
+/// Every line counted as invalid has exactly one class other than `FieldRejected`;
+/// `FieldRejected` also counts the lines whose packet was committed without some fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Not parseable as JSON.
+    InvalidJson = 0,
+    /// JSON, but not an object.
+    NotObject = 1,
+    /// An object without any reading.
+    NoReadings = 2,
+    /// Fields refused (non-numeric, out of range, bad names, duplicates).
+    FieldRejected = 3,
+    /// Longer than `[source] max_line_length` (the reader cut it).
+    LineTooLong = 4,
+    /// A piece of a record without its start (the reader's verdict).
+    Fragment = 5,
+}
+
+impl ErrorClass {
+    /// Every class, in index order.
+    pub const ALL: [ErrorClass; 6] = [
+        ErrorClass::InvalidJson,
+        ErrorClass::NotObject,
+        ErrorClass::NoReadings,
+        ErrorClass::FieldRejected,
+        ErrorClass::LineTooLong,
+        ErrorClass::Fragment,
+    ];
+
+    /// The metric label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorClass::InvalidJson => "invalid_json",
+            ErrorClass::NotObject => "not_object",
+            ErrorClass::NoReadings => "no_readings",
+            ErrorClass::FieldRejected => "field_rejected",
+            ErrorClass::LineTooLong => "line_too_long",
+            ErrorClass::Fragment => "fragment",
+        }
+    }
 }
 
 /// Decodes one line received at `received_ns`.
@@ -153,9 +233,9 @@ fn explained(json: &str, received_ns: i64) -> Decoded {
     }
     if packet.readings.is_empty() {
         return Decoded::Invalid(if rejected.is_empty() {
-            "telemetry object without any reading".to_string()
+            InvalidLine::NoReadings
         } else {
-            rejected.join("; ")
+            InvalidLine::FieldsRejected(rejected)
         });
     }
     Decoded::Packet { packet, rejected }
@@ -393,12 +473,12 @@ impl<'de> Deserialize<'de> for Key<'de> {
 }
 
 /// Parses the first JSON value in `text` (ignoring whatever follows it) as an object.
-fn first_object(text: &str) -> Result<Entries<'_>, String> {
+fn first_object(text: &str) -> Result<Entries<'_>, InvalidLine> {
     let mut de = serde_json::Deserializer::from_str(text);
     match de.deserialize_map(EntriesVisitor) {
         Ok(entries) => Ok(entries),
-        Err(err) if err.is_data() => Err("expected a JSON object".to_string()),
-        Err(err) => Err(format!("invalid JSON: {err}")),
+        Err(err) if err.is_data() => Err(InvalidLine::NotObject),
+        Err(err) => Err(InvalidLine::InvalidJson(err.to_string())),
     }
 }
 
@@ -598,19 +678,28 @@ mod tests {
         let Decoded::Invalid(reason) = decode("[INFO] JSON sent via VCP: {\"ts\":1,", 0) else {
             panic!("expected invalid");
         };
-        assert!(reason.starts_with("invalid JSON"), "{reason}");
+        assert_eq!(reason.class(), ErrorClass::InvalidJson);
+        assert!(reason.to_string().starts_with("invalid JSON"), "{reason}");
         assert_eq!(
             decode("JSON sent via VCP: [1,2]", 0),
-            Decoded::Invalid("expected a JSON object".into())
+            Decoded::Invalid(InvalidLine::NotObject)
         );
         assert_eq!(
             decode(r#"{"ts":1,"id":"N2","n2":{}}"#, 0),
-            Decoded::Invalid("telemetry object without any reading".into())
+            Decoded::Invalid(InvalidLine::NoReadings)
         );
+        let invalid = decode(r#"{"n1":5}"#, 0);
         assert_eq!(
-            decode(r#"{"n1":5}"#, 0),
-            Decoded::Invalid("n1: expected an object, got 5".into())
+            invalid,
+            Decoded::Invalid(InvalidLine::FieldsRejected(vec![
+                "n1: expected an object, got 5".into()
+            ]))
         );
+        let Decoded::Invalid(reason) = invalid else {
+            unreachable!()
+        };
+        assert_eq!(reason.to_string(), "n1: expected an object, got 5");
+        assert_eq!(reason.class(), ErrorClass::FieldRejected);
     }
 
     #[test]

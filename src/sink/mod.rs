@@ -25,7 +25,7 @@ use crate::events::{EventKind, EventLog};
 use crate::outbox::{may_wait, OutboxError, OutboxReader};
 use crate::quarantine::Quarantine;
 use crate::reading::StoredReading;
-use crate::stats::SinkStatus;
+use crate::telemetry::SinkStatus;
 
 /// Cursor writes are coalesced to at most one per this interval while delivering (a crash
 /// in between only means a few readings are sent again).

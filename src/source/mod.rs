@@ -24,7 +24,7 @@ use crate::config::{IngestConfig, SourceConfig};
 use crate::events::{EventKind, EventLog};
 use crate::quarantine::Quarantine;
 use crate::reading::Line;
-use crate::stats::{RestartCause, Stats};
+use crate::telemetry::{RestartCause, Stats};
 
 /// What a source reports to: restarts (counted by cause in `/metrics` and recorded as a
 /// `source_restarted` gateway event), its problem (for `/readyz`), data it refused

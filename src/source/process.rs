@@ -23,7 +23,7 @@ use super::{spawner, SourceContext, SourceEnd};
 use crate::backoff::Backoff;
 use crate::config::ProcessConfig;
 use crate::reading::Line;
-use crate::stats::RestartCause;
+use crate::telemetry::RestartCause;
 
 /// A child that ran at least this long before exiting resets the backoff.
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
@@ -244,7 +244,7 @@ mod tests {
 
     use super::*;
     use crate::events::EventLog;
-    use crate::stats::Stats;
+    use crate::telemetry::Stats;
 
     fn restarts() -> (SourceContext, Arc<Stats>) {
         let stats = Arc::new(Stats::default());

@@ -30,7 +30,7 @@ use super::{SourceContext, SourceEnd};
 use crate::backoff::Backoff;
 use crate::config::Rylr998Config;
 use crate::reading::{now_ns, Line, Reading};
-use crate::stats::RestartCause;
+use crate::telemetry::RestartCause;
 
 /// Longest wait for the modem's reply to a command.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(1);

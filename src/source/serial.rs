@@ -14,7 +14,7 @@ use super::{SourceContext, SourceEnd};
 use crate::backoff::Backoff;
 use crate::config::SerialConfig;
 use crate::reading::Line;
-use crate::stats::RestartCause;
+use crate::telemetry::RestartCause;
 
 /// A port that stayed open this long before failing resets the backoff.
 const HEALTHY_RUN: Duration = Duration::from_secs(30);

@@ -12,7 +12,6 @@
 //! decision itself is the pure function [`readiness`]. Nothing here holds a secret: sink
 //! errors are the messages the sinks log, which never contain one.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -22,80 +21,8 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::AppState;
-use crate::outbox::{Backlog, OutboxReader};
 use crate::reading::now_ns;
-use crate::stats::Stats;
-
-/// The gateway's state at one instant.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) struct Snapshot {
-    /// `stdin`, `serial`, ...; `None` before the gateway set it.
-    pub source_kind: Option<String>,
-    /// The source task runs.
-    pub source_running: bool,
-    /// Why the source cannot deliver right now, if it says so.
-    pub source_problem: Option<String>,
-    /// Every enabled sink, by name.
-    pub sinks: Vec<SinkSnapshot>,
-}
-
-/// One sink's state.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) struct SinkSnapshot {
-    pub name: &'static str,
-    pub connected: bool,
-    /// `None` when the outbox could not be read (`backlog_error` says why).
-    pub backlog: Option<Backlog>,
-    pub backlog_error: Option<String>,
-    pub last_error: Option<String>,
-    /// When the far end last confirmed readings (ns).
-    pub last_success_ns: Option<i64>,
-    pub delivered: u64,
-}
-
-impl SinkSnapshot {
-    /// Age of the oldest undelivered reading at `now` (ns), in seconds.
-    pub fn oldest_age_seconds(&self, now: i64) -> Option<f64> {
-        let oldest = self.backlog?.oldest_ns?;
-        Some(now.saturating_sub(oldest).max(0) as f64 / 1e9)
-    }
-}
-
-/// Reads the state now (blocking: outbox queries).
-pub(super) fn snapshot(stats: &Stats, history: &OutboxReader) -> Snapshot {
-    let sinks = stats
-        .sinks
-        .read()
-        .map(|sinks| {
-            sinks
-                .iter()
-                .map(|(name, st)| {
-                    let (backlog, backlog_error) =
-                        match history.backlog(st.cursor.load(Ordering::Relaxed)) {
-                            Ok(b) => (Some(b), None),
-                            Err(e) => (None, Some(e.to_string())),
-                        };
-                    let last_success = st.last_success_ns.load(Ordering::Relaxed);
-                    SinkSnapshot {
-                        name,
-                        connected: st.connected.load(Ordering::Relaxed),
-                        backlog,
-                        backlog_error,
-                        last_error: st.last_error.lock().ok().and_then(|e| e.clone()),
-                        last_success_ns: (last_success > 0).then_some(last_success),
-                        delivered: st.delivered.load(Ordering::Relaxed),
-                    }
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Snapshot {
-        source_kind: stats.source_kind.get().cloned(),
-        source_running: stats.source_running.load(Ordering::Relaxed),
-        source_problem: stats.source_problem.lock().ok().and_then(|p| p.clone()),
-        sinks,
-    }
-}
+use crate::telemetry::{snapshot, Snapshot};
 
 /// Why one component is not ready.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,6 +168,8 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::Backlog;
+    use crate::telemetry::SinkSnapshot;
 
     const NOW: i64 = 1_764_230_400_000_000_000;
     const SECOND: i64 = 1_000_000_000;
@@ -254,6 +183,7 @@ mod tests {
             last_error: None,
             last_success_ns: Some(NOW - SECOND),
             delivered: 10,
+            ..SinkSnapshot::default()
         }
     }
 
@@ -263,6 +193,7 @@ mod tests {
             source_running: true,
             source_problem: None,
             sinks: vec![sink("influxdb"), sink("mqtt")],
+            ..Snapshot::default()
         }
     }
 

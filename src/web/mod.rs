@@ -27,7 +27,6 @@ mod nodes;
 mod series;
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,7 +42,7 @@ use crate::config::HttpConfig;
 use crate::latest::{Latest, PACKET_TIMES_PER_NODE};
 use crate::outbox::OutboxReader;
 use crate::reading::{now_ns, StoredReading};
-use crate::stats::Stats;
+use crate::telemetry::{Snapshot, Stats};
 
 /// Why the server did not start.
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +92,7 @@ impl WebServer {
             .await
             .map_err(|cause| WebError { addr, cause })?;
         seed_node_times(&latest, &history);
-        stats.metrics.enable();
+        metrics::enable(&stats.metrics);
         let state = AppState {
             latest,
             stats,
@@ -206,40 +205,50 @@ async fn api_nodes(State(state): State<AppState>) -> impl IntoResponse {
     }))
 }
 
-async fn api_status(State(state): State<AppState>) -> impl IntoResponse {
-    let s = &state.stats;
+async fn api_status(State(state): State<AppState>) -> Response {
+    let stats = state.stats.clone();
+    let history = state.history.clone();
+    match tokio::task::spawn_blocking(move || status(&crate::telemetry::snapshot(&stats, &history)))
+        .await
+    {
+        Ok(doc) => Json(doc).into_response(),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reading the status failed: {error}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// The `/api/status` document of one snapshot.
+fn status(s: &Snapshot) -> Value {
     let sinks: serde_json::Map<String, Value> = s
         .sinks
-        .read()
-        .map(|sinks| {
-            sinks
-                .iter()
-                .map(|(name, st)| {
-                    let error = st.last_error.lock().ok().and_then(|e| e.clone());
-                    (
-                        name.to_string(),
-                        json!({
-                            "connected": st.connected.load(Ordering::Relaxed),
-                            "delivered": st.delivered.load(Ordering::Relaxed),
-                            "delivered_events": st.delivered_events.load(Ordering::Relaxed),
-                            "cursor": st.cursor.load(Ordering::Relaxed),
-                            "last_error": error,
-                        }),
-                    )
-                })
-                .collect()
+        .iter()
+        .map(|sink| {
+            (
+                sink.name.to_string(),
+                json!({
+                    "connected": sink.connected,
+                    "delivered": sink.delivered,
+                    "delivered_events": sink.delivered_events,
+                    "cursor": sink.cursor,
+                    "last_error": sink.last_error,
+                }),
+            )
         })
-        .unwrap_or_default();
-    Json(json!({
-        "lines": s.lines.load(Ordering::Relaxed),
-        "packets": s.packets.load(Ordering::Relaxed),
-        "readings": s.readings.load(Ordering::Relaxed),
-        "invalid_lines": s.invalid_lines.load(Ordering::Relaxed),
-        "rejected_fields": s.rejected_fields.load(Ordering::Relaxed),
-        "cut_lines": s.cut_lines.load(Ordering::Relaxed),
-        "dropped_readings": s.dropped_readings.load(Ordering::Relaxed),
+        .collect();
+    let c = &s.counts;
+    json!({
+        "lines": c.lines,
+        "packets": c.packets,
+        "readings": c.readings,
+        "invalid_lines": c.invalid_lines,
+        "rejected_fields": c.rejected_fields,
+        "cut_lines": c.cut_lines,
+        "dropped_readings": c.dropped_readings,
         "sinks": sinks,
-    }))
+    })
 }
 
 async fn first_dashboard() -> Html<&'static str> {

@@ -1,13 +1,14 @@
-//! Shared runtime state read by the HTTP server and the shutdown report: counters of what
-//! went through the gateway and each sink's status. (The newest value of every series is
-//! [`crate::latest`].)
+//! Counters of what went through the gateway and each sink's status, incremented where things
+//! happen (ingest thread, sources, sinks) with relaxed atomic adds. (The newest value of every
+//! series is [`crate::latest`].)
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
+use super::registry::{Latency, Metrics};
+use crate::decode::ErrorClass;
 use crate::reading::now_ns;
-use crate::web::metrics::{Latency, Metrics};
 
 /// Counters of the ingest stage.
 #[derive(Debug, Default)]
@@ -26,8 +27,8 @@ pub struct Stats {
     pub cut_lines: AtomicU64,
     /// Undelivered readings dropped at the outbox's disk budget.
     pub dropped_readings: AtomicU64,
-    /// Unusable telemetry lines by reason class, indexed by [`DecodeError`].
-    pub decode_errors: [AtomicU64; DecodeError::ALL.len()],
+    /// Unusable telemetry lines by reason class, indexed by [`ErrorClass`].
+    pub decode_errors: [AtomicU64; ErrorClass::ALL.len()],
     /// Packets whose receive time was moved forward to keep packet times strictly increasing
     /// at the configured precision (`[influxdb] precision`).
     pub shifted_packets: AtomicU64,
@@ -68,52 +69,8 @@ impl Stats {
     }
 
     /// Counts one unusable telemetry line of class `class`.
-    pub fn decode_error(&self, class: DecodeError) {
+    pub fn decode_error(&self, class: ErrorClass) {
         self.decode_errors[class as usize].fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Why a telemetry line (or part of it) could not be used: the `reason` label of
-/// `iiot_decode_errors_total`. Every line counted in [`Stats::invalid_lines`] has exactly one
-/// class other than `FieldRejected`; `FieldRejected` also counts the lines whose packet was
-/// committed without some of its fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DecodeError {
-    /// Not parseable as JSON.
-    InvalidJson = 0,
-    /// JSON, but not an object.
-    NotObject = 1,
-    /// An object without any reading.
-    NoReadings = 2,
-    /// Fields refused (non-numeric, out of range, bad names, duplicates).
-    FieldRejected = 3,
-    /// Longer than `[source] max_line_length`.
-    LineTooLong = 4,
-    /// A piece of a record without its start (JSON members, no object).
-    Fragment = 5,
-}
-
-impl DecodeError {
-    /// Every class, in index order.
-    pub const ALL: [DecodeError; 6] = [
-        DecodeError::InvalidJson,
-        DecodeError::NotObject,
-        DecodeError::NoReadings,
-        DecodeError::FieldRejected,
-        DecodeError::LineTooLong,
-        DecodeError::Fragment,
-    ];
-
-    /// The metric label value.
-    pub fn label(self) -> &'static str {
-        match self {
-            DecodeError::InvalidJson => "invalid_json",
-            DecodeError::NotObject => "not_object",
-            DecodeError::NoReadings => "no_readings",
-            DecodeError::FieldRejected => "field_rejected",
-            DecodeError::LineTooLong => "line_too_long",
-            DecodeError::Fragment => "fragment",
-        }
     }
 }
 
