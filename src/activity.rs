@@ -2,12 +2,22 @@
 //! the first packet from each node, a node going silent (by the rule of
 //! [`crate::liveness`], the dashboard's) and coming back, and a periodic one-line summary of
 //! what went through (skipped when nothing changed). The trackers are pure; the ingest thread
-//! feeds packets, a task in `app.rs` ticks.
+//! feeds packets, the narrator job ([`spawn_narrator`]) ticks and writes the log.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
 
 use crate::liveness::node_state;
-use crate::reading::{CompactString, Packet};
+use crate::outbox::{OutboxReader, Seq};
+use crate::quarantine::Quarantine;
+use crate::reading::{now_ns, CompactString, Packet};
+use crate::telemetry::Stats;
 
 /// Receive times kept per node (the interval is their median gap).
 const TIMES_KEPT: usize = 8;
@@ -139,6 +149,121 @@ pub(crate) fn summary(before: &Totals, now: &Totals) -> Option<String> {
         now.quarantined.saturating_sub(before.quarantined)
     ));
     Some(text)
+}
+
+/// How often nodes are checked for silence.
+const SILENCE_CHECK: Duration = Duration::from_secs(5);
+
+/// What the narrator reads.
+pub(crate) struct Narrator {
+    /// Fed by the ingest thread.
+    pub activity: Arc<Mutex<Activity>>,
+    pub stats: Arc<Stats>,
+    pub quarantine: Quarantine,
+    /// For the sinks' backlogs.
+    pub reader: OutboxReader,
+    /// The configured sinks.
+    pub sinks: Vec<&'static str>,
+    /// `[log] summary_interval`; `None`: no summaries.
+    pub summary_every: Option<Duration>,
+}
+
+/// Starts the narrator on `tasks`, until `stop`: it logs nodes that went silent, and every
+/// `summary_every` a one-line summary of what went through since the last (none when
+/// nothing changed).
+pub(crate) fn spawn_narrator(tasks: &TaskTracker, n: Narrator, stop: CancellationToken) {
+    tasks.spawn(async move {
+        tokio::select! {
+            () = narrate(n) => {}
+            () = stop.cancelled() => {}
+        }
+    });
+}
+
+async fn narrate(n: Narrator) {
+    let Narrator {
+        activity,
+        stats,
+        quarantine,
+        reader,
+        sinks,
+        summary_every,
+    } = n;
+    let totals = |reader: &OutboxReader| {
+        let delivered = |name: &str| {
+            stats
+                .sinks
+                .read()
+                .ok()
+                .and_then(|s| {
+                    s.get(name).map(|st| {
+                        (
+                            st.delivered.load(Ordering::Relaxed),
+                            st.cursor.load(Ordering::Relaxed),
+                        )
+                    })
+                })
+                .unwrap_or((0, 0))
+        };
+        Totals {
+            packets: stats.packets.load(Ordering::Relaxed),
+            readings: stats.readings.load(Ordering::Relaxed),
+            quarantined: quarantine.total(),
+            sinks: sinks
+                .iter()
+                .map(|name| {
+                    let (delivered, cursor) = delivered(name);
+                    let backlog = reader.count_after(Seq::new(cursor)).unwrap_or(-1);
+                    (*name, delivered, backlog)
+                })
+                .collect(),
+        }
+    };
+    let mut last = totals(&reader);
+    let mut next_summary = summary_every.map(|d| tokio::time::Instant::now() + d);
+    let mut next_check = tokio::time::Instant::now() + SILENCE_CHECK;
+    loop {
+        tokio::time::sleep_until(next_summary.map_or(next_check, |s| s.min(next_check))).await;
+        if tokio::time::Instant::now() >= next_check {
+            next_check += SILENCE_CHECK;
+        }
+        let notes = activity
+            .lock()
+            .map(|mut a| a.check(now_ns()))
+            .unwrap_or_default();
+        for note in notes {
+            if let Note::Silent {
+                node,
+                last_seen_ns,
+                interval_ns,
+            } = note
+            {
+                let secs =
+                    |ns: i64| Duration::from_secs(u64::try_from(ns / 1_000_000_000).unwrap_or(0));
+                let silent = secs(now_ns().saturating_sub(last_seen_ns));
+                warn!(
+                    node = %node,
+                    silent = %humantime::format_duration(silent),
+                    interval = %humantime::format_duration(secs(interval_ns)),
+                    "node went silent: no packet for 3 of its intervals"
+                );
+            }
+        }
+        if let (Some(due), Some(d)) = (next_summary, summary_every) {
+            if tokio::time::Instant::now() >= due {
+                next_summary = Some(tokio::time::Instant::now() + d);
+                let now = totals(&reader);
+                if let Some(text) = summary(&last, &now) {
+                    info!(
+                        summary = %text,
+                        every = %humantime::format_duration(d),
+                        "what went through since the last summary"
+                    );
+                }
+                last = now;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,41 +1,45 @@
-//! Wiring and ordered shutdown.
+//! Wiring and ordered shutdown: [`Gateway::start`] builds and starts every part and returns
+//! them [`Running`]; [`Running::run`] waits for the end and stops them in order.
 //!
 //! Start: open the outbox and fix every sink's cursor *before* the source starts (so no
 //! reading can slip past a new sink), start the embedded broker and the HTTP server when
-//! configured, probe the servers for the start-up checklist, then start ingest, sinks and
-//! source.
+//! configured, probe the servers for the start-up checklist, then start the ingest thread
+//! (the outbox's one writer), sinks, background jobs and source.
 //!
-//! Stop (end of input, SIGINT or SIGTERM): the source stops → the ingest thread commits what
-//! it holds → the sinks deliver everything committed within the drain timeout (a second
-//! signal cuts it short) → the MQTT sink publishes `offline` → the HTTP server closes. What
-//! is not delivered stays in the outbox for the next start, and the report says how much.
+//! Stop (end of input, SIGINT or SIGTERM), one step per function of [`Running`]:
+//! 1. the source stops, and the ingest thread commits what it holds;
+//! 2. the sinks deliver everything committed within the drain timeout (a second signal cuts
+//!    it short), the MQTT sink publishes `offline`;
+//! 3. the background jobs and the HTTP server stop;
+//! 4. the writer applies the last queued writes (the sinks' final cursors) and closes.
+//!
+//! What is not delivered stays in the outbox for the next start, and the report says how much.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::activity::Activity;
+use crate::activity::{self, Activity, Narrator};
 use crate::config::{BrokerTarget, Config, SourceConfig};
 use crate::events::{EventKind, EventLog};
-use crate::ingest::{self, IngestOutputs};
+use crate::ingest::{self, IngestOutputs, Inputs};
 use crate::latest::Latest;
-use crate::outbox::{Outbox, OutboxReader};
+use crate::outbox::{self, Outbox, OutboxReader, Seq, Write, WriteQueue};
 use crate::quarantine::Quarantine;
 use crate::reading::Precision;
 use crate::sink::{self, SinkConfig, SinkContext};
-use crate::source::{self, SourceEnd};
+use crate::source::{self, SourceEnd, SourceError};
 use crate::telemetry::Stats;
 use crate::web::WebServer;
-use crate::{broker, checklist, reading};
+use crate::{broker, checklist};
 
-/// How often old, delivered history is pruned.
-const RETENTION_EVERY: Duration = Duration::from_secs(600);
 /// Pause before a sink stopped by an outbox error runs again.
 const SINK_RESTART: Duration = Duration::from_secs(1);
 /// Sinks still delivering this long after the stop began are told about (what is left, and
@@ -73,174 +77,383 @@ fn check(ok: bool, what: &'static str, detail: impl std::fmt::Display) {
 
 /// Runs the gateway until its input ends or a signal arrives.
 pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
-    eprintln!("iiot-gateway {}", env!("CARGO_PKG_VERSION"));
-    check(true, "config", &cfg.origin);
+    Gateway::start(cfg, signals).await?.run().await
+}
 
-    let outbox = Outbox::open(&cfg.storage).context("open the outbox")?;
-    let reader = outbox.reader().context("open the outbox")?;
-    let sinks: Vec<SinkConfig> = cfg
-        .mqtt
-        .iter()
-        .cloned()
-        .map(SinkConfig::Mqtt)
-        .chain(cfg.influx.iter().cloned().map(SinkConfig::Influx))
-        .collect();
-    let mut buffered = 0;
-    for s in &sinks {
-        let cursor = reader.init_cursor(s.name()).context("read sink cursors")?;
-        buffered = buffered.max(reader.count_after(cursor).context("read backlog")?);
+/// The gateway, before it runs.
+pub struct Gateway;
+
+/// Every part of a started gateway, and what stops each.
+pub struct Running {
+    cfg: Config,
+    signals: Signals,
+    sinks: Vec<SinkConfig>,
+    stats: Arc<Stats>,
+    quarantine: Quarantine,
+    events: EventLog,
+    /// The outbox's reports after its writer closed.
+    reader: OutboxReader,
+    source: JoinHandle<Result<SourceEnd, SourceError>>,
+    /// Stops the source (a child of `signals.shutdown`).
+    source_stop: CancellationToken,
+    /// The outbox's one writer (taken when it is closed).
+    ingest: Option<std::thread::JoinHandle<()>>,
+    input_committed: oneshot::Receiver<()>,
+    writes: WriteQueue,
+    sink_tasks: TaskTracker,
+    /// The source is done: sinks deliver what is committed, then return.
+    finish: CancellationToken,
+    /// Background jobs and the HTTP server.
+    jobs: TaskTracker,
+    jobs_stop: CancellationToken,
+}
+
+impl Gateway {
+    /// Opens the outbox, starts the broker, the HTTP server, the ingest thread, the sinks,
+    /// the background jobs and the source, and prints the start-up checklist.
+    pub async fn start(cfg: Config, signals: Signals) -> anyhow::Result<Running> {
+        eprintln!("iiot-gateway {}", env!("CARGO_PKG_VERSION"));
+        check(true, "config", &cfg.origin);
+
+        let mut outbox = Outbox::open(&cfg.storage).context("open the outbox")?;
+        let sinks: Vec<SinkConfig> = cfg
+            .mqtt
+            .iter()
+            .cloned()
+            .map(SinkConfig::Mqtt)
+            .chain(cfg.influx.iter().cloned().map(SinkConfig::Influx))
+            .collect();
+        let names: Vec<&'static str> = sinks.iter().map(SinkConfig::name).collect();
+        outbox.track_sinks(&names).context("read sink cursors")?;
+        let reader = outbox.reader().context("open the outbox")?;
+        let mut buffered = 0;
+        for name in &names {
+            let cursor = reader.cursor(name)?.unwrap_or(Seq::START);
+            buffered = buffered.max(reader.count_after(cursor).context("read backlog")?);
+        }
+        check(
+            true,
+            "storage",
+            format!("{} ({buffered} readings buffered)", outbox.path().display()),
+        );
+        let quarantine = Quarantine::new(&cfg.storage.dir);
+        start_broker(&cfg)?;
+        let stats = Arc::new(Stats::default());
+        let _ = stats.source_kind.set(source_kind(&cfg.source).to_string());
+        // The newest values are for the dashboard: without it, none are kept.
+        let latest = match cfg.http {
+            Some(_) => {
+                let latest = Latest::default();
+                latest.update(&reader.latest().context("read latest values")?);
+                Some(latest)
+            }
+            None => None,
+        };
+        let jobs = TaskTracker::new();
+        let jobs_stop = CancellationToken::new();
+        if let (Some(_), Some(latest)) = (&cfg.http, &latest) {
+            let history = outbox.reader().context("open the outbox")?;
+            start_web(&cfg, latest, &stats, history, &jobs, &jobs_stop).await?;
+        }
+        for item in checklist::servers(&cfg).await {
+            let item = if item.ok {
+                item
+            } else {
+                checklist::Item::new(
+                    false,
+                    item.what,
+                    format!("{}; buffering until it is back", item.detail),
+                )
+            };
+            item.print_run();
+        }
+
+        // The ingest thread: the outbox's one writer.
+        let (line_tx, lines) = mpsc::channel(cfg.ingest.channel_capacity);
+        let (writes, queued) = WriteQueue::new();
+        let (committed_tx, committed) = watch::channel(reader.last_seq()?);
+        let (told, input_committed) = oneshot::channel();
+        let events = EventLog::new(writes.clone());
+        let activity = Arc::new(Mutex::new(Activity::default()));
+        let outputs = IngestOutputs {
+            committed: committed_tx,
+            stats: stats.clone(),
+            latest,
+            quarantine: quarantine.clone(),
+            abort: signals.abort.clone(),
+            activity: activity.clone(),
+            budget: ingest::Budget {
+                max_bytes: cfg.storage.max_bytes,
+                policy: cfg.storage.on_full,
+            },
+        };
+        let precision = cfg.influx.as_ref().map_or(Precision::Ns, |i| i.precision);
+        let newest_ts = reader.newest_packet_ts().context("read the outbox")?;
+        let inputs = Inputs {
+            lines,
+            writes: queued,
+            input_committed: told,
+        };
+        let runtime = tokio::runtime::Handle::current();
+        let ingest = std::thread::Builder::new()
+            .name("ingest".into())
+            .spawn(move || ingest::run(inputs, outbox, precision, newest_ts, outputs, runtime))
+            .context("start the ingest thread")?;
+
+        let finish = CancellationToken::new();
+        let sink_tasks = TaskTracker::new();
+        for s in &sinks {
+            let ctx = SinkContext {
+                outbox: reader_of(&cfg)?,
+                writes: writes.clone(),
+                committed: committed.clone(),
+                finish: finish.clone(),
+                abort: signals.abort.clone(),
+                status: stats.sink(s.name()),
+                quarantine: quarantine.clone(),
+                events: events.clone(),
+            };
+            sink_tasks.spawn(run_sink(s.clone(), ctx));
+        }
+        sink_tasks.close();
+
+        outbox::retention::spawn(
+            &jobs,
+            writes.clone(),
+            cfg.storage.retention,
+            jobs_stop.clone(),
+        );
+        crate::malloc::spawn(&jobs, jobs_stop.clone());
+        let narrator = Narrator {
+            activity,
+            stats: stats.clone(),
+            quarantine: quarantine.clone(),
+            reader: reader_of(&cfg)?,
+            sinks: names,
+            summary_every: cfg.summary_interval,
+        };
+        activity::spawn_narrator(&jobs, narrator, jobs_stop.clone());
+
+        let source_stop = signals.shutdown.child_token();
+        let source = start_source(&cfg, line_tx, &source_stop, &events, &stats, &quarantine).await;
+        Ok(Running {
+            cfg,
+            signals,
+            sinks,
+            stats,
+            quarantine,
+            events,
+            reader,
+            source,
+            source_stop,
+            ingest: Some(ingest),
+            input_committed,
+            writes,
+            sink_tasks,
+            finish,
+            jobs,
+            jobs_stop,
+        })
     }
-    check(
-        true,
-        "storage",
-        format!("{} ({buffered} readings buffered)", outbox.path().display()),
-    );
-    let quarantine = Quarantine::new(&cfg.storage.dir);
+}
 
-    if let Some(m) = &cfg.mqtt {
-        if let BrokerTarget::Embedded(addr) = &m.target {
-            let login = m.username.clone().map(|user| {
-                let password = m.password.as_ref().map(|p| p.expose().to_string());
-                (user, password.unwrap_or_default())
-            });
-            let auth = if login.is_some() {
-                ", password required"
-            } else {
-                ""
-            };
-            let tls = if m.embedded_tls.is_some() {
-                ", TLS"
-            } else {
-                ""
-            };
-            broker::start(*addr, login, m.embedded_tls.clone())?;
-            check(
-                true,
-                "broker",
-                format!("embedded MQTT broker on {addr}{tls}{auth}"),
+impl Running {
+    /// Waits until the input ends or a signal arrives, then stops everything in order.
+    pub async fn run(mut self) -> anyhow::Result<Exit> {
+        let (end, source_failed) = self.stop_source().await;
+        self.drain_sinks().await;
+        self.jobs_stop.cancel();
+        self.jobs.close();
+        self.jobs.wait().await;
+        self.close_writer().await;
+
+        let undelivered = undelivered(&self.reader, &self.sinks)?;
+        if undelivered > 0 {
+            warn!(
+                readings = undelivered,
+                outbox = %self.cfg.storage.dir.join(outbox::DB_FILE).display(),
+                "readings stay buffered for the next start"
+            );
+            eprintln!(
+                "{undelivered} readings stay buffered in {} for the next start",
+                self.cfg.storage.dir.display()
             );
         }
+        let stats = &self.stats;
+        info!(
+            packets = stats.packets.load(Ordering::Relaxed),
+            quarantined = self.quarantine.total(),
+            dropped_at_disk_budget = stats.dropped_readings.load(Ordering::Relaxed),
+            packets_time_shifted = stats.shifted_packets.load(Ordering::Relaxed),
+            "gateway stopped"
+        );
+        Ok(match (end, undelivered) {
+            _ if source_failed => Exit::SourceFailed,
+            (SourceEnd::EndOfInput, n) if n > 0 => Exit::Undelivered(n),
+            _ => Exit::Clean,
+        })
     }
-    let stats = Arc::new(Stats::default());
-    let _ = stats.source_kind.set(source_kind(&cfg.source).to_string());
-    // The newest values are for the dashboard: without it, none are kept.
-    let latest = match cfg.http {
-        Some(_) => {
-            let latest = Latest::default();
-            latest.update(&reader.latest().context("read latest values")?);
-            Some(latest)
-        }
-        None => None,
-    };
-    let web_token = CancellationToken::new();
-    let web_task = match (&cfg.http, &latest) {
-        (Some(http), Some(latest)) => {
-            let prefix = cfg.mqtt.as_ref().map(|m| m.topic_prefix.clone());
-            let history = reader_for(&cfg)?;
-            let server =
-                WebServer::bind(http, latest.clone(), stats.clone(), prefix, history).await?;
-            if http.token.is_none() && !http.listen.ip().is_loopback() {
-                warn!(listen = %http.listen, "the dashboard and /api are reachable from the network without a token; set [http] token (or HTTP_TOKEN)");
+
+    /// Step 1: waits for the source to end (or stops it on the first signal), then for the
+    /// ingest thread to commit every line it sent. Returns how it ended and whether it failed.
+    async fn stop_source(&mut self) -> (SourceEnd, bool) {
+        let result = tokio::select! {
+            r = &mut self.source => r,
+            () = self.signals.shutdown.cancelled() => {
+                info!("shutdown requested; stopping the source");
+                self.source_stop.cancel();
+                (&mut self.source).await
             }
-            let url = server
-                .local_addr()
-                .map(|a| format!("http://{a}"))
-                .unwrap_or_default();
-            check(true, "dashboard", &url);
-            info!(url, "dashboard listening");
-            Some(tokio::spawn(server.serve(web_token.clone())))
-        }
-        _ => None,
-    };
-    for item in checklist::servers(&cfg).await {
-        let item = if item.ok {
-            item
-        } else {
-            checklist::Item::new(
-                false,
-                item.what,
-                format!("{}; buffering until it is back", item.detail),
-            )
         };
-        item.print_run();
+        self.stats.source_running.store(false, Ordering::Relaxed);
+        let (end, failed) = match result {
+            Ok(Ok(end)) => (end, false),
+            Ok(Err(e)) => {
+                error!(error = %e, "source failed");
+                eprintln!("error: source failed: {e}");
+                (SourceEnd::Cancelled, true)
+            }
+            Err(e) => {
+                error!(error = %e, "source task failed");
+                (SourceEnd::Cancelled, false)
+            }
+        };
+        if end == SourceEnd::EndOfInput {
+            info!("end of input; delivering what is buffered");
+        }
+        // The source dropped its sender: the ingest thread commits the rest and says so.
+        tokio::select! {
+            _ = &mut self.input_committed => {}
+            () = self.signals.abort.cancelled() => warn!("second signal: not waiting for the ingest stage to commit"),
+        }
+        (end, failed)
     }
 
-    let (line_tx, line_rx) = mpsc::channel(cfg.ingest.channel_capacity);
-    let (committed_tx, committed_rx) = watch::channel(reader.last_seq()?);
-    let events = EventLog::new(
-        Outbox::reopen(&cfg.storage).context("open the outbox")?,
-        committed_tx.clone(),
-    );
-    let activity = Arc::new(std::sync::Mutex::new(Activity::default()));
-    let outputs = IngestOutputs {
-        committed: committed_tx,
-        stats: stats.clone(),
-        latest,
-        quarantine: quarantine.clone(),
-        abort: signals.abort.clone(),
-        activity: activity.clone(),
-        budget: ingest::Budget {
-            max_bytes: cfg.storage.max_bytes,
-            policy: cfg.storage.on_full,
-            sinks: sinks.iter().map(SinkConfig::name).collect(),
-        },
-    };
-    let precision = cfg.influx.as_ref().map_or(Precision::Ns, |i| i.precision);
-    let newest_ts = reader.newest_packet_ts().context("read the outbox")?;
-    let ingest_thread = std::thread::Builder::new()
-        .name("ingest".into())
-        .spawn(move || ingest::run(line_rx, outbox, precision, newest_ts, outputs))
-        .context("start the ingest thread")?;
-
-    let finish = CancellationToken::new();
-    let mut sink_tasks: Vec<(&'static str, JoinHandle<()>)> = Vec::new();
-    for s in &sinks {
-        let name = s.name();
-        let ctx = SinkContext {
-            outbox: reader_for(&cfg)?,
-            committed: committed_rx.clone(),
-            finish: finish.clone(),
-            abort: signals.abort.clone(),
-            status: stats.sink(name),
-            quarantine: quarantine.clone(),
-            events: events.clone(),
+    /// Step 2: the sinks deliver what is committed, within the drain timeout.
+    async fn drain_sinks(&self) {
+        let drain = self.cfg.ingest.drain_timeout;
+        info!(timeout = ?drain, "source stopped and input committed; sinks delivering what is buffered");
+        self.events
+            .emit(EventKind::GatewayStopped, "gateway", "gateway stopping");
+        self.finish.cancel();
+        let all_sinks = self.sink_tasks.wait();
+        tokio::pin!(all_sinks);
+        let abort = &self.signals.abort;
+        // Sinks that deliver are done in milliseconds. Ones that are still at it soon after
+        // say at once what the drain waits for, and how not to wait.
+        let quick = tokio::select! {
+            () = &mut all_sinks => true,
+            () = tokio::time::sleep(DRAIN_NOTICE.min(drain)) => false,
+            () = abort.cancelled() => false,
         };
-        let s = s.clone();
-        sink_tasks.push((
-            name,
-            tokio::spawn(async move {
-                // An outbox error (e.g. the database busy past its timeout) ends one run of
-                // the sink; it starts again from its persisted cursor (at least once).
-                while let Err(error) = sink::run(s.clone(), &ctx).await {
-                    error!(sink = name, error = %error, "sink stopped by an outbox error; restarting it from its cursor");
-                    tokio::select! {
-                        () = tokio::time::sleep(SINK_RESTART) => {}
-                        () = ctx.abort.cancelled() => return,
-                    }
-                }
-            }),
-        ));
-    }
-    let sink_names: Vec<&'static str> = sinks.iter().map(SinkConfig::name).collect();
-    let retention = tokio::spawn(prune_loop(reader, cfg.storage.retention, sink_names));
-    let narrator = tokio::spawn(narrate(
-        activity,
-        stats.clone(),
-        quarantine.clone(),
-        reader_for(&cfg)?,
-        sinks.iter().map(SinkConfig::name).collect(),
-        cfg.summary_interval,
-    ));
-    let trimmer = tokio::spawn(async {
-        let mut every = tokio::time::interval(crate::malloc::TRIM_EVERY);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            every.tick().await;
-            crate::malloc::trim();
+        if quick {
+            return;
         }
+        if !abort.is_cancelled() {
+            tell_what_the_drain_waits_for(&self.cfg, &self.reader, &self.sinks);
+        }
+        tokio::select! {
+            () = &mut all_sinks => {}
+            () = tokio::time::sleep(drain.saturating_sub(DRAIN_NOTICE)) => {
+                warn!(timeout = ?drain, "drain timeout reached; stopping sinks");
+                abort.cancel();
+                all_sinks.await;
+            }
+            () = abort.cancelled() => all_sinks.await,
+        }
+    }
+
+    /// Step 4: the writer applies what is queued (the sinks' last cursors) and closes the
+    /// outbox.
+    async fn close_writer(&mut self) {
+        self.writes.send(Write::Close);
+        let Some(ingest) = self.ingest.take() else {
+            return;
+        };
+        match tokio::task::spawn_blocking(move || ingest.join()).await {
+            Ok(Ok(())) => {}
+            _ => error!("the ingest thread failed"),
+        }
+    }
+}
+
+/// Starts the embedded MQTT broker when the config asks for one.
+fn start_broker(cfg: &Config) -> anyhow::Result<()> {
+    let Some(m) = &cfg.mqtt else { return Ok(()) };
+    let BrokerTarget::Embedded(addr) = &m.target else {
+        return Ok(());
+    };
+    let login = m.username.clone().map(|user| {
+        let password = m.password.as_ref().map(|p| p.expose().to_string());
+        (user, password.unwrap_or_default())
     });
+    let auth = if login.is_some() {
+        ", password required"
+    } else {
+        ""
+    };
+    let tls = if m.embedded_tls.is_some() {
+        ", TLS"
+    } else {
+        ""
+    };
+    broker::start(*addr, login, m.embedded_tls.clone())?;
+    check(
+        true,
+        "broker",
+        format!("embedded MQTT broker on {addr}{tls}{auth}"),
+    );
+    Ok(())
+}
 
-    let source_token = signals.shutdown.child_token();
+/// Binds the HTTP server and serves on `jobs` until `stop`.
+async fn start_web(
+    cfg: &Config,
+    latest: &Latest,
+    stats: &Arc<Stats>,
+    history: OutboxReader,
+    jobs: &TaskTracker,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let Some(http) = &cfg.http else { return Ok(()) };
+    let prefix = cfg.mqtt.as_ref().map(|m| m.topic_prefix.clone());
+    let server = WebServer::bind(http, latest.clone(), stats.clone(), prefix, history).await?;
+    if http.token.is_none() && !http.listen.ip().is_loopback() {
+        warn!(listen = %http.listen, "the dashboard and /api are reachable from the network without a token; set [http] token (or HTTP_TOKEN)");
+    }
+    let url = server
+        .local_addr()
+        .map(|a| format!("http://{a}"))
+        .unwrap_or_default();
+    check(true, "dashboard", &url);
+    info!(url, "dashboard listening");
+    jobs.spawn(server.serve(stop.clone()));
+    Ok(())
+}
+
+/// Runs one sink until it is finished or aborted. An outbox error (e.g. the database busy
+/// past its timeout) ends one run of the sink; it starts again from its cursor (at least
+/// once).
+async fn run_sink(cfg: SinkConfig, ctx: SinkContext) {
+    while let Err(error) = sink::run(cfg.clone(), &ctx).await {
+        error!(sink = cfg.name(), error = %error, "sink stopped by an outbox error; restarting it from its cursor");
+        tokio::select! {
+            () = tokio::time::sleep(SINK_RESTART) => {}
+            () = ctx.abort.cancelled() => return,
+        }
+    }
+}
+
+/// Records the start, checks what the source needs, starts it and says in the checklist how
+/// its start went.
+async fn start_source(
+    cfg: &Config,
+    lines: mpsc::Sender<crate::reading::Line>,
+    stop: &CancellationToken,
+    events: &EventLog,
+    stats: &Arc<Stats>,
+    quarantine: &Quarantine,
+) -> JoinHandle<Result<SourceEnd, SourceError>> {
     let described = describe_source(&cfg.source);
     events.emit(
         EventKind::GatewayStarted,
@@ -259,11 +472,11 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
     stats.source_running.store(true, Ordering::Relaxed);
     let (ctx, first_setup) =
         source::SourceContext::new(events.clone(), stats.clone(), quarantine.clone());
-    let mut source_task = tokio::spawn(source::run(
+    let task = tokio::spawn(source::run(
         cfg.source.clone(),
         cfg.ingest.clone(),
-        line_tx,
-        source_token.clone(),
+        lines,
+        stop.clone(),
         ctx,
     ));
     // A source that starts a process or opens a device says how its first start went.
@@ -293,115 +506,18 @@ pub async fn run(cfg: Config, signals: Signals) -> anyhow::Result<Exit> {
     } else {
         check(true, "source", described);
     }
-    let source_result = tokio::select! {
-        r = &mut source_task => r,
-        () = signals.shutdown.cancelled() => {
-            info!("shutdown requested; stopping the source");
-            source_token.cancel();
-            source_task.await
-        }
-    };
-    stats.source_running.store(false, Ordering::Relaxed);
-    let mut source_failed = false;
-    let end = match source_result {
-        Ok(Ok(end)) => end,
-        Ok(Err(e)) => {
-            error!(error = %e, "source failed");
-            eprintln!("error: source failed: {e}");
-            source_failed = true;
-            SourceEnd::Cancelled
-        }
-        Err(e) => {
-            error!(error = %e, "source task failed");
-            SourceEnd::Cancelled
-        }
-    };
-    if end == SourceEnd::EndOfInput {
-        info!("end of input; delivering what is buffered");
-    }
-    // The source dropped its sender: the ingest thread commits the rest and ends.
-    let ingest_done = tokio::task::spawn_blocking(move || ingest_thread.join());
-    tokio::select! {
-        _ = ingest_done => {}
-        () = signals.abort.cancelled() => warn!("second signal: not waiting for the ingest stage to commit"),
-    }
-    info!(timeout = ?cfg.ingest.drain_timeout, "source stopped and input committed; sinks delivering what is buffered");
-    events.emit(EventKind::GatewayStopped, "gateway", "gateway stopping");
-    finish.cancel();
-    let drain = cfg.ingest.drain_timeout;
-    let all_sinks = futures_join(sink_tasks);
-    tokio::pin!(all_sinks);
-    // Sinks that deliver are done in milliseconds. Ones that are still at it soon after say
-    // at once what the drain waits for, and how not to wait.
-    let quick = tokio::select! {
-        () = &mut all_sinks => true,
-        () = tokio::time::sleep(DRAIN_NOTICE.min(drain)) => false,
-        () = signals.abort.cancelled() => false,
-    };
-    if !quick && !signals.abort.is_cancelled() {
-        tell_what_the_drain_waits_for(&cfg, &sinks);
-    }
-    if !quick {
-        tokio::select! {
-            () = &mut all_sinks => {}
-            () = tokio::time::sleep(drain.saturating_sub(DRAIN_NOTICE)) => {
-                warn!(timeout = ?drain, "drain timeout reached; stopping sinks");
-                signals.abort.cancel();
-                all_sinks.await;
-            }
-            () = signals.abort.cancelled() => all_sinks.await,
-        }
-    }
-    retention.abort();
-    trimmer.abort();
-    narrator.abort();
-    web_token.cancel();
-    if let Some(task) = web_task {
-        let _ = task.await;
-    }
-
-    let undelivered = undelivered(&cfg, &sinks)?;
-    if undelivered > 0 {
-        warn!(
-            readings = undelivered,
-            outbox = %cfg.storage.dir.join(crate::outbox::DB_FILE).display(),
-            "readings stay buffered for the next start"
-        );
-        eprintln!(
-            "{undelivered} readings stay buffered in {} for the next start",
-            cfg.storage.dir.display()
-        );
-    }
-    info!(
-        packets = stats.packets.load(std::sync::atomic::Ordering::Relaxed),
-        quarantined = quarantine.total(),
-        dropped_at_disk_budget = stats
-            .dropped_readings
-            .load(std::sync::atomic::Ordering::Relaxed),
-        packets_time_shifted = stats
-            .shifted_packets
-            .load(std::sync::atomic::Ordering::Relaxed),
-        "gateway stopped"
-    );
-    Ok(match (end, undelivered) {
-        _ if source_failed => Exit::SourceFailed,
-        (SourceEnd::EndOfInput, n) if n > 0 => Exit::Undelivered(n),
-        _ => Exit::Clean,
-    })
+    task
 }
 
-fn reader_for(cfg: &Config) -> anyhow::Result<OutboxReader> {
-    Outbox::reopen(&cfg.storage)
-        .and_then(|o| o.reader())
-        .context("open the outbox")
+fn reader_of(cfg: &Config) -> anyhow::Result<OutboxReader> {
+    OutboxReader::of(&cfg.storage).context("open the outbox")
 }
 
 /// The largest backlog over all sinks.
-fn undelivered(cfg: &Config, sinks: &[SinkConfig]) -> anyhow::Result<i64> {
-    let reader = reader_for(cfg)?;
+fn undelivered(reader: &OutboxReader, sinks: &[SinkConfig]) -> anyhow::Result<i64> {
     let mut most = 0;
     for s in sinks {
-        let cursor = reader.cursor(s.name())?.unwrap_or(0);
+        let cursor = reader.cursor(s.name())?.unwrap_or(Seq::START);
         most = most.max(reader.count_after(cursor)?);
     }
     Ok(most)
@@ -409,9 +525,9 @@ fn undelivered(cfg: &Config, sinks: &[SinkConfig]) -> anyhow::Result<i64> {
 
 /// Logs and prints, per sink still delivering, what it has left and that a second signal
 /// stops now.
-fn tell_what_the_drain_waits_for(cfg: &Config, sinks: &[SinkConfig]) {
+fn tell_what_the_drain_waits_for(cfg: &Config, reader: &OutboxReader, sinks: &[SinkConfig]) {
     let drain = humantime::format_duration(cfg.ingest.drain_timeout);
-    for (sink, readings, gateway_events) in backlogs(cfg, sinks).unwrap_or_default() {
+    for (sink, readings, gateway_events) in backlogs(reader, sinks).unwrap_or_default() {
         if readings + gateway_events > 0 {
             info!(sink, readings, gateway_events, "still delivering what is buffered before exiting; a second Ctrl-C (SIGINT/SIGTERM) stops now");
             eprintln!(
@@ -422,11 +538,13 @@ fn tell_what_the_drain_waits_for(cfg: &Config, sinks: &[SinkConfig]) {
 }
 
 /// Per sink: (name, readings, gateway events) not delivered yet.
-fn backlogs(cfg: &Config, sinks: &[SinkConfig]) -> anyhow::Result<Vec<(&'static str, i64, i64)>> {
-    let reader = reader_for(cfg)?;
+fn backlogs(
+    reader: &OutboxReader,
+    sinks: &[SinkConfig],
+) -> anyhow::Result<Vec<(&'static str, i64, i64)>> {
     let mut out = Vec::new();
     for s in sinks {
-        let cursor = reader.cursor(s.name())?.unwrap_or(0);
+        let cursor = reader.cursor(s.name())?.unwrap_or(Seq::START);
         let readings = reader.count_after(cursor)?;
         // The MQTT sink does not carry gateway events.
         let events = match s {
@@ -436,14 +554,6 @@ fn backlogs(cfg: &Config, sinks: &[SinkConfig]) -> anyhow::Result<Vec<(&'static 
         out.push((s.name(), readings, events));
     }
     Ok(out)
-}
-
-async fn futures_join(tasks: Vec<(&'static str, JoinHandle<()>)>) {
-    for (name, task) in tasks {
-        if let Err(error) = task.await {
-            error!(sink = name, %error, "sink task failed");
-        }
-    }
 }
 
 /// The source's kind, as `/healthz` names it.
@@ -474,124 +584,5 @@ fn describe_source(source: &SourceConfig) -> String {
             s.remote_nodes,
             humantime::format_duration(s.interval)
         ),
-    }
-}
-
-/// How often nodes are checked for silence.
-const SILENCE_CHECK: Duration = Duration::from_secs(5);
-
-/// Logs nodes that went silent, and every `summary_every` a one-line summary of what went
-/// through since the last (none when nothing changed).
-async fn narrate(
-    activity: Arc<std::sync::Mutex<Activity>>,
-    stats: Arc<Stats>,
-    quarantine: Quarantine,
-    reader: OutboxReader,
-    sinks: Vec<&'static str>,
-    summary_every: Option<Duration>,
-) {
-    use crate::activity::{summary, Note, Totals};
-    let totals = |reader: &OutboxReader| {
-        let delivered = |name: &str| {
-            stats
-                .sinks
-                .read()
-                .ok()
-                .and_then(|s| {
-                    s.get(name).map(|st| {
-                        (
-                            st.delivered.load(Ordering::Relaxed),
-                            st.cursor.load(Ordering::Relaxed),
-                        )
-                    })
-                })
-                .unwrap_or((0, 0))
-        };
-        Totals {
-            packets: stats.packets.load(Ordering::Relaxed),
-            readings: stats.readings.load(Ordering::Relaxed),
-            quarantined: quarantine.total(),
-            sinks: sinks
-                .iter()
-                .map(|name| {
-                    let (delivered, cursor) = delivered(name);
-                    let backlog = reader.count_after(cursor).unwrap_or(-1);
-                    (*name, delivered, backlog)
-                })
-                .collect(),
-        }
-    };
-    let mut last = totals(&reader);
-    let mut next_summary = summary_every.map(|d| tokio::time::Instant::now() + d);
-    let mut next_check = tokio::time::Instant::now() + SILENCE_CHECK;
-    loop {
-        tokio::time::sleep_until(next_summary.map_or(next_check, |s| s.min(next_check))).await;
-        if tokio::time::Instant::now() >= next_check {
-            next_check += SILENCE_CHECK;
-        }
-        let notes = activity
-            .lock()
-            .map(|mut a| a.check(reading::now_ns()))
-            .unwrap_or_default();
-        for note in notes {
-            if let Note::Silent {
-                node,
-                last_seen_ns,
-                interval_ns,
-            } = note
-            {
-                let secs =
-                    |ns: i64| Duration::from_secs(u64::try_from(ns / 1_000_000_000).unwrap_or(0));
-                let silent = secs(reading::now_ns().saturating_sub(last_seen_ns));
-                warn!(
-                    node = %node,
-                    silent = %humantime::format_duration(silent),
-                    interval = %humantime::format_duration(secs(interval_ns)),
-                    "node went silent: no packet for 3 of its intervals"
-                );
-            }
-        }
-        if let (Some(due), Some(d)) = (next_summary, summary_every) {
-            if tokio::time::Instant::now() >= due {
-                next_summary = Some(tokio::time::Instant::now() + d);
-                let now = totals(&reader);
-                if let Some(text) = summary(&last, &now) {
-                    info!(
-                        summary = %text,
-                        every = %humantime::format_duration(d),
-                        "what went through since the last summary"
-                    );
-                }
-                last = now;
-            }
-        }
-    }
-}
-
-/// Deletes delivered readings older than the retention, now and every [`RETENTION_EVERY`].
-async fn prune_loop(reader: OutboxReader, retention: Duration, sinks: Vec<&'static str>) {
-    let mut reader = Some(reader);
-    loop {
-        let Some(r) = reader.take() else { return };
-        let sinks = sinks.clone();
-        let horizon = reading::now_ns()
-            .saturating_sub(i64::try_from(retention.as_nanos()).unwrap_or(i64::MAX));
-        let joined = tokio::task::spawn_blocking(move || {
-            let result = r.prune(horizon, &sinks);
-            (r, result)
-        })
-        .await;
-        match joined {
-            Ok((r, result)) => {
-                match result {
-                    Ok(0) => {}
-                    Ok(n) => info!(readings = n, "pruned history past retention"),
-                    Err(error) => warn!(%error, "pruning history failed"),
-                }
-                reader = Some(r);
-            }
-            Err(_) => return,
-        }
-        tokio::time::sleep(RETENTION_EVERY).await;
     }
 }

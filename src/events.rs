@@ -1,14 +1,10 @@
 //! Gateway events: gateway started/stopped, source restarted, node reboot detected, sink
 //! outage begun/ended. They go through the outbox like readings (committed first, delivered
-//! at least once, same cursors) as rows marked with [`crate::reading::EVENT_UNIT`]; the
+//! at least once, same cursors) as rows marked with [`crate::outbox::EVENT_UNIT`]; the
 //! InfluxDB sink writes them as the `events` measurement (tag `kind`, tag `node`, field
 //! `text`) that the Grafana dashboards show as annotations. The MQTT sink skips them.
 
-use std::sync::{Arc, Mutex};
-
-use tokio::sync::watch;
-
-use crate::outbox::Outbox;
+use crate::outbox::{EventRow, Write, WriteQueue};
 use crate::reading::now_ns;
 
 /// What happened.
@@ -42,40 +38,22 @@ impl EventKind {
     }
 }
 
-/// A handle to record events; cheap to clone. Recording never fails the caller: a failed
-/// commit is logged.
-#[derive(Clone)]
+/// A handle to record events; cheap to clone. Recording never fails or waits: the event is
+/// queued for the outbox's writer, which commits it and wakes the sinks.
+#[derive(Debug, Clone)]
 pub struct EventLog {
-    inner: Option<Arc<Inner>>,
-}
-
-struct Inner {
-    outbox: Mutex<Outbox>,
-    committed: watch::Sender<i64>,
-}
-
-impl std::fmt::Debug for EventLog {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventLog")
-            .field("enabled", &self.inner.is_some())
-            .finish()
-    }
+    queue: Option<WriteQueue>,
 }
 
 impl EventLog {
-    /// Events committed to `outbox` (its own writer connection); `committed` wakes the sinks.
-    pub fn new(outbox: Outbox, committed: watch::Sender<i64>) -> Self {
-        EventLog {
-            inner: Some(Arc::new(Inner {
-                outbox: Mutex::new(outbox),
-                committed,
-            })),
-        }
+    /// Events queued for the outbox's writer.
+    pub fn new(queue: WriteQueue) -> Self {
+        EventLog { queue: Some(queue) }
     }
 
     /// A log that records nothing (for code run without an outbox).
     pub fn disabled() -> Self {
-        EventLog { inner: None }
+        EventLog { queue: None }
     }
 
     /// Records `kind` about `node` with a human-readable `text`, stamped now.
@@ -85,21 +63,23 @@ impl EventLog {
 
     /// Records an event at `ts_ns` (e.g. a packet's receive time).
     pub fn emit_at(&self, ts_ns: i64, kind: EventKind, node: &str, text: &str) {
-        let Some(inner) = &self.inner else { return };
-        let result = match inner.outbox.lock() {
-            Ok(mut outbox) => crate::outbox::may_wait(|| {
-                outbox.append_events(&[(ts_ns, node, kind.as_str(), text)])
-            }),
-            Err(_) => return,
-        };
-        match result {
-            Ok(seq) => {
-                inner.committed.send_modify(|last| *last = (*last).max(seq));
-            }
-            Err(error) => {
-                tracing::error!(%error, kind = kind.as_str(), "cannot record gateway event");
-            }
+        let Some(queue) = &self.queue else { return };
+        if !queue.send(Write::Event(event_row(ts_ns, kind, node, text))) {
+            tracing::debug!(
+                kind = kind.as_str(),
+                "gateway event not recorded: the outbox writer has stopped"
+            );
         }
+    }
+}
+
+/// The outbox row of an event.
+pub fn event_row(ts_ns: i64, kind: EventKind, node: &str, text: &str) -> EventRow {
+    EventRow {
+        ts_ns,
+        node: node.to_string(),
+        kind: kind.as_str(),
+        text: text.to_string(),
     }
 }
 
@@ -133,25 +113,22 @@ mod tests {
     }
 
     #[test]
-    fn events_are_committed_as_event_rows_and_wake_the_sinks() {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = crate::config::StorageConfig {
-            dir: dir.path().to_path_buf(),
-            retention: std::time::Duration::from_secs(3600),
-            sync: crate::config::SyncMode::Normal,
-            max_bytes: 1 << 30,
-            on_full: crate::config::FullPolicy::DropOldest,
-            move_corrupt_aside: false,
-        };
-        let outbox = Outbox::open(&storage).unwrap();
-        let reader = outbox.reader().unwrap();
-        let (tx, rx) = watch::channel(0);
-        let log = EventLog::new(outbox, tx);
-        log.emit(EventKind::GatewayStarted, "gateway", "gateway started");
-        assert_eq!(*rx.borrow(), 1);
-        let row = &reader.read_after(0, 10).unwrap()[0];
-        assert!(row.is_event());
-        assert_eq!(row.metric, "gateway_started");
+    fn events_are_queued_as_event_rows_for_the_writer() {
+        let (queue, mut writes) = WriteQueue::new();
+        let log = EventLog::new(queue);
+        log.emit_at(7, EventKind::GatewayStarted, "gateway", "gateway started");
+        assert_eq!(
+            writes.try_recv().unwrap(),
+            Write::Event(EventRow {
+                ts_ns: 7,
+                node: "gateway".into(),
+                kind: "gateway_started",
+                text: "gateway started".into(),
+            })
+        );
+        drop(writes);
+        // The writer gone: nothing to record to, and nothing fails.
+        log.emit(EventKind::GatewayStopped, "gateway", "gateway stopping");
         EventLog::disabled().emit(EventKind::GatewayStopped, "gateway", "nothing happens");
     }
 }

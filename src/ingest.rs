@@ -1,6 +1,7 @@
 //! The ingest stage: lines from the source are decoded, stamped and committed to the outbox
 //! on one dedicated thread, many packets per transaction. Only after the commit are the
-//! sinks woken (invariant 1).
+//! sinks woken (invariant 1). The thread is the outbox's one writer: gateway events, sink
+//! cursors and pruning reach it as queued writes, applied between commits.
 //!
 //! Timestamps: every packet carries its line's receive time, cut to the database's precision
 //! (`[influxdb] precision`, ns by default) and made strictly increasing in it: a packet
@@ -12,14 +13,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::config::FullPolicy;
 use crate::decode::{decode, Decoded, ErrorClass};
-use crate::events::{EventKind, RebootDetector};
+use crate::events::{event_row, EventKind, RebootDetector};
 use crate::latest::Latest;
-use crate::outbox::Outbox;
+use crate::outbox::{Applied, Outbox, Seq, Write, Writes};
 use crate::quarantine::Quarantine;
 use crate::reading::{Line, Packet, Precision};
 use crate::telemetry::Stats;
@@ -34,20 +35,29 @@ const COMMIT_RETRY: Duration = Duration::from_secs(1);
 /// At most one warning about readings dropped by the disk budget per this interval.
 const DROP_WARN_EVERY: Duration = Duration::from_secs(60);
 
-/// The outbox's disk budget and what to do at it.
+/// The outbox's disk budget and what to do at it (the configured sinks' cursors tell
+/// delivered rows from undelivered ones: `Outbox::track_sinks`).
 pub struct Budget {
     /// Bytes of database pages in use at most.
     pub max_bytes: u64,
     /// Drop oldest undelivered, or block.
     pub policy: FullPolicy,
-    /// Configured sinks (their cursors tell delivered from undelivered).
-    pub sinks: Vec<&'static str>,
+}
+
+/// What the ingest thread receives.
+pub struct Inputs {
+    /// Lines from the source; closed when the source stops.
+    pub lines: mpsc::Receiver<Line>,
+    /// Everything else the outbox is to store: gateway events, cursor moves, pruning.
+    pub writes: Writes,
+    /// Told once the source stopped and every line it sent is committed.
+    pub input_committed: oneshot::Sender<()>,
 }
 
 /// Where the ingest stage reports.
 pub struct IngestOutputs {
     /// Highest committed seq, for the sinks.
-    pub committed: watch::Sender<i64>,
+    pub committed: watch::Sender<Seq>,
     /// Counters.
     pub stats: Arc<Stats>,
     /// Newest values, for the dashboard (`None` without one).
@@ -62,96 +72,181 @@ pub struct IngestOutputs {
     pub activity: Arc<std::sync::Mutex<crate::activity::Activity>>,
 }
 
-/// Runs until every sender of `rx` is gone and everything received is committed; packet
-/// times are kept strictly increasing at `precision`, after `newest_ts` (the newest packet
-/// already in the outbox: a restart must not give a packet the time of one before it).
+/// What the thread waits for next.
+enum Next {
+    Line(Option<Line>),
+    Write(Option<Write>),
+    /// Time to look at the disk budget again (`block` holds the source back).
+    Recheck,
+}
+
+/// Runs the outbox's one writer until the source has stopped and [`Write::Close`] came (or
+/// every sender of writes is gone), everything received committed. Packet times are kept
+/// strictly increasing at `precision`, after `newest_ts` (the newest packet already in the
+/// outbox: a restart must not give a packet the time of one before it). `runtime` drives the
+/// waits; this thread is not one of its workers.
 pub fn run(
-    mut rx: mpsc::Receiver<Line>,
+    inputs: Inputs,
     mut outbox: Outbox,
     precision: Precision,
     newest_ts: Option<i64>,
     out: IngestOutputs,
+    runtime: tokio::runtime::Handle,
 ) {
+    let Inputs {
+        mut lines,
+        mut writes,
+        input_committed,
+    } = inputs;
+    let mut input_committed = Some(input_committed);
     let mut clock = PacketClock::new(precision);
     if let Some(ts) = newest_ts {
         clock.commit(ts - ts.rem_euclid(precision.unit_ns()));
     }
-    let mut lines = Vec::with_capacity(MAX_BATCH_LINES);
+    let mut batch = Vec::with_capacity(MAX_BATCH_LINES);
     let mut drops = DropWarnings::default();
     let mut reboots = RebootDetector::default();
-    loop {
-        // Over budget under `block`: accept nothing until the sinks caught up, unless the
-        // source has stopped (then its last lines, at most a channel's worth, go in).
-        while enforce_budget(&mut outbox, &out, &mut drops) && !rx.is_closed() {
-            std::thread::sleep(COMMIT_RETRY);
-        }
-        let Some(first) = rx.blocking_recv() else {
-            break;
-        };
-        lines.push(first);
-        while lines.len() < MAX_BATCH_LINES {
-            match rx.try_recv() {
-                Ok(line) => lines.push(line),
-                Err(_) => break,
+    let (mut lines_open, mut writes_open) = (true, true);
+    // Over budget under `block`: accept no lines until the sinks caught up, unless the source
+    // has stopped (then its last lines, at most a channel's worth, go in).
+    let mut blocked = enforce_budget(&mut outbox, &out, &mut drops);
+    while lines_open || writes_open {
+        let next = runtime.block_on(async {
+            tokio::select! {
+                biased;
+                write = writes.recv(), if writes_open => Next::Write(write),
+                line = lines.recv(), if lines_open && !blocked => Next::Line(line),
+                () = tokio::time::sleep(COMMIT_RETRY), if blocked => Next::Recheck,
+                else => Next::Recheck,
             }
-        }
-        out.stats
-            .lines
-            .fetch_add(lines.len() as u64, Ordering::Relaxed);
-        let packets: Vec<Packet> = lines
-            .drain(..)
-            .filter_map(|line| accept(line, &mut clock, &out))
-            .collect();
-        if packets.is_empty() {
-            continue;
-        }
-        let last_seq = loop {
-            match outbox.append(&packets) {
-                Ok(seq) => break Some(seq),
-                Err(err) if out.abort.is_cancelled() => {
-                    error!(error = %err, packets = packets.len(), "outbox commit failed at shutdown; these packets were not accepted");
-                    break None;
-                }
-                Err(err) => {
-                    error!(error = %err, packets = packets.len(), "outbox commit failed; retrying (the source waits)");
-                    std::thread::sleep(COMMIT_RETRY);
+        });
+        match next {
+            Next::Line(None) => {
+                lines_open = false;
+                drops.flush();
+                if let Some(tell) = input_committed.take() {
+                    let _ = tell.send(());
                 }
             }
-        };
-        let Some(last_seq) = last_seq else { break };
-        let count: usize = packets.iter().map(|p| p.readings.len()).sum();
-        out.stats
-            .packets
-            .fetch_add(packets.len() as u64, Ordering::Relaxed);
-        out.stats
-            .readings
-            .fetch_add(count as u64, Ordering::Relaxed);
-        let first_seq = last_seq - count as i64 + 1;
-        log_nodes(&out.activity, &packets);
-        if let Some(latest) = &out.latest {
-            latest.update_committed(&packets, first_seq);
-        }
-        let mut last_seq = last_seq;
-        for p in &packets {
-            if let Some(before) = reboots.observe(p.device_ts) {
-                let text = format!(
-                    "reporting node rebooted: ts went back from {before} to {} ms",
-                    p.device_ts.unwrap_or(0)
-                );
-                match outbox.append_events(&[(
-                    p.received_ns,
-                    "stats",
-                    EventKind::NodeReboot.as_str(),
-                    &text,
-                )]) {
-                    Ok(seq) => last_seq = seq,
-                    Err(error) => error!(%error, "cannot record the node reboot event"),
+            Next::Line(Some(first)) => {
+                batch.push(first);
+                while batch.len() < MAX_BATCH_LINES {
+                    match lines.try_recv() {
+                        Ok(line) => batch.push(line),
+                        Err(_) => break,
+                    }
+                }
+                let packets = accept_batch(&mut batch, &mut clock, &out);
+                if packets.is_empty() {
+                    continue;
+                }
+                if !commit(&mut outbox, &packets, &mut reboots, &out) {
+                    break;
+                }
+                blocked = enforce_budget(&mut outbox, &out, &mut drops) && !lines.is_closed();
+            }
+            Next::Write(None) => writes_open = false,
+            Next::Write(Some(Write::Close)) => {
+                // Take what was queued before, then stop.
+                writes.close();
+            }
+            Next::Write(Some(write)) => {
+                let cursor_moved = matches!(write, Write::Cursor { .. });
+                apply(&mut outbox, &write, &out);
+                if blocked && cursor_moved {
+                    blocked = enforce_budget(&mut outbox, &out, &mut drops) && !lines.is_closed();
                 }
             }
+            Next::Recheck => {
+                blocked = enforce_budget(&mut outbox, &out, &mut drops) && !lines.is_closed();
+            }
         }
-        out.committed.send_modify(|seq| *seq = (*seq).max(last_seq));
     }
     drops.flush();
+}
+
+/// Decodes a batch of lines (emptying it) into the packets to commit.
+fn accept_batch(
+    batch: &mut Vec<Line>,
+    clock: &mut PacketClock,
+    out: &IngestOutputs,
+) -> Vec<Packet> {
+    out.stats
+        .lines
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    batch
+        .drain(..)
+        .filter_map(|line| accept(line, clock, out))
+        .collect()
+}
+
+/// Commits `packets` (retrying while the outbox fails, until the second signal), then tells
+/// the dashboard, the log and the sinks. False when they could not be committed at shutdown.
+fn commit(
+    outbox: &mut Outbox,
+    packets: &[Packet],
+    reboots: &mut RebootDetector,
+    out: &IngestOutputs,
+) -> bool {
+    let last_seq = loop {
+        match outbox.append(packets) {
+            Ok(seq) => break seq,
+            Err(err) if out.abort.is_cancelled() => {
+                error!(error = %err, packets = packets.len(), "outbox commit failed at shutdown; these packets were not accepted");
+                return false;
+            }
+            Err(err) => {
+                error!(error = %err, packets = packets.len(), "outbox commit failed; retrying (the source waits)");
+                std::thread::sleep(COMMIT_RETRY);
+            }
+        }
+    };
+    let count: usize = packets.iter().map(|p| p.readings.len()).sum();
+    out.stats
+        .packets
+        .fetch_add(packets.len() as u64, Ordering::Relaxed);
+    out.stats
+        .readings
+        .fetch_add(count as u64, Ordering::Relaxed);
+    let first_seq = last_seq.plus(1 - count as i64);
+    log_nodes(&out.activity, packets);
+    if let Some(latest) = &out.latest {
+        latest.update_committed(packets, first_seq);
+    }
+    let mut last_seq = last_seq;
+    for p in packets {
+        if let Some(before) = reboots.observe(p.device_ts) {
+            let text = format!(
+                "reporting node rebooted: ts went back from {before} to {} ms",
+                p.device_ts.unwrap_or(0)
+            );
+            let event = event_row(p.received_ns, EventKind::NodeReboot, "stats", &text);
+            match outbox.append_events(&[event]) {
+                Ok(seq) => last_seq = seq,
+                Err(error) => error!(%error, "cannot record the node reboot event"),
+            }
+        }
+    }
+    out.committed.send_modify(|seq| *seq = (*seq).max(last_seq));
+    true
+}
+
+/// Applies one queued write; a failure is logged (a cursor not stored means resends, an event
+/// not recorded is said in the log).
+fn apply(outbox: &mut Outbox, write: &Write, out: &IngestOutputs) {
+    match outbox.apply(write) {
+        Ok(Applied::Committed(seq)) => out.committed.send_modify(|last| *last = (*last).max(seq)),
+        Ok(Applied::Pruned(0) | Applied::Done) => {}
+        Ok(Applied::Pruned(n)) => info!(readings = n, "pruned history past retention"),
+        Err(error) => match write {
+            Write::Event(e) => error!(%error, kind = e.kind, "cannot record gateway event"),
+            Write::Cursor { sink, .. } => {
+                warn!(%error, sink, "cannot store the sink's cursor; retrying with its next move");
+            }
+            Write::Prune { .. } => warn!(%error, "pruning history failed"),
+            Write::Close => {}
+        },
+    }
 }
 
 /// Logs the first packet of each node, and nodes back after silence.
@@ -180,7 +275,7 @@ fn log_nodes(activity: &std::sync::Mutex<crate::activity::Activity>, packets: &[
 fn enforce_budget(outbox: &mut Outbox, out: &IngestOutputs, drops: &mut DropWarnings) -> bool {
     let b = &out.budget;
     let drop_undelivered = b.policy == FullPolicy::DropOldest;
-    match outbox.enforce_budget(b.max_bytes, &b.sinks, drop_undelivered) {
+    match outbox.enforce_budget(b.max_bytes, drop_undelivered) {
         Ok(report) => {
             if report.undelivered_dropped > 0 {
                 out.stats

@@ -15,7 +15,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio::sync::broadcast;
 
-use crate::reading::{CompactString, Packet, StoredReading};
+use crate::outbox::{Seq, StoredReading};
+use crate::reading::{CompactString, Packet};
 
 /// Batches of committed readings buffered for each live (SSE) subscriber. A subscriber that
 /// falls further behind loses its oldest batches (it is told so and re-reads the history);
@@ -112,14 +113,14 @@ struct Times {
 struct Newest {
     /// Its (metric, unit) in [`Keys`].
     key: u32,
-    seq: i64,
+    seq: Seq,
     ts_ns: i64,
     value: CompactString,
 }
 
 /// One reading, borrowed from wherever it comes from.
 struct View<'a> {
-    seq: i64,
+    seq: Seq,
     ts_ns: i64,
     node: &'a str,
     metric: &'a str,
@@ -203,11 +204,11 @@ impl Latest {
     /// Records the readings of `packets`, just committed with seqs from `first_seq` on
     /// (called by the ingest thread right after each commit), and sends them to the live
     /// subscribers, if any. Never waits.
-    pub fn update_committed(&self, packets: &[Packet], first_seq: i64) {
+    pub fn update_committed(&self, packets: &[Packet], first_seq: Seq) {
         let views = packets
             .iter()
             .flat_map(|p| p.readings.iter().map(move |r| (p.received_ns, r)))
-            .zip(first_seq..)
+            .zip((first_seq.get()..).map(Seq::new))
             .map(|((ts_ns, r), seq)| View {
                 seq,
                 ts_ns,
@@ -336,7 +337,7 @@ mod tests {
 
     fn reading(seq: i64, ts_ns: i64, node: &str, metric: &str, value: &str) -> StoredReading {
         StoredReading {
-            seq,
+            seq: Seq::new(seq),
             ts_ns,
             node: node.into(),
             metric: metric.into(),
@@ -415,14 +416,17 @@ mod tests {
                 },
             ],
         };
-        latest.update_committed(&[packet(10, "20.5", Some("celsius"))], 1);
-        latest.update_committed(&[packet(20, "21.25", None), packet(30, "22", None)], 3);
+        latest.update_committed(&[packet(10, "20.5", Some("celsius"))], Seq::new(1));
+        latest.update_committed(
+            &[packet(20, "21.25", None), packet(30, "22", None)],
+            Seq::new(3),
+        );
         let snap = latest.snapshot();
         let got: Vec<_> = snap
             .iter()
             .map(|r| {
                 (
-                    r.seq,
+                    r.seq.get(),
                     r.ts_ns,
                     r.node.as_str(),
                     r.unit.as_deref(),

@@ -5,7 +5,7 @@
 //! large buffers straight back and trim the heap's free top; two arenas are plenty for the
 //! few threads here. Freed memory between chunks still in use (a burst of small buffers, such
 //! as the sinks' rows of a 30,000-reading line) stays resident until [`trim`], which the app
-//! calls every [`TRIM_EVERY`] (measured, see BENCHMARKS.md). Other allocators: nothing to do.
+//! job of [`spawn`] calls every [`TRIM_EVERY`] (measured, see BENCHMARKS.md). Other allocators: nothing to do.
 
 use std::time::Duration;
 
@@ -48,4 +48,18 @@ pub fn trim() {
             "malloc_trim"
         );
     }
+}
+
+/// Starts the job that calls [`trim`] every [`TRIM_EVERY`] on `tasks`, until `stop`.
+pub fn spawn(tasks: &tokio_util::task::TaskTracker, stop: tokio_util::sync::CancellationToken) {
+    tasks.spawn(async move {
+        let mut every = tokio::time::interval(TRIM_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => trim(),
+                () = stop.cancelled() => return,
+            }
+        }
+    });
 }

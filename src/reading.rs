@@ -30,35 +30,6 @@ pub struct Packet {
     pub readings: Vec<Reading>,
 }
 
-/// A reading as stored in the outbox, with its sequence number and timestamp.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredReading {
-    /// Outbox sequence number: strictly increasing, the unit of every sink cursor.
-    pub seq: i64,
-    /// Receive time of the packet, ns since the Unix epoch.
-    pub ts_ns: i64,
-    /// Node name.
-    pub node: CompactString,
-    /// Metric name.
-    pub metric: CompactString,
-    /// Unit tag, if any.
-    pub unit: Option<CompactString>,
-    /// Value text as written by the firmware.
-    pub value: CompactString,
-}
-
-/// The `unit` that marks an outbox row as a gateway event rather than a reading: events are
-/// rows with `node` = what it is about, `metric` = the event kind, `value` = a text. The
-/// decoder never produces this unit (units are a fixed set), so the two cannot mix up.
-pub const EVENT_UNIT: &str = "event";
-
-impl StoredReading {
-    /// Whether this row is a gateway event (see [`EVENT_UNIT`]).
-    pub fn is_event(&self) -> bool {
-        self.unit.as_deref() == Some(EVENT_UNIT)
-    }
-}
-
 /// A line read by a source, stamped with the time it was received; or a packet a source
 /// decoded itself (radio frames: `decoded` holds its readings and `text` describes the
 /// frame).
@@ -77,7 +48,8 @@ pub struct Line {
 /// The timestamp precision of the database's points (`[influxdb] precision`): the
 /// InfluxDB sink writes times in this unit, and the ingest stage keeps packet times
 /// strictly increasing in it, so two packets never become one point.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// Nanoseconds (InfluxDB's own precision; the default).
     #[default]
@@ -102,11 +74,6 @@ impl Precision {
             Precision::Ms => "ms",
             Precision::S => "s",
         }
-    }
-
-    /// The precision named `name`.
-    pub fn parse(name: &str) -> Option<Precision> {
-        Precision::ALL.into_iter().find(|p| p.as_str() == name)
     }
 
     /// One unit, in nanoseconds.

@@ -10,7 +10,8 @@
 use std::fmt::Write as _;
 
 use iiot_gateway::decode::{decode, decode_explained, Decoded, MARKER, MAX_NAME_LEN};
-use iiot_gateway::reading::{Packet, Precision, StoredReading, EVENT_UNIT};
+use iiot_gateway::outbox::{Seq, StoredReading, EVENT_UNIT};
+use iiot_gateway::reading::{Packet, Precision};
 use iiot_gateway::sink::lineproto;
 use iiot_gateway::sink::topic::{reading_topic, validate_prefix};
 use influxdb_line_protocol::{parse_lines, FieldValue};
@@ -544,7 +545,7 @@ proptest! {
         let Some(packet) = packet_of(&decoded) else { return Ok(()) };
         for (seq, r) in (1..).zip(&packet.readings) {
             assert_round_trips(&StoredReading {
-                seq,
+                seq: Seq::new(seq),
                 ts_ns: packet.received_ns,
                 node: r.node.clone(),
                 metric: r.metric.clone(),
@@ -686,7 +687,7 @@ fn stored_reading(
         finite_value_text(),
     )
         .prop_map(|(seq, ts_ns, node, metric, unit, value)| StoredReading {
-            seq,
+            seq: Seq::new(seq),
             ts_ns,
             node: node.into(),
             metric: metric.into(),
@@ -707,7 +708,7 @@ fn stored_event(
         lp_name(0..=12),
     )
         .prop_map(|(seq, ts_ns, node, metric, value)| StoredReading {
-            seq,
+            seq: Seq::new(seq),
             ts_ns,
             node: node.into(),
             metric: metric.into(),
@@ -850,7 +851,7 @@ fn split_unescaped(s: &str, sep: char) -> Vec<String> {
 
 fn reading(metric: &str, node: &str, unit: Option<&str>) -> StoredReading {
     StoredReading {
-        seq: 1,
+        seq: Seq::new(1),
         ts_ns: 1_764_230_400_000_000_000,
         node: node.into(),
         metric: metric.into(),

@@ -380,18 +380,22 @@ impl std::fmt::Debug for InfluxTls {
 }
 
 /// How hard the outbox syncs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SyncMode {
     /// WAL + synchronous=NORMAL: a gateway crash loses nothing committed.
+    #[default]
     Normal,
     /// synchronous=FULL: a power loss loses nothing committed either.
     Full,
 }
 
 /// What the outbox does when it reaches its disk budget.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FullPolicy {
     /// Drop the oldest undelivered readings (counted, warned about every minute).
+    #[default]
     DropOldest,
     /// Stop accepting lines until the sinks caught up (the source waits).
     Block,
@@ -1058,8 +1062,8 @@ impl Validator<'_> {
         }
         let url = url.trim_end_matches('/').to_string();
         let tls = self.influx_tls(url.starts_with("https://"), i.ca_file)?;
-        let api = match i.api.as_deref().unwrap_or("v2") {
-            "v2" => InfluxApi::V2 {
+        let api = match i.api.unwrap_or_default() {
+            raw::RawApi::V2 => InfluxApi::V2 {
                 org: i.org.unwrap_or_default(),
                 bucket: i
                     .bucket
@@ -1071,7 +1075,7 @@ impl Validator<'_> {
                     "[influxdb] token_file",
                 )?,
             },
-            "v1" => InfluxApi::V1 {
+            raw::RawApi::V1 => InfluxApi::V1 {
                 database: i
                     .database
                     .ok_or_else(|| self.err("[influxdb] database", "required for api = \"v1\""))?,
@@ -1083,22 +1087,8 @@ impl Validator<'_> {
                     "[influxdb] password_file",
                 )?,
             },
-            other => {
-                return Err(self.err(
-                    "[influxdb] api",
-                    format!("must be \"v2\" or \"v1\" (got {other:?})"),
-                ))
-            }
         };
-        let precision = match i.precision.as_deref() {
-            None => Precision::default(),
-            Some(name) => Precision::parse(name).ok_or_else(|| {
-                self.err(
-                    "[influxdb] precision",
-                    format!("must be \"ns\", \"us\", \"ms\" or \"s\" (got {name:?})"),
-                )
-            })?,
-        };
+        let precision = i.precision.unwrap_or_default();
         let batch_size = positive(i.batch_size.unwrap_or(defaults::BATCH_SIZE))
             .filter(|n| *n <= 100_000)
             .ok_or_else(|| self.err("[influxdb] batch_size", "must be between 1 and 100000"))?;
@@ -1154,16 +1144,7 @@ impl Validator<'_> {
     }
 
     fn storage(&self, s: raw::RawStorage) -> Result<StorageConfig, ConfigError> {
-        let sync = match s.sync.as_deref().unwrap_or("normal") {
-            "normal" => SyncMode::Normal,
-            "full" => SyncMode::Full,
-            other => {
-                return Err(self.err(
-                    "[storage] sync",
-                    format!("must be \"normal\" or \"full\" (got {other:?})"),
-                ))
-            }
-        };
+        let sync = s.sync.unwrap_or_default();
         let max_bytes = s.max_bytes.map_or(defaults::MAX_BYTES, |b| b.0);
         if max_bytes < defaults::MIN_BYTES {
             return Err(self.err(
@@ -1171,16 +1152,7 @@ impl Validator<'_> {
                 format!("must be at least 1MiB (got {max_bytes} bytes)"),
             ));
         }
-        let on_full = match s.on_full.as_deref().unwrap_or("drop_oldest") {
-            "drop_oldest" => FullPolicy::DropOldest,
-            "block" => FullPolicy::Block,
-            other => {
-                return Err(self.err(
-                    "[storage] on_full",
-                    format!("must be \"drop_oldest\" or \"block\" (got {other:?})"),
-                ))
-            }
-        };
+        let on_full = s.on_full.unwrap_or_default();
         // Relative to the working directory, made absolute once so every message names the
         // same place.
         let dir = s
@@ -1502,7 +1474,23 @@ mod tests {
             ),
             (
                 "[storage]\non_full = \"panic\"\n",
-                "[storage] on_full: must be",
+                "on_full = \"panic\"\n  |           ^^^^^^^\nunknown variant `panic`, expected `drop_oldest` or `block`",
+            ),
+            (
+                "[storage]\nsync = \"fsync\"\n",
+                "unknown variant `fsync`, expected `normal` or `full`",
+            ),
+            (
+                "[influxdb]\nurl = \"http://x\"\napi = \"v3\"\n",
+                "line 3, column 7",
+            ),
+            (
+                "[influxdb]\nurl = \"http://x\"\napi = \"v3\"\n",
+                "unknown variant `v3`, expected `v2` or `v1`",
+            ),
+            (
+                "[influxdb]\nurl = \"http://x\"\nbucket = \"b\"\nprecision = \"m\"\n",
+                "unknown variant `m`, expected one of `ns`, `us`, `ms`, `s`",
             ),
             (
                 "[source]\nkind = \"rylr998\"\n",
@@ -1559,10 +1547,6 @@ mod tests {
             (
                 "[source]\nkind = \"rylr998\"\npath = \"/dev/x\"\nnodes = { 1 = \"stats\" }\n",
                 "\"stats\" is taken by the link's own readings",
-            ),
-            (
-                "[influxdb]\nurl = \"http://x\"\nbucket = \"b\"\nprecision = \"n\"\n",
-                "[influxdb] precision: must be \"ns\", \"us\", \"ms\" or \"s\" (got \"n\")",
             ),
         ];
         for (text, expected) in cases {

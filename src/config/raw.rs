@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::secret::Secret;
+use super::{FullPolicy, SyncMode};
+use crate::reading::Precision;
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -388,7 +390,7 @@ pub struct RawInflux {
     /// Base URL, e.g. `http://127.0.0.1:8086` or `https://influx.example:8086`.
     pub url: Option<String>,
     /// `v2` (org/bucket/token) or `v1` (database, user/password).
-    pub api: Option<String>,
+    pub api: Option<RawApi>,
     /// v2 organisation.
     pub org: Option<String>,
     /// v2 bucket.
@@ -409,7 +411,7 @@ pub struct RawInflux {
     /// the Mozilla roots built into the gateway).
     pub ca_file: Option<PathBuf>,
     /// Timestamp precision of the points: `ns` (default), `us`, `ms` or `s`.
-    pub precision: Option<String>,
+    pub precision: Option<Precision>,
     /// Points per write request at most.
     pub batch_size: Option<usize>,
     /// Longest time a reading waits for its batch to fill.
@@ -428,6 +430,17 @@ pub struct RawInflux {
     pub retry_max: Option<Duration>,
 }
 
+/// `[influxdb] api`.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawApi {
+    /// `/api/v2/write`: org, bucket, token.
+    #[default]
+    V2,
+    /// `/write`: database, username, password.
+    V1,
+}
+
 /// `[storage]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -438,11 +451,11 @@ pub struct RawStorage {
     #[serde(default, with = "humantime_serde")]
     pub retention: Option<Duration>,
     /// `normal` (survives a crash of the gateway) or `full` (also a power loss).
-    pub sync: Option<String>,
+    pub sync: Option<SyncMode>,
     /// Disk budget of the outbox: bytes, or a string like "512MiB", "2GB".
     pub max_bytes: Option<ByteSize>,
     /// What happens at the budget: `drop_oldest` or `block`.
-    pub on_full: Option<String>,
+    pub on_full: Option<FullPolicy>,
 }
 
 /// A size in bytes: an integer, or a string with a unit (KB, MB, GB, KiB, MiB, GiB).

@@ -8,7 +8,7 @@
 
 use rusqlite::OptionalExtension;
 
-use super::{OutboxReader, Result};
+use super::{OutboxReader, Result, Seq};
 
 /// A sink's undelivered readings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -21,9 +21,9 @@ pub struct Backlog {
 
 impl OutboxReader {
     /// The readings after `cursor`.
-    pub fn backlog(&self, cursor: i64) -> Result<Backlog> {
+    pub fn backlog(&self, cursor: Seq) -> Result<Backlog> {
         let conn = self.conn();
-        let first: Option<(i64, i64)> = conn
+        let first: Option<(Seq, i64)> = conn
             .prepare_cached("SELECT seq, ts FROM readings WHERE seq > ?1 ORDER BY seq LIMIT 1")
             .and_then(|mut s| {
                 s.query_row([cursor], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -33,11 +33,11 @@ impl OutboxReader {
         let Some((first_seq, oldest_ns)) = first else {
             return Ok(Backlog::default());
         };
-        let last_seq: i64 = conn
+        let last_seq: Seq = conn
             .query_row("SELECT MAX(seq) FROM readings", [], |r| r.get(0))
             .map_err(|e| self.err(e))?;
         Ok(Backlog {
-            readings: last_seq - first_seq + 1,
+            readings: last_seq.get() - first_seq.get() + 1,
             oldest_ns: Some(oldest_ns),
         })
     }
@@ -92,27 +92,28 @@ mod tests {
         })
         .unwrap();
         let r = ob.reader().unwrap();
-        assert_eq!(r.backlog(0).unwrap(), Backlog::default());
+        assert_eq!(r.backlog(Seq::new(0)).unwrap(), Backlog::default());
         ob.append(&[packet(100, 3), packet(200, 2)]).unwrap();
         assert_eq!(
-            r.backlog(0).unwrap(),
+            r.backlog(Seq::new(0)).unwrap(),
             Backlog {
                 readings: 5,
                 oldest_ns: Some(100)
             }
         );
         assert_eq!(
-            r.backlog(3).unwrap(),
+            r.backlog(Seq::new(3)).unwrap(),
             Backlog {
                 readings: 2,
                 oldest_ns: Some(200)
             }
         );
-        assert_eq!(r.backlog(5).unwrap(), Backlog::default());
+        assert_eq!(r.backlog(Seq::new(5)).unwrap(), Backlog::default());
         // Pruned below the cursor: the count is still right.
-        r.set_cursor("s", 3).unwrap();
-        r.prune(i64::MAX, &["s"]).unwrap();
-        assert_eq!(r.backlog(1).unwrap().readings, 2);
+        ob.track_sinks(&["s"]).unwrap();
+        ob.set_cursor("s", Seq::new(3)).unwrap();
+        ob.prune(i64::MAX).unwrap();
+        assert_eq!(r.backlog(Seq::new(1)).unwrap().readings, 2);
         assert!(r.used_bytes().unwrap() > 0);
     }
 }

@@ -9,8 +9,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
-/// Outbox sequence number.
-pub type Seq = i64;
+use crate::outbox::Seq;
 
 /// Tracks publishes from queueing to confirmation.
 #[derive(Debug)]
@@ -78,7 +77,7 @@ impl AckTracker {
     fn confirm(&mut self, seq: Seq) -> Option<Seq> {
         self.unconfirmed.remove(&seq);
         let safe = match self.unconfirmed.first() {
-            Some(oldest) => oldest - 1,
+            Some(oldest) => oldest.plus(-1),
             None => self.highest_queued,
         };
         (safe > self.safe).then(|| {
@@ -102,69 +101,73 @@ impl AckTracker {
 mod tests {
     use super::*;
 
+    fn s(n: i64) -> Seq {
+        Seq::new(n)
+    }
+
     #[test]
     fn cursor_moves_only_over_a_contiguous_run_of_acks() {
-        let mut t = AckTracker::new(10, false);
+        let mut t = AckTracker::new(s(10), false);
         for seq in 11..=13 {
-            t.on_queued(Some(seq));
+            t.on_queued(Some(s(seq)));
         }
         assert_eq!(t.on_sent(1), None);
         assert_eq!(t.on_sent(2), None);
         assert_eq!(t.on_sent(3), None);
         assert_eq!(t.on_ack(2), None, "11 is not confirmed yet");
-        assert_eq!(t.on_ack(1), Some(12));
+        assert_eq!(t.on_ack(1), Some(s(12)));
         assert_eq!(t.outstanding(), 1);
-        assert_eq!(t.on_ack(3), Some(13));
+        assert_eq!(t.on_ack(3), Some(s(13)));
         assert_eq!(t.outstanding(), 0);
     }
 
     #[test]
     fn skipped_seqs_move_the_cursor_only_past_confirmed_ones() {
-        let mut t = AckTracker::new(0, false);
-        t.on_queued(Some(1));
+        let mut t = AckTracker::new(s(0), false);
+        t.on_queued(Some(s(1)));
         t.on_sent(1);
-        assert_eq!(t.on_skipped(2), None, "1 is still unconfirmed");
-        assert_eq!(t.on_ack(1), Some(2));
-        assert_eq!(t.on_skipped(3), Some(3));
+        assert_eq!(t.on_skipped(s(2)), None, "1 is still unconfirmed");
+        assert_eq!(t.on_ack(1), Some(s(2)));
+        assert_eq!(t.on_skipped(s(3)), Some(s(3)));
         assert_eq!(t.outstanding(), 0);
     }
 
     #[test]
     fn queued_is_not_delivered() {
-        let mut t = AckTracker::new(0, false);
-        t.on_queued(Some(1));
+        let mut t = AckTracker::new(s(0), false);
+        t.on_queued(Some(s(1)));
         assert_eq!(t.on_sent(1), None);
         assert_eq!(t.outstanding(), 1);
     }
 
     #[test]
     fn status_messages_do_not_move_the_cursor() {
-        let mut t = AckTracker::new(0, false);
+        let mut t = AckTracker::new(s(0), false);
         t.on_queued(None);
-        t.on_queued(Some(1));
+        t.on_queued(Some(s(1)));
         t.on_sent(1);
         t.on_sent(2);
         assert_eq!(t.on_ack(1), None);
-        assert_eq!(t.on_ack(2), Some(1));
+        assert_eq!(t.on_ack(2), Some(s(1)));
     }
 
     #[test]
     fn qos0_counts_a_written_publish_as_delivered() {
-        let mut t = AckTracker::new(0, true);
-        t.on_queued(Some(1));
-        t.on_queued(Some(2));
-        assert_eq!(t.on_sent(0), Some(1));
-        assert_eq!(t.on_sent(0), Some(2));
+        let mut t = AckTracker::new(s(0), true);
+        t.on_queued(Some(s(1)));
+        t.on_queued(Some(s(2)));
+        assert_eq!(t.on_sent(0), Some(s(1)));
+        assert_eq!(t.on_sent(0), Some(s(2)));
     }
 
     #[test]
     fn unknown_or_repeated_acks_are_ignored() {
-        let mut t = AckTracker::new(0, false);
+        let mut t = AckTracker::new(s(0), false);
         assert_eq!(t.on_ack(9), None);
         assert_eq!(t.on_sent(1), None);
-        t.on_queued(Some(1));
+        t.on_queued(Some(s(1)));
         t.on_sent(5);
-        assert_eq!(t.on_ack(5), Some(1));
+        assert_eq!(t.on_ack(5), Some(s(1)));
         assert_eq!(t.on_ack(5), None);
     }
 }

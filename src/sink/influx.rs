@@ -13,7 +13,7 @@
 //! built into reqwest (webpki-roots). There is no plaintext fallback. A failed handshake is
 //! the state `tls failure` with rustls' reason and the setting to check; a 401/403 is
 //! `authentication failed` naming `[influxdb] username/password` (v1) or `token` (v2). Both
-//! are logged once per state change (see `LinkState`) and retried with backoff, the readings
+//! are logged once per state change (see `Link`) and retried with backoff, the readings
 //! staying in the outbox. Credentials travel only in headers, never in the URL, so no error
 //! text can carry them.
 
@@ -26,10 +26,11 @@ use reqwest::StatusCode;
 use tracing::debug;
 
 use super::lineproto::encode;
-use super::{Cursor, LinkState, SinkContext, SinkError};
+use super::{Cursor, Failure, Link, SinkContext, SinkError};
 use crate::backoff::Backoff;
 use crate::config::{InfluxApi, InfluxConfig};
-use crate::reading::{Precision, StoredReading};
+use crate::outbox::StoredReading;
+use crate::reading::Precision;
 
 /// Cursor key in the outbox.
 pub const NAME: &str = "influxdb";
@@ -43,7 +44,7 @@ enum WriteError {
     Rejected(String),
     /// Try again later; `retry_after` when the server said when.
     Retry {
-        kind: &'static str,
+        kind: Failure,
         detail: String,
         retry_after: Option<Duration>,
     },
@@ -66,7 +67,7 @@ impl Writer {
 
     fn http(&self) -> Result<&reqwest::Client, WriteError> {
         self.http.as_ref().map_err(|e| WriteError::Retry {
-            kind: "tls failure",
+            kind: Failure::Tls,
             detail: e.clone(),
             retry_after: None,
         })
@@ -134,7 +135,7 @@ impl Writer {
                 let text = resp.text().await.unwrap_or_default();
                 match classify_status(status, &text, &self.cfg) {
                     WriteError::Retry {
-                        kind: "tls required",
+                        kind: Failure::TlsRequired,
                         detail,
                         ..
                     } => Err(format!("{url}: {detail}")),
@@ -201,17 +202,17 @@ impl Writer {
             .await
             .map_err(|e| match tls_problem(&e, &self.cfg) {
                 Some(detail) => WriteError::Retry {
-                    kind: "tls failure",
+                    kind: Failure::Tls,
                     detail,
                     retry_after: None,
                 },
                 None => WriteError::Retry {
                     kind: if error_chain(&e).contains("dns error") {
-                        "name resolution failed"
+                        Failure::NameResolution
                     } else if e.is_connect() {
-                        "unreachable"
+                        Failure::Unreachable
                     } else {
-                        "request failed"
+                        Failure::RequestFailed
                     },
                     detail: error_chain(&e),
                     retry_after: None,
@@ -234,7 +235,7 @@ impl Writer {
         ) {
             if let Some(wrong) = self.wrong_api(status).await {
                 return Err(WriteError::Retry {
-                    kind: "wrong API",
+                    kind: Failure::WrongApi,
                     detail: wrong,
                     retry_after,
                 });
@@ -303,7 +304,7 @@ fn classify_status(status: StatusCode, text: &str, cfg: &InfluxConfig) -> WriteE
         // not the data's fault: quarantining it would lose every reading.
         StatusCode::BAD_REQUEST if text.contains("HTTP request to an HTTPS server") => {
             WriteError::Retry {
-                kind: "tls required",
+                kind: Failure::TlsRequired,
                 detail: format!(
                     "{message} (the server speaks HTTPS: use https:// in [influxdb] url, with ca_file for a private CA)"
                 ),
@@ -329,18 +330,18 @@ fn classify_status(status: StatusCode, text: &str, cfg: &InfluxConfig) -> WriteE
                 }
             };
             WriteError::Retry {
-                kind: "authentication failed",
+                kind: Failure::Authentication,
                 detail: format!("{message} ({check})"),
                 retry_after: None,
             }
         }
         StatusCode::NOT_FOUND => WriteError::Retry {
-            kind: "database or bucket not found",
+            kind: Failure::NotFound,
             detail: format!("{message} (create it, or fix [influxdb] bucket / database / org)"),
             retry_after: None,
         },
         _ => WriteError::Retry {
-            kind: "server error",
+            kind: Failure::ServerError,
             detail: message,
             retry_after: None,
         },
@@ -362,7 +363,7 @@ fn tls_problem(e: &(dyn std::error::Error + 'static), cfg: &InfluxConfig) -> Opt
 pub async fn run(cfg: InfluxConfig, ctx: &SinkContext) -> Result<(), SinkError> {
     let mut cursor = Cursor::load(NAME, ctx)?;
     let mut backoff = Backoff::new(cfg.retry_initial, cfg.retry_max);
-    let mut link = LinkState::new(ctx.events.clone());
+    let mut link = Link::new(ctx.events.clone());
     let target = cfg.url.clone();
     let batch_size = cfg.batch_size;
     let flush_interval = cfg.flush_interval;
@@ -378,7 +379,7 @@ pub async fn run(cfg: InfluxConfig, ctx: &SinkContext) -> Result<(), SinkError> 
         let finishing = ctx.finish.is_cancelled();
         let mut batch = ctx.outbox.read_after(cursor.value, batch_size)?;
         if batch.is_empty() {
-            cursor.persist(ctx)?;
+            cursor.persist(ctx);
             if finishing {
                 return Ok(());
             }
@@ -413,8 +414,8 @@ pub async fn run(cfg: InfluxConfig, ctx: &SinkContext) -> Result<(), SinkError> 
                     link.up(NAME, &target);
                     ctx.status.set_error(None);
                     if let Some(last) = batch.last() {
-                        cursor.advance(last.seq, ctx)?;
-                        cursor.persist(ctx)?;
+                        cursor.advance(last.seq, ctx);
+                        cursor.persist(ctx);
                     }
                     break;
                 }
@@ -445,7 +446,7 @@ async fn deliver(
     writer: &Writer,
     batch: &[StoredReading],
     ctx: &SinkContext,
-) -> Result<(), (&'static str, String, Option<Duration>)> {
+) -> Result<(), (Failure, String, Option<Duration>)> {
     let mut pending = vec![batch];
     while let Some(part) = pending.pop() {
         let mut body = String::with_capacity(part.len() * 64);
@@ -505,7 +506,7 @@ mod tests {
             .expect("influx")
     }
 
-    fn retry(e: WriteError) -> (&'static str, String) {
+    fn retry(e: WriteError) -> (Failure, String) {
         match e {
             WriteError::Retry { kind, detail, .. } => (kind, detail),
             WriteError::Rejected(m) => panic!("rejected: {m}"),
@@ -517,12 +518,12 @@ mod tests {
         let v1 = cfg("url = \"http://x\"\napi = \"v1\"\ndatabase = \"d\"\nusername = \"u\"\npassword = \"pw-Secret-1\"\n");
         let body = r#"{"error":"authorization failed"}"#;
         let (kind, detail) = retry(classify_status(StatusCode::UNAUTHORIZED, body, &v1));
-        assert_eq!(kind, "authentication failed");
+        assert_eq!(kind, Failure::Authentication);
         assert!(detail.contains("[influxdb] username/password"), "{detail}");
         assert!(!detail.contains("pw-Secret-1"));
         let v2 = cfg("url = \"http://x\"\nbucket = \"b\"\ntoken = \"tok\"\n");
         let (kind, detail) = retry(classify_status(StatusCode::UNAUTHORIZED, body, &v2));
-        assert_eq!(kind, "authentication failed");
+        assert_eq!(kind, Failure::Authentication);
         assert!(detail.contains("check [influxdb] token"), "{detail}");
         let (_, detail) = retry(classify_status(StatusCode::FORBIDDEN, "", &v2));
         assert!(
@@ -536,7 +537,7 @@ mod tests {
         let c = cfg("url = \"http://x\"\nbucket = \"b\"\n");
         let body = "Client sent an HTTP request to an HTTPS server.\n";
         let (kind, detail) = retry(classify_status(StatusCode::BAD_REQUEST, body, &c));
-        assert_eq!(kind, "tls required");
+        assert_eq!(kind, Failure::TlsRequired);
         assert!(
             detail.contains("use https:// in [influxdb] url"),
             "{detail}"

@@ -8,7 +8,8 @@
 
 use std::fmt::Write as _;
 
-use crate::reading::{Precision, StoredReading};
+use crate::outbox::StoredReading;
+use crate::reading::Precision;
 
 /// Appends one line (with trailing `\n`) for `r` to `out`. A gateway event becomes
 /// `events,kind=<kind>,node=<node> text="<text>" <ts>` (the Grafana annotation source).
@@ -64,7 +65,7 @@ mod tests {
 
     fn reading(metric: &str, node: &str, unit: Option<&str>, value: &str) -> StoredReading {
         StoredReading {
-            seq: 1,
+            seq: crate::outbox::Seq::new(1),
             ts_ns: 1764230400000000000,
             node: node.into(),
             metric: metric.into(),

@@ -22,9 +22,9 @@ use tracing::{info, warn};
 
 use crate::config::{InfluxConfig, MqttConfig};
 use crate::events::{EventKind, EventLog};
-use crate::outbox::{may_wait, OutboxError, OutboxReader};
+use crate::outbox::StoredReading;
+use crate::outbox::{OutboxError, OutboxReader, Seq, Write, WriteQueue};
 use crate::quarantine::Quarantine;
-use crate::reading::StoredReading;
 use crate::telemetry::SinkStatus;
 
 /// Cursor writes are coalesced to at most one per this interval while delivering (a crash
@@ -52,10 +52,12 @@ impl SinkConfig {
 
 /// Everything a sink task is handed.
 pub struct SinkContext {
-    /// Its own outbox connection.
+    /// Its own outbox connection, to read.
     pub outbox: OutboxReader,
+    /// Where its cursor moves go (the outbox's one writer).
+    pub writes: WriteQueue,
     /// Highest committed seq; changes wake the sink.
-    pub committed: watch::Receiver<i64>,
+    pub committed: watch::Receiver<Seq>,
     /// The source is done: deliver everything committed, then return.
     pub finish: CancellationToken,
     /// Stop now: what is not confirmed stays in the outbox for the next start.
@@ -83,8 +85,8 @@ pub async fn run(cfg: SinkConfig, ctx: &SinkContext) -> Result<(), SinkError> {
 #[derive(Debug)]
 struct Cursor {
     sink: &'static str,
-    value: i64,
-    persisted: i64,
+    value: Seq,
+    persisted: Seq,
     last_write: Instant,
     /// Sent, not yet confirmed: for the delivery latency and the retry count.
     in_flight: InFlight,
@@ -92,8 +94,9 @@ struct Cursor {
 
 impl Cursor {
     fn load(sink: &'static str, ctx: &SinkContext) -> Result<Cursor, SinkError> {
-        let value = may_wait(|| ctx.outbox.init_cursor(sink))?;
-        ctx.status.cursor.store(value, Ordering::Relaxed);
+        // Every configured sink got a cursor before the sinks started.
+        let value = ctx.outbox.cursor(sink)?.unwrap_or(Seq::START);
+        ctx.status.cursor.store(value.get(), Ordering::Relaxed);
         Ok(Cursor {
             sink,
             value,
@@ -111,11 +114,11 @@ impl Cursor {
     }
 
     /// Everything up to `seq` was confirmed by the far end.
-    fn advance(&mut self, seq: i64, ctx: &SinkContext) -> Result<(), SinkError> {
+    fn advance(&mut self, seq: Seq, ctx: &SinkContext) {
         if seq <= self.value {
-            return Ok(());
+            return;
         }
-        ctx.status.cursor.store(seq, Ordering::Relaxed);
+        ctx.status.cursor.store(seq.get(), Ordering::Relaxed);
         self.value = seq;
         let confirmed = self.in_flight.confirmed_upto(seq);
         if confirmed > 0 {
@@ -136,18 +139,21 @@ impl Cursor {
                 .confirmed(readings.iter().map(|sent| sent.received_ns));
         }
         if self.last_write.elapsed() >= CURSOR_PERSIST_EVERY {
-            self.persist(ctx)?;
+            self.persist(ctx);
         }
-        Ok(())
     }
 
-    fn persist(&mut self, ctx: &SinkContext) -> Result<(), SinkError> {
+    /// Hands the cursor to the outbox's writer when it moved. Never waits: a cursor the writer
+    /// has not stored when the gateway dies only means a few readings are sent again.
+    fn persist(&mut self, ctx: &SinkContext) {
         if self.persisted != self.value {
-            may_wait(|| ctx.outbox.set_cursor(self.sink, self.value))?;
+            ctx.writes.send(Write::Cursor {
+                sink: self.sink,
+                seq: self.value,
+            });
             self.persisted = self.value;
         }
         self.last_write = Instant::now();
-        Ok(())
     }
 }
 
@@ -158,11 +164,11 @@ struct InFlight {
     /// Ascending seq.
     sent: VecDeque<Sent>,
     /// Highest seq sent since start (the cursor at start: what came before is not ours).
-    highest_sent: i64,
+    highest_sent: Seq,
 }
 
 impl InFlight {
-    fn new(cursor: i64) -> Self {
+    fn new(cursor: Seq) -> Self {
         InFlight {
             sent: VecDeque::new(),
             highest_sent: cursor,
@@ -171,7 +177,7 @@ impl InFlight {
 
     /// Records a send; true when `seq` was sent before (a resend after a failure). A resend
     /// keeps the first entry, so its latency still counts from the receive time.
-    fn on_send(&mut self, seq: i64, received_ns: i64, event: bool) -> bool {
+    fn on_send(&mut self, seq: Seq, received_ns: i64, event: bool) -> bool {
         if self.sent.back().is_none_or(|last| last.seq < seq) {
             self.sent.push_back(Sent {
                 seq,
@@ -187,7 +193,7 @@ impl InFlight {
     }
 
     /// How many of the oldest entries the far end confirmed with everything up to `seq`.
-    fn confirmed_upto(&self, seq: i64) -> usize {
+    fn confirmed_upto(&self, seq: Seq) -> usize {
         self.sent.partition_point(|sent| sent.seq <= seq)
     }
 }
@@ -195,50 +201,115 @@ impl InFlight {
 /// One row in flight.
 #[derive(Debug, Clone, Copy)]
 struct Sent {
-    seq: i64,
+    seq: Seq,
     received_ns: i64,
     /// A gateway event, not a reading.
     event: bool,
 }
 
-/// Logs a connection's state changes once each, not once per retry, and records the
-/// outages as gateway events.
+/// Why a sink cannot reach or write to its far end. Each distinct failure is logged once and
+/// named in `last_error`, `/readyz` and the outage event; `Display` gives those words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Nothing listens at the address.
+    ConnectionRefused,
+    /// The host name does not resolve.
+    NameResolution,
+    /// An established connection broke.
+    ConnectionLost,
+    /// The MQTT broker answered CONNECT with a refusal (credentials, client id).
+    RefusedByBroker,
+    /// The far end stopped answering in time.
+    Timeout,
+    /// The TLS handshake failed (certificate, CA, host name).
+    Tls,
+    /// Any other failure to connect.
+    ConnectionFailed,
+    /// The far end broke the protocol (an acknowledgement never came).
+    ProtocolError,
+    /// Plaintext was sent to a TLS port.
+    TlsRequired,
+    /// The server could not be connected to.
+    Unreachable,
+    /// The HTTP request failed after connecting.
+    RequestFailed,
+    /// The server speaks another InfluxDB API than `[influxdb] api` says.
+    WrongApi,
+    /// Credentials refused (401/403).
+    Authentication,
+    /// The database or bucket does not exist (404).
+    NotFound,
+    /// Any other error status.
+    ServerError,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Failure::ConnectionRefused => "connection refused",
+            Failure::NameResolution => "name resolution failed",
+            Failure::ConnectionLost => "connection lost",
+            Failure::RefusedByBroker => "refused by broker",
+            Failure::Timeout => "timeout",
+            Failure::Tls => "tls failure",
+            Failure::ConnectionFailed => "connection failed",
+            Failure::ProtocolError => "protocol error",
+            Failure::TlsRequired => "tls required",
+            Failure::Unreachable => "unreachable",
+            Failure::RequestFailed => "request failed",
+            Failure::WrongApi => "wrong API",
+            Failure::Authentication => "authentication failed",
+            Failure::NotFound => "database or bucket not found",
+            Failure::ServerError => "server error",
+        })
+    }
+}
+
+/// A sink's connection as far as the log and the gateway events are concerned: each change is
+/// logged once, not once per retry, and outages are recorded as gateway events.
 #[derive(Debug)]
-struct LinkState {
-    /// `None` before the first outcome; `Some("")` when up; else the failure kind.
-    state: Option<String>,
+struct Link {
+    state: LinkState,
     events: EventLog,
 }
 
-impl LinkState {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkState {
+    /// Before the first outcome.
+    Unknown,
+    Up,
+    Down(Failure),
+}
+
+impl Link {
     fn new(events: EventLog) -> Self {
-        LinkState {
-            state: None,
+        Link {
+            state: LinkState::Unknown,
             events,
         }
     }
 
     fn up(&mut self, sink: &str, target: &str) {
-        if self.state.as_deref() != Some("") {
+        if self.state != LinkState::Up {
             info!(sink, target, "sink connected");
-            if self.state.is_some() {
+            if let LinkState::Down(_) = self.state {
                 let text = format!("{sink} reached {target} again");
                 self.events.emit(EventKind::SinkOutageEnded, sink, &text);
             }
-            self.state = Some(String::new());
+            self.state = LinkState::Up;
         }
     }
 
-    /// Logs when the failure kind changed; `detail` is logged with it.
-    fn down(&mut self, sink: &str, target: &str, kind: &str, detail: &str, retry_in: Duration) {
-        if self.state.as_deref() != Some(kind) {
+    /// Logs when the failure changed; `detail` is logged with it.
+    fn down(&mut self, sink: &str, target: &str, kind: Failure, detail: &str, retry_in: Duration) {
+        if self.state != LinkState::Down(kind) {
             warn!(sink, target, error = detail, retry_in = ?retry_in, "sink {kind}; retrying with backoff, readings stay buffered");
             // From up, or from the first outcome: an outage begins (not on a change of failure).
-            if self.state.as_deref().is_none_or(str::is_empty) {
+            if !matches!(self.state, LinkState::Down(_)) {
                 let text = format!("{sink}: {target} {kind}");
                 self.events.emit(EventKind::SinkOutageBegun, sink, &text);
             }
-            self.state = Some(kind.to_string());
+            self.state = LinkState::Down(kind);
         }
     }
 }
@@ -249,24 +320,24 @@ mod tests {
 
     #[test]
     fn in_flight_counts_resends_and_confirms_in_seq_order() {
-        let mut f = InFlight::new(10);
+        let mut f = InFlight::new(Seq::new(10));
         // What came before the cursor at start is not a resend of ours.
-        assert!(!f.on_send(11, 1_000, false));
-        assert!(!f.on_send(12, 2_000, true));
-        assert!(!f.on_send(13, 3_000, false));
+        assert!(!f.on_send(Seq::new(11), 1_000, false));
+        assert!(!f.on_send(Seq::new(12), 2_000, true));
+        assert!(!f.on_send(Seq::new(13), 3_000, false));
         // A reconnect sends everything after the cursor again.
-        assert!(f.on_send(11, 1_000, false));
-        assert!(f.on_send(12, 2_000, true));
+        assert!(f.on_send(Seq::new(11), 1_000, false));
+        assert!(f.on_send(Seq::new(12), 2_000, true));
         assert_eq!(f.sent.len(), 3, "a resend keeps the first entry");
-        assert_eq!(f.confirmed_upto(12), 2);
+        assert_eq!(f.confirmed_upto(Seq::new(12)), 2);
         let sent: Vec<(i64, bool)> = f
             .sent
             .drain(..2)
             .map(|s| (s.received_ns, s.event))
             .collect();
         assert_eq!(sent, [(1_000, false), (2_000, true)]);
-        assert_eq!(f.confirmed_upto(12), 0);
-        assert!(!f.on_send(14, 4_000, false));
-        assert_eq!(f.confirmed_upto(100), 2);
+        assert_eq!(f.confirmed_upto(Seq::new(12)), 0);
+        assert!(!f.on_send(Seq::new(14), 4_000, false));
+        assert_eq!(f.confirmed_upto(Seq::new(100)), 2);
     }
 }

@@ -27,10 +27,11 @@ use tracing::{debug, info, warn};
 use super::acks::AckTracker;
 use super::homeassistant::{discovery, ha_status_topic};
 use super::topic::{reading_topic, status_topic};
-use super::{Cursor, LinkState, SinkContext, SinkError};
+use super::{Cursor, Failure, Link, SinkContext, SinkError};
 use crate::backoff::Backoff;
 use crate::config::{BrokerTarget, MqttConfig, MqttTls};
-use crate::reading::{CompactString, StoredReading};
+use crate::outbox::StoredReading;
+use crate::reading::CompactString;
 
 /// Cursor key in the outbox.
 pub const NAME: &str = "mqtt";
@@ -52,7 +53,7 @@ enum SessionEnd {
     /// The connection failed; reconnect after a backoff. `connected_for`: how long it had
     /// been up after the broker accepted it (`None`: it never was).
     Failed {
-        kind: &'static str,
+        kind: Failure,
         detail: String,
         connected_for: Option<Duration>,
     },
@@ -102,12 +103,12 @@ impl Takeovers {
 pub async fn run(cfg: MqttConfig, ctx: &SinkContext) -> Result<(), SinkError> {
     let mut cursor = Cursor::load(NAME, ctx)?;
     let mut backoff = Backoff::new(cfg.reconnect_initial, cfg.reconnect_max);
-    let mut link = LinkState::new(ctx.events.clone());
+    let mut link = Link::new(ctx.events.clone());
     let mut takeovers = Takeovers::default();
     let target = describe(&cfg.target);
     loop {
         let end = session(&cfg, ctx, &mut cursor, &mut link, &target).await?;
-        cursor.persist(ctx)?;
+        cursor.persist(ctx);
         match end {
             SessionEnd::Finished | SessionEnd::Aborted => return Ok(()),
             SessionEnd::Failed {
@@ -120,7 +121,7 @@ pub async fn run(cfg: MqttConfig, ctx: &SinkContext) -> Result<(), SinkError> {
                 if connected_for.is_some_and(|d| d >= QUICK_DROP) {
                     backoff.reset();
                 }
-                if let Some(n) = takeovers.on_end(connected_for, kind == "connection lost") {
+                if let Some(n) = takeovers.on_end(connected_for, kind == Failure::ConnectionLost) {
                     warn!(
                         client_id = cfg.client_id,
                         drops = n,
@@ -282,7 +283,7 @@ async fn session(
     cfg: &MqttConfig,
     ctx: &SinkContext,
     cursor: &mut Cursor,
-    link: &mut LinkState,
+    link: &mut Link,
     target: &str,
 ) -> Result<SessionEnd, SinkError> {
     let reading_qos = qos(cfg.qos);
@@ -315,7 +316,7 @@ async fn session(
                 if r.is_event() {
                     // Gateway events are for the database's annotations, not MQTT topics.
                     if let Some(seq) = tracker.on_skipped(r.seq) {
-                        cursor.advance(seq, ctx)?;
+                        cursor.advance(seq, ctx);
                     }
                     continue;
                 }
@@ -348,7 +349,11 @@ async fn session(
             }
             if finishing && tracker.outstanding() == 0 && buffered.is_empty() {
                 let end = ctx.outbox.last_seq()?;
-                debug!(cursor = cursor.value, end, "mqtt sink finishing");
+                debug!(
+                    cursor = cursor.value.get(),
+                    end = end.get(),
+                    "mqtt sink finishing"
+                );
                 if cursor.value >= end {
                     say_offline(&client, &mut events.rx, &cfg.topic_prefix).await;
                     return Ok(SessionEnd::Finished);
@@ -403,23 +408,23 @@ async fn session(
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                     if let Some(seq) = tracker.on_sent(pkid) {
-                        cursor.advance(seq, ctx)?;
+                        cursor.advance(seq, ctx);
                     }
                 }
                 Ok(Event::Incoming(Packet::PubAck(ack))) => {
                     if let Some(seq) = tracker.on_ack(ack.pkid) {
-                        cursor.advance(seq, ctx)?;
+                        cursor.advance(seq, ctx);
                     }
                 }
                 Ok(Event::Incoming(Packet::PubComp(comp))) => {
                     if let Some(seq) = tracker.on_ack(comp.pkid) {
-                        cursor.advance(seq, ctx)?;
+                        cursor.advance(seq, ctx);
                     }
                 }
                 Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => {
                     // A packet id collision would make acks ambiguous: start a clean
                     // connection instead; everything unconfirmed is sent again.
-                    return Ok(SessionEnd::Failed { kind: "protocol error", detail: format!("packet id {pkid} still awaiting its acknowledgement"), connected_for: connected_at.map(|t| t.elapsed()) });
+                    return Ok(SessionEnd::Failed { kind: Failure::ProtocolError, detail: format!("packet id {pkid} still awaiting its acknowledgement"), connected_for: connected_at.map(|t| t.elapsed()) });
                 }
                 Ok(_) => {}
                 Err(err) => {
@@ -433,30 +438,30 @@ async fn session(
             changed = committed.changed(), if ingest_open && connected && buffered.is_empty() && tracker.outstanding() < window => {
                 ingest_open = changed.is_ok();
             }
-            _ = tick.tick() => cursor.persist(ctx)?,
+            _ = tick.tick() => cursor.persist(ctx),
         }
     }
 }
 
 /// Sorts a connection error into a state for the log (one line per state change).
-fn classify(err: &rumqttc::ConnectionError) -> (&'static str, String) {
+fn classify(err: &rumqttc::ConnectionError) -> (Failure, String) {
     use rumqttc::ConnectionError as E;
     let kind = match err {
-        E::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => "connection refused",
+        E::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Failure::ConnectionRefused,
         // tokio's lookup_host reports resolver failures as plain I/O errors.
-        E::Io(e) if e.to_string().contains("lookup") => "name resolution failed",
-        E::Io(_) => "connection lost",
+        E::Io(e) if e.to_string().contains("lookup") => Failure::NameResolution,
+        E::Io(_) => Failure::ConnectionLost,
         E::ConnectionRefused(code) => {
             let detail = format!("broker refused the connection: {code:?} (check [mqtt] username/password and client_id)");
-            return ("refused by broker", detail);
+            return (Failure::RefusedByBroker, detail);
         }
-        E::NetworkTimeout | E::FlushTimeout => "timeout",
+        E::NetworkTimeout | E::FlushTimeout => Failure::Timeout,
         E::Tls(e) => {
             let detail = format!("TLS: {e} (check [mqtt] ca_file, client_cert_file and client_key_file, and that the broker's certificate names this host)");
-            return ("tls failure", detail);
+            return (Failure::Tls, detail);
         }
-        E::MqttState(_) => "connection lost",
-        _ => "connection failed",
+        E::MqttState(_) => Failure::ConnectionLost,
+        _ => Failure::ConnectionFailed,
     };
     (kind, err.to_string())
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use super::counters::{RestartCause, Stats};
 use crate::decode::ErrorClass;
-use crate::outbox::{Backlog, OutboxReader};
+use crate::outbox::{Backlog, OutboxReader, Seq};
 
 /// The gateway's state at one instant.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -47,7 +47,7 @@ pub(crate) struct SinkSnapshot {
     pub name: &'static str,
     pub connected: bool,
     /// Highest delivered seq.
-    pub cursor: i64,
+    pub cursor: Seq,
     /// Gateway events confirmed since start.
     pub delivered_events: u64,
     /// Failed attempts since start.
@@ -83,7 +83,7 @@ pub(crate) fn snapshot(stats: &Stats, history: &OutboxReader) -> Snapshot {
                 .iter()
                 .map(|(name, st)| {
                     let (backlog, backlog_error) =
-                        match history.backlog(st.cursor.load(Ordering::Relaxed)) {
+                        match history.backlog(Seq::new(st.cursor.load(Ordering::Relaxed))) {
                             Ok(b) => (Some(b), None),
                             Err(e) => (None, Some(e.to_string())),
                         };
@@ -91,7 +91,7 @@ pub(crate) fn snapshot(stats: &Stats, history: &OutboxReader) -> Snapshot {
                     SinkSnapshot {
                         name,
                         connected: st.connected.load(Ordering::Relaxed),
-                        cursor: st.cursor.load(Ordering::Relaxed),
+                        cursor: Seq::new(st.cursor.load(Ordering::Relaxed)),
                         delivered_events: st.delivered_events.load(Ordering::Relaxed),
                         failures: st.failures.load(Ordering::Relaxed),
                         retried: st.retried.load(Ordering::Relaxed),
@@ -180,7 +180,7 @@ mod tests {
         let names: Vec<_> = snap.sinks.iter().map(|s| s.name).collect();
         assert_eq!(names, ["influxdb", "mqtt"]);
         let mqtt = &snap.sinks[1];
-        assert_eq!((mqtt.cursor, mqtt.delivered), (2, 2));
+        assert_eq!((mqtt.cursor, mqtt.delivered), (Seq::new(2), 2));
         assert_eq!(
             mqtt.backlog,
             Some(Backlog {

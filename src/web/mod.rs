@@ -41,7 +41,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::HttpConfig;
 use crate::latest::{Latest, PACKET_TIMES_PER_NODE};
 use crate::outbox::OutboxReader;
-use crate::reading::{now_ns, StoredReading};
+use crate::outbox::StoredReading;
+use crate::reading::now_ns;
 use crate::telemetry::{Snapshot, Stats};
 
 /// Why the server did not start.
@@ -273,7 +274,7 @@ mod tests {
 
     fn reading(seq: i64, value: &str) -> StoredReading {
         StoredReading {
-            seq,
+            seq: crate::outbox::Seq::new(seq),
             ts_ns: now_ns(),
             node: "node1".into(),
             metric: "temperature".into(),

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::liveness::{node_state, NodeState, OFFLINE_AFTER_INTERVALS};
 
 const NS_PER_MS: i64 = 1_000_000;
-use crate::reading::StoredReading;
+use crate::outbox::StoredReading;
 
 /// The metrics each node reports, from the newest readings.
 pub(super) fn metrics_by_node(latest: &[StoredReading]) -> BTreeMap<String, Vec<String>> {

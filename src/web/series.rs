@@ -21,8 +21,9 @@ use serde_json::{json, Value};
 use super::dashboards::find_panel;
 use super::AppState;
 use crate::outbox::history::Bucket;
+use crate::outbox::StoredReading;
 use crate::panels::{self, Compute, Kind, Nodes, Panel};
-use crate::reading::{now_ns, StoredReading};
+use crate::reading::now_ns;
 
 /// The ranges the dashboard offers, shortest first.
 pub(super) const RANGES: &[(&str, Duration)] = &[
@@ -364,7 +365,7 @@ mod tests {
 
     fn r(node: &str, metric: &str, value: &str, ts: i64) -> StoredReading {
         StoredReading {
-            seq: 0,
+            seq: crate::outbox::Seq::START,
             ts_ns: ts,
             node: node.into(),
             metric: metric.into(),

@@ -1,0 +1,176 @@
+//! [`OutboxReader`]: a connection that reads the outbox (sinks, the web server, reports). In
+//! WAL mode reads never wait for the writer, and the writer never waits for them.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+use super::cursors::LAST_SEQ;
+use super::rows::{Seq, StoredReading, EVENT_UNIT};
+use super::schema::{self, BUSY_TIMEOUT};
+use super::{OutboxError, Result, DB_FILE};
+use crate::config::{StorageConfig, SyncMode};
+
+/// A read connection, one per sink or server: it cannot change the data (`query_only`).
+pub struct OutboxReader {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for OutboxReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboxReader")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl OutboxReader {
+    /// A reader of the outbox at `path`, which a writer of this process opened.
+    pub(super) fn open(path: &Path, sync: SyncMode) -> Result<OutboxReader> {
+        Ok(OutboxReader {
+            conn: Mutex::new(schema::connect_reader(path, sync)?),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// A reader of the outbox in `storage.dir`, which a writer of this process opened (and
+    /// checked).
+    pub fn of(storage: &StorageConfig) -> Result<OutboxReader> {
+        OutboxReader::open(&storage.dir.join(DB_FILE), storage.sync)
+    }
+
+    /// A read-only look at an existing outbox file, changing nothing (for `check`).
+    pub fn open_existing(path: &Path) -> Result<OutboxReader> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn =
+            Connection::open_with_flags(path, flags).map_err(|s| schema::classify(path, s))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|s| schema::classify(path, s))?;
+        Ok(OutboxReader {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The connection (a mutex makes the reader shareable across await points).
+    pub(super) fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn err(&self, cause: rusqlite::Error) -> OutboxError {
+        OutboxError::Sqlite {
+            path: self.path.clone(),
+            cause,
+        }
+    }
+
+    /// The time of the newest packet in the outbox (not a gateway event), if any: packet times
+    /// after a restart continue after it.
+    pub fn newest_packet_ts(&self) -> Result<Option<i64>> {
+        self.conn()
+            .query_row(
+                "SELECT ts FROM readings WHERE unit IS NOT ?1 ORDER BY seq DESC LIMIT 1",
+                [EVENT_UNIT],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The highest seq ever assigned (0 when none).
+    pub fn last_seq(&self) -> Result<Seq> {
+        self.conn()
+            .query_row(LAST_SEQ, [], |row| row.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Up to `limit` readings after `seq`, in order.
+    pub fn read_after(&self, seq: Seq, limit: usize) -> Result<Vec<StoredReading>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(READ_AFTER).map_err(|e| self.err(e))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![seq, limit], row_to_reading)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Readings (not events) after `seq`: a sink's backlog, as reported to users.
+    pub fn count_after(&self, seq: Seq) -> Result<i64> {
+        self.conn()
+            .query_row(
+                "SELECT COUNT(*) FROM readings WHERE seq > ?1 AND unit IS NOT ?2",
+                params![seq, EVENT_UNIT],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Gateway events after `seq` (the rows [`OutboxReader::count_after`] leaves out).
+    pub fn count_events_after(&self, seq: Seq) -> Result<i64> {
+        self.conn()
+            .query_row(
+                "SELECT COUNT(*) FROM readings WHERE seq > ?1 AND unit IS ?2",
+                params![seq, EVENT_UNIT],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// The newest reading of every (node, metric) series.
+    pub fn latest(&self) -> Result<Vec<StoredReading>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT seq, ts, node, metric, unit, value FROM readings
+                 WHERE seq IN (SELECT MAX(seq) FROM readings GROUP BY node, metric)
+                   AND unit IS NOT ?1
+                 ORDER BY node, metric",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([EVENT_UNIT], row_to_reading)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.err(e))
+    }
+}
+
+/// The query behind [`OutboxReader::read_after`].
+pub(super) const READ_AFTER: &str = "SELECT seq, ts, node, metric, unit, value FROM readings
+                          WHERE seq > ?1 ORDER BY seq LIMIT ?2";
+
+/// A row of `readings`; its texts are copied without a heap allocation when short (the sinks
+/// read every row, so this is on the hot path).
+fn row_to_reading(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReading> {
+    Ok(StoredReading {
+        seq: row.get(0)?,
+        ts_ns: row.get(1)?,
+        node: text(row, 2)?.into(),
+        metric: text(row, 3)?.into(),
+        unit: {
+            let unit = row.get_ref(4)?;
+            unit.as_str_or_null()
+                .map_err(|e| not_text(4, unit, e))?
+                .map(Into::into)
+        },
+        value: text(row, 5)?.into(),
+    })
+}
+
+fn text<'r>(row: &'r rusqlite::Row<'_>, column: usize) -> rusqlite::Result<&'r str> {
+    let value = row.get_ref(column)?;
+    value.as_str().map_err(|e| not_text(column, value, e))
+}
+
+/// The error for a value that should be text: it names the column and the type found.
+fn not_text(
+    column: usize,
+    value: rusqlite::types::ValueRef<'_>,
+    e: rusqlite::types::FromSqlError,
+) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, value.data_type(), Box::new(e))
+}

@@ -1,0 +1,217 @@
+//! [`Outbox`]: the one connection that changes the outbox. It appends packets and gateway
+//! events, moves cursors, prunes and keeps the disk budget; the ingest thread owns it, and
+//! everyone else asks through a [`super::WriteQueue`].
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection};
+
+use super::checkpoint::{self, Checkpointer};
+use super::rows::{EventRow, Seq, EVENT_UNIT};
+use super::schema::{self, BUSY_TIMEOUT, SCHEMA};
+use super::{lock, OutboxError, OutboxReader, Result, DB_FILE};
+use crate::config::{StorageConfig, SyncMode};
+use crate::reading::Packet;
+
+/// The writer side of the outbox.
+pub struct Outbox {
+    /// Declared first: stops before the writer's connection closes.
+    checkpointer: Option<Checkpointer>,
+    pub(super) conn: Connection,
+    pub(super) path: PathBuf,
+    sync: SyncMode,
+    /// The configured sinks ([`Outbox::track_sinks`]): their cursors tell delivered rows from
+    /// undelivered ones for retention and the disk budget.
+    pub(super) sinks: Vec<&'static str>,
+    /// The storage dir is ours while the writer lives.
+    _lock: Option<lock::DirLock>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox").field("path", &self.path).finish()
+    }
+}
+
+impl Outbox {
+    /// Opens (creating if needed) the outbox in `cfg.dir`, which becomes this process's: a
+    /// second writer, in this process or another, gets [`OutboxError::Locked`].
+    pub fn open(cfg: &StorageConfig) -> Result<Outbox> {
+        std::fs::create_dir_all(&cfg.dir).map_err(|source| OutboxError::Dir {
+            dir: cfg.dir.clone(),
+            cause: source,
+        })?;
+        let lock = lock::DirLock::acquire(&cfg.dir).map_err(|e| match e {
+            lock::LockError::Held(pid) => OutboxError::Locked {
+                dir: cfg.dir.clone(),
+                pid,
+            },
+            lock::LockError::Io(cause) => OutboxError::Dir {
+                dir: cfg.dir.clone(),
+                cause,
+            },
+        })?;
+        let path = cfg.dir.join(DB_FILE);
+        let opened = match Self::open_file(&path, cfg.sync) {
+            Err(OutboxError::Corrupt { .. }) if cfg.move_corrupt_aside => {
+                let aside = schema::move_aside(&path).map_err(|cause| OutboxError::Dir {
+                    dir: cfg.dir.clone(),
+                    cause,
+                })?;
+                tracing::warn!(moved_to = %aside.display(), "corrupt outbox moved aside; starting an empty one");
+                Self::open_file(&path, cfg.sync)
+            }
+            other => other,
+        };
+        let mut outbox = opened?;
+        outbox._lock = Some(lock);
+        Ok(outbox)
+    }
+
+    /// Who holds `dir` (a running gateway's PID), if anyone: for `check`.
+    pub fn holder(dir: &Path) -> Option<u32> {
+        lock::holder(dir)
+    }
+
+    fn open_file(path: &Path, sync: SyncMode) -> Result<Outbox> {
+        if path.is_file() {
+            schema::check_intact(path)?;
+        }
+        let conn = schema::connect(path, sync)?;
+        conn.execute_batch(SCHEMA)
+            .map_err(|source| schema::classify(path, source))?;
+        let checkpointer = match Checkpointer::start(schema::connect(path, sync)?) {
+            Ok(checkpointer) => Some(checkpointer),
+            Err(error) => {
+                tracing::warn!(%error, "cannot start the outbox checkpoint thread; commits checkpoint themselves");
+                conn.execute_batch("PRAGMA wal_autocheckpoint = 1000;")
+                    .map_err(|source| schema::classify(path, source))?;
+                None
+            }
+        };
+        Ok(Outbox {
+            checkpointer,
+            conn,
+            path: path.to_path_buf(),
+            sync,
+            sinks: Vec::new(),
+            _lock: None,
+        })
+    }
+
+    /// A writer without the checkpoint thread and the lock (tests of what the thread does).
+    #[cfg(test)]
+    pub(super) fn without_checkpointer(cfg: &StorageConfig) -> Result<Outbox> {
+        let path = cfg.dir.join(DB_FILE);
+        let conn = schema::connect(&path, cfg.sync)?;
+        conn.execute_batch(SCHEMA).unwrap();
+        Ok(Outbox {
+            checkpointer: None,
+            conn,
+            path,
+            sync: cfg.sync,
+            sinks: Vec::new(),
+            _lock: None,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(super) fn err(&self, cause: rusqlite::Error) -> OutboxError {
+        OutboxError::Sqlite {
+            path: self.path.clone(),
+            cause,
+        }
+    }
+
+    /// A new read connection to the same database.
+    pub fn reader(&self) -> Result<OutboxReader> {
+        OutboxReader::open(&self.path, self.sync)
+    }
+
+    /// Commits every reading of `packets` in one transaction; returns the last seq.
+    pub fn append(&mut self, packets: &[Packet]) -> Result<Seq> {
+        self.insert_rows(packets.iter().flat_map(|p| {
+            p.readings.iter().map(move |r| {
+                (
+                    p.received_ns,
+                    r.node.as_str(),
+                    r.metric.as_str(),
+                    r.unit,
+                    r.value.as_str(),
+                )
+            })
+        }))
+    }
+
+    /// Commits gateway events in one transaction (rows marked with [`EVENT_UNIT`]); returns
+    /// the last seq.
+    pub fn append_events(&mut self, events: &[EventRow]) -> Result<Seq> {
+        self.insert_rows(events.iter().map(|e| {
+            (
+                e.ts_ns,
+                e.node.as_str(),
+                e.kind,
+                Some(EVENT_UNIT),
+                e.text.as_str(),
+            )
+        }))
+    }
+
+    /// Inserts `(ts, node, metric, unit, value)` rows in one transaction; the seqs they get
+    /// are consecutive. Returns the last seq.
+    fn insert_rows<'a>(
+        &mut self,
+        rows: impl Iterator<Item = (i64, &'a str, &'a str, Option<&'a str>, &'a str)>,
+    ) -> Result<Seq> {
+        let path = &self.path;
+        let err = |source| OutboxError::Sqlite {
+            path: path.clone(),
+            cause: source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO readings (ts, node, metric, unit, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(err)?;
+            for (ts, node, metric, unit, value) in rows {
+                insert
+                    .execute(params![ts, node, metric, unit, value])
+                    .map_err(err)?;
+            }
+        }
+        let last = tx.last_insert_rowid();
+        tx.commit().map_err(err)?;
+        if self
+            .checkpointer
+            .as_ref()
+            .is_some_and(Checkpointer::wal_too_long)
+        {
+            match checkpoint::truncate(&self.conn, BUSY_TIMEOUT) {
+                Ok(true) => {}
+                Ok(false) => tracing::debug!("outbox WAL in use by a reader; truncating later"),
+                Err(error) => {
+                    tracing::debug!(%error, "outbox WAL truncation failed; retrying later");
+                }
+            }
+        }
+        Ok(Seq::new(last))
+    }
+
+    /// Deletes readings received before `before_ns` that every tracked sink delivered;
+    /// returns how many.
+    pub fn prune(&mut self, before_ns: i64) -> Result<usize> {
+        let delivered = self.delivered()?;
+        self.conn
+            .execute(
+                "DELETE FROM readings WHERE seq <= ?1 AND ts < ?2",
+                params![delivered, before_ns],
+            )
+            .map_err(|e| self.err(e))
+    }
+}
