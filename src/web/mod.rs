@@ -142,20 +142,18 @@ impl WebServer {
         self.listener.local_addr().ok()
     }
 
-    /// Serves until `token` is cancelled.
+    /// Serves until `token` is cancelled; the `/metrics` registry's upkeep runs alongside.
     pub async fn serve(self, token: CancellationToken) {
         let live_stop = self.live_stop;
-        let upkeep = tokio::spawn(metrics::upkeep(self.stats, token.clone()));
-        let result = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move {
-                token.cancelled().await;
-                live_stop.cancel();
-            })
-            .await;
+        let upkeep = metrics::upkeep(self.stats, token.clone());
+        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+            token.cancelled().await;
+            live_stop.cancel();
+        });
+        let (result, ()) = tokio::join!(std::future::IntoFuture::into_future(server), upkeep);
         if let Err(error) = result {
             tracing::error!(%error, "http server failed");
         }
-        upkeep.abort();
     }
 }
 
