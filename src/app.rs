@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::activity::{self, Activity, Narrator};
 use crate::config::{BrokerTarget, Config, SourceConfig};
@@ -366,7 +366,10 @@ impl Running {
     /// Step 4: the writer applies what is queued (the sinks' last cursors) and closes the
     /// outbox.
     async fn close_writer(&mut self) {
-        self.writes.send(Write::Close);
+        if let Err(error) = self.writes.send(Write::Close) {
+            // Full: the writer still stops once every sender is gone.
+            debug!(%error, "closing the outbox writer");
+        }
         let Some(ingest) = self.ingest.take() else {
             return;
         };

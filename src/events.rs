@@ -4,7 +4,7 @@
 //! InfluxDB sink writes them as the `events` measurement (tag `kind`, tag `node`, field
 //! `text`) that the Grafana dashboards show as annotations. The MQTT sink skips them.
 
-use crate::outbox::{EventRow, Write, WriteQueue};
+use crate::outbox::{EventRow, NotQueued, Write, WriteQueue};
 use crate::reading::now_ns;
 
 /// What happened.
@@ -64,11 +64,17 @@ impl EventLog {
     /// Records an event at `ts_ns` (e.g. a packet's receive time).
     pub fn emit_at(&self, ts_ns: i64, kind: EventKind, node: &str, text: &str) {
         let Some(queue) = &self.queue else { return };
-        if !queue.send(Write::Event(event_row(ts_ns, kind, node, text))) {
-            tracing::debug!(
-                kind = kind.as_str(),
-                "gateway event not recorded: the outbox writer has stopped"
-            );
+        match queue.send(Write::Event(event_row(ts_ns, kind, node, text))) {
+            Ok(()) => {}
+            Err(NotQueued::Closed) => {
+                tracing::debug!(
+                    kind = kind.as_str(),
+                    "gateway event not recorded: the outbox writer has stopped"
+                );
+            }
+            Err(error @ NotQueued::Full) => {
+                tracing::warn!(%error, kind = kind.as_str(), text, "gateway event not recorded");
+            }
         }
     }
 }

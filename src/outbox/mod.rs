@@ -43,7 +43,7 @@ mod writer;
 pub use backlog::Backlog;
 pub use budget::BudgetReport;
 pub use lock::LOCK_FILE;
-pub use queue::{Applied, Write, WriteQueue, Writes};
+pub use queue::{Applied, NotQueued, Write, WriteQueue, Writes, WRITE_QUEUE_CAPACITY};
 pub use reader::OutboxReader;
 pub use rows::{EventRow, Seq, StoredReading, EVENT_UNIT};
 pub use writer::Outbox;
@@ -327,12 +327,13 @@ mod tests {
             kind: "gateway_started",
             text: "started".into(),
         };
-        assert!(queue.send(Write::Event(event.clone())));
-        assert!(queue.send(Write::Cursor {
+        queue.send(Write::Event(event.clone())).unwrap();
+        let cursor = Write::Cursor {
             sink: "mqtt",
-            seq: s(3)
-        }));
-        assert!(queue.send(Write::Prune { before_ns: 2 }));
+            seq: s(3),
+        };
+        queue.send(cursor).unwrap();
+        queue.send(Write::Prune { before_ns: 2 }).unwrap();
         let mut applied = Vec::new();
         while let Ok(write) = writes.try_recv() {
             applied.push(ob.apply(&write).unwrap());
@@ -346,11 +347,18 @@ mod tests {
         assert_eq!(left.len(), 1);
         assert!(left[0].is_event());
         assert_eq!(left[0].value, event.text);
+    }
+
+    #[test]
+    fn a_full_or_closed_queue_refuses_without_waiting() {
+        let (queue, writes) = WriteQueue::new();
+        let prune = || Write::Prune { before_ns: 0 };
+        for _ in 0..WRITE_QUEUE_CAPACITY {
+            queue.send(prune()).unwrap();
+        }
+        assert_eq!(queue.send(prune()), Err(NotQueued::Full));
         drop(writes);
-        assert!(
-            !queue.send(Write::Close),
-            "a send after the writer stopped says so"
-        );
+        assert_eq!(queue.send(prune()), Err(NotQueued::Closed));
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! How the rest of the gateway writes to the outbox without a connection of its own: a
 //! [`WriteQueue`] carries [`Write`]s to the one writer (the ingest thread), which applies them
-//! in order between its commits. Sending never blocks and never fails the sender: writes are
-//! rare (a gateway event, a cursor a few times a second per sink, a prune every ten minutes).
+//! in order between its commits. Writes are rare (a gateway event, a cursor a few times a
+//! second per sink, a prune every ten minutes), so the queue is small and sending never
+//! waits: a full queue (the writer stuck retrying a failing disk for minutes) refuses the
+//! write and the sender says so or tries again later.
 
 use tokio::sync::mpsc;
 
 use super::rows::{EventRow, Seq};
-use super::{Outbox, Result};
+use super::Outbox;
 
 /// A change to the outbox, for its writer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,30 +42,47 @@ pub enum Applied {
     Done,
 }
 
+/// Writes queued for the outbox's writer at most. At the usual rates (two sinks moving
+/// their cursors five times a second) that is minutes of a writer that cannot commit.
+pub const WRITE_QUEUE_CAPACITY: usize = 1024;
+
 /// The sending side: cheap to clone.
 #[derive(Debug, Clone)]
-pub struct WriteQueue(mpsc::UnboundedSender<Write>);
+pub struct WriteQueue(mpsc::Sender<Write>);
 
 /// The receiving side, for the writer.
-pub type Writes = mpsc::UnboundedReceiver<Write>;
+pub type Writes = mpsc::Receiver<Write>;
+
+/// Why a write was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotQueued {
+    /// [`WRITE_QUEUE_CAPACITY`] writes wait already: the writer is stuck.
+    #[error("the outbox writer is behind ({WRITE_QUEUE_CAPACITY} writes waiting)")]
+    Full,
+    /// The writer has stopped (shutdown).
+    #[error("the outbox writer has stopped")]
+    Closed,
+}
 
 impl WriteQueue {
     /// A queue and its receiving end.
     pub fn new() -> (WriteQueue, Writes) {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
         (WriteQueue(tx), rx)
     }
 
-    /// Queues `write`; false when the writer has stopped (the write is lost: only a sink
-    /// cursor or an event after shutdown can be).
-    pub fn send(&self, write: Write) -> bool {
-        self.0.send(write).is_ok()
+    /// Queues `write` without waiting.
+    pub fn send(&self, write: Write) -> Result<(), NotQueued> {
+        self.0.try_send(write).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => NotQueued::Full,
+            mpsc::error::TrySendError::Closed(_) => NotQueued::Closed,
+        })
     }
 }
 
 impl Outbox {
     /// Applies one queued write.
-    pub fn apply(&mut self, write: &Write) -> Result<Applied> {
+    pub fn apply(&mut self, write: &Write) -> super::Result<Applied> {
         match write {
             Write::Event(event) => Ok(Applied::Committed(
                 self.append_events(std::slice::from_ref(event))?,

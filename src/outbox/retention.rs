@@ -23,9 +23,12 @@ pub fn spawn(
     let age = i64::try_from(retention.as_nanos()).unwrap_or(i64::MAX);
     tasks.spawn(async move {
         loop {
-            writes.send(Write::Prune {
+            let prune = Write::Prune {
                 before_ns: now_ns().saturating_sub(age),
-            });
+            };
+            if let Err(error) = writes.send(prune) {
+                tracing::debug!(%error, "history not pruned this time");
+            }
             tokio::select! {
                 () = tokio::time::sleep(EVERY) => {}
                 () = stop.cancelled() => return,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::{InfluxConfig, MqttConfig};
 use crate::events::{EventKind, EventLog};
@@ -144,14 +144,18 @@ impl Cursor {
     }
 
     /// Hands the cursor to the outbox's writer when it moved. Never waits: a cursor the writer
-    /// has not stored when the gateway dies only means a few readings are sent again.
+    /// has not stored when the gateway dies only means a few readings are sent again, and one
+    /// the queue refused is handed over again next time.
     fn persist(&mut self, ctx: &SinkContext) {
         if self.persisted != self.value {
-            ctx.writes.send(Write::Cursor {
+            let write = Write::Cursor {
                 sink: self.sink,
                 seq: self.value,
-            });
-            self.persisted = self.value;
+            };
+            match ctx.writes.send(write) {
+                Ok(()) => self.persisted = self.value,
+                Err(error) => debug!(sink = self.sink, %error, "cursor not stored yet"),
+            }
         }
         self.last_write = Instant::now();
     }

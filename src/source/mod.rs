@@ -13,6 +13,7 @@ mod serial;
 pub mod simulator;
 mod simulator_model;
 mod spawner;
+mod supervisor;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

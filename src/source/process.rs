@@ -10,7 +10,7 @@
 //! board.
 
 use std::process::{ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::BufReader;
 use tokio::process::{Child, Command};
@@ -19,14 +19,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::lines::{forward, read_line, to_text, Ended};
+use super::supervisor::{self, Supervised};
 use super::{spawner, SourceContext, SourceEnd};
 use crate::backoff::Backoff;
 use crate::config::ProcessConfig;
 use crate::reading::Line;
 use crate::telemetry::RestartCause;
 
-/// A child that ran at least this long before exiting resets the backoff.
-const HEALTHY_RUN: Duration = Duration::from_secs(30);
 /// Time between SIGTERM and SIGKILL at shutdown.
 const KILL_GRACE: Duration = Duration::from_secs(3);
 
@@ -38,69 +37,78 @@ pub async fn run(
     token: CancellationToken,
     ctx: SourceContext,
 ) -> SourceEnd {
-    let mut backoff = Backoff::new(cfg.restart_initial, cfg.restart_max);
+    let backoff = Backoff::new(cfg.restart_initial, cfg.restart_max);
     let program = cfg.argv[0].clone();
-    loop {
-        let started = Instant::now();
-        match spawn(&cfg.argv).await {
-            Ok(mut child) => {
-                info!(
-                    program,
-                    pid = child.id(),
-                    kind = cfg.kind,
-                    "source process started"
-                );
-                ctx.set_up(Ok(format!(
-                    "{}: {} (pid {})",
-                    cfg.kind,
-                    cfg.argv.join(" "),
-                    child.id().unwrap_or(0)
-                )));
-                let mut read = 0;
-                let ended = supervise(&mut child, max_line, &tx, &token, &mut read).await;
-                if token.is_cancelled() || matches!(ended, Ended::Closed) {
-                    terminate(&mut child).await;
-                    return SourceEnd::Cancelled;
-                }
-                let status = child.wait().await;
-                // A child that delivered lines, or ran a while, was working: the next restart
-                // is quick again (a board that resets every few seconds still delivers).
-                if read > 0 || started.elapsed() >= HEALTHY_RUN {
-                    backoff.reset();
-                }
-                let delay = backoff.next_delay();
-                let why = match &status {
-                    Ok(status) => format!("{status}"),
-                    Err(error) => error.to_string(),
-                };
-                ctx.set_up(Err(format!(
-                    "{program} exited ({why}); restarting in {}",
-                    humantime::format_duration(round_ms(delay))
-                )));
-                match status {
-                    Ok(status) => {
-                        let cause = cause_of(status);
-                        if cause == RestartCause::Killed {
-                            let signal = signal_name(status);
-                            error!(program, signal, restart_in = ?delay, "source process killed by a signal it did not raise; restarting (the gateway never signals it while running: if nobody else sent it, this is a gateway bug)");
-                        } else {
-                            warn!(program, %status, restart_in = ?delay, "source process exited; restarting");
-                        }
-                        let text = format!("{program} exited ({status}); restarting");
-                        ctx.restarted(cause, cfg.kind, &text);
-                    }
-                    Err(error) => {
-                        warn!(program, %error, restart_in = ?delay, "source process lost; restarting");
-                        let text = format!("{program} lost ({error}); restarting");
-                        ctx.restarted(RestartCause::Exited, cfg.kind, &text);
-                    }
-                }
-                if sleep_or_cancel(delay, &token).await {
-                    return SourceEnd::Cancelled;
-                }
-            }
-            Err(error) => {
-                let delay = backoff.next_delay();
+    let child = Supervisor {
+        cfg: &cfg,
+        program,
+        max_line,
+        tx: &tx,
+        ctx: &ctx,
+    };
+    supervisor::supervise(child, backoff, &token).await
+}
+
+/// The child process as the supervisor sees it.
+struct Supervisor<'a> {
+    cfg: &'a ProcessConfig,
+    /// `argv[0]`, for the log.
+    program: String,
+    max_line: usize,
+    tx: &'a mpsc::Sender<Line>,
+    ctx: &'a SourceContext,
+}
+
+/// How one run of the child ended.
+enum RunEnd {
+    /// It could not be started.
+    NotStarted(std::io::Error),
+    /// It ran and ended by itself, after delivering `read` lines.
+    Exited {
+        status: std::io::Result<ExitStatus>,
+        read: u64,
+    },
+}
+
+impl Supervised for Supervisor<'_> {
+    type End = RunEnd;
+
+    async fn run_once(&mut self, stop: &CancellationToken) -> Option<RunEnd> {
+        let (cfg, program) = (self.cfg, &self.program);
+        let mut child = match spawn(&cfg.argv).await {
+            Ok(child) => child,
+            Err(error) => return Some(RunEnd::NotStarted(error)),
+        };
+        info!(
+            program,
+            pid = child.id(),
+            kind = cfg.kind,
+            "source process started"
+        );
+        self.ctx.set_up(Ok(format!(
+            "{}: {} (pid {})",
+            cfg.kind,
+            cfg.argv.join(" "),
+            child.id().unwrap_or(0)
+        )));
+        let mut read = 0;
+        let ended = pump(&mut child, self.max_line, self.tx, stop, &mut read).await;
+        if stop.is_cancelled() || matches!(ended, Ended::Closed) {
+            terminate(&mut child).await;
+            return None;
+        }
+        let status = child.wait().await;
+        Some(RunEnd::Exited { status, read })
+    }
+
+    fn delivered(end: &RunEnd) -> bool {
+        matches!(end, RunEnd::Exited { read, .. } if *read > 0)
+    }
+
+    fn restarting(&mut self, end: RunEnd, delay: Duration) {
+        let (ctx, program, kind) = (self.ctx, &self.program, self.cfg.kind);
+        let status = match end {
+            RunEnd::NotStarted(error) => {
                 let hint = if error.kind() == std::io::ErrorKind::NotFound {
                     "; is it installed and on PATH? (set [source] probe_rs or command)"
                 } else {
@@ -108,9 +116,34 @@ pub async fn run(
                 };
                 warn!(program, %error, restart_in = ?delay, "cannot start source process{hint}");
                 ctx.set_up(Err(format!("cannot start {program}: {error}{hint}")));
-                if sleep_or_cancel(delay, &token).await {
-                    return SourceEnd::Cancelled;
+                return;
+            }
+            RunEnd::Exited { status, .. } => status,
+        };
+        let why = match &status {
+            Ok(status) => format!("{status}"),
+            Err(error) => error.to_string(),
+        };
+        ctx.set_up(Err(format!(
+            "{program} exited ({why}); restarting in {}",
+            humantime::format_duration(round_ms(delay))
+        )));
+        match status {
+            Ok(status) => {
+                let cause = cause_of(status);
+                if cause == RestartCause::Killed {
+                    let signal = signal_name(status);
+                    error!(program, signal, restart_in = ?delay, "source process killed by a signal it did not raise; restarting (the gateway never signals it while running: if nobody else sent it, this is a gateway bug)");
+                } else {
+                    warn!(program, %status, restart_in = ?delay, "source process exited; restarting");
                 }
+                let text = format!("{program} exited ({status}); restarting");
+                ctx.restarted(cause, kind, &text);
+            }
+            Err(error) => {
+                warn!(program, %error, restart_in = ?delay, "source process lost; restarting");
+                let text = format!("{program} lost ({error}); restarting");
+                ctx.restarted(RestartCause::Exited, kind, &text);
             }
         }
     }
@@ -180,7 +213,7 @@ fn signal_name(status: ExitStatus) -> String {
 
 /// Forwards stdout lines (counted in `read`) and logs stderr lines until stdout ends or
 /// shutdown.
-async fn supervise(
+async fn pump(
     child: &mut Child,
     max_line: usize,
     tx: &mpsc::Sender<Line>,
@@ -227,14 +260,6 @@ async fn terminate(child: &mut Child) {
     }
     let _ = child.kill().await;
     info!("source process killed");
-}
-
-/// Sleeps `d`; true when cancelled first.
-async fn sleep_or_cancel(d: Duration, token: &CancellationToken) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(d) => false,
-        () = token.cancelled() => true,
-    }
 }
 
 #[cfg(test)]
@@ -338,7 +363,7 @@ mod tests {
         let token = CancellationToken::new();
         let source = tokio::spawn(run(cfg, 256, tx, token.clone(), ctx));
         rx.recv().await.unwrap();
-        let first = Instant::now();
+        let first = std::time::Instant::now();
         for _ in 0..5 {
             rx.recv().await.unwrap();
         }

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::radio::{Outcome, RadioLink};
+use super::supervisor::{self, Supervised};
 use super::{SourceContext, SourceEnd};
 use crate::backoff::Backoff;
 use crate::config::Rylr998Config;
@@ -42,8 +43,6 @@ const LATE_REPLY: Duration = Duration::from_millis(300);
 const SETUP_TRIES: u32 = 3;
 /// A partial frame held this long without more bytes is cut off (counted as a failed frame).
 const IDLE_FLUSH: Duration = Duration::from_millis(500);
-/// A device that stayed open this long before failing resets the backoff.
-const HEALTHY_RUN: Duration = Duration::from_secs(30);
 
 /// Why the modem could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +127,8 @@ struct Station<'a> {
     link: RadioLink,
     /// Where readings go; `None` when only probing.
     tx: Option<&'a mpsc::Sender<Line>>,
+    /// Packets handed to the ingest stage since the device was opened.
+    delivered: u64,
     ctx: Option<&'a SourceContext>,
 }
 
@@ -138,40 +139,64 @@ pub(crate) async fn run(
     token: CancellationToken,
     ctx: SourceContext,
 ) -> SourceEnd {
-    let mut backoff = Backoff::new(cfg.restart_initial, cfg.restart_max);
-    let mut station = Station::new(&cfg, Some(&tx), Some(&ctx));
-    let mut down_logged = false;
-    loop {
-        let opened = tokio::time::Instant::now();
+    let backoff = Backoff::new(cfg.restart_initial, cfg.restart_max);
+    let modem = Supervisor {
+        station: Station::new(&cfg, Some(&tx), Some(&ctx)),
+        ctx: &ctx,
+        down_logged: false,
+    };
+    supervisor::supervise(modem, backoff, &token).await
+}
+
+/// The modem as the supervisor sees it.
+struct Supervisor<'a> {
+    station: Station<'a>,
+    ctx: &'a SourceContext,
+    /// Whether the current outage was already logged: one error per state change.
+    down_logged: bool,
+}
+
+/// How one run of the modem ended.
+enum RunEnd {
+    /// It could not be opened or set up (logged once per outage).
+    Unavailable,
+    /// It was receiving and went away; `delivered` packets before.
+    Lost { why: String, delivered: u64 },
+}
+
+impl Supervised for Supervisor<'_> {
+    type End = RunEnd;
+
+    async fn run_once(&mut self, stop: &CancellationToken) -> Option<RunEnd> {
+        let (station, ctx) = (&mut self.station, self.ctx);
+        station.delivered = 0;
         let mut port = match station.open() {
             Ok(port) => port,
             Err(e) => {
-                if !down_logged {
+                if !self.down_logged {
                     error!(error = %e, "rylr998 modem unavailable; retrying with backoff");
-                    down_logged = true;
+                    self.down_logged = true;
                 }
                 ctx.set_up(Err(e.to_string()));
-                if sleep_or_cancel(backoff.next_delay(), &token).await {
-                    return SourceEnd::Cancelled;
-                }
-                continue;
+                return Some(RunEnd::Unavailable);
             }
         };
-        let lost = loop {
+        loop {
             let setup = tokio::select! {
                 r = station.setup(&mut port) => r,
-                () = token.cancelled() => return SourceEnd::Cancelled,
+                () = stop.cancelled() => return None,
             };
             if let Err(e) = setup {
-                if !down_logged {
+                if !self.down_logged {
                     error!(error = %e, "rylr998 modem set-up failed; retrying with backoff");
-                    down_logged = true;
+                    self.down_logged = true;
                 }
                 ctx.set_up(Err(e.to_string()));
-                break None;
+                return Some(RunEnd::Unavailable);
             }
-            down_logged = false;
+            self.down_logged = false;
             ctx.set_up(Ok(station.describe()));
+            let cfg = station.cfg;
             info!(
                 path = station.path,
                 address = cfg.address,
@@ -180,35 +205,42 @@ pub(crate) async fn run(
                 ack = cfg.ack,
                 "rylr998 modem set up; receiving"
             );
-            match station.receive(&mut port, &token).await {
-                Stop::Cancelled => return SourceEnd::Cancelled,
+            match station.receive(&mut port, stop).await {
+                Stop::Cancelled => return None,
                 Stop::Reset => {
                     warn!("rylr998 modem restarted (+READY) and lost its settings; setting it up again");
-                    continue;
                 }
-                Stop::Lost(why) => break Some(why),
+                Stop::Lost(why) => {
+                    return Some(RunEnd::Lost {
+                        why,
+                        delivered: station.delivered,
+                    })
+                }
             }
+        }
+    }
+
+    fn delivered(end: &RunEnd) -> bool {
+        matches!(end, RunEnd::Lost { delivered, .. } if *delivered > 0)
+    }
+
+    fn restarting(&mut self, end: RunEnd, delay: Duration) {
+        let RunEnd::Lost { why, .. } = end else {
+            return;
         };
-        drop(port);
-        if let Some(why) = lost {
-            warn!(
-                path = station.path,
-                error = why,
-                "rylr998 modem lost; reopening with backoff"
-            );
-            ctx.set_up(Err(format!("{}: {why}", station.path)));
-            ctx.restarted(
-                RestartCause::DeviceLost,
-                "rylr998",
-                &format!("{} lost ({why}); reopening", station.path),
-            );
-        }
-        if opened.elapsed() >= HEALTHY_RUN {
-            backoff.reset();
-        }
-        if sleep_or_cancel(backoff.next_delay(), &token).await {
-            return SourceEnd::Cancelled;
-        }
+        let path = &self.station.path;
+        warn!(
+            path,
+            error = why,
+            reopen_in = ?delay,
+            "rylr998 modem lost; reopening with backoff"
+        );
+        self.ctx.set_up(Err(format!("{path}: {why}")));
+        self.ctx.restarted(
+            RestartCause::DeviceLost,
+            "rylr998",
+            &format!("{path} lost ({why}); reopening"),
+        );
     }
 }
 
@@ -234,6 +266,7 @@ impl<'a> Station<'a> {
             spill: Vec::new(),
             link: RadioLink::new(&cfg.nodes),
             tx,
+            delivered: 0,
             ctx,
         }
     }
@@ -543,7 +576,7 @@ impl<'a> Station<'a> {
 
     /// Sends readings to the ingest stage as one packet received at `received_ns`.
     async fn send(
-        &self,
+        &mut self,
         readings: Vec<Reading>,
         received_ns: i64,
         text: String,
@@ -555,7 +588,9 @@ impl<'a> Station<'a> {
             cut: false,
             decoded: Some(readings),
         };
-        tx.send(line).await.map_err(|_| Stop::Cancelled)
+        tx.send(line).await.map_err(|_| Stop::Cancelled)?;
+        self.delivered += 1;
+        Ok(())
     }
 
     fn no_answer(&self, command: &[u8]) -> SetupError {
@@ -624,13 +659,5 @@ fn command_bug(e: CommandError) -> SetupError {
     SetupError::Io {
         path: "AT command".into(),
         cause: e.to_string(),
-    }
-}
-
-/// Sleeps `d`; true when cancelled first.
-async fn sleep_or_cancel(d: Duration, token: &CancellationToken) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(d) => false,
-        () = token.cancelled() => true,
     }
 }
