@@ -26,19 +26,20 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use crate::activity::{self, Activity, Narrator};
+use crate::check::checklist;
 use crate::config::{BrokerTarget, Config, SourceConfig};
 use crate::events::{EventKind, EventLog};
 use crate::ingest::{self, IngestOutputs, Inputs};
 use crate::latest::Latest;
+use crate::nodes::activity::{self, Activity, Narrator};
 use crate::outbox::{self, Outbox, OutboxReader, Seq, Write, WriteQueue};
 use crate::quarantine::Quarantine;
 use crate::reading::Precision;
+use crate::sink::mqtt::broker;
 use crate::sink::{self, SinkConfig, SinkContext};
 use crate::source::{self, SourceEnd, SourceError};
 use crate::telemetry::Stats;
 use crate::web::WebServer;
-use crate::{broker, checklist};
 
 /// Pause before a sink stopped by an outbox error runs again.
 const SINK_RESTART: Duration = Duration::from_secs(1);

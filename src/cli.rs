@@ -149,7 +149,7 @@ enum Command {
     Dashboards {
         /// Query language of the InfluxDB datasource the dashboards use
         #[arg(long, value_enum)]
-        flavor: crate::grafana::Flavor,
+        flavor: crate::dashboards::grafana::Flavor,
         /// Directory to write them into (created when missing)
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
@@ -201,7 +201,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
             if let Some(code) = refuse("dashboards") {
                 return code;
             }
-            return crate::grafana::command(flavor, &out);
+            return crate::dashboards::grafana::command(flavor, &out);
         }
         Some(Command::Simulate {
             config,

@@ -5,23 +5,19 @@
 //! (delivered, cursor moved) ; `web` serves what the outbox holds. `app` wires it all and
 //! shuts it down in order; `config` validates everything before anything starts.
 
-mod activity;
 pub mod app;
 mod backoff;
-mod broker;
 mod check;
-mod checklist;
 pub mod cli;
 pub mod config;
+pub mod dashboards;
 pub mod decode;
 pub mod events;
-pub mod grafana;
 mod ingest;
 mod latest;
-mod liveness;
 mod malloc;
+mod nodes;
 pub mod outbox;
-pub mod panels;
 mod quarantine;
 pub mod reading;
 pub mod sink;

@@ -21,7 +21,7 @@ use std::time::Duration;
 pub use secret::Secret;
 
 use crate::reading::Precision;
-use crate::sink::topic::validate_prefix;
+use crate::sink::mqtt::topic::validate_prefix;
 use raw::RawConfig;
 
 /// Built-in defaults, one place.

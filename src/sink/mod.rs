@@ -4,12 +4,8 @@
 //! reading always encodes to the same point (invariant 4). One module per sink, registered in
 //! the one `match` of [`run`].
 
-mod acks;
-mod homeassistant;
 pub mod influx;
-pub mod lineproto;
 pub mod mqtt;
-pub mod topic;
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;

@@ -2,7 +2,7 @@
 //! endpoint. Binds 127.0.0.1:8080 by default. Everything the page needs is inside the binary
 //! (uPlot included): it works with no network. The API is documented in `docs/API.md`.
 //!
-//! - `GET /`, `GET /d/{uid}` – a dashboard of [`crate::panels::DASHBOARDS`] (`/` = the first).
+//! - `GET /`, `GET /d/{uid}` – a dashboard of [`crate::dashboards::panels::DASHBOARDS`] (`/` = the first).
 //!   The page gets the panel definitions from `/api/dashboards` and builds every panel.
 //! - `GET /latest` – a plain table of the newest value of every series.
 //! - `GET /assets/{file}` – the page's script and style, uPlot and its licence.
@@ -19,7 +19,6 @@
 
 mod assets;
 mod auth;
-mod dashboards;
 mod health;
 mod live;
 pub mod metrics;
@@ -109,7 +108,7 @@ impl WebServer {
             .route("/assets/{file}", get(assets::asset))
             .route(
                 "/api/dashboards",
-                get(|| async { Json(dashboards::dashboards_json()) }),
+                get(|| async { Json(crate::dashboards::page::dashboards_json()) }),
             )
             .route("/api/latest", get(api_latest))
             .route("/api/series", get(series::api_series))
@@ -172,7 +171,8 @@ fn seed_node_times(latest: &Latest, history: &OutboxReader) {
 
 /// One reading as `/api/latest` and the live stream show it.
 fn reading_json(r: &StoredReading, topic_prefix: Option<&str>) -> Value {
-    let topic = topic_prefix.map(|p| crate::sink::topic::reading_topic(p, &r.node, &r.metric));
+    let topic =
+        topic_prefix.map(|p| crate::sink::mqtt::topic::reading_topic(p, &r.node, &r.metric));
     json!({
         "node": r.node,
         "metric": r.metric,
@@ -199,7 +199,7 @@ async fn api_nodes(State(state): State<AppState>) -> impl IntoResponse {
     let now = now_ns();
     Json(json!({
         "now": now,
-        "offline_after_intervals": crate::liveness::OFFLINE_AFTER_INTERVALS,
+        "offline_after_intervals": crate::nodes::liveness::OFFLINE_AFTER_INTERVALS,
         "nodes": nodes::current(&state.latest, now),
     }))
 }
@@ -255,7 +255,7 @@ async fn first_dashboard() -> Html<&'static str> {
 }
 
 async fn dashboard(Path(uid): Path<String>) -> Response {
-    if dashboards::is_dashboard(&uid) {
+    if crate::dashboards::page::is_dashboard(&uid) {
         Html(assets::DASHBOARD_HTML).into_response()
     } else {
         (StatusCode::NOT_FOUND, "no such dashboard\n").into_response()

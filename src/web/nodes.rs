@@ -1,12 +1,12 @@
 //! Which nodes report and whether each is online, for `GET /api/nodes` and the live stream's
-//! `nodes` events ([`nodes_json`]). The rule itself is [`crate::liveness`]'s, shared with the
+//! `nodes` events ([`nodes_json`]). The rule itself is [`crate::nodes::liveness`]'s, shared with the
 //! log. Pure.
 
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use crate::liveness::{node_state, NodeState, OFFLINE_AFTER_INTERVALS};
+use crate::nodes::liveness::{node_state, NodeState, OFFLINE_AFTER_INTERVALS};
 
 const NS_PER_MS: i64 = 1_000_000;
 use crate::outbox::StoredReading;

@@ -5,7 +5,7 @@
 //!   in SQL (avg/min/max/count per bucket), one entry per node (`*`: every node reporting M).
 //! - `GET /api/stat?panel=ID&range=R`: what a stat panel shows, computed here from the panel
 //!   definition: the newest value of each node (`values`), or the packet error rate over
-//!   the range from the raw counters ([`crate::panels::packet_error_rate`], reboot-proof).
+//!   the range from the raw counters ([`crate::dashboards::panels::packet_error_rate`], reboot-proof).
 //!
 //! Queries run on a blocking thread (SQLite), one `(node, metric)` index range each.
 
@@ -18,11 +18,11 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::dashboards::find_panel;
 use super::AppState;
+use crate::dashboards::page::find_panel;
+use crate::dashboards::panels::{self, Compute, Kind, Nodes, Panel};
 use crate::outbox::history::Bucket;
 use crate::outbox::StoredReading;
-use crate::panels::{self, Compute, Kind, Nodes, Panel};
 use crate::reading::now_ns;
 
 /// The ranges the dashboard offers, shortest first.
@@ -361,7 +361,7 @@ pub(super) async fn api_stat(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::panels::{ENVIRONMENT, SIGNAL};
+    use crate::dashboards::panels::{ENVIRONMENT, SIGNAL};
 
     fn r(node: &str, metric: &str, value: &str, ts: i64) -> StoredReading {
         StoredReading {

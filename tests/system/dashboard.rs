@@ -1,5 +1,5 @@
 //! The built-in dashboard in a real headless Chromium, driven through chromedriver's WebDriver
-//! HTTP API: both pages render every panel of `iiot_gateway::panels::DASHBOARDS` from the
+//! HTTP API: both pages render every panel of `iiot_gateway::dashboards::panels::DASHBOARDS` from the
 //! history the gateway stored, every node shows with its online/offline state, a line
 //! written to the gateway's stdin shows on the open page within 2 s (Server-Sent Events, no
 //! reload), and a PNG screenshot of each page lands in `target/screenshots/`.
@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use iiot_gateway::panels::{self, PER_STEPS, TEMPERATURE_STEPS};
+use iiot_gateway::dashboards::panels::{self, PER_STEPS, TEMPERATURE_STEPS};
 use serde_json::{json, Value};
 
 use crate::gateway::TestGateway;

@@ -325,7 +325,10 @@ fn gateway_config_loads_and_points_at_the_compose_services() {
         assert_eq!(ds["url"].as_str(), Some(influx.url.as_str()));
         match ds["jsonData"]["version"].as_str() {
             Some("Flux") => {
-                assert_eq!(ds["uid"], iiot_gateway::grafana::FLUX_DATASOURCE_UID);
+                assert_eq!(
+                    ds["uid"],
+                    iiot_gateway::dashboards::grafana::FLUX_DATASOURCE_UID
+                );
                 assert_eq!(ds["jsonData"]["organization"].as_str(), Some(org.as_str()));
                 assert_eq!(
                     ds["jsonData"]["defaultBucket"].as_str(),
@@ -334,7 +337,10 @@ fn gateway_config_loads_and_points_at_the_compose_services() {
                 assert_eq!(ds["secureJsonData"]["token"], "$INFLUXDB_TOKEN");
             }
             Some("InfluxQL") => {
-                assert_eq!(ds["uid"], iiot_gateway::grafana::INFLUXQL_DATASOURCE_UID);
+                assert_eq!(
+                    ds["uid"],
+                    iiot_gateway::dashboards::grafana::INFLUXQL_DATASOURCE_UID
+                );
                 // InfluxDB 2's virtual DBRP mapping: database = bucket name.
                 assert_eq!(ds["jsonData"]["dbName"].as_str(), Some(bucket.as_str()));
                 assert_eq!(ds["jsonData"]["httpHeaderName1"], "Authorization");
@@ -362,7 +368,7 @@ fn gateway_config_loads_and_points_at_the_compose_services() {
             .count();
         assert_eq!(
             files,
-            iiot_gateway::panels::DASHBOARDS.len(),
+            iiot_gateway::dashboards::panels::DASHBOARDS.len(),
             "{}",
             dir.display()
         );

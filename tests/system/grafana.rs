@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use iiot_gateway::grafana::{self, Flavor};
-use iiot_gateway::panels::{self, Compute, Nodes, Panel, DASHBOARDS};
+use iiot_gateway::dashboards::grafana::{self, Flavor};
+use iiot_gateway::dashboards::panels::{self, Compute, Nodes, Panel, DASHBOARDS};
 use serde_json::Value;
 
 use crate::deploy::{deploy, yaml};

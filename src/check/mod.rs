@@ -2,11 +2,13 @@
 //! every configured server and port, printing one line per item; exits non-zero on any
 //! problem so it can gate a deployment.
 
+pub(crate) mod checklist;
+
 use std::process::ExitCode;
 
-use crate::checklist::{self, Item};
 use crate::config::{BrokerTarget, Config};
 use crate::outbox::Outbox;
+use checklist::Item;
 
 /// The storage dir, without creating or changing anything: an existing outbox is read, a
 /// missing one means the dir (or the parent it would be made in) must be writable.

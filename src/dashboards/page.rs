@@ -1,12 +1,12 @@
-//! `GET /api/dashboards`: the panel definitions of [`crate::panels::DASHBOARDS`] as JSON, so
+//! `GET /api/dashboards`: the panel definitions of [`crate::dashboards::panels::DASHBOARDS`] as JSON, so
 //! the page builds every panel from them and none is written into the HTML or the script.
 
 use serde_json::{json, Value};
 
-use crate::panels::{Compute, Dashboard, Kind, Nodes, Panel, Step, DASHBOARDS};
+use crate::dashboards::panels::{Compute, Dashboard, Kind, Nodes, Panel, Step, DASHBOARDS};
 
 /// The JSON node value of a query: the node's name, or `"*"` for every node that reports.
-pub(super) fn node_param(nodes: Nodes) -> &'static str {
+pub(crate) fn node_param(nodes: Nodes) -> &'static str {
     match nodes {
         Nodes::One(node) => node,
         Nodes::All => "*",
@@ -47,12 +47,12 @@ fn dashboard_json(d: &Dashboard) -> Value {
 }
 
 /// Every dashboard, in menu order.
-pub(super) fn dashboards_json() -> Value {
+pub(crate) fn dashboards_json() -> Value {
     Value::Array(DASHBOARDS.iter().map(dashboard_json).collect())
 }
 
 /// The panel with this id, on any dashboard.
-pub(super) fn find_panel(id: u32) -> Option<&'static Panel> {
+pub(crate) fn find_panel(id: u32) -> Option<&'static Panel> {
     DASHBOARDS
         .iter()
         .flat_map(|d| d.panels.iter())
@@ -60,7 +60,7 @@ pub(super) fn find_panel(id: u32) -> Option<&'static Panel> {
 }
 
 /// Whether `uid` names a dashboard.
-pub(super) fn is_dashboard(uid: &str) -> bool {
+pub(crate) fn is_dashboard(uid: &str) -> bool {
     DASHBOARDS.iter().any(|d| d.uid == uid)
 }
 

@@ -17,6 +17,8 @@
 //! staying in the outbox. Credentials travel only in headers, never in the URL, so no error
 //! text can carry them.
 
+pub mod lineproto;
+
 use std::io::Write as _;
 use std::time::Duration;
 
@@ -25,12 +27,12 @@ use flate2::Compression;
 use reqwest::StatusCode;
 use tracing::debug;
 
-use super::lineproto::encode;
 use super::{Cursor, Failure, Link, SinkContext, SinkError};
 use crate::backoff::Backoff;
 use crate::config::{InfluxApi, InfluxConfig};
 use crate::outbox::StoredReading;
 use crate::reading::Precision;
+use lineproto::encode;
 
 /// Cursor key in the outbox.
 pub const NAME: &str = "influxdb";

@@ -1,4 +1,4 @@
-//! Grafana dashboards generated from [`crate::panels`], the one description of the panels, in
+//! Grafana dashboards generated from [`crate::dashboards::panels`], the one description of the panels, in
 //! two flavours: Flux (InfluxDB 2.x) and InfluxQL (InfluxDB 1.x, or 2.x through its DBRP
 //! mapping). `iiot-gateway dashboards --flavor flux|influxql --out DIR` writes them; the files
 //! under `deploy/grafana/provisioning/dashboards/` are that command's output, and a system test
@@ -48,7 +48,7 @@ use std::process::ExitCode;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{json, Value};
 
-use crate::panels::{Compute, Dashboard, Kind, Nodes, Panel, Query, Step, DASHBOARDS};
+use crate::dashboards::panels::{Compute, Dashboard, Kind, Nodes, Panel, Query, Step, DASHBOARDS};
 
 /// Dashboard JSON model version written (Grafana 12.x and later read it without migration).
 pub const SCHEMA_VERSION: u32 = 42;
@@ -581,7 +581,7 @@ impl Serialize for Sorted<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::panels::{ENVIRONMENT, SIGNAL};
+    use crate::dashboards::panels::{ENVIRONMENT, SIGNAL};
 
     fn panels_of(d: &Dashboard, flavor: Flavor) -> Vec<Value> {
         dashboard_json(d, flavor)["panels"]

@@ -14,6 +14,11 @@
 //! Availability: `<prefix>/gateway/status` is `online` (retained) after each connect,
 //! `offline` as the last will and on clean shutdown.
 
+mod acks;
+pub(crate) mod broker;
+mod homeassistant;
+pub mod topic;
+
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
@@ -24,14 +29,14 @@ use rumqttc::{
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::acks::AckTracker;
-use super::homeassistant::{discovery, ha_status_topic};
-use super::topic::{reading_topic, status_topic};
 use super::{Cursor, Failure, Link, SinkContext, SinkError};
 use crate::backoff::Backoff;
 use crate::config::{BrokerTarget, MqttConfig, MqttTls};
 use crate::outbox::StoredReading;
 use crate::reading::CompactString;
+use acks::AckTracker;
+use homeassistant::{discovery, ha_status_topic};
+use topic::{reading_topic, status_topic};
 
 /// Cursor key in the outbox.
 pub const NAME: &str = "mqtt";

@@ -1,6 +1,6 @@
 //! What the log says while the gateway runs, so an operator can tell the board is sending:
 //! the first packet from each node, a node going silent (by the rule of
-//! [`crate::liveness`], the dashboard's) and coming back, and a periodic one-line summary of
+//! [`crate::nodes::liveness`], the dashboard's) and coming back, and a periodic one-line summary of
 //! what went through (skipped when nothing changed). The trackers are pure; the ingest thread
 //! feeds packets, the narrator job ([`spawn_narrator`]) ticks and writes the log.
 
@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::liveness::node_state;
+use crate::nodes::liveness::node_state;
 use crate::outbox::{OutboxReader, Seq};
 use crate::quarantine::Quarantine;
 use crate::reading::{now_ns, CompactString, Packet};
@@ -29,7 +29,7 @@ pub(crate) enum Note {
     First { node: CompactString },
     /// A packet after the node had gone silent.
     Back { node: CompactString, silent_ns: i64 },
-    /// No packet for [`crate::liveness::OFFLINE_AFTER_INTERVALS`] of its intervals.
+    /// No packet for [`crate::nodes::liveness::OFFLINE_AFTER_INTERVALS`] of its intervals.
     Silent {
         node: CompactString,
         last_seen_ns: i64,

@@ -3,11 +3,9 @@
 //! sinks woken (invariant 1). The thread is the outbox's one writer: gateway events, sink
 //! cursors and pruning reach it as queued writes, applied between commits.
 //!
-//! Timestamps: every packet carries its line's receive time, cut to the database's precision
-//! (`[influxdb] precision`, ns by default) and made strictly increasing in it: a packet
-//! stamped at or before the previous one gets the previous time + 1 unit (counted in
-//! `iiot_packets_time_shifted_total`). So two packets can never collapse into one point, even
-//! in a database that keeps milliseconds. See [`PacketClock`].
+//! Timestamps: see [`clock`].
+
+mod clock;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,6 +22,7 @@ use crate::outbox::{Applied, Outbox, Seq, Write, Writes};
 use crate::quarantine::Quarantine;
 use crate::reading::{Line, Packet, Precision};
 use crate::telemetry::Stats;
+use clock::PacketClock;
 
 /// Most lines taken into one outbox transaction: where the commit rate levels off
 /// (`cargo bench --bench outbox`: 1024 lines commit as many readings per second as 4096, in a
@@ -69,7 +68,7 @@ pub struct IngestOutputs {
     /// Stop retrying a failing commit (second signal).
     pub abort: tokio_util::sync::CancellationToken,
     /// Nodes heard, for the log (first packet, back after silence).
-    pub activity: Arc<std::sync::Mutex<crate::activity::Activity>>,
+    pub activity: Arc<std::sync::Mutex<crate::nodes::activity::Activity>>,
 }
 
 /// What the thread waits for next.
@@ -250,8 +249,8 @@ fn apply(outbox: &mut Outbox, write: &Write, out: &IngestOutputs) {
 }
 
 /// Logs the first packet of each node, and nodes back after silence.
-fn log_nodes(activity: &std::sync::Mutex<crate::activity::Activity>, packets: &[Packet]) {
-    use crate::activity::Note;
+fn log_nodes(activity: &std::sync::Mutex<crate::nodes::activity::Activity>, packets: &[Packet]) {
+    use crate::nodes::activity::Note;
     let Ok(mut activity) = activity.lock() else {
         return;
     };
@@ -330,38 +329,6 @@ impl DropWarnings {
     }
 }
 
-/// Packet times: receive times cut to a precision, strictly increasing in it. Pure.
-#[derive(Debug)]
-struct PacketClock {
-    unit: i64,
-    /// The last packet's time (ns, a multiple of `unit`), if any.
-    last: Option<i64>,
-}
-
-impl PacketClock {
-    fn new(precision: Precision) -> Self {
-        PacketClock {
-            unit: precision.unit_ns(),
-            last: None,
-        }
-    }
-
-    /// The time a packet received at `received_ns` would get, and whether it had to be moved
-    /// past the previous packet's. Nothing changes until [`PacketClock::commit`].
-    fn propose(&self, received_ns: i64) -> (i64, bool) {
-        let ts = received_ns - received_ns.rem_euclid(self.unit);
-        match self.last {
-            Some(last) if ts <= last => (last.saturating_add(self.unit), true),
-            _ => (ts, false),
-        }
-    }
-
-    /// Takes `ts` (from [`PacketClock::propose`]) as the last packet's time.
-    fn commit(&mut self, ts: i64) {
-        self.last = Some(ts);
-    }
-}
-
 /// Decodes one line; quarantines what is unusable; returns the packet to commit.
 fn accept(line: Line, clock: &mut PacketClock, out: &IngestOutputs) -> Option<Packet> {
     if line.cut {
@@ -437,51 +404,6 @@ fn is_fragment(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn packet_times_are_cut_to_the_precision_and_strictly_increasing_in_it() {
-        let mut clock = PacketClock::new(Precision::Ms);
-        let mut stamp = |received: i64| {
-            let (ts, shifted) = clock.propose(received);
-            clock.commit(ts);
-            (ts, shifted)
-        };
-        let ms = 1_000_000;
-        assert_eq!(stamp(5 * ms + 999_999), (5 * ms, false));
-        // Same millisecond: the next one.
-        assert_eq!(stamp(5 * ms + 1), (6 * ms, true));
-        // Received after, but still at or before the last time given out.
-        assert_eq!(stamp(6 * ms + 10), (7 * ms, true));
-        // The clock went back: still after the last.
-        assert_eq!(stamp(ms), (8 * ms, true));
-        // Time moved on: its own millisecond again.
-        assert_eq!(stamp(20 * ms + 3), (20 * ms, false));
-    }
-
-    #[test]
-    fn a_proposed_time_is_taken_only_when_committed() {
-        let mut clock = PacketClock::new(Precision::S);
-        let s = 1_000_000_000;
-        assert_eq!(clock.propose(10 * s + 5), (10 * s, false));
-        // Not committed (the line was not a packet): the next packet in that second is not
-        // shifted.
-        assert_eq!(clock.propose(10 * s + 7), (10 * s, false));
-        clock.commit(10 * s);
-        assert_eq!(clock.propose(10 * s + 9), (11 * s, true));
-    }
-
-    #[test]
-    fn nanosecond_precision_keeps_receive_times_and_breaks_ties_by_one_ns() {
-        let mut clock = PacketClock::new(Precision::Ns);
-        for (received, want) in [(100, (100, false)), (100, (101, true)), (102, (102, false))] {
-            let (ts, shifted) = clock.propose(received);
-            clock.commit(ts);
-            assert_eq!((ts, shifted), want);
-        }
-        // Before the epoch rounds down too.
-        let clock = PacketClock::new(Precision::Ms);
-        assert_eq!(clock.propose(-1).0, -1_000_000);
-    }
 
     #[test]
     fn pieces_of_records_are_fragments_and_log_lines_are_not() {
