@@ -145,7 +145,10 @@ impl Gateway {
         let latest = match cfg.http {
             Some(_) => {
                 let latest = Latest::default();
-                latest.update(&reader.latest().context("read latest values")?);
+                let refused = latest.update(&reader.latest().context("read latest values")?);
+                stats
+                    .latest_series_refused
+                    .fetch_add(refused, Ordering::Relaxed);
                 Some(latest)
             }
             None => None,

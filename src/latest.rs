@@ -9,11 +9,17 @@
 //! writes its value in place: the ingest thread allocates nothing per reading. The live feed
 //! is a `broadcast` channel: the ingest thread's send never waits; a lagging subscriber loses
 //! the oldest batches and is told so.
+//!
+//! Bounded: at most [`MAX_SERIES`] series are kept. A firmware that invents keys cannot grow
+//! memory without limit: series first seen after that are refused here (their readings are
+//! still committed and delivered), counted (`iiot_latest_series_refused_total`), and the log
+//! says so once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio::sync::broadcast;
+use tracing::warn;
 
 use crate::outbox::{Seq, StoredReading};
 use crate::reading::{CompactString, Packet};
@@ -26,6 +32,10 @@ pub const LIVE_CHANNEL_CAPACITY: usize = 256;
 /// A committed batch with more readings than this (a replayed file, a line of thousands of
 /// nodes) is not copied for the live feed: subscribers are told to re-read instead.
 pub const LIVE_MAX_READINGS: usize = 2000;
+
+/// Series whose newest value is kept at most (about 5 MB; a plant of 10,000 nodes has
+/// 30,000). The Home Assistant discovery of the MQTT sink announces at most this many too.
+pub const MAX_SERIES: usize = 100_000;
 
 /// Receive times remembered per node, to infer how often it reports: the median of their 7
 /// gaps, which a few lost packets do not change.
@@ -50,10 +60,52 @@ pub struct Latest {
 }
 
 /// The nodes, and the (metric, unit) pairs their series refer to.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Table {
     nodes: BTreeMap<CompactString, Node>,
     keys: Keys,
+    /// Series held, over all nodes.
+    series: usize,
+    /// Series held at most.
+    max_series: usize,
+    /// The refusal was logged.
+    warned: bool,
+}
+
+impl Table {
+    fn new(max_series: usize) -> Self {
+        Table {
+            nodes: BTreeMap::new(),
+            keys: Keys::default(),
+            series: 0,
+            max_series,
+            warned: false,
+        }
+    }
+
+    /// Records one reading; false when it is of a new series and the table is full.
+    fn record(&mut self, r: &View) -> bool {
+        let full = self.series >= self.max_series;
+        let Table {
+            nodes,
+            keys,
+            series,
+            ..
+        } = self;
+        let node = match nodes.get_mut(r.node) {
+            Some(node) => node,
+            None if full => return false,
+            None => nodes.entry(r.node.into()).or_default(),
+        };
+        match node.record(r, keys, full) {
+            Recorded::Updated => true,
+            Recorded::Added => {
+                *series += 1;
+                true
+            }
+            Recorded::Refused => false,
+        }
+    }
 }
 
 /// Each distinct (metric, unit) pair once, numbered in order of appearance.
@@ -150,8 +202,17 @@ impl Times {
     }
 }
 
+/// What [`Node::record`] did.
+enum Recorded {
+    Updated,
+    Added,
+    /// A new series, and there is no room.
+    Refused,
+}
+
 impl Node {
-    fn record(&mut self, r: &View, keys: &mut Keys) {
+    /// Records `r`; a new series only when not `full`.
+    fn record(&mut self, r: &View, keys: &mut Keys, full: bool) -> Recorded {
         self.times.record(r.ts_ns);
         match self
             .series
@@ -168,10 +229,12 @@ impl Node {
                         s.key = key;
                     }
                 }
+                Recorded::Updated
             }
+            Err(_) if full => Recorded::Refused,
             Err(at) => {
                 let Some(key) = keys.intern(r.metric, r.unit) else {
-                    return;
+                    return Recorded::Refused;
                 };
                 // One exact-size allocation per node: a new series is rare.
                 let mut series = std::mem::take(&mut self.series).into_vec();
@@ -186,6 +249,7 @@ impl Node {
                     },
                 );
                 self.series = series.into_boxed_slice();
+                Recorded::Added
             }
         }
     }
@@ -193,18 +257,24 @@ impl Node {
 
 impl Default for Latest {
     fn default() -> Self {
-        Latest {
-            inner: Arc::default(),
-            live: broadcast::channel(LIVE_CHANNEL_CAPACITY).0,
-        }
+        Latest::with_max_series(MAX_SERIES)
     }
 }
 
 impl Latest {
+    /// A map that keeps at most `max_series` series.
+    pub fn with_max_series(max_series: usize) -> Self {
+        Latest {
+            inner: Arc::new(RwLock::new(Table::new(max_series))),
+            live: broadcast::channel(LIVE_CHANNEL_CAPACITY).0,
+        }
+    }
+
     /// Records the readings of `packets`, just committed with seqs from `first_seq` on
     /// (called by the ingest thread right after each commit), and sends them to the live
-    /// subscribers, if any. Never waits.
-    pub fn update_committed(&self, packets: &[Packet], first_seq: Seq) {
+    /// subscribers, if any. Never waits. Returns how many readings of new series were refused
+    /// because the map is full.
+    pub fn update_committed(&self, packets: &[Packet], first_seq: Seq) -> u64 {
         let views = packets
             .iter()
             .flat_map(|p| p.readings.iter().map(move |r| (p.received_ns, r)))
@@ -217,12 +287,13 @@ impl Latest {
                 unit: r.unit,
                 value: &r.value,
             });
-        self.record(views);
+        self.record(views)
     }
 
     /// Records readings read back from the outbox (start-up), newer replacing older, and
-    /// sends them to the live subscribers, if any.
-    pub fn update(&self, readings: &[StoredReading]) {
+    /// sends them to the live subscribers, if any. Returns how many were refused (see
+    /// [`Latest::update_committed`]).
+    pub fn update(&self, readings: &[StoredReading]) -> u64 {
         self.record(readings.iter().map(|r| View {
             seq: r.seq,
             ts_ns: r.ts_ns,
@@ -230,31 +301,35 @@ impl Latest {
             metric: &r.metric,
             unit: r.unit.as_deref(),
             value: &r.value,
-        }));
+        }))
     }
 
-    fn record<'a>(&self, views: impl Iterator<Item = View<'a>>) {
+    fn record<'a>(&self, views: impl Iterator<Item = View<'a>>) -> u64 {
         let live = self.live.receiver_count() > 0;
         let mut batch = Vec::new();
         let mut count = 0;
+        let mut refused = 0;
         {
             let mut table = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-            let Table { nodes, keys } = &mut *table;
             for r in views {
                 count += 1;
                 if live && count <= LIVE_MAX_READINGS {
                     batch.push(stored(&r));
                 }
-                if !nodes.contains_key(r.node) {
-                    nodes.insert(r.node.into(), Node::default());
+                if !table.record(&r) {
+                    refused += 1;
                 }
-                if let Some(node) = nodes.get_mut(r.node) {
-                    node.record(&r, keys);
-                }
+            }
+            if refused > 0 && !table.warned {
+                table.warned = true;
+                warn!(
+                    max_series = table.max_series,
+                    "the dashboard keeps the newest value of this many series at most; new series are no longer added to it (their readings are still stored and delivered): does the firmware invent keys?"
+                );
             }
         }
         if !live || count == 0 {
-            return;
+            return refused;
         }
         // Err only when every subscriber left meanwhile; lagging ones lose the oldest.
         let _ = self.live.send(if count > LIVE_MAX_READINGS {
@@ -262,6 +337,7 @@ impl Latest {
         } else {
             LiveBatch::Readings(batch.into())
         });
+        refused
     }
 
     /// Adds known receive times of `node` (history read at start-up).
@@ -344,6 +420,57 @@ mod tests {
             unit: None,
             value: value.into(),
         }
+    }
+
+    #[test]
+    fn a_full_map_refuses_new_series_and_keeps_updating_the_ones_it_has() {
+        let latest = Latest::with_max_series(3);
+        let refused = latest.update(&[
+            reading(1, 10, "node1", "temperature", "20"),
+            reading(2, 10, "node1", "humidity", "50"),
+            reading(3, 10, "node2", "temperature", "19"),
+            // Full: a new metric of a known node, and a new node, are refused.
+            reading(4, 10, "node1", "invented_1", "1"),
+            reading(5, 10, "node9", "temperature", "1"),
+        ]);
+        assert_eq!(refused, 2);
+        let packet = Packet {
+            received_ns: 20,
+            device_ts: None,
+            readings: vec![
+                Reading {
+                    node: "node1".into(),
+                    metric: "temperature".into(),
+                    unit: None,
+                    value: "21".into(),
+                },
+                Reading {
+                    node: "node1".into(),
+                    metric: "invented_2".into(),
+                    unit: None,
+                    value: "2".into(),
+                },
+            ],
+        };
+        assert_eq!(latest.update_committed(&[packet], Seq::new(6)), 1);
+        let kept: Vec<_> = latest
+            .snapshot()
+            .into_iter()
+            .map(|r| format!("{}.{}={}", r.node, r.metric, r.value))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                "node1.humidity=50",
+                "node1.temperature=21",
+                "node2.temperature=19"
+            ]
+        );
+        assert_eq!(
+            latest.node_times().len(),
+            2,
+            "no node kept for a refused series"
+        );
     }
 
     #[test]

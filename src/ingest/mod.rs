@@ -210,7 +210,10 @@ fn commit(
     let first_seq = last_seq.plus(1 - count as i64);
     log_nodes(&out.activity, packets);
     if let Some(latest) = &out.latest {
-        latest.update_committed(packets, first_seq);
+        let refused = latest.update_committed(packets, first_seq);
+        out.stats
+            .latest_series_refused
+            .fetch_add(refused, Ordering::Relaxed);
     }
     let mut last_seq = last_seq;
     for p in packets {

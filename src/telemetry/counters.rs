@@ -27,6 +27,9 @@ pub struct Stats {
     pub cut_lines: AtomicU64,
     /// Undelivered readings dropped at the outbox's disk budget.
     pub dropped_readings: AtomicU64,
+    /// Readings of new series the dashboard's newest-value map had no room for
+    /// (`latest::MAX_SERIES`).
+    pub latest_series_refused: AtomicU64,
     /// Unusable telemetry lines by reason class, indexed by [`ErrorClass`].
     pub decode_errors: [AtomicU64; ErrorClass::ALL.len()],
     /// Packets whose receive time was moved forward to keep packet times strictly increasing

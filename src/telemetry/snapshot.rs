@@ -35,6 +35,7 @@ pub(crate) struct Counts {
     pub cut_lines: u64,
     pub dropped_readings: u64,
     pub shifted_packets: u64,
+    pub latest_series_refused: u64,
     /// By [`ErrorClass`], in its index order.
     pub decode_errors: [u64; ErrorClass::ALL.len()],
     /// By [`RestartCause`], in its index order.
@@ -117,6 +118,7 @@ pub(crate) fn snapshot(stats: &Stats, history: &OutboxReader) -> Snapshot {
             cut_lines: load(&stats.cut_lines),
             dropped_readings: load(&stats.dropped_readings),
             shifted_packets: load(&stats.shifted_packets),
+            latest_series_refused: load(&stats.latest_series_refused),
             decode_errors: std::array::from_fn(|i| load(&stats.decode_errors[i])),
             source_restarts: std::array::from_fn(|i| load(&stats.source_restarts[i])),
         },

@@ -75,6 +75,7 @@ const OLDEST_AGE: &str = "iiot_outbox_oldest_undelivered_age_seconds";
 const SOURCE_RUNNING: &str = "iiot_source_running";
 const SOURCE_RESTARTS: &str = "iiot_source_restarts_total";
 const PACKETS_SHIFTED: &str = "iiot_packets_time_shifted_total";
+const SERIES_REFUSED: &str = "iiot_latest_series_refused_total";
 const SINK_CONNECTED: &str = "iiot_sink_connected";
 const DELIVERED: &str = "iiot_sink_readings_delivered_total";
 const FAILURES: &str = "iiot_sink_delivery_failures_total";
@@ -105,6 +106,7 @@ const FAMILIES: &[Family] = &[
     family(SOURCE_RUNNING, Kind::Gauge, "1 while the source runs and can deliver (its process running, its device open, its modem set up)."),
     family(SOURCE_RESTARTS, Kind::Counter, "Restarts of the source process or reopenings of its device, by cause: exited, crashed, killed (by a signal it did not raise: never expected), device_lost."),
     family(PACKETS_SHIFTED, Kind::Counter, "Packets stamped at or before the previous one at [influxdb] precision, moved to the previous time + 1 unit so no two packets become one point."),
+    family(SERIES_REFUSED, Kind::Counter, "Readings of new series the dashboard's newest-value map had no room for (it keeps 100,000 series at most; the readings are still stored and delivered)."),
     family(SINK_CONNECTED, Kind::Gauge, "1 while the sink reaches its far end (MQTT connected, last InfluxDB request succeeded)."),
     family(DELIVERED, Kind::Counter, "Readings the far end confirmed (PUBACK/PUBCOMP, HTTP 2xx)."),
     family(FAILURES, Kind::Counter, "Failed delivery attempts: connections lost or refused, writes that failed."),
@@ -203,6 +205,7 @@ fn render(
     set.counter(READINGS_COMMITTED, &[], c.readings);
     set.counter(READINGS_DROPPED, &[], c.dropped_readings);
     set.counter(PACKETS_SHIFTED, &[], c.shifted_packets);
+    set.counter(SERIES_REFUSED, &[], c.latest_series_refused);
     set.gauge(BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))], 1.0);
     let kind = snap.source_kind.as_deref().unwrap_or("unknown");
     // Running means delivering or able to: a source that reports a problem (a program that

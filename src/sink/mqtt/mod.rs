@@ -32,6 +32,7 @@ use tracing::{debug, info, warn};
 use super::{Cursor, Failure, Link, SinkContext, SinkError};
 use crate::backoff::Backoff;
 use crate::config::{BrokerTarget, MqttConfig, MqttTls};
+use crate::latest::MAX_SERIES;
 use crate::outbox::StoredReading;
 use crate::reading::CompactString;
 use acks::AckTracker;
@@ -327,7 +328,10 @@ async fn session(
                 }
                 if let Some(ha) = &cfg.homeassistant {
                     let series = (r.node.clone(), r.metric.clone());
-                    if !announced.contains(&series) {
+                    // Bounded like the newest-value map: a firmware that invents keys does
+                    // not grow this set (or Home Assistant) without limit.
+                    let room = announced.len() < MAX_SERIES;
+                    if room && !announced.contains(&series) {
                         let (topic, payload) =
                             discovery(ha, &cfg.topic_prefix, &r.node, &r.metric, r.unit.as_deref());
                         if client
@@ -400,7 +404,7 @@ async fn session(
                         announced.clear();
                         // Readings already published are not resent: announce the known
                         // series from the latest values right away.
-                        for r in ctx.outbox.latest()? {
+                        for r in ctx.outbox.latest()?.into_iter().take(MAX_SERIES) {
                             let Some(ha) = &cfg.homeassistant else { break };
                             let (topic, payload) = discovery(ha, &cfg.topic_prefix, &r.node, &r.metric, r.unit.as_deref());
                             if client.try_publish(topic, QoS::AtLeastOnce, true, payload).is_err() {
