@@ -1,4 +1,4 @@
-//! Decoder throughput on the recorded fixtures (DESIGN.md section 8: ≥ 1,000,000 lines/s on
+//! Decoder throughput on the recorded fixtures (docs/ARCHITECTURE.md, "Performance budget": ≥ 1,000,000 lines/s on
 //! one core). Criterion reports lines/s (`Throughput::Elements`, one element per line).
 //!
 //!   cargo bench --bench decode                 (full run, ~1 min)

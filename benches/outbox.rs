@@ -1,4 +1,4 @@
-//! Outbox commit throughput (DESIGN.md section 8: ≥ 200,000 readings/s committed with the
+//! Outbox commit throughput (docs/ARCHITECTURE.md, "Performance budget": ≥ 200,000 readings/s committed with the
 //! default durability). Criterion reports readings/s (`Throughput::Elements`, one element
 //! per reading) and the time per commit.
 //!

@@ -6,7 +6,7 @@
 //! it; on the virtual COM port it is a bare JSON line. Everything else is not telemetry and is
 //! skipped without complaint.
 //!
-//! Mapping (DESIGN.md section 3): `nK` → node `nodeK` (any K), with `t`/`h`/`g`/`p` →
+//! Mapping (docs/ARCHITECTURE.md, "Decoding"): `nK` → node `nodeK` (any K), with `t`/`h`/`g`/`p` →
 //! temperature/humidity/gas_resistance/pressure and their units; `sig` → node `signal`
 //! (rssi dBm, snr dB); `sts` → node `stats` (packets_received, crc_errors). Unknown keys
 //! inside a node pass through under their own (sanitized) name with no unit; an unknown

@@ -337,13 +337,8 @@ fn accept(line: Line, clock: &mut PacketClock, out: &IngestOutputs) -> Option<Pa
     if line.cut {
         out.stats.cut_lines.fetch_add(1, Ordering::Relaxed);
         if line.text.contains('{') {
-            out.stats.invalid_lines.fetch_add(1, Ordering::Relaxed);
-            out.stats.decode_error(ErrorClass::LineTooLong);
-            out.quarantine.add(
-                "decode",
-                "line longer than [source] max_line_length; cut",
-                &line.text,
-            );
+            let why = "line longer than [source] max_line_length; cut";
+            unusable(out, ErrorClass::LineTooLong, why, &line.text);
         }
         return None;
     }
@@ -363,21 +358,13 @@ fn accept(line: Line, clock: &mut PacketClock, out: &IngestOutputs) -> Option<Pa
     };
     match decoded {
         Decoded::Skip if is_fragment(&line.text) => {
-            out.stats.invalid_lines.fetch_add(1, Ordering::Relaxed);
-            out.stats.decode_error(ErrorClass::Fragment);
-            out.quarantine.add(
-                "decode",
-                "a piece of a telemetry record, not a whole one (the stream was cut or joined mid-record)",
-                &line.text,
-            );
+            let why = "a piece of a telemetry record, not a whole one (the stream was cut or joined mid-record)";
+            unusable(out, ErrorClass::Fragment, why, &line.text);
             None
         }
         Decoded::Skip => None,
         Decoded::Invalid(reason) => {
-            out.stats.invalid_lines.fetch_add(1, Ordering::Relaxed);
-            out.stats.decode_error(reason.class());
-            out.quarantine
-                .add("decode", &reason.to_string(), &line.text);
+            unusable(out, reason.class(), &reason.to_string(), &line.text);
             None
         }
         Decoded::Packet { packet, rejected } => {
@@ -396,6 +383,13 @@ fn accept(line: Line, clock: &mut PacketClock, out: &IngestOutputs) -> Option<Pa
             Some(packet)
         }
     }
+}
+
+/// Counts an unusable telemetry line of `class` and quarantines it with `why`.
+fn unusable(out: &IngestOutputs, class: ErrorClass, why: &str, text: &str) {
+    out.stats.invalid_lines.fetch_add(1, Ordering::Relaxed);
+    out.stats.decode_error(class);
+    out.quarantine.add("decode", why, text);
 }
 
 /// Whether a line the decoder skipped still held JSON members (`"key":` and a brace): a

@@ -58,7 +58,6 @@ impl OutboxReader {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{FullPolicy, StorageConfig, SyncMode};
     use crate::outbox::Outbox;
     use crate::reading::{Packet, Reading};
 
@@ -82,15 +81,7 @@ mod tests {
     #[test]
     fn backlog_counts_after_the_cursor_and_dates_the_oldest() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ob = Outbox::open(&StorageConfig {
-            dir: dir.path().to_path_buf(),
-            retention: std::time::Duration::from_secs(3600),
-            sync: SyncMode::Normal,
-            max_bytes: 1 << 30,
-            on_full: FullPolicy::DropOldest,
-            move_corrupt_aside: false,
-        })
-        .unwrap();
+        let mut ob = Outbox::open(&crate::outbox::test_storage(dir.path())).unwrap();
         let r = ob.reader().unwrap();
         assert_eq!(r.backlog(Seq::new(0)).unwrap(), Backlog::default());
         ob.append(&[packet(100, 3), packet(200, 2)]).unwrap();

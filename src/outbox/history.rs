@@ -124,20 +124,11 @@ impl OutboxReader {
 mod tests {
     use std::path::Path;
 
-    use crate::config::{FullPolicy, StorageConfig, SyncMode};
     use crate::outbox::Outbox;
     use crate::reading::{Packet, Reading};
 
     fn open(dir: &Path) -> Outbox {
-        Outbox::open(&StorageConfig {
-            dir: dir.to_path_buf(),
-            retention: std::time::Duration::from_secs(3600),
-            sync: SyncMode::Normal,
-            max_bytes: 1 << 30,
-            on_full: FullPolicy::DropOldest,
-            move_corrupt_aside: false,
-        })
-        .unwrap()
+        Outbox::open(&crate::outbox::test_storage(dir)).unwrap()
     }
 
     fn packet(ts: i64, readings: &[(&str, &str, &str)]) -> Packet {

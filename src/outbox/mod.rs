@@ -100,6 +100,20 @@ pub enum OutboxError {
 
 type Result<T> = std::result::Result<T, OutboxError>;
 
+/// The storage settings of a test outbox in `dir`: an hour of retention, 1 GiB, `normal`
+/// sync, `drop_oldest`.
+#[cfg(test)]
+pub(crate) fn test_storage(dir: &std::path::Path) -> crate::config::StorageConfig {
+    crate::config::StorageConfig {
+        dir: dir.to_path_buf(),
+        retention: std::time::Duration::from_secs(3600),
+        sync: crate::config::SyncMode::Normal,
+        max_bytes: 1 << 30,
+        on_full: crate::config::FullPolicy::DropOldest,
+        move_corrupt_aside: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -108,7 +122,7 @@ mod tests {
 
     use super::schema::SCHEMA;
     use super::*;
-    use crate::config::{StorageConfig, SyncMode};
+    use crate::config::StorageConfig;
     use crate::reading::{Packet, Reading};
 
     fn s(n: i64) -> Seq {
@@ -116,14 +130,7 @@ mod tests {
     }
 
     fn storage(dir: &Path) -> StorageConfig {
-        StorageConfig {
-            dir: dir.to_path_buf(),
-            retention: std::time::Duration::from_secs(3600),
-            sync: SyncMode::Normal,
-            max_bytes: 1 << 30,
-            on_full: crate::config::FullPolicy::DropOldest,
-            move_corrupt_aside: false,
-        }
+        test_storage(dir)
     }
 
     fn packet(ts: i64, values: &[&str]) -> Packet {

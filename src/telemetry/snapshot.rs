@@ -132,22 +132,13 @@ pub(crate) fn snapshot(stats: &Stats, history: &OutboxReader) -> Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{FullPolicy, StorageConfig, SyncMode};
     use crate::outbox::Outbox;
     use crate::reading::{Packet, Reading};
 
     #[test]
     fn a_snapshot_carries_the_counters_and_each_sinks_backlog_after_its_cursor() {
         let dir = tempfile::tempdir().unwrap();
-        let mut outbox = Outbox::open(&StorageConfig {
-            dir: dir.path().to_path_buf(),
-            retention: std::time::Duration::from_secs(3600),
-            sync: SyncMode::Normal,
-            max_bytes: 1 << 30,
-            on_full: FullPolicy::DropOldest,
-            move_corrupt_aside: false,
-        })
-        .unwrap();
+        let mut outbox = Outbox::open(&crate::outbox::test_storage(dir.path())).unwrap();
         let readings = (0..5)
             .map(|i| Reading {
                 node: "node1".into(),

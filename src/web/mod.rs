@@ -267,7 +267,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::{FullPolicy, StorageConfig, SyncMode};
     use crate::outbox::Outbox;
 
     fn reading(seq: i64, value: &str) -> StoredReading {
@@ -282,15 +281,7 @@ mod tests {
     }
 
     async fn server(dir: &std::path::Path, latest: Latest) -> (String, CancellationToken) {
-        let outbox = Outbox::open(&StorageConfig {
-            dir: dir.to_path_buf(),
-            retention: Duration::from_secs(3600),
-            sync: SyncMode::Normal,
-            max_bytes: 1 << 30,
-            on_full: FullPolicy::DropOldest,
-            move_corrupt_aside: false,
-        })
-        .unwrap();
+        let outbox = Outbox::open(&crate::outbox::test_storage(dir)).unwrap();
         let http = HttpConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             ready_max_backlog_age: Duration::from_secs(60),

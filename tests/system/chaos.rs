@@ -59,7 +59,7 @@ fn line(i: u64) -> String {
     )
 }
 
-/// The readings of packets `packets`, per DESIGN.md (computed by `gateway::expected`).
+/// The readings of packets `packets`, per docs/ARCHITECTURE.md, "Decoding" (computed by `gateway::expected`).
 fn readings_of(packets: impl IntoIterator<Item = u64>) -> Vec<Expected> {
     packets
         .into_iter()

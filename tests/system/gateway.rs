@@ -1,6 +1,6 @@
 //! `TestGateway`: the `iiot-gateway` binary run with a config in a temp dir, its stderr
 //! captured to a file, killed on drop. Plus the expected readings of a fixture line, computed
-//! independently of the gateway's decoder (plain serde_json and the DESIGN.md table).
+//! independently of the gateway's decoder (plain serde_json and the mapping table of docs/ARCHITECTURE.md, "Decoding").
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -187,7 +187,7 @@ impl Expected {
 /// A short key, its metric name and unit.
 type KeyMap = (&'static str, &'static str, Option<&'static str>);
 
-/// The readings a telemetry line must produce, per DESIGN.md section 3; `None` for lines
+/// The readings a telemetry line must produce, per docs/ARCHITECTURE.md, "Decoding"; `None` for lines
 /// that are not telemetry.
 pub fn expected(line: &str) -> Option<Vec<Expected>> {
     let json = match line.find("JSON sent via VCP: ") {
