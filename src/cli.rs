@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::app::{self, Exit, Signals};
-use crate::config::{BrokerTarget, Config, ConfigError, SimulatorConfig};
+use crate::config::{Config, ConfigError, Overrides, SimulatorConfig};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -291,50 +291,16 @@ fn simulator_settings(
     })
 }
 
+/// The config `cli` names, with its overriding options merged in before validation (an
+/// option that would do nothing with this config is refused there).
 fn load(cli: &RunArgs) -> Result<Config, ConfigError> {
-    let mut cfg = Config::load(cli.config.as_deref())?;
-    let refused = |flag: &str, why: &str| ConfigError {
-        file: cfg.origin.clone(),
-        message: format!("{flag}: {why}"),
+    let overrides = Overrides {
+        http_listen: cli.http_listen,
+        mqtt_listen: cli.mqtt_listen,
+        storage_dir: cli.storage_dir.clone(),
+        move_corrupt_aside: cli.move_corrupt_outbox,
     };
-    if let Some(addr) = cli.http_listen {
-        match cfg.http.as_mut() {
-            Some(http) => http.listen = addr,
-            None => {
-                return Err(refused(
-                    "--http-listen",
-                    "the HTTP server is off ([http] enabled = false): remove one of the two",
-                ))
-            }
-        }
-    }
-    if let Some(addr) = cli.mqtt_listen {
-        match cfg.mqtt.as_mut().map(|m| &mut m.target) {
-            Some(BrokerTarget::Embedded(listen)) => *listen = addr,
-            Some(BrokerTarget::External { .. }) => {
-                return Err(refused(
-                    "--mqtt-listen",
-                    "no embedded broker runs: [mqtt] broker_url names an external one (remove one of the two)",
-                ))
-            }
-            None => {
-                return Err(refused(
-                    "--mqtt-listen",
-                    "no embedded broker runs: the config has no [mqtt] section",
-                ))
-            }
-        }
-    }
-    if let Some(dir) = &cli.storage_dir {
-        cfg.storage.dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
-        if let Some(m) = cfg.mqtt.as_mut() {
-            if m.client_id_is_default {
-                m.client_id = crate::config::default_client_id(&cfg.storage.dir);
-            }
-        }
-    }
-    cfg.storage.move_corrupt_aside = cli.move_corrupt_outbox;
-    Ok(cfg)
+    Config::load_with(cli.config.as_deref(), &overrides)
 }
 
 async fn run(cfg: Config) -> ExitCode {

@@ -1,6 +1,6 @@
 //! The TOML file as written: serde structs with `deny_unknown_fields`, every key optional
 //! so that defaults live in one place ([`super::defaults`]). Validation into runtime types
-//! happens in [`super`].
+//! happens in `super::validate`.
 
 use std::path::PathBuf;
 use std::time::Duration;

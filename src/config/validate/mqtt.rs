@@ -1,0 +1,257 @@
+//! `[mqtt]` and `[homeassistant]`: the broker the MQTT sink publishes to (an external one
+//! from `broker_url`, or the embedded broker on `embedded_listen`), its TLS files read and
+//! checked, and Home Assistant discovery. A `mqtts://` URL or an embedded broker with a
+//! certificate means TLS with no plaintext fallback; TLS keys without it are refused.
+
+use std::path::{Path, PathBuf};
+
+use super::super::defaults::{self, default_client_id};
+use super::super::raw::{RawHomeAssistant, RawMqtt};
+use super::super::tls::{parse_broker_url, pem_certificates, pem_has_private_key};
+use super::super::{BrokerTarget, ConfigError, HomeAssistantConfig, MqttConfig, MqttTls, Secret};
+use super::Validator;
+use crate::sink::mqtt::topic::validate_prefix;
+
+impl Validator<'_> {
+    /// `[mqtt]`; an unset `client_id` is [`default_client_id`] of `storage_dir`.
+    pub(super) fn mqtt(&self, m: RawMqtt, storage_dir: &Path) -> Result<MqttConfig, ConfigError> {
+        let mut tls_wanted = false;
+        let target = match m.broker_url {
+            Some(url) => {
+                let (host, port, tls) =
+                    parse_broker_url(&url).map_err(|e| self.err("[mqtt] broker_url", e))?;
+                tls_wanted = tls;
+                BrokerTarget::External { host, port }
+            }
+            None => {
+                let listen = m
+                    .embedded_listen
+                    .unwrap_or_else(|| defaults::EMBEDDED_LISTEN.to_string());
+                BrokerTarget::Embedded(self.socket_addr("[mqtt] embedded_listen", &listen)?)
+            }
+        };
+        let embedded_tls = match (m.embedded_cert_file, m.embedded_key_file) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                if !matches!(target, BrokerTarget::Embedded(_)) {
+                    return Err(self.err(
+                        "[mqtt] embedded_cert_file",
+                        "is for the embedded broker, but broker_url names another broker",
+                    ));
+                }
+                for (path, key_name) in [(&cert, "embedded_cert_file"), (&key, "embedded_key_file")]
+                {
+                    if !path.is_file() {
+                        return Err(self.err(
+                            &format!("[mqtt] {key_name}"),
+                            format!("{} is not a readable file", path.display()),
+                        ));
+                    }
+                }
+                // The gateway's own sink connects over TLS too, trusting `ca_file` or, by
+                // default, the broker's (self-signed) certificate itself.
+                tls_wanted = true;
+                Some((cert, key))
+            }
+            (Some(_), None) => {
+                return Err(self.err(
+                    "[mqtt] embedded_key_file",
+                    "required with embedded_cert_file",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(self.err(
+                    "[mqtt] embedded_cert_file",
+                    "required with embedded_key_file",
+                ))
+            }
+        };
+        let qos = m.qos.unwrap_or(defaults::QOS);
+        if qos > 2 {
+            return Err(self.err("[mqtt] qos", format!("must be 0, 1 or 2 (got {qos})")));
+        }
+        let topic_prefix = m
+            .topic_prefix
+            .unwrap_or_else(|| defaults::TOPIC_PREFIX.to_string());
+        validate_prefix(&topic_prefix).map_err(|e| self.err("[mqtt] topic_prefix", e))?;
+        // Unset: made per install from the storage dir (`--storage-dir` included), so two
+        // gateways on one host never share the broker's persistent session.
+        let client_id = m
+            .client_id
+            .unwrap_or_else(|| default_client_id(storage_dir));
+        if client_id.is_empty() {
+            return Err(self.err(
+                "[mqtt] client_id",
+                "must not be empty (the persistent session is kept under it)",
+            ));
+        }
+        let inflight = m.inflight.unwrap_or(defaults::INFLIGHT);
+        if inflight == 0 {
+            return Err(self.err("[mqtt] inflight", "must be at least 1"));
+        }
+        let keep_alive = self.at_least_duration(
+            "[mqtt] keep_alive",
+            m.keep_alive.unwrap_or(defaults::KEEP_ALIVE),
+            defaults::MIN_KEEP_ALIVE,
+        )?;
+        let password = self.secret(
+            m.password,
+            m.password_file,
+            "MQTT_PASSWORD",
+            "[mqtt] password_file",
+        )?;
+        let ca_file = m
+            .ca_file
+            .or_else(|| embedded_tls.as_ref().map(|(cert, _)| cert.clone()));
+        let tls = self.mqtt_tls(tls_wanted, ca_file, m.client_cert_file, m.client_key_file)?;
+        Ok(MqttConfig {
+            target,
+            client_id,
+            topic_prefix,
+            qos,
+            retain: m.retain.unwrap_or(defaults::RETAIN),
+            keep_alive,
+            inflight,
+            reconnect_initial: m.reconnect_initial.unwrap_or(defaults::RECONNECT_INITIAL),
+            reconnect_max: m.reconnect_max.unwrap_or(defaults::RECONNECT_MAX),
+            username: m.username,
+            password,
+            tls,
+            embedded_tls,
+            homeassistant: None,
+        })
+    }
+
+    /// The TLS settings of the MQTT connection, when `wanted` (`mqtts://`, or the embedded
+    /// broker with a certificate); its keys set without TLS are refused.
+    fn mqtt_tls(
+        &self,
+        wanted: bool,
+        ca: Option<PathBuf>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+    ) -> Result<Option<MqttTls>, ConfigError> {
+        if !wanted {
+            if let Some((key, _)) = [
+                ("ca_file", &ca),
+                ("client_cert_file", &cert),
+                ("client_key_file", &key),
+            ]
+            .into_iter()
+            .find(|(_, v)| v.is_some())
+            {
+                return Err(self.err(
+                    &format!("[mqtt] {key}"),
+                    "is set but broker_url is not mqtts://; use mqtts://host:8883 (there is no plaintext fallback)",
+                ));
+            }
+            return Ok(None);
+        }
+        let read = |path: &PathBuf, key: &str| {
+            std::fs::read(path).map_err(|e| {
+                self.err(
+                    &format!("[mqtt] {key}"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })
+        };
+        let ca_pem = ca.as_ref().map(|p| read(p, "ca_file")).transpose()?;
+        if let Some(pem) = &ca_pem {
+            if pem_certificates(pem) == 0 {
+                return Err(self.err("[mqtt] ca_file", "holds no PEM certificate"));
+            }
+        }
+        let client = match (cert, key) {
+            (Some(cert), Some(key)) => {
+                let key_pem = read(&key, "client_key_file")?;
+                let key_pem = String::from_utf8(key_pem)
+                    .map_err(|_| self.err("[mqtt] client_key_file", "is not a PEM text file"))?;
+                let cert_pem = read(&cert, "client_cert_file")?;
+                if pem_certificates(&cert_pem) == 0 {
+                    return Err(self.err("[mqtt] client_cert_file", "holds no PEM certificate"));
+                }
+                if !pem_has_private_key(key_pem.as_bytes()) {
+                    return Err(self.err("[mqtt] client_key_file", "holds no PEM private key"));
+                }
+                Some((cert_pem, Secret::new(key_pem)))
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(self.err("[mqtt] client_key_file", "required with client_cert_file"))
+            }
+            (None, Some(_)) => {
+                return Err(self.err("[mqtt] client_cert_file", "required with client_key_file"))
+            }
+        };
+        Ok(Some(MqttTls { ca_pem, client }))
+    }
+
+    /// `[homeassistant]`: discovery, published through the MQTT sink (`mqtt`), when enabled.
+    pub(super) fn homeassistant(
+        &self,
+        ha: RawHomeAssistant,
+        mqtt: Option<&mut MqttConfig>,
+    ) -> Result<(), ConfigError> {
+        if !ha.enabled.unwrap_or(defaults::HOMEASSISTANT_ENABLED) {
+            return Ok(());
+        }
+        let Some(m) = mqtt else {
+            return Err(self.err(
+                "[homeassistant] enabled",
+                "needs an [mqtt] section: discovery is published to the MQTT broker",
+            ));
+        };
+        let gateway_id = ha
+            .gateway_id
+            .unwrap_or_else(|| defaults::HOMEASSISTANT_GATEWAY_ID.to_string());
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
+        if !valid(&gateway_id) {
+            return Err(self.err(
+                "[homeassistant] gateway_id",
+                "use letters, digits, _ and - only",
+            ));
+        }
+        let discovery_prefix = ha
+            .discovery_prefix
+            .unwrap_or_else(|| defaults::HOMEASSISTANT_DISCOVERY_PREFIX.to_string());
+        validate_prefix(&discovery_prefix)
+            .map_err(|e| self.err("[homeassistant] discovery_prefix", e))?;
+        m.homeassistant = Some(HomeAssistantConfig {
+            discovery_prefix,
+            gateway_id,
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::super::default_client_id;
+    use super::super::super::test_load as load;
+
+    #[test]
+    fn the_default_client_id_is_stable_per_install_and_short() {
+        let a = default_client_id(Path::new("/var/lib/iiot-gateway"));
+        assert_eq!(a, default_client_id(Path::new("/var/lib/iiot-gateway")));
+        assert_ne!(a, default_client_id(Path::new("/srv/other")));
+        assert!(a.starts_with("iiot-") && a.len() <= 22, "{a}");
+        assert!(
+            a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+            "{a}"
+        );
+        let c = load("[mqtt]\nbroker_url = \"mqtt://h:1883\"\n[storage]\ndir = \"/var/lib/x\"\n")
+            .unwrap();
+        assert_eq!(
+            c.mqtt.unwrap().client_id,
+            default_client_id(Path::new("/var/lib/x"))
+        );
+        let c = load("[mqtt]\nbroker_url = \"mqtt://h:1883\"\nclient_id = \"mine\"\n").unwrap();
+        assert_eq!(c.mqtt.unwrap().client_id, "mine");
+    }
+}
