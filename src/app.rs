@@ -140,7 +140,7 @@ impl Gateway {
         let quarantine = Quarantine::new(&cfg.storage.dir);
         start_broker(&cfg)?;
         let stats = Arc::new(Stats::default());
-        let _ = stats.source_kind.set(source_kind(&cfg.source).to_string());
+        let _ = stats.source_kind.set(cfg.source.kind().to_string());
         // The newest values are for the dashboard: without it, none are kept.
         let latest = match cfg.http {
             Some(_) => {
@@ -563,21 +563,9 @@ fn backlogs(
     Ok(out)
 }
 
-/// The source's kind, as `/healthz` names it.
-fn source_kind(source: &SourceConfig) -> &'static str {
-    match source {
-        SourceConfig::Process(p) => p.kind,
-        SourceConfig::Serial(_) => "serial",
-        SourceConfig::Rylr998(_) => "rylr998",
-        SourceConfig::Stdin => "stdin",
-        SourceConfig::File(_) => "file",
-        SourceConfig::Simulator(_) => "simulator",
-    }
-}
-
 fn describe_source(source: &SourceConfig) -> String {
     match source {
-        SourceConfig::Process(p) => format!("{}: {}", p.kind, p.argv.join(" ")),
+        SourceConfig::Process(p) => format!("{}: {}", p.kind.as_str(), p.argv.join(" ")),
         SourceConfig::Serial(s) => format!("serial: {} at {} baud", s.path.display(), s.baud),
         SourceConfig::Rylr998(r) => format!(
             "rylr998: LoRa modem on {} at {} baud",

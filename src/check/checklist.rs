@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{BrokerTarget, Config, SourceConfig};
+use crate::config::{BrokerTarget, Config, ProcessKind, SourceConfig};
 
 /// Longest wait for one server.
 pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -95,7 +95,7 @@ pub(crate) async fn source(cfg: &SourceConfig) -> Item {
         SourceConfig::Process(p) => {
             let program = &p.argv[0];
             let Some(found) = find_program(program) else {
-                let hint = if p.kind == "probe-rs" {
+                let hint = if p.kind == ProcessKind::ProbeRs {
                     "install probe-rs (https://probe.rs) or set [source] probe_rs to its path"
                 } else {
                     "check [source] command"
@@ -106,7 +106,7 @@ pub(crate) async fn source(cfg: &SourceConfig) -> Item {
                     format!("{program}: not found or not executable ({}): {hint}", search_where(program)),
                 );
             };
-            if p.kind == "probe-rs" {
+            if p.kind == ProcessKind::ProbeRs {
                 if let Some(firmware) = p.argv.last() {
                     if !Path::new(firmware).is_file() {
                         return Item::new(

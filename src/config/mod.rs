@@ -34,8 +34,8 @@ pub use overrides::Overrides;
 pub use secret::Secret;
 pub use types::{
     BrokerTarget, Config, FileConfig, FullPolicy, HomeAssistantConfig, HttpConfig, InfluxApi,
-    InfluxConfig, InfluxTls, IngestConfig, MqttConfig, MqttTls, ProcessConfig, Rylr998Config,
-    SerialConfig, SimulatorConfig, SourceConfig, StorageConfig, SyncMode,
+    InfluxConfig, InfluxTls, IngestConfig, MqttConfig, MqttTls, ProcessConfig, ProcessKind,
+    Rylr998Config, SerialConfig, SimulatorConfig, SourceConfig, StorageConfig, SyncMode,
 };
 
 use raw::RawConfig;

@@ -52,7 +52,7 @@ impl SourceConfig {
     /// The `kind` name, for logs.
     pub fn kind(&self) -> &'static str {
         match self {
-            SourceConfig::Process(p) => p.kind,
+            SourceConfig::Process(p) => p.kind.as_str(),
             SourceConfig::Serial(_) => "serial",
             SourceConfig::Rylr998(_) => "rylr998",
             SourceConfig::Stdin => "stdin",
@@ -71,13 +71,38 @@ impl SourceConfig {
 #[derive(Debug, Clone)]
 pub struct ProcessConfig {
     /// `probe-rs` or `command`.
-    pub kind: &'static str,
+    pub kind: ProcessKind,
     /// Program and arguments.
     pub argv: Vec<String>,
     /// First restart delay.
     pub restart_initial: Duration,
     /// Longest restart delay.
     pub restart_max: Duration,
+}
+
+/// Which process source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessKind {
+    /// `probe-rs run`, flashing and reading the board's defmt log.
+    ProbeRs,
+    /// Any command whose stdout carries telemetry.
+    Command,
+}
+
+impl std::fmt::Display for ProcessKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl ProcessKind {
+    /// Its `[source] kind` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessKind::ProbeRs => "probe-rs",
+            ProcessKind::Command => "command",
+        }
+    }
 }
 
 /// A serial port.

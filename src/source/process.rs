@@ -82,7 +82,7 @@ impl Supervised for Supervisor<'_> {
         info!(
             program,
             pid = child.id(),
-            kind = cfg.kind,
+            kind = cfg.kind.as_str(),
             "source process started"
         );
         self.ctx.set_up(Ok(format!(
@@ -106,7 +106,7 @@ impl Supervised for Supervisor<'_> {
     }
 
     fn restarting(&mut self, end: RunEnd, delay: Duration) {
-        let (ctx, program, kind) = (self.ctx, &self.program, self.cfg.kind);
+        let (ctx, program, kind) = (self.ctx, &self.program, self.cfg.kind.as_str());
         let status = match end {
             RunEnd::NotStarted(error) => {
                 let hint = if error.kind() == std::io::ErrorKind::NotFound {
@@ -284,7 +284,7 @@ mod tests {
 
     fn command(script: String) -> ProcessConfig {
         ProcessConfig {
-            kind: "command",
+            kind: crate::config::ProcessKind::Command,
             argv: vec!["sh".into(), "-c".into(), script],
             restart_initial: Duration::from_millis(50),
             restart_max: Duration::from_millis(100),

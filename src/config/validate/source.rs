@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::super::defaults;
 use super::super::raw::{self, RawGateway, RawSource};
 use super::super::{
-    ConfigError, FileConfig, IngestConfig, ProcessConfig, Rylr998Config, SerialConfig,
+    ConfigError, FileConfig, IngestConfig, ProcessConfig, ProcessKind, Rylr998Config, SerialConfig,
     SimulatorConfig, SourceConfig,
 };
 use super::{absolute, absolute_text, positive, Validator};
@@ -94,7 +94,7 @@ impl Validator<'_> {
             }
             let key_name = format!("[gateway] {key}");
             let RawSource::ProbeRs(p) = source else {
-                let why = if kind == "simulator"
+                let why = if matches!(source, RawSource::Simulator(_))
                     && legacy.probe_id.is_none()
                     && legacy.firmware_path.is_none()
                 {
@@ -166,7 +166,7 @@ impl Validator<'_> {
                 argv.extend(["--chip".into(), chip, firmware]);
                 let (restart_initial, restart_max) = restart(s.restart_initial, s.restart_max);
                 SourceConfig::Process(ProcessConfig {
-                    kind: "probe-rs",
+                    kind: ProcessKind::ProbeRs,
                     argv,
                     restart_initial,
                     restart_max,
@@ -182,7 +182,7 @@ impl Validator<'_> {
                 }
                 let (restart_initial, restart_max) = restart(s.restart_initial, s.restart_max);
                 SourceConfig::Process(ProcessConfig {
-                    kind: "command",
+                    kind: ProcessKind::Command,
                     argv,
                     restart_initial,
                     restart_max,
@@ -408,7 +408,7 @@ channel_capacity = 100
         let SourceConfig::Process(p) = &c.source else {
             panic!("expected probe-rs, got {:?}", c.source)
         };
-        assert_eq!(p.kind, "probe-rs");
+        assert_eq!(p.kind, crate::config::ProcessKind::ProbeRs);
         assert_eq!(
             p.argv[..6],
             [
