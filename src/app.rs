@@ -92,8 +92,8 @@ pub struct Running {
     stats: Arc<Stats>,
     quarantine: Quarantine,
     events: EventLog,
-    /// The outbox's reports after its writer closed.
-    reader: OutboxReader,
+    /// The outbox's reports (the narrator's too: one connection, one page cache).
+    reader: Arc<OutboxReader>,
     source: JoinHandle<Result<SourceEnd, SourceError>>,
     /// Stops the source (a child of `signals.shutdown`).
     source_stop: CancellationToken,
@@ -126,7 +126,7 @@ impl Gateway {
             .collect();
         let names: Vec<&'static str> = sinks.iter().map(SinkConfig::name).collect();
         outbox.track_sinks(&names).context("read sink cursors")?;
-        let reader = outbox.reader().context("open the outbox")?;
+        let reader = Arc::new(outbox.reader().context("open the outbox")?);
         let mut buffered = 0;
         for name in &names {
             let cursor = reader.cursor(name)?.unwrap_or(Seq::START);
@@ -232,7 +232,7 @@ impl Gateway {
             activity,
             stats: stats.clone(),
             quarantine: quarantine.clone(),
-            reader: reader_of(&cfg)?,
+            reader: reader.clone(),
             sinks: names,
             summary_every: cfg.summary_interval,
         };

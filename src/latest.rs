@@ -37,9 +37,8 @@ pub const LIVE_MAX_READINGS: usize = 2000;
 /// 30,000). The Home Assistant discovery of the MQTT sink announces at most this many too.
 pub const MAX_SERIES: usize = 100_000;
 
-/// Receive times remembered per node, to infer how often it reports: the median of their 7
-/// gaps, which a few lost packets do not change.
-pub const PACKET_TIMES_PER_NODE: usize = 8;
+use crate::nodes::liveness::PacketTimes;
+pub use crate::nodes::liveness::PACKET_TIMES_PER_NODE;
 
 /// What the live subscribers receive after each commit.
 #[derive(Debug, Clone)]
@@ -150,14 +149,7 @@ impl Keys {
 #[derive(Debug, Default)]
 struct Node {
     series: Box<[Newest]>,
-    times: Times,
-}
-
-/// The newest [`PACKET_TIMES_PER_NODE`] distinct times, ascending.
-#[derive(Debug, Default)]
-struct Times {
-    at: [i64; PACKET_TIMES_PER_NODE],
-    len: u8,
+    times: PacketTimes,
 }
 
 /// The newest reading of one series.
@@ -178,28 +170,6 @@ struct View<'a> {
     metric: &'a str,
     unit: Option<&'a str>,
     value: &'a str,
-}
-
-impl Times {
-    fn as_slice(&self) -> &[i64] {
-        &self.at[..usize::from(self.len)]
-    }
-
-    fn record(&mut self, ts: i64) {
-        let len = usize::from(self.len);
-        let Err(at) = self.as_slice().binary_search(&ts) else {
-            return; // known
-        };
-        if len < PACKET_TIMES_PER_NODE {
-            self.at.copy_within(at..len, at + 1);
-            self.at[at] = ts;
-            self.len += 1;
-        } else if at > 0 {
-            // Full: the oldest goes out (a time older than all kept is ignored).
-            self.at.copy_within(1..at, 0);
-            self.at[at - 1] = ts;
-        }
-    }
 }
 
 /// What [`Node::record`] did.
@@ -378,7 +348,7 @@ impl Latest {
         table
             .nodes
             .iter()
-            .filter(|(_, n)| n.times.len > 0)
+            .filter(|(_, n)| n.times.last().is_some())
             .map(|(node, n)| (node.to_string(), n.times.as_slice().to_vec()))
             .collect()
     }

@@ -4,7 +4,7 @@
 //! what went through (skipped when nothing changed). The trackers are pure; the ingest thread
 //! feeds packets, the narrator job ([`spawn_narrator`]) ticks and writes the log.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,14 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::nodes::liveness::node_state;
+use crate::nodes::liveness::{node_state, PacketTimes};
 use crate::outbox::{OutboxReader, Seq};
 use crate::quarantine::Quarantine;
 use crate::reading::{now_ns, CompactString, Packet};
 use crate::telemetry::Stats;
-
-/// Receive times kept per node (the interval is their median gap).
-const TIMES_KEPT: usize = 8;
 
 /// Something worth a log line about a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +36,8 @@ pub(crate) enum Note {
 
 #[derive(Debug, Default)]
 struct Track {
-    times: VecDeque<i64>,
+    /// Receive times (the interval is their median gap).
+    times: PacketTimes,
     silent: bool,
 }
 
@@ -57,28 +55,25 @@ impl Activity {
     pub(crate) fn packet(&mut self, packet: &Packet, arrived_ns: i64) -> Vec<Note> {
         let mut notes = Vec::new();
         let ts = arrived_ns;
-        let mut seen: Vec<&CompactString> = Vec::new();
         for r in &packet.readings {
-            if matches!(r.node.as_str(), "signal" | "stats") || seen.contains(&&r.node) {
+            if matches!(r.node.as_str(), "signal" | "stats") {
                 continue;
             }
-            seen.push(&r.node);
             let track = self.nodes.entry(r.node.clone()).or_default();
-            match track.times.back() {
+            match track.times.last() {
+                // Another reading of this packet's node.
+                Some(last) if last == ts => continue,
                 None => notes.push(Note::First {
                     node: r.node.clone(),
                 }),
                 Some(last) if track.silent => notes.push(Note::Back {
                     node: r.node.clone(),
-                    silent_ns: ts.saturating_sub(*last),
+                    silent_ns: ts.saturating_sub(last),
                 }),
                 Some(_) => {}
             }
             track.silent = false;
-            if track.times.len() == TIMES_KEPT {
-                track.times.pop_front();
-            }
-            track.times.push_back(ts);
+            track.times.record(ts);
         }
         notes
     }
@@ -90,8 +85,7 @@ impl Activity {
             if track.silent {
                 continue;
             }
-            let times: Vec<i64> = track.times.iter().copied().collect();
-            let Some(state) = node_state(node, &times, now_ns) else {
+            let Some(state) = node_state(node, track.times.as_slice(), now_ns) else {
                 continue;
             };
             if !state.online {
@@ -160,8 +154,8 @@ pub(crate) struct Narrator {
     pub activity: Arc<Mutex<Activity>>,
     pub stats: Arc<Stats>,
     pub quarantine: Quarantine,
-    /// For the sinks' backlogs.
-    pub reader: OutboxReader,
+    /// For the sinks' backlogs (shared with the gateway's shutdown reports).
+    pub reader: Arc<OutboxReader>,
     /// The configured sinks.
     pub sinks: Vec<&'static str>,
     /// `[log] summary_interval`; `None`: no summaries.

@@ -32,6 +32,45 @@ pub(crate) fn infer_interval(times: &[i64]) -> Option<i64> {
     Some(gaps[gaps.len() / 2].max(ns(MIN_INTERVAL)))
 }
 
+/// Receive times remembered per node, to infer how often it reports: the median of their 7
+/// gaps, which a few lost packets do not change.
+pub const PACKET_TIMES_PER_NODE: usize = 8;
+
+/// A node's newest [`PACKET_TIMES_PER_NODE`] distinct receive times, ascending, held inline
+/// (no allocation: the dashboard and the log each keep one per node, for 10,000 nodes).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct PacketTimes {
+    at: [i64; PACKET_TIMES_PER_NODE],
+    len: u8,
+}
+
+impl PacketTimes {
+    pub(crate) fn as_slice(&self) -> &[i64] {
+        &self.at[..usize::from(self.len)]
+    }
+
+    pub(crate) fn last(&self) -> Option<i64> {
+        self.as_slice().last().copied()
+    }
+
+    /// Adds `ts`; a known time changes nothing, and when full the oldest goes out (a time
+    /// older than all kept is ignored).
+    pub(crate) fn record(&mut self, ts: i64) {
+        let len = usize::from(self.len);
+        let Err(at) = self.as_slice().binary_search(&ts) else {
+            return;
+        };
+        if len < PACKET_TIMES_PER_NODE {
+            self.at.copy_within(at..len, at + 1);
+            self.at[at] = ts;
+            self.len += 1;
+        } else if at > 0 {
+            self.at.copy_within(1..at, 0);
+            self.at[at - 1] = ts;
+        }
+    }
+}
+
 /// One node's state at a given time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct NodeState {
