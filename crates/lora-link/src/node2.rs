@@ -14,8 +14,10 @@
 //! - a good frame is acknowledged (`AckPacket::ack(seq)` to its sender), counted in `rx` and
 //!   printed;
 //! - a retransmission, i.e. a good frame from the same sender with the same seq as the last
-//!   good one, is acknowledged again (its first ACK was lost) but neither printed nor counted
-//!   again, so a lost ACK never duplicates a line: `rx` is the number of lines printed.
+//!   good one, is acknowledged again (its first ACK was lost) and counted in `rx` (it was
+//!   received, as the gateway's own `rylr998` source counts `packets_received`) but not
+//!   printed: a lost ACK never duplicates a line. The next line's `rx` shows it. Node 1 never
+//!   goes back to an earlier seq, so the last good packet is all there is to remember.
 
 use crate::modem::{Event, Frame};
 use crate::packet::{AckPacket, DecodeError, SensorDataPacket};
@@ -84,7 +86,7 @@ impl Receiver {
         }
     }
 
-    /// New packets received since boot (lines printed).
+    /// Good frames received since boot, retransmissions included.
     pub fn rx(&self) -> u32 {
         self.rx
     }
@@ -94,7 +96,7 @@ impl Receiver {
         self.err
     }
 
-    /// Retransmissions acknowledged again and not printed.
+    /// Retransmissions acknowledged again and not printed (counted in `rx` too).
     pub fn duplicates(&self) -> u32 {
         self.duplicates
     }
@@ -122,6 +124,7 @@ impl Receiver {
         };
         let ack = AckPacket::ack(packet.seq_num);
         let key = (frame.sender, packet.seq_num);
+        self.rx = self.rx.wrapping_add(1);
         if self.last == Some(key) {
             self.duplicates = self.duplicates.wrapping_add(1);
             return Outcome::Duplicate {
@@ -130,7 +133,6 @@ impl Receiver {
             };
         }
         self.last = Some(key);
-        self.rx = self.rx.wrapping_add(1);
         Outcome::New {
             packet,
             ack,
@@ -159,7 +161,7 @@ pub struct Node2Line {
     pub rssi: i16,
     /// The frame's SNR, dB.
     pub snr: i16,
-    /// Good frames received since boot.
+    /// Good frames received since boot (retransmissions included).
     pub rx: u32,
     /// Frames that failed (CRC or decoding) since boot.
     pub err: u32,
@@ -266,7 +268,7 @@ mod tests {
     }
 
     #[test]
-    fn a_retransmission_is_acked_again_but_not_printed_or_counted() {
+    fn a_retransmission_is_acked_and_counted_again_but_not_printed() {
         let mut r = Receiver::new();
         assert!(matches!(
             r.on_event(&frame(1, &FRAME_1)),
@@ -279,7 +281,7 @@ mod tests {
                 to: 1
             }
         );
-        assert_eq!((r.rx(), r.err(), r.duplicates()), (1, 0, 1));
+        assert_eq!((r.rx(), r.err(), r.duplicates()), (2, 0, 1));
         // The same seq from another sender is new; so is the first sender's again after it
         // (only the last good packet is remembered).
         assert!(matches!(
@@ -290,7 +292,7 @@ mod tests {
             r.on_event(&frame(1, &FRAME_1)),
             Outcome::New { .. }
         ));
-        assert_eq!(r.rx(), 3);
+        assert_eq!(r.rx(), 4);
     }
 
     #[test]
