@@ -1,11 +1,12 @@
 //! Nucleo-F446RE (STM32F446RET6), running on its 16 MHz HSI (the reset clock: no PLL set-up,
 //! 16 MHz is plenty for two UARTs and an I2C bus).
 //!
-//! Wiring (UM1724, Nucleo-64 pinout):
-//! - USART2: PA2 TX / PA3 RX (AF7), wired to the ST-Link's virtual COM port.
-//! - UART4: PA0 TX (CN7-28, A0) / PA1 RX (CN7-30, A1) (AF8) to the RYLR998's RXD / TXD.
-//! - I2C1: PB8 SCL (CN10-3, D15) / PB9 SDA (CN10-5, D14) (AF4, open drain) to the sensor:
-//!   Node 1's BME680 at 0x77, Node 2's SHT3x at 0x44.
+//! Wiring (Nucleo-64 Arduino header names; alternate functions from the STM32F446 datasheet):
+//! - USART2: PA2 TX / PA3 RX (AF7), the ST-Link's virtual COM port (on-board, nothing to wire).
+//! - UART4: PA0 TX (A0) / PA1 RX (A1) (AF8) to the RYLR998's RXD / TXD, 3.3 V logic.
+//! - I2C1: PB8 SCL (D15) / PB9 SDA (D14) (AF4, open drain, internal pull-ups enabled; the
+//!   sensor breakouts carry their own) to the sensor: Node 1's BME680 at 0x77, Node 2's SHT3x
+//!   at 0x44.
 
 use crate::i2c::I2c1;
 use crate::reg;
