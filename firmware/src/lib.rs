@@ -13,3 +13,15 @@ mod reg;
 pub mod sensor;
 pub mod time;
 pub mod uart;
+
+/// What both nodes do first, in RTIC's `init`: clocks and pins, the monotonic clock, USART2
+/// (VCP) and UART4 (modem, receive interrupt on). Returns the modem port and the UART4
+/// interrupt's end of its byte queue (for [`modem::on_receive_interrupt`]). Call once.
+pub fn start(syst: cortex_m::peripheral::SYST) -> (modem::Modem, modem::RxSender) {
+    board::init();
+    time::Mono::start(syst, board::SYSTICK_HZ);
+    uart::Uart::USART2.enable(board::PCLK1_HZ, board::BAUD, false);
+    uart::Uart::UART4.enable(board::PCLK1_HZ, board::BAUD, true);
+    let (queue, rx) = rtic_sync::make_channel!(u8, { modem::RX_QUEUE });
+    (modem::Modem::new(uart::Uart::UART4, rx), queue)
+}

@@ -19,7 +19,7 @@ mod app {
     use lora_link::packet::MAX_ACK_LEN;
     use rtic_monotonics::systick::prelude::*;
     use sensor_nodes::board;
-    use sensor_nodes::modem::{Modem, RxSender, RX_QUEUE};
+    use sensor_nodes::modem::{self, Modem, RxSender};
     use sensor_nodes::sensor::{Climate, Sensor};
     use sensor_nodes::time::Mono;
     use sensor_nodes::uart::Uart;
@@ -39,11 +39,7 @@ mod app {
 
     #[init]
     fn init(cx: init::Context) -> (Shared, Local) {
-        board::init();
-        Mono::start(cx.core.SYST, board::SYSTICK_HZ);
-        Uart::USART2.enable(board::PCLK1_HZ, board::BAUD, false);
-        Uart::UART4.enable(board::PCLK1_HZ, board::BAUD, true);
-        let (rx_queue, rx) = rtic_sync::make_channel!(u8, RX_QUEUE);
+        let (modem, rx_queue) = sensor_nodes::start(cx.core.SYST);
         defmt::info!("node2 on {=str}", board::NAME);
         radio::spawn().ok();
         climate::spawn().ok();
@@ -51,26 +47,16 @@ mod app {
             Shared { climate: None },
             Local {
                 rx_queue,
-                modem: Modem::new(Uart::UART4, rx),
+                modem,
                 sensor: board::climate_sensor(),
             },
         )
     }
 
     /// Moves the modem's bytes into the queue; nothing else.
-    #[task(binds = UART4, priority = 3, local = [rx_queue, lost: u32 = 0])]
+    #[task(binds = UART4, priority = 3, local = [rx_queue])]
     fn uart4(cx: uart4::Context) {
-        let queue = cx.local.rx_queue;
-        let mut lost = Uart::UART4.on_interrupt(|b| {
-            if queue.try_send(b).is_err() {
-                *cx.local.lost += 1;
-            }
-        });
-        lost += *cx.local.lost;
-        if lost > 0 {
-            *cx.local.lost = 0;
-            defmt::warn!("uart4: {} bytes lost", lost);
-        }
+        modem::on_receive_interrupt(cx.local.rx_queue);
     }
 
     #[task(priority = 2, shared = [climate], local = [modem])]
