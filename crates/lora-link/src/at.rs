@@ -62,6 +62,27 @@ impl RadioParameters {
     };
 }
 
+/// The LoRa network both nodes join (`AT+NETWORKID`).
+pub const NETWORK_ID: u8 = 18;
+/// The band of the hardware project, Hz (`AT+BAND`; Europe uses 868 MHz bands).
+pub const BAND_HZ: u32 = 915_000_000;
+/// Commands in a node's start-up ([`setup`]).
+pub const SETUP_STEPS: usize = 5;
+
+/// Step `step` (0 to [`SETUP_STEPS`] - 1) of a node's start-up, as both original firmwares
+/// sent it: `AT`, `AT+ADDRESS=<address>`, `AT+NETWORKID=18`, `AT+BAND=915000000`,
+/// `AT+PARAMETER=7,9,1,7`. `None` past the last step.
+pub fn setup(step: usize, address: u16, buf: &mut [u8]) -> Option<Result<usize, CommandError>> {
+    Some(match step {
+        0 => at(buf),
+        1 => self::address(address, buf),
+        2 => network_id(NETWORK_ID, buf),
+        3 => band(BAND_HZ, buf),
+        4 => parameter(RadioParameters::PROJECT, buf),
+        _ => return None,
+    })
+}
+
 /// `AT\r\n`: is the modem there?
 pub fn at(buf: &mut [u8]) -> Result<usize, CommandError> {
     command(buf, format_args!("AT"))
@@ -174,6 +195,21 @@ mod tests {
             b"AT+PARAMETER=7,9,1,7\r\n",
         );
         eq(text(reset), b"AT+RESET\r\n");
+    }
+
+    #[test]
+    fn setup_is_the_five_commands_in_order() {
+        let want: [&[u8]; SETUP_STEPS] = [
+            b"AT\r\n",
+            b"AT+ADDRESS=1\r\n",
+            b"AT+NETWORKID=18\r\n",
+            b"AT+BAND=915000000\r\n",
+            b"AT+PARAMETER=7,9,1,7\r\n",
+        ];
+        for (step, want) in want.iter().enumerate() {
+            eq(text(|b| setup(step, 1, b).unwrap()), want);
+        }
+        assert!(setup(SETUP_STEPS, 1, &mut [0; 64]).is_none());
     }
 
     /// LORA_LINK.md: Node 1's send of packet 1, and Node 2's ACK of it.

@@ -8,7 +8,9 @@
 //! - [`modem`]: an incremental parser of the modem's output, fed arbitrary byte chunks;
 //!   `+RCV` frames are cut by their length field, whatever bytes the data holds.
 //! - [`at`]: the AT commands the nodes and the gateway send.
-//! - [`node2`]: Node 2's JSON line, byte-identical to the original firmware's.
+//! - [`node1`]: Node 1's rules: sequence numbers, retransmission, what an answer means.
+//! - [`node2`]: Node 2's rules for a received frame (ACK, duplicates, `rx`/`err`) and its JSON
+//!   line, byte-identical to the original firmware's.
 //!
 //! `#![no_std]`, no allocation, no `unsafe`, and no panic on any input: every function takes
 //! caller-owned buffers and returns an error when one is too small. The gateway (host) and
@@ -31,6 +33,7 @@
 pub mod at;
 pub mod crc;
 pub mod modem;
+pub mod node1;
 pub mod node2;
 pub mod packet;
 mod write;

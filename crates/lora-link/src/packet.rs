@@ -166,6 +166,23 @@ impl AckPacket {
         };
         Ok((ack, r.at))
     }
+
+    /// Reads a whole ACK frame (what Node 1 receives): the packet must take every byte.
+    pub fn decode_frame(frame: &[u8]) -> Result<Self, DecodeError> {
+        let (ack, used) = Self::decode(frame)?;
+        if used != frame.len() {
+            return Err(DecodeError::TrailingBytes);
+        }
+        Ok(ack)
+    }
+
+    /// The NACK of `seq_num`.
+    pub fn nack(seq_num: u16) -> Self {
+        AckPacket {
+            msg_type: Self::NACK,
+            seq_num,
+        }
+    }
 }
 
 fn zigzag(n: i16) -> u16 {
@@ -303,6 +320,27 @@ mod tests {
                 Ok((AckPacket::ack(packet.seq_num), n))
             );
         }
+    }
+
+    #[test]
+    fn ack_frames_are_read_whole() {
+        assert_eq!(
+            AckPacket::decode_frame(&hex("01 01")),
+            Ok(AckPacket::ack(1))
+        );
+        assert_eq!(
+            AckPacket::decode_frame(&hex("02 AC 02")),
+            Ok(AckPacket::nack(300))
+        );
+        assert_eq!(
+            AckPacket::decode_frame(&hex("01 01 00")),
+            Err(DecodeError::TrailingBytes)
+        );
+        assert_eq!(
+            AckPacket::decode_frame(&hex("01")),
+            Err(DecodeError::Truncated)
+        );
+        assert_eq!(AckPacket::decode_frame(&[]), Err(DecodeError::Truncated));
     }
 
     #[test]

@@ -1,0 +1,48 @@
+//! QEMU 7.2's `netduinoplus2` (an STM32F405 with the F446's USART2 and UART4 addresses and
+//! interrupt numbers). QEMU does not model the RCC (its registers read 0, so waiting for a
+//! ready bit hangs) nor the I2C: the image configures no clock, and its sensors are emulated
+//! (`sensor::emulated`). QEMU ignores baud rates.
+//!
+//! Node 1 sends every 2 s instead of 10 s (an end-to-end test of a few dozen packets takes
+//! about a minute) and waits 500 ms for an ACK.
+
+use crate::reg;
+use crate::sensor::emulated::{EmulatedBme680, EmulatedSht3x};
+
+/// The board's name, as in the image file names.
+pub const NAME: &str = "qemu";
+/// Core clock as far as the image knows (the HSI it would run on).
+pub const CPU_HZ: u32 = 16_000_000;
+/// SysTick's clock: QEMU clocks the netduinoplus2's core at a fixed 168 MHz whatever the RCC
+/// says, and SysTick counts that clock.
+pub const SYSTICK_HZ: u32 = 168_000_000;
+/// APB1 clock (only for the baud-rate registers, which QEMU ignores).
+pub const PCLK1_HZ: u32 = CPU_HZ;
+
+/// Node 1 sends one packet this often, ms.
+pub const SEND_PERIOD_MS: u32 = 2_000;
+/// Node 1's first packet comes this long after the modem set-up, ms.
+pub const FIRST_SEND_DELAY_MS: u32 = 1_000;
+/// Node 1 waits this long for an ACK before sending again, ms.
+pub const ACK_TIMEOUT_MS: u32 = 500;
+
+/// Node 2's SHT3x, emulated.
+pub type ClimateSensor = EmulatedSht3x;
+/// Node 1's BME680, emulated.
+pub type AirSensor = EmulatedBme680;
+
+/// Clock enables of USART2 and UART4 (what the board does; QEMU ignores them). No wait on
+/// any ready bit.
+pub fn init() {
+    reg::modify(reg::RCC_APB1ENR, 0, (1 << 17) | (1 << 19));
+}
+
+/// Node 2's emulated SHT3x.
+pub fn climate_sensor() -> ClimateSensor {
+    EmulatedSht3x::default()
+}
+
+/// Node 1's emulated BME680.
+pub fn air_sensor() -> AirSensor {
+    EmulatedBme680::default()
+}

@@ -1,0 +1,27 @@
+//! Glue shared by the two node firmwares (`src/bin/node1.rs`, `src/bin/node2.rs`): the board
+//! module (pins, clocks, timing, which sensors), the UART and I2C drivers, the sensors behind
+//! one trait, the modem port and the clock. Every rule of the LoRa link (packets, CRC, ACK,
+//! retransmission, duplicates, the JSON line) lives in the host-tested `lora_link` crate.
+
+#![no_std]
+
+pub mod board;
+#[cfg(not(feature = "qemu"))]
+pub mod i2c;
+pub mod modem;
+mod reg;
+pub mod sensor;
+pub mod time;
+pub mod uart;
+
+/// What both nodes do first, in RTIC's `init`: clocks and pins, the monotonic clock, USART2
+/// (VCP) and UART4 (modem, receive interrupt on). Returns the modem port and the UART4
+/// interrupt's end of its byte queue (for [`modem::on_receive_interrupt`]). Call once.
+pub fn start(syst: cortex_m::peripheral::SYST) -> (modem::Modem, modem::RxSender) {
+    board::init();
+    time::Mono::start(syst, board::SYSTICK_HZ);
+    uart::Uart::USART2.enable(board::PCLK1_HZ, board::BAUD, false);
+    uart::Uart::UART4.enable(board::PCLK1_HZ, board::BAUD, true);
+    let (queue, rx) = rtic_sync::make_channel!(u8, { modem::RX_QUEUE });
+    (modem::Modem::new(uart::Uart::UART4, rx), queue)
+}
