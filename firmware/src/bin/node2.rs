@@ -37,6 +37,15 @@ mod app {
         sensor: board::ClimateSensor,
     }
 
+    /// Sleeps until the next interrupt. RTIC's own idle is a busy loop: it would keep a
+    /// battery node's core awake, and QEMU spinning a host core, between packets.
+    #[idle]
+    fn idle(_: idle::Context) -> ! {
+        loop {
+            cortex_m::asm::wfi();
+        }
+    }
+
     #[init]
     fn init(cx: init::Context) -> (Shared, Local) {
         let (modem, rx_queue) = sensor_nodes::start(cx.core.SYST);
