@@ -5,7 +5,9 @@
 //! large buffers straight back and trim the heap's free top; two arenas are plenty for the
 //! few threads here. Freed memory between chunks still in use (a burst of small buffers, such
 //! as the sinks' rows of a 30,000-reading line) stays resident until [`trim`], which the app
-//! job of [`spawn`] calls every [`TRIM_EVERY`] (measured, see BENCHMARKS.md). Other allocators: nothing to do.
+//! job of [`spawn`] calls every [`TRIM_EVERY`] (measured, see BENCHMARKS.md). jemalloc and
+//! mimalloc, which decay on their own, were measured against this and held more (BENCHMARKS.md,
+//! "Allocators"). Other allocators: nothing to do.
 
 use std::time::Duration;
 

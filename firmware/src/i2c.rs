@@ -138,11 +138,25 @@ impl I2c1 {
             reg::modify(self.base + CR1, 0, end);
             return Ok(());
         };
-        for b in head {
+        let Some((before_last, rest)) = head.split_last_mut() else {
+            reg::modify(self.base + CR1, CR1_ACK, end);
+            self.wait(SR1_RXNE)?;
+            *last = reg::read(self.base + DR) as u8;
+            return Ok(());
+        };
+        for b in rest {
             self.wait(SR1_RXNE)?;
             *b = reg::read(self.base + DR) as u8;
         }
-        reg::modify(self.base + CR1, CR1_ACK, end);
+        self.wait(SR1_RXNE)?;
+        // Reading the byte before the last starts the last one's reception: ACK must be off
+        // before that byte ends, so no task may run in between (a higher-priority task
+        // writing a JSON line takes ~13 ms, and the last byte would be acknowledged and one
+        // more clocked in). A few instructions with interrupts off.
+        cortex_m::interrupt::free(|_| {
+            *before_last = reg::read(self.base + DR) as u8;
+            reg::modify(self.base + CR1, CR1_ACK, end);
+        });
         self.wait(SR1_RXNE)?;
         *last = reg::read(self.base + DR) as u8;
         Ok(())

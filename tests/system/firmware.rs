@@ -35,6 +35,9 @@ const NODE2: u16 = 2;
 const SEED: u64 = 0x17e;
 const STORY: &str = "1:Da 2:Da 3:DxDxCDx 4:LDa 5:LDa 6:LCLL 7:Da 8:Da 9:Da 10:Da 11:Da 12:Da \
                      13:CCDa 14:Da 15:Da 16:Da 17:Da 18:Da 19:Da 20:Da";
+/// Before packet 10 first reaches Node 2, its modem also says `+READY` and a line of noise:
+/// neither is a radio error.
+const INTERFERENCE_BEFORE: u16 = 10;
 const QEMU_HINT: &str = "apt-get install -y --no-install-recommends qemu-system-arm";
 
 /// The firmware image `target/firmware/<name>-qemu.elf`; panics with what to run when absent.
@@ -70,9 +73,17 @@ struct Board {
 }
 
 impl Board {
-    /// Boots `elf` with USART2 (the VCP) on `vcp` and UART4 (the modem) on a TCP server at
-    /// `modem_port`; QEMU holds the CPU until the radio emulator connects.
-    fn boot(dir: &Path, name: &str, elf: &Path, vcp: &str, modem_port: u16) -> Board {
+    /// Boots `elf` with USART2 (the VCP) on `vcp` (a `-serial` spec, after the `-chardev`
+    /// options in `chardev`) and UART4 (the modem) on a TCP server at `modem_port`; QEMU holds
+    /// the CPU until the radio emulator connects.
+    fn boot(
+        dir: &Path,
+        name: &str,
+        elf: &Path,
+        chardev: &[String],
+        vcp: &str,
+        modem_port: u16,
+    ) -> Board {
         let stdout = dir.join(format!("{name}-qemu.out"));
         let stderr = dir.join(format!("{name}-qemu.log"));
         let child = Command::new(qemu())
@@ -85,6 +96,7 @@ impl Board {
                 "-kernel",
             ])
             .arg(elf)
+            .args(chardev)
             .args([
                 "-serial", "null", "-serial", vcp, "-serial", "null", "-serial",
             ])
@@ -115,9 +127,9 @@ impl Board {
         let deadline = Instant::now() + WAIT;
         loop {
             for line in self.output().lines() {
-                // "char device redirected to /dev/pts/3 (label serial1)"
+                // "char device redirected to /dev/pts/3 (label vcp)"
                 if let Some(rest) = line.split("redirected to ").nth(1) {
-                    if rest.contains("serial1") {
+                    if rest.contains("(label vcp)") {
                         return rest.split_whitespace().next().unwrap().to_string();
                     }
                 }
@@ -177,8 +189,31 @@ async fn node1_over_a_lossy_radio_to_node2_reaches_mqtt_and_the_database_exactly
 
     // Node 2 first: its VCP is the gateway's serial device.
     let node2_modem = free_port();
-    let node2 = Board::boot(dir.path(), "node2", &node2_elf, "pty", node2_modem);
+    // QEMU logs everything Node 2 writes to its VCP, to check the lines byte for byte.
+    let node2_vcp = dir.path().join("node2-vcp.log");
+    let node2 = Board::boot(
+        dir.path(),
+        "node2",
+        &node2_elf,
+        &[
+            "-chardev".into(),
+            format!("pty,id=vcp,logfile={}", node2_vcp.display()),
+        ],
+        "chardev:vcp",
+        node2_modem,
+    );
     let vcp = node2.pty();
+    // Node 1 boots now too; both hold their CPUs until the radio connects.
+    let node1_modem = free_port();
+    let node1_vcp = dir.path().join("node1-vcp.log");
+    let node1 = Board::boot(
+        dir.path(),
+        "node1",
+        &node1_elf,
+        &[],
+        &format!("file:{}", node1_vcp.display()),
+        node1_modem,
+    );
     let cfg = format!(
         "[source]\nkind = \"serial\"\npath = \"{vcp}\"\nbaud = 115200\n\
          [storage]\ndir = \"{}\"\n\n[http]\nenabled = false\n\n\
@@ -189,23 +224,14 @@ async fn node1_over_a_lossy_radio_to_node2_reaches_mqtt_and_the_database_exactly
         influx.url()
     );
     let mut gw = TestGateway::start(dir.path(), &cfg, Stdio::null());
-    gw.wait_log("source", WAIT).await;
     wait_until("the gateway to open Node 2's VCP", WAIT, || async {
         crate::gateway::plain(&gw.log()).contains("✓ source")
     })
     .await;
 
-    // Then Node 1, and the air between them.
+    // The air between them: each board runs from the moment its end connects, and the
+    // emulator answers both at once.
     let node2_end = End::connect(node2_modem, NODE2);
-    let node1_modem = free_port();
-    let node1_vcp = dir.path().join("node1-vcp.log");
-    let node1 = Board::boot(
-        dir.path(),
-        "node1",
-        &node1_elf,
-        &format!("file:{}", node1_vcp.display()),
-        node1_modem,
-    );
     let node1_end = End::connect(node1_modem, NODE1);
     let radio = RadioEmulator::start(
         node1_end,
@@ -214,6 +240,7 @@ async fn node1_over_a_lossy_radio_to_node2_reaches_mqtt_and_the_database_exactly
             loss_per_mille: 200,
             corrupt_per_mille: 50,
             seed: SEED,
+            interference_before: Some(INTERFERENCE_BEFORE),
         },
     );
 
@@ -328,7 +355,8 @@ async fn node1_over_a_lossy_radio_to_node2_reaches_mqtt_and_the_database_exactly
     );
     let log = node1_log();
     let (acked, gave_up) = (seqs(&log, "acked"), seqs(&log, "gave up"));
-    for (seq, p) in &packets {
+    // The packet after the last (if Node 1 began it before it was stopped) is half told.
+    for (seq, p) in packets.range(..=PACKETS) {
         let sent_lines = log
             .lines()
             .filter(|l| l.starts_with(&format!("sent seq={seq} try=")))
@@ -413,6 +441,34 @@ async fn node1_over_a_lossy_radio_to_node2_reaches_mqtt_and_the_database_exactly
         corrupted_before_last_print > 0,
         "the loss model corrupted no frame"
     );
+
+    // Node 2's VCP, byte for byte: one line per packet (a repeat acknowledged, never printed
+    // again), each a JSON object ending in a real CR LF, `ts` never going back (two packets
+    // can share a 10 ms tick of the emulator build).
+    let vcp_bytes = std::fs::read_to_string(&node2_vcp).unwrap();
+    let lines: Vec<&str> = vcp_bytes.split("\r\n").collect();
+    assert_eq!(
+        lines.last(),
+        Some(&""),
+        "Node 2's output ends with CR LF: {vcp_bytes:?}"
+    );
+    let lines = &lines[..lines.len() - 1];
+    assert_eq!(
+        lines.len(),
+        delivered.len(),
+        "one line per delivered packet: {vcp_bytes}"
+    );
+    let mut last_ts = None;
+    for line in lines {
+        assert!(
+            line.starts_with("{\"ts\":") && line.ends_with('}') && !line.contains(['\r', '\n']),
+            "a Node 2 line: {line:?}"
+        );
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let ts = v["ts"].as_u64().unwrap();
+        assert!(last_ts <= Some(ts), "ts never goes back: {vcp_bytes}");
+        last_ts = Some(ts);
+    }
 
     // The database holds each delivered packet once, with its values.
     gw.signal(libc::SIGTERM);

@@ -38,6 +38,9 @@ pub struct Air {
     pub loss_per_mille: u64,
     pub corrupt_per_mille: u64,
     pub seed: u64,
+    /// Before the first sending of this sender's n-th distinct frame (from 1), the receiving
+    /// modem also says `+READY` and a line of noise (a modem restart, a glitch on the wire).
+    pub interference_before: Option<u16>,
 }
 
 /// One end of the air: an emulated board's modem port.
@@ -168,6 +171,9 @@ fn serve(
                     sent.len() - 1
                 }
             };
+            if sent[nth].1 == 0 && air.interference_before.map(usize::from) == Some(nth + 1) {
+                let _ = peer.write_all(b"+READY\r\nnoise on the wire\r\n");
+            }
             let mut rng = Rng::for_transmission(air.seed, end.address, nth, sent[nth].1);
             sent[nth].1 += 1;
             let sensor_frame = data.len() >= lora_link::packet::MIN_FRAME_LEN;

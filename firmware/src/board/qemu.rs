@@ -4,7 +4,8 @@
 //! (`sensor::emulated`). QEMU ignores baud rates.
 //!
 //! Node 1 sends every 2 s instead of 10 s (an end-to-end test of a few dozen packets takes
-//! about a minute) and waits 500 ms for an ACK.
+//! about a minute) and waits 1 s for an ACK (a loaded CI host can take hundreds of ms to
+//! schedule both emulators and the radio between them).
 
 use crate::reg;
 use crate::sensor::emulated::{EmulatedBme680, EmulatedSht3x};
@@ -24,7 +25,7 @@ pub const SEND_PERIOD_MS: u32 = 2_000;
 /// Node 1's first packet comes this long after the modem set-up, ms.
 pub const FIRST_SEND_DELAY_MS: u32 = 1_000;
 /// Node 1 waits this long for an ACK before sending again, ms.
-pub const ACK_TIMEOUT_MS: u32 = 500;
+pub const ACK_TIMEOUT_MS: u32 = 1_000;
 
 /// Node 2's SHT3x, emulated.
 pub type ClimateSensor = EmulatedSht3x;
