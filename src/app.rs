@@ -126,7 +126,12 @@ impl Gateway {
             .collect();
         let names: Vec<&'static str> = sinks.iter().map(SinkConfig::name).collect();
         outbox.track_sinks(&names).context("read sink cursors")?;
-        let reader = Arc::new(outbox.reader().context("open the outbox")?);
+        let reader = Arc::new(
+            outbox
+                .reader()
+                .and_then(|r| r.with_cache_kib(RARE_READER_CACHE_KIB))
+                .context("open the outbox")?,
+        );
         let mut buffered = 0;
         for name in &names {
             let cursor = reader.cursor(name)?.unwrap_or(Seq::START);
@@ -156,7 +161,10 @@ impl Gateway {
         let jobs = TaskTracker::new();
         let jobs_stop = CancellationToken::new();
         if let (Some(_), Some(latest)) = (&cfg.http, &latest) {
-            let history = outbox.reader().context("open the outbox")?;
+            let history = outbox
+                .reader()
+                .and_then(|r| r.with_cache_kib(RARE_READER_CACHE_KIB))
+                .context("open the outbox")?;
             start_web(&cfg, latest, &stats, history, &jobs, &jobs_stop).await?;
         }
         for item in checklist::servers(&cfg).await {
@@ -515,6 +523,11 @@ async fn start_source(
     }
     task
 }
+
+/// Page cache of the readers that look rarely (reports, the dashboard's history), KiB:
+/// the 10,000 look-ups of the dashboard's start-up would otherwise keep 512 KiB each
+/// (BENCHMARKS.md, "Memory").
+const RARE_READER_CACHE_KIB: u32 = 64;
 
 fn reader_of(cfg: &Config) -> anyhow::Result<OutboxReader> {
     OutboxReader::of(&cfg.storage).context("open the outbox")

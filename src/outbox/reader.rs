@@ -54,6 +54,16 @@ impl OutboxReader {
         })
     }
 
+    /// Keeps at most `kib` of this connection's page cache: for readers that look rarely (the
+    /// dashboard's history, reports), which would otherwise hold a full cache of pages they
+    /// read once (the kernel caches the file either way).
+    pub fn with_cache_kib(self, kib: u32) -> Result<OutboxReader> {
+        self.conn()
+            .execute_batch(&format!("PRAGMA cache_size = -{kib};"))
+            .map_err(|e| self.err(e))?;
+        Ok(self)
+    }
+
     /// The connection (a mutex makes the reader shareable across await points).
     pub(super) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
