@@ -14,6 +14,15 @@ pub mod sensor;
 pub mod time;
 pub mod uart;
 
+/// What both nodes do in RTIC's `idle`: sleep until the next interrupt. RTIC's own idle is a
+/// busy loop, which would keep a battery node's core awake (and QEMU spinning a host core)
+/// between packets.
+pub fn sleep_between_interrupts() -> ! {
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
 /// What both nodes do first, in RTIC's `init`: clocks and pins, the monotonic clock, USART2
 /// (VCP) and UART4 (modem, receive interrupt on). Returns the modem port and the UART4
 /// interrupt's end of its byte queue (for [`modem::on_receive_interrupt`]). Call once.

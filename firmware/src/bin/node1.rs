@@ -39,13 +39,9 @@ mod app {
         sensor: board::AirSensor,
     }
 
-    /// Sleeps until the next interrupt. RTIC's own idle is a busy loop: it would keep a
-    /// battery node's core awake, and QEMU spinning a host core, between packets.
     #[idle]
     fn idle(_: idle::Context) -> ! {
-        loop {
-            cortex_m::asm::wfi();
-        }
+        sensor_nodes::sleep_between_interrupts()
     }
 
     #[init]
