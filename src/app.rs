@@ -485,6 +485,11 @@ async fn start_source(
         other => Some(checklist::source(other).await),
     };
     stats.source_running.store(true, Ordering::Relaxed);
+    // Not ready until the source's own first start says otherwise: a /readyz before that
+    // start ran must not answer 200 for a source the checks already found unable to run.
+    if let Some(item) = preflight.as_ref().filter(|i| !i.ok) {
+        stats.set_source_problem(Some(item.detail.clone()));
+    }
     let (ctx, first_setup) =
         source::SourceContext::new(events.clone(), stats.clone(), quarantine.clone());
     let task = tokio::spawn(source::run(
