@@ -216,7 +216,7 @@ impl Gateway {
         let sink_tasks = TaskTracker::new();
         for s in &sinks {
             let ctx = SinkContext {
-                outbox: reader_of(&cfg)?,
+                outbox: sink_reader(&cfg)?,
                 writes: writes.clone(),
                 committed: committed.clone(),
                 finish: finish.clone(),
@@ -534,8 +534,15 @@ async fn start_source(
 /// (BENCHMARKS.md, "Memory").
 const RARE_READER_CACHE_KIB: u32 = 64;
 
-fn reader_of(cfg: &Config) -> anyhow::Result<OutboxReader> {
-    OutboxReader::of(&cfg.storage).context("open the outbox")
+/// Page cache of a sink's reader, KiB. A reader's cache outlives its read transaction only
+/// while nothing was committed in between (WAL), and the ingest thread commits all the time:
+/// the cache serves one read, whose rows lie on consecutive leaf pages.
+const SINK_READER_CACHE_KIB: u32 = 64;
+
+fn sink_reader(cfg: &Config) -> anyhow::Result<OutboxReader> {
+    OutboxReader::of(&cfg.storage)
+        .and_then(|r| r.with_cache_kib(SINK_READER_CACHE_KIB))
+        .context("open the outbox")
 }
 
 /// The largest backlog over all sinks.

@@ -62,15 +62,28 @@ impl Item {
 pub(crate) async fn servers(cfg: &Config) -> Vec<Item> {
     let mut items = Vec::new();
     if let Some(m) = &cfg.mqtt {
-        if let BrokerTarget::External { host, port } = &m.target {
-            let url = format!(
-                "{}://{host}:{port}",
-                if m.tls.is_some() { "mqtts" } else { "mqtt" }
-            );
-            items.push(match crate::sink::mqtt::probe(m, PROBE_TIMEOUT).await {
-                Ok(()) => Item::new(true, "mqtt", format!("{url} accepted our connection")),
-                Err(e) => Item::new(false, "mqtt", format!("{url}: {e}")),
-            });
+        if let BrokerTarget::External(brokers) = &m.target {
+            // Every node of a cluster, so a dead one is known before it is needed; the sink
+            // can run while at least one accepts.
+            let mut accepted = Vec::new();
+            let mut failed = Vec::new();
+            for i in 0..brokers.len() {
+                let url = m.broker_url(i);
+                match crate::sink::mqtt::probe(m, i, PROBE_TIMEOUT).await {
+                    Ok(()) => accepted.push(url),
+                    Err(e) => failed.push(format!("{url}: {e}")),
+                }
+            }
+            let detail = match (accepted.is_empty(), failed.is_empty()) {
+                (false, true) => format!("{} accepted our connection", accepted.join(", ")),
+                (false, false) => format!(
+                    "{} accepted our connection; not reachable: {}",
+                    accepted.join(", "),
+                    failed.join("; ")
+                ),
+                (true, _) => failed.join("; "),
+            };
+            items.push(Item::new(!accepted.is_empty(), "mqtt", detail));
         }
     }
     if let Some(i) = &cfg.influx {

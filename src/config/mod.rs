@@ -33,9 +33,10 @@ pub(crate) use defaults::fnv1a;
 pub use overrides::Overrides;
 pub use secret::Secret;
 pub use types::{
-    BrokerTarget, Config, FileConfig, FullPolicy, HomeAssistantConfig, HttpConfig, InfluxApi,
-    InfluxConfig, InfluxTls, IngestConfig, MqttConfig, MqttTls, ProcessConfig, ProcessKind,
-    Rylr998Config, SerialConfig, SimulatorConfig, SourceConfig, StorageConfig, SyncMode,
+    Broker, BrokerTarget, Config, FileConfig, FullPolicy, HomeAssistantConfig, HttpConfig,
+    InfluxApi, InfluxConfig, InfluxTls, IngestConfig, MqttConfig, MqttTls, ProcessConfig,
+    ProcessKind, Rylr998Config, SerialConfig, SimulatorConfig, SourceConfig, StorageConfig,
+    SyncMode,
 };
 
 use raw::RawConfig;

@@ -341,8 +341,9 @@ pub struct RawGateway {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMqtt {
-    /// `mqtt://host:port`; unset = publish to the embedded broker.
-    pub broker_url: Option<String>,
+    /// `mqtt://host:port`, or an array of them (a cluster's nodes, tried in turn); unset =
+    /// publish to the embedded broker.
+    pub broker_url: Option<Urls>,
     /// Where the embedded broker listens when `broker_url` is unset.
     pub embedded_listen: Option<String>,
     /// Embedded broker over TLS: its PEM certificate (must name the listen address).
@@ -523,4 +524,31 @@ pub struct RawHttp {
     pub token_file: Option<PathBuf>,
     /// Require the token for `/metrics` too.
     pub protect_metrics: Option<bool>,
+}
+
+/// One URL or an array of them: `"mqtt://a"` or `["mqtt://a", "mqtt://b"]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Urls(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for Urls {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Urls;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a URL or an array of URLs")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Urls, E> {
+                Ok(Urls(vec![v.to_string()]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Urls, A::Error> {
+                let mut urls = Vec::new();
+                while let Some(url) = seq.next_element::<String>()? {
+                    urls.push(url);
+                }
+                Ok(Urls(urls))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }

@@ -174,18 +174,22 @@ pub struct IngestConfig {
     pub drain_timeout: Duration,
 }
 
-/// Where the MQTT sink publishes.
+/// The broker(s) the MQTT sink publishes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BrokerTarget {
-    /// A broker the user runs.
-    External {
-        /// Host name or address.
-        host: String,
-        /// Port.
-        port: u16,
-    },
+    /// Brokers the user runs: one, or the nodes of a cluster, tried in turn (never empty).
+    External(Vec<Broker>),
     /// The broker inside the gateway, listening here.
     Embedded(SocketAddr),
+}
+
+/// One broker of `[mqtt] broker_url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
 }
 
 /// The MQTT sink.
@@ -220,6 +224,42 @@ pub struct MqttConfig {
     pub embedded_tls: Option<(PathBuf, PathBuf)>,
     /// Home Assistant discovery, when enabled.
     pub homeassistant: Option<HomeAssistantConfig>,
+}
+
+impl MqttConfig {
+    /// How many brokers the sink can try.
+    pub fn broker_count(&self) -> usize {
+        match &self.target {
+            BrokerTarget::External(brokers) => brokers.len(),
+            BrokerTarget::Embedded(_) => 1,
+        }
+    }
+
+    /// The `i`th broker (modulo their number) as host and port.
+    pub fn broker(&self, i: usize) -> (String, u16) {
+        match &self.target {
+            BrokerTarget::External(brokers) => {
+                let b = &brokers[i % brokers.len()];
+                (b.host.clone(), b.port)
+            }
+            BrokerTarget::Embedded(addr) => (addr.ip().to_string(), addr.port()),
+        }
+    }
+
+    /// The `i`th broker as a URL for logs and status (`mqtts://` with TLS).
+    pub fn broker_url(&self, i: usize) -> String {
+        let scheme = if self.tls.is_some() { "mqtts" } else { "mqtt" };
+        match &self.target {
+            BrokerTarget::External(_) => {
+                let (host, port) = self.broker(i);
+                match host.contains(':') {
+                    true => format!("{scheme}://[{host}]:{port}"),
+                    false => format!("{scheme}://{host}:{port}"),
+                }
+            }
+            BrokerTarget::Embedded(addr) => format!("{scheme}://{addr} (embedded)"),
+        }
+    }
 }
 
 /// Home Assistant MQTT discovery.

@@ -133,6 +133,7 @@ impl Cursor {
                 .fetch_add(events.len() as u64, Ordering::Relaxed);
             ctx.status
                 .confirmed(readings.iter().map(|sent| sent.received_ns));
+            self.in_flight.release_spare();
         }
         if self.last_write.elapsed() >= CURSOR_PERSIST_EVERY {
             self.persist(ctx);
@@ -192,6 +193,15 @@ impl InFlight {
         false
     }
 
+    /// Gives back what a burst or an outage left unused (a default InfluxDB batch grows the
+    /// queue to 8,192 entries, 196 KiB), keeping room for the usual window.
+    fn release_spare(&mut self) {
+        const KEEP: usize = 1024;
+        if self.sent.capacity() > KEEP && self.sent.len() * 4 < self.sent.capacity() {
+            self.sent.shrink_to(self.sent.len().max(KEEP));
+        }
+    }
+
     /// How many of the oldest entries the far end confirmed with everything up to `seq`.
     fn confirmed_upto(&self, seq: Seq) -> usize {
         self.sent.partition_point(|sent| sent.seq <= seq)
@@ -205,6 +215,19 @@ struct Sent {
     received_ns: i64,
     /// A gateway event, not a reading.
     event: bool,
+}
+
+/// Why `host` does not resolve, asked after a connect failed: a name the resolver does not
+/// know is told apart by the step that fails, not by the wording of an error (each client
+/// library words the resolver's failure its own way, inside a plain I/O error).
+async fn resolution_failure(host: &str, port: u16) -> Option<String> {
+    match tokio::net::lookup_host((host, port)).await {
+        Ok(mut addrs) => match addrs.next() {
+            Some(_) => None,
+            None => Some(format!("{host}: the name has no addresses")),
+        },
+        Err(e) => Some(format!("{host}: {e}")),
+    }
 }
 
 /// Why a sink cannot reach or write to its far end. Each distinct failure is logged once and

@@ -136,9 +136,23 @@ pub struct SinkStatus {
     pub latency: Latency,
     /// Reached the far end at least once since start.
     ever_connected: AtomicBool,
+    /// The far end it is connected to now (of a broker cluster: which node).
+    endpoint: Mutex<Option<String>>,
 }
 
 impl SinkStatus {
+    /// Records which far end the sink is connected to (`None`: none now).
+    pub fn set_endpoint(&self, endpoint: Option<String>) {
+        if let Ok(mut e) = self.endpoint.lock() {
+            *e = endpoint;
+        }
+    }
+
+    /// The far end the sink is connected to now.
+    pub fn endpoint(&self) -> Option<String> {
+        self.endpoint.lock().ok().and_then(|e| e.clone())
+    }
+
     /// Records a state: `None` = healthy. Counts each error as a failed attempt, and the
     /// first success after a failure (not the first one ever) as a reconnect.
     pub fn set_error(&self, error: Option<String>) {

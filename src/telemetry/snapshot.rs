@@ -61,6 +61,8 @@ pub(crate) struct SinkSnapshot {
     pub backlog: Option<Backlog>,
     pub backlog_error: Option<String>,
     pub last_error: Option<String>,
+    /// The far end connected to now (of a broker cluster: which node).
+    pub endpoint: Option<String>,
     /// When the far end last confirmed readings (ns).
     pub last_success_ns: Option<i64>,
     pub delivered: u64,
@@ -100,6 +102,7 @@ pub(crate) fn snapshot(stats: &Stats, history: &OutboxReader) -> Snapshot {
                         backlog,
                         backlog_error,
                         last_error: st.last_error.lock().ok().and_then(|e| e.clone()),
+                        endpoint: st.endpoint(),
                         last_success_ns: (last_success > 0).then_some(last_success),
                         delivered: st.delivered.load(Ordering::Relaxed),
                     }

@@ -88,6 +88,7 @@ fn document(
                 k.name.to_string(),
                 json!({
                     "connected": k.connected,
+                    "endpoint": k.endpoint,
                     "backlog_readings": k.backlog.map(|b| b.readings),
                     "oldest_undelivered_age_seconds": k.oldest_age_seconds(now),
                     "last_error": k.last_error.as_ref().or(k.backlog_error.as_ref()),
@@ -181,6 +182,7 @@ mod tests {
             backlog: Some(Backlog::default()),
             backlog_error: None,
             last_error: None,
+            endpoint: None,
             last_success_ns: Some(NOW - SECOND),
             delivered: 10,
             ..SinkSnapshot::default()

@@ -77,6 +77,7 @@ const SOURCE_RESTARTS: &str = "iiot_source_restarts_total";
 const PACKETS_SHIFTED: &str = "iiot_packets_time_shifted_total";
 const SERIES_REFUSED: &str = "iiot_latest_series_refused_total";
 const SINK_CONNECTED: &str = "iiot_sink_connected";
+const SINK_ENDPOINT: &str = "iiot_sink_endpoint";
 const DELIVERED: &str = "iiot_sink_readings_delivered_total";
 const FAILURES: &str = "iiot_sink_delivery_failures_total";
 const RETRIED: &str = "iiot_sink_readings_retried_total";
@@ -108,6 +109,7 @@ const FAMILIES: &[Family] = &[
     family(PACKETS_SHIFTED, Kind::Counter, "Packets stamped at or before the previous one at [influxdb] precision, moved to the previous time + 1 unit so no two packets become one point."),
     family(SERIES_REFUSED, Kind::Counter, "Readings of new series the dashboard's newest-value map had no room for (it keeps 100,000 series at most; the readings are still stored and delivered)."),
     family(SINK_CONNECTED, Kind::Gauge, "1 while the sink reaches its far end (MQTT connected, last InfluxDB request succeeded)."),
+    family(SINK_ENDPOINT, Kind::Gauge, "1 for the far end the sink is connected to now, by url (of a broker cluster: which node); absent while connected to none."),
     family(DELIVERED, Kind::Counter, "Readings the far end confirmed (PUBACK/PUBCOMP, HTTP 2xx)."),
     family(FAILURES, Kind::Counter, "Failed delivery attempts: connections lost or refused, writes that failed."),
     family(RETRIED, Kind::Counter, "Readings sent again after a failure (at-least-once resends)."),
@@ -233,6 +235,9 @@ fn render(
         set.counter(RETRIED, &labels, s.retried);
         set.counter(RECONNECTS, &labels, s.reconnects);
         set.gauge(SINK_CONNECTED, &labels, f64::from(u8::from(s.connected)));
+        if let Some(url) = &s.endpoint {
+            set.gauge(SINK_ENDPOINT, &[("sink", s.name), ("url", url)], 1.0);
+        }
         set.gauge(
             LAST_SUCCESS,
             &labels,

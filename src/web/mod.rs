@@ -229,6 +229,7 @@ fn status(s: &Snapshot) -> Value {
                 sink.name.to_string(),
                 json!({
                     "connected": sink.connected,
+                    "endpoint": sink.endpoint,
                     "delivered": sink.delivered,
                     "delivered_events": sink.delivered_events,
                     "cursor": sink.cursor,

@@ -85,11 +85,12 @@ use tempfile::TempDir;
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The command that installs every server binary the harness needs.
-pub const INSTALL_HINT: &str = "apt-get install -y mosquitto victoria-metrics influxdb";
+pub const INSTALL_HINT: &str = "apt-get install -y mosquitto victoria-metrics influxdb nats-server";
 
 const MOSQUITTO_BIN: &str = "/usr/sbin/mosquitto";
 const VICTORIA_METRICS_BIN: &str = "/usr/bin/victoria-metrics";
 const INFLUXD_BIN: &str = "/usr/bin/influxd";
+const NATS_SERVER_BIN: &str = "/usr/sbin/nats-server";
 
 /// Attempts with fresh ports when a server exits during its first start (port stolen between
 /// `free_port()` and the server's bind).
@@ -641,6 +642,111 @@ fn write_mosquitto_conf(conf: &Path, dir: &Path, port: u16, listener_options: &s
         text.push_str("user root\n");
     }
     fs::write(conf, text).expect("write mosquitto.conf");
+}
+
+// ---------------------------------------------------------------------------------------------
+// NATS: a three-node cluster with JetStream and its MQTT listener
+// ---------------------------------------------------------------------------------------------
+
+/// Three `nats-server` nodes clustered on loopback, each with JetStream and an MQTT listener
+/// whose sessions and retained messages live in streams replicated to all three
+/// (`stream_replicas: 3`): a persistent MQTT session outlives the node it was made on.
+pub struct NatsCluster {
+    nodes: Vec<Proc>,
+    /// Each node's MQTT port.
+    pub mqtt_ports: Vec<u16>,
+    dir: TempDir,
+}
+
+impl NatsCluster {
+    /// Starts the three nodes and waits until each accepts an MQTT connection (which needs
+    /// the cluster formed and JetStream's assets made).
+    pub fn start() -> Self {
+        let bin = require_binary("nats-server", NATS_SERVER_BIN);
+        let dir = new_temp_dir("harness-nats-");
+        for attempt in 1..=START_ATTEMPTS {
+            let ports: Vec<[u16; 3]> = (0..3)
+                .map(|_| [free_port(), free_port(), free_port()])
+                .collect();
+            let routes: Vec<String> = ports
+                .iter()
+                .map(|p| format!("nats://127.0.0.1:{}", p[1]))
+                .collect();
+            let mut nodes = Vec::new();
+            for (i, [client, cluster, mqtt]) in ports.iter().enumerate() {
+                let node = dir.path().join(format!("n{i}"));
+                std::fs::create_dir_all(&node).expect("node dir");
+                let conf = node.join("nats.conf");
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "server_name: n{i}\nlisten: 127.0.0.1:{client}\n\
+                         jetstream {{ store_dir: \"{}\" }}\n\
+                         cluster {{ name: harness, listen: 127.0.0.1:{cluster}, routes: [{}] }}\n\
+                         mqtt {{ listen: 127.0.0.1:{mqtt}, stream_replicas: 3 }}\n",
+                        node.join("js").display(),
+                        routes.join(", ")
+                    ),
+                )
+                .expect("write nats.conf");
+                let mut proc = Proc::new("nats-server", bin.clone(), &node);
+                proc.args = vec!["-c".into(), conf.into()];
+                proc.spawn();
+                nodes.push(proc);
+            }
+            let mqtt_ports: Vec<u16> = ports.iter().map(|p| p[2]).collect();
+            let deadline = Instant::now() + STARTUP_TIMEOUT * 2;
+            let (mut exited, mut ready) = (false, false);
+            while Instant::now() < deadline && !exited && !ready {
+                std::thread::sleep(Duration::from_millis(200));
+                exited = nodes.iter_mut().any(|n| !n.is_running());
+                ready = !exited && mqtt_ports.iter().all(|&p| mqtt_accepts(p));
+            }
+            if ready {
+                return NatsCluster {
+                    nodes,
+                    mqtt_ports,
+                    dir,
+                };
+            }
+            let logs: String = nodes.iter().map(Proc::log_tail).collect();
+            for n in &mut nodes {
+                n.tail_reported = true;
+                n.kill();
+            }
+            if !exited || attempt == START_ATTEMPTS {
+                panic!("the NATS cluster did not come up (MQTT ports {mqtt_ports:?}, a node exited: {exited})\n{logs}");
+            }
+            eprintln!(
+                "[harness] a NATS node exited during start-up, retrying with new ports\n{logs}"
+            );
+        }
+        unreachable!()
+    }
+
+    /// `mqtt://127.0.0.1:<port>` of node `i`.
+    pub fn mqtt_url(&self, i: usize) -> String {
+        format!("mqtt://127.0.0.1:{}", self.mqtt_ports[i])
+    }
+
+    /// Crash of node `i`: SIGKILL.
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].kill();
+    }
+
+    /// Starts node `i` again with its config and store, and waits until it accepts MQTT.
+    pub fn start_again(&mut self, i: usize) {
+        let port = self.mqtt_ports[i];
+        self.nodes[i].spawn_ready(port, || mqtt_accepts(port));
+    }
+
+    pub fn is_running(&mut self, i: usize) -> bool {
+        self.nodes[i].is_running()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1292,14 +1398,41 @@ impl Subscriber {
         clean_session: bool,
         login: Option<(&str, &str)>,
     ) -> Self {
-        let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
-        opts.set_clean_session(clean_session);
-        if let Some((user, password)) = login {
-            opts.set_credentials(user, password);
-        }
-        opts.set_keep_alive(Duration::from_secs(5));
-        opts.set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut eventloop) = AsyncClient::new(opts, 64);
+        Self::connect_to(&[port], client_id, filter, clean_session, login).await
+    }
+
+    /// Like [`Subscriber::connect`], to the nodes of a broker cluster: after a connection
+    /// error it tries the next port (a persistent session resumes on any node).
+    pub async fn connect_cluster(ports: &[u16], client_id: &str, filter: &str) -> Self {
+        Self::connect_to(ports, client_id, filter, false, None).await
+    }
+
+    async fn connect_to(
+        ports: &[u16],
+        client_id: &str,
+        filter: &str,
+        clean_session: bool,
+        login: Option<(&str, &str)>,
+    ) -> Self {
+        let port = ports[0];
+        let options = {
+            let (client_id, login) = (
+                client_id.to_string(),
+                login.map(|(u, p)| (u.to_string(), p.to_string())),
+            );
+            move |port: u16| {
+                let mut opts = MqttOptions::new(client_id.clone(), "127.0.0.1", port);
+                opts.set_clean_session(clean_session);
+                if let Some((user, password)) = &login {
+                    opts.set_credentials(user.clone(), password.clone());
+                }
+                opts.set_keep_alive(Duration::from_secs(5));
+                opts.set_max_packet_size(1 << 20, 1 << 20);
+                opts
+            }
+        };
+        let (client, mut eventloop) = AsyncClient::new(options(port), 64);
+        let ports = ports.to_vec();
         let shared = Arc::new(Mutex::new(SubShared::default()));
 
         let task = {
@@ -1308,6 +1441,7 @@ impl Subscriber {
             let filter = filter.to_string();
             tokio::spawn(async move {
                 let mut subscribed_once = false;
+                let mut at = 0;
                 loop {
                     match eventloop.poll().await {
                         Ok(Event::Incoming(Packet::ConnAck(ack))) => {
@@ -1344,6 +1478,10 @@ impl Subscriber {
                         Ok(_) => {}
                         Err(e) => {
                             shared.lock().unwrap().last_error = Some(e.to_string());
+                            if ports.len() > 1 {
+                                at = (at + 1) % ports.len();
+                                eventloop.mqtt_options = options(ports[at]);
+                            }
                             tokio::time::sleep(Duration::from_millis(200)).await;
                         }
                     }

@@ -40,7 +40,7 @@ const PER_PACKET: usize = 7;
 /// How long a server stays down in the outage tests: longer than `reconnect_max` = 1 s.
 const OUTAGE: Duration = Duration::from_secs(3);
 /// Longest wait for a gateway to exit after its input ended.
-const EXIT: Duration = Duration::from_secs(30);
+pub(crate) const EXIT: Duration = Duration::from_secs(30);
 /// `n1.g` of packet 0.
 const GAS_BASE: u64 = 100_000;
 
@@ -49,7 +49,7 @@ const GAS_BASE: u64 = 100_000;
 // ---------------------------------------------------------------------------------------------
 
 /// Firmware line `i` (a bare JSON line, as on the virtual COM port).
-fn line(i: u64) -> String {
+pub(crate) fn line(i: u64) -> String {
     format!(
         "{{\"ts\":{},\"id\":\"N2\",\"n1\":{{\"t\":20.{},\"h\":45.{},\"g\":{}}},\"sig\":{{\"rssi\":-40,\"snr\":10}},\"sts\":{{\"rx\":{i},\"err\":0}}}}\n",
         i * 500,
@@ -60,7 +60,7 @@ fn line(i: u64) -> String {
 }
 
 /// The readings of packets `packets`, per docs/ARCHITECTURE.md, "Decoding" (computed by `gateway::expected`).
-fn readings_of(packets: impl IntoIterator<Item = u64>) -> Vec<Expected> {
+pub(crate) fn readings_of(packets: impl IntoIterator<Item = u64>) -> Vec<Expected> {
     packets
         .into_iter()
         .flat_map(|i| expected(&line(i)).expect("telemetry line"))
@@ -70,7 +70,7 @@ fn readings_of(packets: impl IntoIterator<Item = u64>) -> Vec<Expected> {
 /// A thread writing lines `first, first+1, ...` into the gateway's stdin at `rate` per
 /// second. A line shorter than PIPE_BUF is written atomically, so "written" means the whole
 /// line is in the pipe (not that the gateway accepted it).
-struct Feeder {
+pub(crate) struct Feeder {
     first: u64,
     stop: Arc<AtomicBool>,
     written: Arc<AtomicU64>,
@@ -78,7 +78,7 @@ struct Feeder {
 }
 
 impl Feeder {
-    fn start(mut stdin: ChildStdin, first: u64, rate: u32) -> Feeder {
+    pub(crate) fn start(mut stdin: ChildStdin, first: u64, rate: u32) -> Feeder {
         let stop = Arc::new(AtomicBool::new(false));
         let written = Arc::new(AtomicU64::new(0));
         let period = Duration::from_secs(1) / rate;
@@ -110,12 +110,12 @@ impl Feeder {
     }
 
     /// Lines written so far.
-    fn written(&self) -> u64 {
+    pub(crate) fn written(&self) -> u64 {
         self.written.load(Ordering::SeqCst)
     }
 
     /// Stops writing; returns the indices written and stdin if the pipe is still open.
-    fn stop(mut self) -> (std::ops::Range<u64>, Option<ChildStdin>) {
+    pub(crate) fn stop(mut self) -> (std::ops::Range<u64>, Option<ChildStdin>) {
         self.stop.store(true, Ordering::SeqCst);
         let stdin = self
             .thread
@@ -138,7 +138,7 @@ impl Drop for Feeder {
 // ---------------------------------------------------------------------------------------------
 
 /// The database behind the InfluxDB sink.
-enum Db {
+pub(crate) enum Db {
     /// VictoriaMetrics through the v2 API.
     Vm(VictoriaMetrics),
     /// InfluxDB 1.x through the v1 API, database `telemetry`.
@@ -146,18 +146,18 @@ enum Db {
 }
 
 impl Db {
-    fn vm() -> Db {
+    pub(crate) fn vm() -> Db {
         Db::Vm(VictoriaMetrics::start())
     }
 
-    fn influx() -> Db {
+    pub(crate) fn influx() -> Db {
         let influx = InfluxDb1::start();
         influx.create_database("telemetry");
         Db::Influx(influx)
     }
 
     /// The `[influxdb]` section, with short batching and retry settings.
-    fn section(&self) -> String {
+    pub(crate) fn section(&self) -> String {
         let api = match self {
             // VictoriaMetrics keeps milliseconds: so does the gateway's packet clock.
             Db::Vm(vm) => format!(
@@ -189,7 +189,7 @@ impl Db {
     }
 
     /// Every stored `value` sample.
-    async fn points(&self) -> Vec<Point> {
+    pub(crate) async fn points(&self) -> Vec<Point> {
         match self {
             Db::Vm(vm) => vm
                 .points()
@@ -251,14 +251,14 @@ async fn watcher(mosquitto: &Mosquitto) -> Subscriber {
 
 /// Starts the gateway and waits for its start-up checklist to reach the source, so the
 /// feeder's lines are read as they come (not in a burst stamped within one millisecond).
-async fn start_gateway(dir: &Path, config: &str) -> TestGateway {
+pub(crate) async fn start_gateway(dir: &Path, config: &str) -> TestGateway {
     let gw = TestGateway::start(dir, config, Stdio::piped());
     gw.wait_log("✓ source", Duration::from_secs(20)).await;
     gw
 }
 
 /// Closes stdin and waits for a successful exit.
-fn finish(gw: &mut TestGateway, stdin: Option<ChildStdin>) {
+pub(crate) fn finish(gw: &mut TestGateway, stdin: Option<ChildStdin>) {
     drop(stdin);
     let status = gw.wait(EXIT);
     assert!(
@@ -268,7 +268,7 @@ fn finish(gw: &mut TestGateway, stdin: Option<ChildStdin>) {
     );
 }
 
-async fn sleep(d: Duration) {
+pub(crate) async fn sleep(d: Duration) {
     tokio::time::sleep(d).await;
 }
 
@@ -320,7 +320,7 @@ fn committed_packets(data: &Path) -> Vec<u64> {
 
 /// The gateway's `/api/status` URL, from the start-up checklist line
 /// `✓ dashboard  http://127.0.0.1:PORT`.
-fn status_url(log: &str) -> String {
+pub(crate) fn status_url(log: &str) -> String {
     let url = log
         .lines()
         .find(|l| l.contains("✓ dashboard"))
@@ -329,7 +329,7 @@ fn status_url(log: &str) -> String {
     format!("{url}/api/status")
 }
 
-async fn api_status(url: &str) -> Value {
+pub(crate) async fn api_status(url: &str) -> Value {
     http()
         .get(url)
         .send()
@@ -397,7 +397,7 @@ fn assert_same<K: Ord + std::fmt::Debug>(
 }
 
 /// The database holds exactly `want`: each reading once. Returns the number of points.
-async fn assert_db_exactly(db: &Db, want: &[Expected]) -> usize {
+pub(crate) async fn assert_db_exactly(db: &Db, want: &[Expected]) -> usize {
     let points = db.points().await;
     assert_same(
         &counts(points.iter().map(point_key)),
@@ -409,7 +409,10 @@ async fn assert_db_exactly(db: &Db, want: &[Expected]) -> usize {
 
 /// The subscriber received every reading of `want` at least once, and nothing else.
 /// Returns (readings received, duplicates).
-async fn assert_mqtt_at_least_once(sub: &Subscriber, want: &[Expected]) -> (usize, usize) {
+pub(crate) async fn assert_mqtt_at_least_once(
+    sub: &Subscriber,
+    want: &[Expected],
+) -> (usize, usize) {
     let want = counts(want.iter().map(|e| (e.topic("iiot"), e.value.clone())));
     let readings = |msgs: &[crate::support::Msg]| -> BTreeMap<(String, String), usize> {
         counts(

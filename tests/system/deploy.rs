@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use iiot_gateway::config::{BrokerTarget, Config, InfluxApi};
+use iiot_gateway::config::{Broker, BrokerTarget, Config, InfluxApi};
 use serde_json::Value;
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -233,9 +233,13 @@ fn gateway_config_loads_and_points_at_the_compose_services() {
 
     // MQTT: the mosquitto service, on the port its config listens on and compose publishes.
     let mqtt = cfg.mqtt.expect("[mqtt] on");
-    let BrokerTarget::External { host, port } = mqtt.target else {
+    let BrokerTarget::External(brokers) = mqtt.target else {
         panic!("the gateway must publish to the mosquitto service, not an embedded broker");
     };
+    let [Broker { host, port }] = &brokers[..] else {
+        panic!("one broker: {brokers:?}");
+    };
+    let (host, port) = (host.clone(), *port);
     assert_eq!(host, "mosquitto");
     let mosquitto = service(&compose, &host);
     assert!(container_ports(mosquitto).contains(&port), "{port}");

@@ -11,6 +11,7 @@ mod dashboard;
 mod delivery;
 mod deploy;
 mod firmware;
+mod fleet;
 mod gateway;
 mod grafana;
 mod influx_security;

@@ -8,20 +8,51 @@ use std::path::{Path, PathBuf};
 use super::super::defaults::{self, default_client_id};
 use super::super::raw::{RawHomeAssistant, RawMqtt};
 use super::super::tls::{parse_broker_url, pem_certificates, pem_has_private_key};
-use super::super::{BrokerTarget, ConfigError, HomeAssistantConfig, MqttConfig, MqttTls, Secret};
+use super::super::{
+    Broker, BrokerTarget, ConfigError, HomeAssistantConfig, MqttConfig, MqttTls, Secret,
+};
 use super::Validator;
 use crate::sink::mqtt::topic::validate_prefix;
 
 impl Validator<'_> {
+    /// `[mqtt] broker_url`'s brokers, and whether they speak TLS: at least one, one scheme,
+    /// none twice.
+    fn brokers(&self, urls: &[String]) -> Result<(Vec<Broker>, bool), ConfigError> {
+        const KEY: &str = "[mqtt] broker_url";
+        let mut brokers: Vec<Broker> = Vec::with_capacity(urls.len());
+        let mut scheme_tls = None;
+        for url in urls {
+            let (host, port, tls) = parse_broker_url(url).map_err(|e| self.err(KEY, e))?;
+            if scheme_tls.is_some_and(|t| t != tls) {
+                return Err(self.err(
+                    KEY,
+                    "mixes mqtt:// and mqtts://: every broker of the list must speak the same (there is no plaintext fallback)",
+                ));
+            }
+            scheme_tls = Some(tls);
+            let broker = Broker { host, port };
+            if brokers.contains(&broker) {
+                return Err(self.err(KEY, format!("names {url:?} twice")));
+            }
+            brokers.push(broker);
+        }
+        match scheme_tls {
+            Some(tls) => Ok((brokers, tls)),
+            None => Err(self.err(
+                KEY,
+                "is an empty array: name at least one broker, or remove the key to use the embedded one",
+            )),
+        }
+    }
+
     /// `[mqtt]`; an unset `client_id` is [`default_client_id`] of `storage_dir`.
     pub(super) fn mqtt(&self, m: RawMqtt, storage_dir: &Path) -> Result<MqttConfig, ConfigError> {
         let mut tls_wanted = false;
         let target = match m.broker_url {
-            Some(url) => {
-                let (host, port, tls) =
-                    parse_broker_url(&url).map_err(|e| self.err("[mqtt] broker_url", e))?;
+            Some(urls) => {
+                let (brokers, tls) = self.brokers(&urls.0)?;
                 tls_wanted = tls;
-                BrokerTarget::External { host, port }
+                BrokerTarget::External(brokers)
             }
             None => {
                 let listen = m
@@ -253,5 +284,41 @@ mod tests {
         );
         let c = load("[mqtt]\nbroker_url = \"mqtt://h:1883\"\nclient_id = \"mine\"\n").unwrap();
         assert_eq!(c.mqtt.unwrap().client_id, "mine");
+    }
+
+    #[test]
+    fn broker_url_takes_one_url_or_the_nodes_of_a_cluster_in_one_scheme() {
+        let c =
+            load("[mqtt]\nbroker_url = [\"mqtt://n1:1883\", \"n2:1884\", \"tcp://[::1]:1885\"]\n")
+                .unwrap();
+        let m = c.mqtt.unwrap();
+        assert_eq!(m.broker_count(), 3);
+        assert_eq!(m.broker_url(0), "mqtt://n1:1883");
+        assert_eq!(m.broker_url(1), "mqtt://n2:1884");
+        assert_eq!(m.broker_url(2), "mqtt://[::1]:1885");
+        assert_eq!(m.broker(3), ("n1".to_string(), 1883), "tried in turn");
+        let one = load("[mqtt]\nbroker_url = \"mqtt://n1\"\n").unwrap();
+        assert_eq!(one.mqtt.unwrap().broker_count(), 1);
+
+        let refused = |text: &str| load(text).unwrap_err().to_string();
+        let e = refused("[mqtt]\nbroker_url = [\"mqtt://n1\", \"mqtts://n2\"]\n");
+        assert!(
+            e.contains("[mqtt] broker_url") && e.contains("mixes mqtt:// and mqtts://"),
+            "{e}"
+        );
+        let e = refused("[mqtt]\nbroker_url = []\n");
+        assert!(
+            e.contains("[mqtt] broker_url") && e.contains("empty array"),
+            "{e}"
+        );
+        let e = refused("[mqtt]\nbroker_url = [\"mqtt://n1:1883\", \"n1\"]\n");
+        assert!(e.contains("names \"n1\" twice"), "{e}");
+        let e = refused("[mqtt]\nbroker_url = 1883\n");
+        assert!(
+            e.contains("broker_url") && e.contains("a URL or an array of URLs"),
+            "{e}"
+        );
+        let e = refused("[mqtt]\nbroker_url = [\"mqtt://n1\", 2]\n");
+        assert!(e.contains("broker_url"), "{e}");
     }
 }

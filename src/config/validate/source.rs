@@ -379,7 +379,7 @@ fn validate_node_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::super::super::test_load as load;
-    use super::super::super::{BrokerTarget, InfluxApi, SourceConfig};
+    use super::super::super::{Broker, BrokerTarget, InfluxApi, SourceConfig};
 
     #[test]
     fn hardware_project_config_means_probe_rs() {
@@ -424,10 +424,10 @@ channel_capacity = 100
         let m = c.mqtt.expect("mqtt");
         assert_eq!(
             m.target,
-            BrokerTarget::External {
+            BrokerTarget::External(vec![Broker {
                 host: "localhost".into(),
                 port: 1883
-            }
+            }])
         );
         let i = c.influx.expect("influx");
         assert!(matches!(i.api, InfluxApi::V2 { ref bucket, .. } if bucket == "sensors"));

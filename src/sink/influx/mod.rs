@@ -199,27 +199,10 @@ impl Writer {
         } else {
             req.body(body.to_string())
         };
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| match tls_problem(&e, &self.cfg) {
-                Some(detail) => WriteError::Retry {
-                    kind: Failure::Tls,
-                    detail,
-                    retry_after: None,
-                },
-                None => WriteError::Retry {
-                    kind: if error_chain(&e).contains("dns error") {
-                        Failure::NameResolution
-                    } else if e.is_connect() {
-                        Failure::Unreachable
-                    } else {
-                        Failure::RequestFailed
-                    },
-                    detail: error_chain(&e),
-                    retry_after: None,
-                },
-            })?;
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            Err(e) => return Err(self.request_failure(&e).await),
+        };
         let status = resp.status();
         if status.is_success() {
             return Ok(());
@@ -251,6 +234,37 @@ impl Writer {
             },
             rejected => rejected,
         })
+    }
+}
+
+impl Writer {
+    /// Sorts a request that got no answer: TLS, a name that does not resolve, nothing
+    /// listening, or a failure after connecting.
+    async fn request_failure(&self, e: &reqwest::Error) -> WriteError {
+        if let Some(detail) = tls_problem(e, &self.cfg) {
+            return WriteError::Retry {
+                kind: Failure::Tls,
+                detail,
+                retry_after: None,
+            };
+        }
+        let unresolved = match e
+            .url()
+            .and_then(|u| Some((u.host_str()?, u.port_or_known_default()?)))
+        {
+            Some((host, port)) if e.is_connect() => super::resolution_failure(host, port).await,
+            _ => None,
+        };
+        let kind = match unresolved {
+            Some(_) => Failure::NameResolution,
+            None if e.is_connect() => Failure::Unreachable,
+            None => Failure::RequestFailed,
+        };
+        WriteError::Retry {
+            kind,
+            detail: error_chain(e),
+            retry_after: None,
+        }
     }
 }
 
@@ -414,6 +428,13 @@ pub async fn run(cfg: InfluxConfig, ctx: &SinkContext) -> Result<(), SinkError> 
                 Ok(()) => {
                     backoff.reset();
                     link.up(NAME, &target);
+                    if !ctx
+                        .status
+                        .connected
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                    {
+                        ctx.status.set_endpoint(Some(target.clone()));
+                    }
                     ctx.status.set_error(None);
                     if let Some(last) = batch.last() {
                         cursor.advance(last.seq, ctx);
@@ -422,8 +443,12 @@ pub async fn run(cfg: InfluxConfig, ctx: &SinkContext) -> Result<(), SinkError> 
                     break;
                 }
                 Err((kind, detail, retry_after)) => {
+                    // The batch is read again after the wait: holding it meanwhile would keep
+                    // a whole batch (~1 MB at the default size) for the length of an outage.
+                    drop(std::mem::take(&mut batch));
                     let delay = retry_after.unwrap_or_else(|| backoff.next_delay());
                     ctx.status.set_error(Some(format!("{kind}: {detail}")));
+                    ctx.status.set_endpoint(None);
                     link.down(NAME, &target, kind, &detail, delay);
                     debug!(attempt = backoff.attempts(), retry_in = ?delay, "influxdb retry scheduled");
                     tokio::select! {

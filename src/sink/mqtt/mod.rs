@@ -111,9 +111,12 @@ pub async fn run(cfg: MqttConfig, ctx: &SinkContext) -> Result<(), SinkError> {
     let mut backoff = Backoff::new(cfg.reconnect_initial, cfg.reconnect_max);
     let mut link = Link::new(ctx.events.clone());
     let mut takeovers = Takeovers::default();
-    let target = describe(&cfg.target);
+    // The broker tried next: after a failure, the next one of the list (a cluster's nodes
+    // hold the same persistent session, so whatever was not acknowledged is sent there).
+    let mut broker = 0;
     loop {
-        let end = session(&cfg, ctx, &mut cursor, &mut link, &target).await?;
+        let target = cfg.broker_url(broker);
+        let end = session(&cfg, ctx, &mut cursor, &mut link, broker).await?;
         cursor.persist(ctx);
         match end {
             SessionEnd::Finished | SessionEnd::Aborted => return Ok(()),
@@ -137,7 +140,9 @@ pub async fn run(cfg: MqttConfig, ctx: &SinkContext) -> Result<(), SinkError> {
                 let delay = backoff.next_delay();
                 ctx.status.set_error(Some(format!("{kind}: {detail}")));
                 link.down(NAME, &target, kind, &detail, delay);
-                debug!(attempt = backoff.attempts(), retry_in = ?delay, "mqtt reconnect scheduled");
+                ctx.status.set_endpoint(None);
+                broker = (broker + 1) % cfg.broker_count();
+                debug!(attempt = backoff.attempts(), retry_in = ?delay, next = %cfg.broker_url(broker), "mqtt reconnect scheduled");
                 if nothing_left(&cursor, ctx)? {
                     return Ok(());
                 }
@@ -207,13 +212,6 @@ fn nothing_left(cursor: &Cursor, ctx: &SinkContext) -> Result<bool, SinkError> {
     Ok(ctx.finish.is_cancelled() && ctx.outbox.count_after(cursor.value)? == 0)
 }
 
-fn describe(target: &BrokerTarget) -> String {
-    match target {
-        BrokerTarget::External { host, port } => format!("mqtt://{host}:{port}"),
-        BrokerTarget::Embedded(addr) => format!("mqtt://{addr} (embedded)"),
-    }
-}
-
 fn qos(level: u8) -> QoS {
     match level {
         0 => QoS::AtMostOnce,
@@ -222,9 +220,9 @@ fn qos(level: u8) -> QoS {
     }
 }
 
-/// The rumqttc options for `cfg`.
-pub fn options(cfg: &MqttConfig) -> MqttOptions {
-    let mut opts = connection_options(cfg, cfg.client_id.clone());
+/// The rumqttc options for `cfg`'s `broker`th broker.
+pub fn options(cfg: &MqttConfig, broker: usize) -> MqttOptions {
+    let mut opts = connection_options(cfg, cfg.client_id.clone(), broker);
     // A persistent session (clean session off) as the broker contract asks, except with
     // QoS 2: every connection starts a new client whose packet ids restart at 1, and a broker
     // still holding an unreleased QoS 2 id from the old session would take a new publish
@@ -241,12 +239,10 @@ pub fn options(cfg: &MqttConfig) -> MqttOptions {
     opts
 }
 
-/// Address, keep-alive, TLS and login: what every connection of ours shares.
-fn connection_options(cfg: &MqttConfig, client_id: String) -> MqttOptions {
-    let (host, port) = match &cfg.target {
-        BrokerTarget::External { host, port } => (host.clone(), *port),
-        BrokerTarget::Embedded(addr) => (addr.ip().to_string(), addr.port()),
-    };
+/// The `broker`th broker's address, keep-alive, TLS and login: what every connection of ours
+/// shares.
+fn connection_options(cfg: &MqttConfig, client_id: String, broker: usize) -> MqttOptions {
+    let (host, port) = cfg.broker(broker);
     let mut opts = MqttOptions::new(client_id, host, port);
     opts.set_keep_alive(cfg.keep_alive);
     if let Some(tls) = &cfg.tls {
@@ -259,12 +255,12 @@ fn connection_options(cfg: &MqttConfig, client_id: String) -> MqttOptions {
     opts
 }
 
-/// Connects once as the sink would (TLS, login), under a separate client id, without a last
+/// Connects once to the `broker`th broker as the sink would (TLS, login), under a separate client id, without a last
 /// will and with a clean session so a running gateway's session is untouched; for `check`.
-pub async fn probe(cfg: &MqttConfig, timeout: Duration) -> Result<(), String> {
+pub async fn probe(cfg: &MqttConfig, broker: usize, timeout: Duration) -> Result<(), String> {
     // A short id of its own (23 characters at most suit every MQTT 3.1.1 broker).
     let id = crate::config::fnv1a(cfg.client_id.as_bytes());
-    let mut opts = connection_options(cfg, format!("iiot-check-{id:08x}"));
+    let mut opts = connection_options(cfg, format!("iiot-check-{id:08x}"), broker);
     opts.set_clean_session(true);
     let (client, mut events) = AsyncClient::new(opts, 4);
     let outcome = tokio::time::timeout(timeout, async {
@@ -272,7 +268,7 @@ pub async fn probe(cfg: &MqttConfig, timeout: Duration) -> Result<(), String> {
             match events.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
                 Ok(_) => {}
-                Err(err) => return Err(classify(&err)),
+                Err(err) => return Err(diagnose(&err, cfg, broker).await),
             }
         }
     })
@@ -290,14 +286,15 @@ async fn session(
     ctx: &SinkContext,
     cursor: &mut Cursor,
     link: &mut Link,
-    target: &str,
+    broker: usize,
 ) -> Result<SessionEnd, SinkError> {
+    let target = cfg.broker_url(broker);
     let reading_qos = qos(cfg.qos);
     let window = match reading_qos {
         QoS::ExactlyOnce => usize::from(cfg.inflight).min(QOS2_MAX_INFLIGHT),
         _ => usize::from(cfg.inflight),
     };
-    let (client, event_loop) = AsyncClient::new(options(cfg), window + 8);
+    let (client, event_loop) = AsyncClient::new(options(cfg, broker), window + 8);
     let mut events = EventDriver::spawn(event_loop, window * 2 + 16);
     let mut tracker = AckTracker::new(cursor.value, reading_qos == QoS::AtMostOnce);
     let mut committed = ctx.committed.clone();
@@ -382,7 +379,8 @@ async fn session(
                     connected = true;
                     connected_at = Some(tokio::time::Instant::now());
                     ctx.status.set_error(None);
-                    link.up(NAME, target);
+                    ctx.status.set_endpoint(Some(target.clone()));
+                    link.up(NAME, &target);
                     debug!(session_present = ack.session_present, "mqtt connack");
                     if client
                         .try_publish(status_topic(&cfg.topic_prefix), QoS::AtLeastOnce, true, "online")
@@ -437,7 +435,7 @@ async fn session(
                 }
                 Ok(_) => {}
                 Err(err) => {
-                    let (kind, detail) = classify(&err);
+                    let (kind, detail) = diagnose(&err, cfg, broker).await;
                     let connected_for = connected_at.map(|t| t.elapsed());
                     return Ok(SessionEnd::Failed { kind, detail, connected_for });
                 }
@@ -452,13 +450,31 @@ async fn session(
     }
 }
 
+/// [`classify`], with an I/O failure of a broker whose name does not resolve (any more)
+/// named as such.
+async fn diagnose(
+    err: &rumqttc::ConnectionError,
+    cfg: &MqttConfig,
+    broker: usize,
+) -> (Failure, String) {
+    let (kind, detail) = classify(err);
+    let external = matches!(cfg.target, BrokerTarget::External(_));
+    if external && kind == Failure::ConnectionLost {
+        if let rumqttc::ConnectionError::Io(_) = err {
+            let (host, port) = cfg.broker(broker);
+            if let Some(why) = super::resolution_failure(&host, port).await {
+                return (Failure::NameResolution, why);
+            }
+        }
+    }
+    (kind, detail)
+}
+
 /// Sorts a connection error into a state for the log (one line per state change).
 fn classify(err: &rumqttc::ConnectionError) -> (Failure, String) {
     use rumqttc::ConnectionError as E;
     let kind = match err {
         E::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Failure::ConnectionRefused,
-        // tokio's lookup_host reports resolver failures as plain I/O errors.
-        E::Io(e) if e.to_string().contains("lookup") => Failure::NameResolution,
         E::Io(_) => Failure::ConnectionLost,
         E::ConnectionRefused(code) => {
             let detail = format!("broker refused the connection: {code:?} (check [mqtt] username/password and client_id)");
