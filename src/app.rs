@@ -121,7 +121,7 @@ impl Gateway {
             .mqtt
             .iter()
             .cloned()
-            .map(SinkConfig::Mqtt)
+            .map(|m| SinkConfig::Mqtt(Box::new(m)))
             .chain(cfg.influx.iter().cloned().map(SinkConfig::Influx))
             .collect();
         let names: Vec<&'static str> = sinks.iter().map(SinkConfig::name).collect();

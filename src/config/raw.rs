@@ -335,6 +335,10 @@ pub struct RawGateway {
     pub firmware_path: Option<String>,
     /// Lines buffered between the source and the outbox writer.
     pub channel_capacity: Option<usize>,
+    /// This gateway's id in its packet events (default: the MQTT client id).
+    pub id: Option<String>,
+    /// Where this gateway is, in its packet events.
+    pub site: Option<String>,
 }
 
 /// `[mqtt]`.
@@ -358,6 +362,9 @@ pub struct RawMqtt {
     pub qos: Option<u8>,
     /// Retain reading messages.
     pub retain: Option<bool>,
+    /// One JSON message per packet on `<prefix>/gateway/<id>/packets`, besides the
+    /// per-metric topics.
+    pub packet_events: Option<bool>,
     /// MQTT keep-alive.
     #[serde(default, with = "humantime_serde")]
     pub keep_alive: Option<Duration>,

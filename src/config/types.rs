@@ -224,6 +224,19 @@ pub struct MqttConfig {
     pub embedded_tls: Option<(PathBuf, PathBuf)>,
     /// Home Assistant discovery, when enabled.
     pub homeassistant: Option<HomeAssistantConfig>,
+    /// One JSON message per packet, when enabled (`[mqtt] packet_events`).
+    pub packet_events: Option<PacketEvents>,
+}
+
+/// `[mqtt] packet_events`: one JSON message per packet (docs/API.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PacketEvents {
+    /// `<prefix>/gateway/<gateway_id>/packets`.
+    pub topic: String,
+    /// `[gateway] id`; by default the MQTT client id.
+    pub gateway_id: String,
+    /// `[gateway] site`.
+    pub site: Option<String>,
 }
 
 impl MqttConfig {

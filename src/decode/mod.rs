@@ -28,6 +28,7 @@ use serde_json::value::RawValue;
 use crate::reading::{CompactString, Packet, Reading};
 
 mod fast;
+pub mod packet_event;
 
 /// The text the firmware logs right before the JSON.
 pub const MARKER: &str = "JSON sent via VCP: ";
@@ -249,6 +250,14 @@ const STATS: &str = "stats";
 /// A known short key: metric name and unit.
 type Known = Option<(&'static str, Option<&'static str>)>;
 
+/// Every unit the decoders give (the firmware's metrics and the radio frame's).
+const UNITS: [&str; 6] = ["celsius", "percent", "ohms", "hpa", "dbm", "db"];
+
+/// `unit` as one of [`UNITS`] (readings keep units as static names).
+pub(crate) fn known_unit(unit: &str) -> Option<&'static str> {
+    UNITS.into_iter().find(|u| *u == unit)
+}
+
 fn sensor_metric(key: &str) -> Known {
     Some(match key {
         "t" => ("temperature", Some("celsius")),
@@ -348,7 +357,7 @@ fn node_readings(
 const FINITE_WITHOUT_EXPONENT: usize = 300;
 
 /// Checks that `raw` is a finite JSON number and returns its text unchanged.
-fn number_text(raw: &str) -> Result<&str, String> {
+pub(crate) fn number_text(raw: &str) -> Result<&str, String> {
     let is_number = raw
         .as_bytes()
         .first()
@@ -648,6 +657,17 @@ mod tests {
                 t("ext", "lux", None, "300"),
             ]
         );
+    }
+
+    #[test]
+    fn every_unit_the_decoders_give_is_a_known_unit() {
+        let sensors = ["t", "h", "g", "p"].map(sensor_metric);
+        let signal = ["rssi", "snr"].map(signal_metric);
+        for known in sensors.iter().chain(&signal) {
+            let unit = known.and_then(|(_, unit)| unit).expect("a unit");
+            assert_eq!(known_unit(unit), Some(unit));
+        }
+        assert_eq!(known_unit("furlong"), None);
     }
 
     #[test]

@@ -96,6 +96,14 @@ impl OutboxReader {
             .map_err(|e| self.err(e))
     }
 
+    /// The receive time of row `seq`, if it is still there.
+    pub fn ts_at(&self, seq: Seq) -> Result<Option<i64>> {
+        self.conn()
+            .prepare_cached("SELECT ts FROM readings WHERE seq = ?1")
+            .and_then(|mut s| s.query_row([seq], |r| r.get(0)).optional())
+            .map_err(|e| self.err(e))
+    }
+
     /// Up to `limit` readings after `seq`, in order.
     pub fn read_after(&self, seq: Seq, limit: usize) -> Result<Vec<StoredReading>> {
         let conn = self.conn();

@@ -30,8 +30,8 @@ const CURSOR_PERSIST_EVERY: Duration = Duration::from_millis(200);
 /// A configured sink.
 #[derive(Debug, Clone)]
 pub enum SinkConfig {
-    /// MQTT broker.
-    Mqtt(MqttConfig),
+    /// MQTT broker (boxed: by far the larger of the two).
+    Mqtt(Box<MqttConfig>),
     /// InfluxDB (or compatible) over HTTP.
     Influx(InfluxConfig),
 }
@@ -72,7 +72,7 @@ pub type SinkError = OutboxError;
 /// Runs the sink until finished or aborted.
 pub async fn run(cfg: SinkConfig, ctx: &SinkContext) -> Result<(), SinkError> {
     match cfg {
-        SinkConfig::Mqtt(c) => mqtt::run(c, ctx).await,
+        SinkConfig::Mqtt(c) => mqtt::run(*c, ctx).await,
         SinkConfig::Influx(c) => influx::run(c, ctx).await,
     }
 }

@@ -172,3 +172,118 @@ async fn a_dead_first_node_is_named_by_check_and_skipped_by_the_sink() {
         "{log}"
     );
 }
+
+/// One packet event as a consumer reads it (values as their JSON number tokens).
+#[derive(serde::Deserialize)]
+struct Event {
+    gateway: String,
+    site: Option<String>,
+    received: String,
+    received_ns: i64,
+    readings: Vec<EventReading>,
+}
+
+#[derive(serde::Deserialize)]
+struct EventReading {
+    node: String,
+    metric: String,
+    unit: Option<String>,
+    value: Box<serde_json::value::RawValue>,
+}
+
+/// Packet events on while the broker restarts mid-stream: every packet's event arrives (at
+/// least once), each whole (every reading of its packet, values as the device wrote them),
+/// with the gateway's id, its site and the receive time the database got.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_packet_event_is_whole_and_carries_the_receive_time_the_database_got() {
+    let mut mosquitto = Mosquitto::start();
+    let db = Db::vm();
+    let sub = Subscriber::connect(
+        mosquitto.port,
+        "events-watcher",
+        "iiot/gateway/+/packets",
+        false,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[source]\nkind = \"stdin\"\ndrain_timeout = \"30s\"\n[gateway]\nid = \"edge-1\"\nsite = \"plant a\"\n\
+         [storage]\ndir = \"{}\"\n[http]\nenabled = false\n\
+         [mqtt]\nbroker_url = \"{}\"\nclient_id = \"events-gateway\"\npacket_events = true\n\
+         reconnect_initial = \"100ms\"\nreconnect_max = \"1s\"\n\n{}",
+        dir.path().join("data").display(),
+        mosquitto.url(),
+        db.section()
+    );
+    let mut gw = start_gateway(dir.path(), &config).await;
+    let feeder = Feeder::start(gw.stdin(), 0, 40);
+    sleep(Duration::from_millis(1500)).await;
+    mosquitto.stop();
+    sleep(Duration::from_secs(2)).await;
+    mosquitto.start_again();
+    sleep(Duration::from_millis(1500)).await;
+    let (sent, stdin) = feeder.stop();
+    finish(&mut gw, stdin);
+
+    // The database's time of each packet, by its unique gas value.
+    let points = db.points().await;
+    let time_of: std::collections::BTreeMap<String, i64> = points
+        .iter()
+        .filter(|p| p.measurement == "gas_resistance")
+        .map(|p| (format!("{}", p.value), p.ts_ns))
+        .collect();
+    let want: Vec<Vec<Expected>> = sent.clone().map(|i| readings_of([i])).collect();
+    let msgs = sub
+        .wait_for(|m| m.len() >= want.len(), Duration::from_secs(20))
+        .await;
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    for m in &msgs {
+        assert_eq!(m.topic, "iiot/gateway/edge-1/packets");
+        let e: Event =
+            serde_json::from_str(&m.payload).unwrap_or_else(|err| panic!("{err}: {}", m.payload));
+        assert_eq!(
+            (e.gateway.as_str(), e.site.as_deref()),
+            ("edge-1", Some("plant a"))
+        );
+        let mut got: Vec<Expected> = e
+            .readings
+            .iter()
+            .map(|r| Expected {
+                node: r.node.clone(),
+                metric: r.metric.clone(),
+                unit: r.unit.clone(),
+                value: r.value.get().to_string(),
+            })
+            .collect();
+        got.sort();
+        let gas = got
+            .iter()
+            .find(|r| r.metric == "gas_resistance")
+            .map(|r| r.value.clone())
+            .unwrap_or_else(|| panic!("no gas reading: {}", m.payload));
+        let packet = gas.parse::<u64>().unwrap() - 100_000;
+        let mut whole = want[usize::try_from(packet - sent.start).unwrap()].clone();
+        whole.sort();
+        assert_eq!(
+            got, whole,
+            "the event of packet {packet} is whole: {}",
+            m.payload
+        );
+        assert_eq!(
+            Some(&e.received_ns),
+            time_of.get(&gas),
+            "the database's time of packet {packet}"
+        );
+        let at = humantime::parse_rfc3339(&e.received).expect("RFC 3339");
+        let ns = at.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        assert_eq!(ns, u128::try_from(e.received_ns).unwrap(), "{}", e.received);
+        *seen.entry(gas).or_default() += 1;
+    }
+    assert_eq!(seen.len(), want.len(), "one event (at least) per packet");
+    let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    eprintln!(
+        "EVENTS broker_restart: packets={} events={} duplicates={duplicates}",
+        want.len(),
+        msgs.len()
+    );
+}

@@ -39,17 +39,32 @@ impl Validator<'_> {
 
     /// `raw` checked and completed, section by section. `from_file`: without a file at all,
     /// the MQTT sink publishes to the embedded broker; with one, only when `[mqtt]` is there.
-    pub(super) fn validate(&self, raw: RawConfig, from_file: bool) -> Result<Config, ConfigError> {
+    pub(super) fn validate(
+        &self,
+        mut raw: RawConfig,
+        from_file: bool,
+    ) -> Result<Config, ConfigError> {
+        let identity = raw
+            .gateway
+            .as_mut()
+            .map(|g| mqtt::GatewayIdentity {
+                id: g.id.take(),
+                site: g.site.take(),
+            })
+            .unwrap_or_default();
         let (source, ingest) = self.source(raw.source, raw.gateway)?;
         let storage_raw = raw.storage.unwrap_or_default();
         let storage_dir = storage::dir(&storage_raw);
         let mut mqtt = match raw.mqtt {
-            Some(m) => Some(self.mqtt(m, &storage_dir)?),
-            None if !from_file => Some(self.mqtt(Default::default(), &storage_dir)?),
+            Some(m) => Some(self.mqtt(m, &storage_dir, &identity)?),
+            None if !from_file => Some(self.mqtt(Default::default(), &storage_dir, &identity)?),
             None => None,
         };
         if let Some(ha) = raw.homeassistant {
             self.homeassistant(ha, mqtt.as_mut())?;
+        }
+        if mqtt.as_ref().is_none_or(|m| m.packet_events.is_none()) {
+            self.identity_unused(&identity)?;
         }
         let influx = raw.influxdb.map(|i| self.influx(i)).transpose()?;
         let storage = self.storage(storage_raw, storage_dir)?;

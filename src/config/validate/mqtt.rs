@@ -9,10 +9,18 @@ use super::super::defaults::{self, default_client_id};
 use super::super::raw::{RawHomeAssistant, RawMqtt};
 use super::super::tls::{parse_broker_url, pem_certificates, pem_has_private_key};
 use super::super::{
-    Broker, BrokerTarget, ConfigError, HomeAssistantConfig, MqttConfig, MqttTls, Secret,
+    Broker, BrokerTarget, ConfigError, HomeAssistantConfig, MqttConfig, MqttTls, PacketEvents,
+    Secret,
 };
 use super::Validator;
 use crate::sink::mqtt::topic::validate_prefix;
+
+/// `[gateway] id` and `site`, for the packet events.
+#[derive(Debug, Default)]
+pub(super) struct GatewayIdentity {
+    pub id: Option<String>,
+    pub site: Option<String>,
+}
 
 impl Validator<'_> {
     /// `[mqtt] broker_url`'s brokers, and whether they speak TLS: at least one, one scheme,
@@ -46,7 +54,12 @@ impl Validator<'_> {
     }
 
     /// `[mqtt]`; an unset `client_id` is [`default_client_id`] of `storage_dir`.
-    pub(super) fn mqtt(&self, m: RawMqtt, storage_dir: &Path) -> Result<MqttConfig, ConfigError> {
+    pub(super) fn mqtt(
+        &self,
+        m: RawMqtt,
+        storage_dir: &Path,
+        identity: &GatewayIdentity,
+    ) -> Result<MqttConfig, ConfigError> {
         let mut tls_wanted = false;
         let target = match m.broker_url {
             Some(urls) => {
@@ -135,6 +148,10 @@ impl Validator<'_> {
             .ca_file
             .or_else(|| embedded_tls.as_ref().map(|(cert, _)| cert.clone()));
         let tls = self.mqtt_tls(tls_wanted, ca_file, m.client_cert_file, m.client_key_file)?;
+        let packet_events = match m.packet_events {
+            Some(true) => Some(self.packet_events(identity, &client_id, &topic_prefix)?),
+            _ => None,
+        };
         Ok(MqttConfig {
             target,
             client_id,
@@ -150,7 +167,52 @@ impl Validator<'_> {
             tls,
             embedded_tls,
             homeassistant: None,
+            packet_events,
         })
+    }
+
+    /// `[mqtt] packet_events = true`: the topic, and what the events say about this gateway
+    /// (`[gateway] id`, by default the client id, and `site`).
+    fn packet_events(
+        &self,
+        identity: &GatewayIdentity,
+        client_id: &str,
+        topic_prefix: &str,
+    ) -> Result<PacketEvents, ConfigError> {
+        let gateway_id = identity.id.clone().unwrap_or_else(|| client_id.to_string());
+        if gateway_id.is_empty()
+            || gateway_id.len() > 64
+            || gateway_id.contains(['/', '+', '#', '\0'])
+        {
+            return Err(self.err(
+                "[gateway] id",
+                format!(
+                    "{gateway_id:?}: use 1 to 64 characters without / + # (it is a topic level)"
+                ),
+            ));
+        }
+        if identity
+            .site
+            .as_ref()
+            .is_some_and(|s| s.is_empty() || s.len() > 256)
+        {
+            return Err(self.err("[gateway] site", "use 1 to 256 characters"));
+        }
+        Ok(PacketEvents {
+            topic: crate::sink::mqtt::topic::packet_topic(topic_prefix, &gateway_id),
+            gateway_id,
+            site: identity.site.clone(),
+        })
+    }
+
+    /// Refuses `[gateway] id` and `site` when no packet event would carry them.
+    pub(super) fn identity_unused(&self, identity: &GatewayIdentity) -> Result<(), ConfigError> {
+        let unused = "only packet events carry it: set [mqtt] packet_events = true, or remove it";
+        match identity {
+            GatewayIdentity { id: Some(_), .. } => Err(self.err("[gateway] id", unused)),
+            GatewayIdentity { site: Some(_), .. } => Err(self.err("[gateway] site", unused)),
+            _ => Ok(()),
+        }
     }
 
     /// The TLS settings of the MQTT connection, when `wanted` (`mqtts://`, or the embedded
@@ -320,5 +382,49 @@ mod tests {
         );
         let e = refused("[mqtt]\nbroker_url = [\"mqtt://n1\", 2]\n");
         assert!(e.contains("broker_url"), "{e}");
+    }
+
+    #[test]
+    fn packet_events_name_the_gateway_and_its_site_only_when_on() {
+        let c = load(
+            "[mqtt]\nbroker_url = \"mqtt://h\"\nclient_id = \"edge-7\"\npacket_events = true\n",
+        )
+        .unwrap();
+        let pe = c.mqtt.unwrap().packet_events.unwrap();
+        assert_eq!(
+            pe.topic, "iiot/gateway/edge-7/packets",
+            "the client id by default"
+        );
+        assert_eq!(pe.site, None);
+        let c = load("[gateway]\nid = \"e1\"\nsite = \"plant a\"\n[mqtt]\nbroker_url = \"mqtt://h\"\ntopic_prefix = \"f/x\"\npacket_events = true\n")
+            .unwrap();
+        let pe = c.mqtt.unwrap().packet_events.unwrap();
+        assert_eq!(
+            (
+                pe.topic.as_str(),
+                pe.gateway_id.as_str(),
+                pe.site.as_deref()
+            ),
+            ("f/x/gateway/e1/packets", "e1", Some("plant a"))
+        );
+
+        let refused = |text: &str| load(text).unwrap_err().to_string();
+        let e = refused("[gateway]\nsite = \"s\"\n[mqtt]\nbroker_url = \"mqtt://h\"\n");
+        assert!(
+            e.contains("[gateway] site: only packet events carry it"),
+            "{e}"
+        );
+        let e = refused(
+            "[gateway]\nid = \"a/b\"\n[mqtt]\nbroker_url = \"mqtt://h\"\npacket_events = true\n",
+        );
+        assert!(
+            e.contains("[gateway] id") && e.contains("topic level"),
+            "{e}"
+        );
+        let e = refused("[gateway]\nid = \"e\"\n[source]\nkind = \"stdin\"\n");
+        assert!(
+            e.contains("[gateway] id: only packet events carry it"),
+            "{e}"
+        );
     }
 }

@@ -7,7 +7,7 @@
 //! move: up to just below the oldest seq not yet confirmed. QoS 0 has no acknowledgement; a
 //! publish written to the socket counts as delivered.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::outbox::Seq;
 
@@ -19,7 +19,9 @@ pub struct AckTracker {
     queued: VecDeque<Option<Seq>>,
     /// Written, awaiting the broker's acknowledgement.
     inflight: HashMap<u16, Option<Seq>>,
-    unconfirmed: BTreeSet<Seq>,
+    /// Seqs with publishes not yet confirmed, and how many (a packet's first reading and its
+    /// packet event share the seq).
+    unconfirmed: BTreeMap<Seq, u32>,
     highest_queued: Seq,
     safe: Seq,
 }
@@ -31,7 +33,7 @@ impl AckTracker {
             qos0,
             queued: VecDeque::new(),
             inflight: HashMap::new(),
-            unconfirmed: BTreeSet::new(),
+            unconfirmed: BTreeMap::new(),
             highest_queued: cursor,
             safe: cursor,
         }
@@ -40,7 +42,7 @@ impl AckTracker {
     /// A publish was handed to the client (`seq` is `None` for status messages).
     pub fn on_queued(&mut self, seq: Option<Seq>) {
         if let Some(seq) = seq {
-            self.unconfirmed.insert(seq);
+            *self.unconfirmed.entry(seq).or_default() += 1;
             self.highest_queued = self.highest_queued.max(seq);
         }
         self.queued.push_back(seq);
@@ -50,7 +52,7 @@ impl AckTracker {
     /// Returns the new safe cursor when it moved.
     pub fn on_skipped(&mut self, seq: Seq) -> Option<Seq> {
         self.highest_queued = self.highest_queued.max(seq);
-        self.unconfirmed.insert(seq);
+        *self.unconfirmed.entry(seq).or_default() += 1;
         self.confirm(seq)
     }
 
@@ -75,9 +77,14 @@ impl AckTracker {
     }
 
     fn confirm(&mut self, seq: Seq) -> Option<Seq> {
-        self.unconfirmed.remove(&seq);
-        let safe = match self.unconfirmed.first() {
-            Some(oldest) => oldest.plus(-1),
+        if let Some(left) = self.unconfirmed.get_mut(&seq) {
+            *left -= 1;
+            if *left == 0 {
+                self.unconfirmed.remove(&seq);
+            }
+        }
+        let safe = match self.unconfirmed.first_key_value() {
+            Some((oldest, _)) => oldest.plus(-1),
             None => self.highest_queued,
         };
         (safe > self.safe).then(|| {
@@ -119,6 +126,25 @@ mod tests {
         assert_eq!(t.outstanding(), 1);
         assert_eq!(t.on_ack(3), Some(s(13)));
         assert_eq!(t.outstanding(), 0);
+    }
+
+    #[test]
+    fn a_seq_published_twice_is_confirmed_by_both_acks() {
+        // A packet event and the packet's first reading share seq 11.
+        let mut t = AckTracker::new(s(10), false);
+        t.on_queued(Some(s(11)));
+        t.on_queued(Some(s(11)));
+        t.on_queued(Some(s(12)));
+        for pkid in 1..=3 {
+            assert_eq!(t.on_sent(pkid), None);
+        }
+        assert_eq!(
+            t.on_ack(1),
+            None,
+            "the second publish of 11 is not confirmed"
+        );
+        assert_eq!(t.on_ack(3), None);
+        assert_eq!(t.on_ack(2), Some(s(12)));
     }
 
     #[test]

@@ -32,8 +32,9 @@ use tracing::{debug, info, warn};
 use super::{Cursor, Failure, Link, SinkContext, SinkError};
 use crate::backoff::Backoff;
 use crate::config::{BrokerTarget, MqttConfig, MqttTls};
+use crate::decode::packet_event;
 use crate::latest::MAX_SERIES;
-use crate::outbox::StoredReading;
+use crate::outbox::{Seq, StoredReading};
 use crate::reading::CompactString;
 use acks::AckTracker;
 use homeassistant::{discovery, ha_status_topic};
@@ -306,6 +307,14 @@ async fn session(
     // Series whose Home Assistant discovery config went out on this connection.
     let mut announced: HashSet<(CompactString, CompactString)> = HashSet::new();
     let mut tick = tokio::time::interval(TICK);
+    // Packet events: the receive time of the last reading handed over (its packet's event
+    // went before it, on this connection or one before: the cursor is never past a packet
+    // event that was not confirmed), and the first seq of the packet whose event is queued.
+    let mut packet_ts = match cfg.packet_events {
+        Some(_) => ctx.outbox.ts_at(cursor.value)?,
+        None => None,
+    };
+    let mut event_queued: Option<Seq> = None;
     loop {
         if connected {
             committed.borrow_and_update();
@@ -342,6 +351,34 @@ async fn session(
                         announced.insert(series);
                     }
                 }
+                if let Some(pe) = &cfg.packet_events {
+                    if packet_ts != Some(r.ts_ns) && event_queued != Some(r.seq) {
+                        // `r` opens a packet: its event goes first, with every reading.
+                        fill_packet(&mut buffered, &r, window, ctx)?;
+                        let rows: Vec<&StoredReading> = std::iter::once(&r)
+                            .chain(
+                                buffered
+                                    .iter()
+                                    .take_while(|b| b.ts_ns == r.ts_ns && !b.is_event()),
+                            )
+                            .collect();
+                        let payload = packet_event::encode(
+                            &pe.gateway_id,
+                            pe.site.as_deref(),
+                            r.ts_ns,
+                            &rows,
+                        );
+                        if client
+                            .try_publish(&pe.topic, reading_qos, false, payload)
+                            .is_err()
+                        {
+                            buffered.push_front(r);
+                            break;
+                        }
+                        tracker.on_queued(Some(r.seq));
+                        event_queued = Some(r.seq);
+                    }
+                }
                 let topic = reading_topic(&cfg.topic_prefix, &r.node, &r.metric);
                 if client
                     .try_publish(topic, reading_qos, cfg.retain, r.value.as_bytes().to_vec())
@@ -350,6 +387,7 @@ async fn session(
                     buffered.push_front(r);
                     break;
                 }
+                packet_ts = Some(r.ts_ns);
                 cursor.sending(&r, ctx);
                 tracker.on_queued(Some(r.seq));
             }
@@ -468,6 +506,28 @@ async fn diagnose(
         }
     }
     (kind, detail)
+}
+
+/// Reads on until `buffered` holds every row of the packet `first` opens (a packet's rows are
+/// consecutive and committed together, so the rows read are all there is when the last has
+/// its time and nothing follows).
+fn fill_packet(
+    buffered: &mut VecDeque<StoredReading>,
+    first: &StoredReading,
+    window: usize,
+    ctx: &SinkContext,
+) -> Result<(), SinkError> {
+    loop {
+        let last = buffered.back().unwrap_or(first);
+        if last.ts_ns != first.ts_ns {
+            return Ok(());
+        }
+        let more = ctx.outbox.read_after(last.seq, window)?;
+        if more.is_empty() {
+            return Ok(());
+        }
+        buffered.extend(more);
+    }
 }
 
 /// Sorts a connection error into a state for the log (one line per state change).

@@ -21,6 +21,11 @@ pub fn status_topic(prefix: &str) -> String {
     reading_topic(prefix, "gateway", "status")
 }
 
+/// The topic of gateway `id`'s packet events: `<prefix>/gateway/<id>/packets`.
+pub fn packet_topic(prefix: &str, id: &str) -> String {
+    format!("{prefix}/gateway/{id}/packets")
+}
+
 /// Checks a configured topic prefix: no wildcards, NUL, empty levels or leading `/`.
 pub fn validate_prefix(prefix: &str) -> Result<(), String> {
     if prefix.contains(['+', '#', '\0']) {
