@@ -597,6 +597,14 @@ fn describe_source(source: &SourceConfig) -> String {
             r.path.display(),
             r.baud
         ),
+        SourceConfig::Mqtt(m) => format!(
+            "mqtt: {} from {}",
+            m.subscription,
+            (0..m.connection.broker_count())
+                .map(|i| m.connection.broker_url(i))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         SourceConfig::Stdin => "stdin".into(),
         SourceConfig::File(f) => format!("file: {} (speed {})", f.path.display(), f.speed),
         SourceConfig::Simulator(s) => format!(

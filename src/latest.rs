@@ -336,6 +336,7 @@ impl Latest {
                         metric: key.metric.clone(),
                         unit: key.unit.clone(),
                         value: s.value.clone(),
+                        origin: None,
                     }
                 })
             })
@@ -373,6 +374,7 @@ fn stored(r: &View) -> StoredReading {
         metric: r.metric.into(),
         unit: r.unit.map(Into::into),
         value: r.value.into(),
+        origin: None,
     }
 }
 
@@ -389,6 +391,7 @@ mod tests {
             metric: metric.into(),
             unit: None,
             value: value.into(),
+            origin: None,
         }
     }
 
@@ -406,6 +409,7 @@ mod tests {
         assert_eq!(refused, 2);
         let packet = Packet {
             received_ns: 20,
+            origin: None,
             device_ts: None,
             readings: vec![
                 Reading {
@@ -497,6 +501,7 @@ mod tests {
         let latest = Latest::default();
         let packet = |ts, t: &str, unit| Packet {
             received_ns: ts,
+            origin: None,
             device_ts: None,
             readings: vec![
                 Reading {

@@ -24,6 +24,8 @@ pub struct Reading {
 pub struct Packet {
     /// Receive time of the line, nanoseconds since the Unix epoch (UTC).
     pub received_ns: i64,
+    /// Where another gateway received it (central ingest); `None` for our own source's.
+    pub origin: Option<Origin>,
     /// The firmware's `ts` (ms since Node 2 boot), when present and valid.
     pub device_ts: Option<u64>,
     /// The readings, in the order the firmware wrote them.
@@ -33,7 +35,7 @@ pub struct Packet {
 /// A line read by a source, stamped with the time it was received; or a packet a source
 /// decoded itself (radio frames: `decoded` holds its readings and `text` describes the
 /// frame).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Line {
     /// The raw text, without the trailing newline. May contain anything.
     pub text: String,
@@ -43,6 +45,29 @@ pub struct Line {
     pub cut: bool,
     /// Readings the source decoded itself; `None` for text to decode.
     pub decoded: Option<Vec<Reading>>,
+    /// A packet another gateway received (central ingest): its time and tags are kept.
+    pub forwarded: Option<Forwarded>,
+}
+
+/// A packet forwarded by an edge gateway (a packet event): `received_ns` of the line is the
+/// edge's receive time, kept as is (never moved by the packet clock), so a packet delivered
+/// twice becomes the same points.
+#[derive(Debug)]
+pub struct Forwarded {
+    /// The edge gateway's id and site: tags of every reading.
+    pub origin: Origin,
+    /// Told once the line is committed (or quarantined): only then may the source acknowledge
+    /// it to the broker. Dropped unsent when it could not be committed.
+    pub handled: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Where a forwarded packet was received.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The edge gateway's id.
+    pub gateway: Option<CompactString>,
+    /// Its site.
+    pub site: Option<CompactString>,
 }
 
 /// The timestamp precision of the database's points (`[influxdb] precision`): the

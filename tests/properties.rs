@@ -551,6 +551,7 @@ proptest! {
                 metric: r.metric.clone(),
                 unit: r.unit.map(Into::into),
                 value: r.value.clone(),
+                origin: None,
             })?;
         }
     }
@@ -693,6 +694,7 @@ fn stored_reading(
             metric: metric.into(),
             unit: unit.map(Into::into),
             value: value.into(),
+            origin: None,
         })
 }
 
@@ -714,6 +716,7 @@ fn stored_event(
             metric: metric.into(),
             unit: Some(EVENT_UNIT.into()),
             value: value.into(),
+            origin: None,
         })
 }
 
@@ -857,6 +860,7 @@ fn reading(metric: &str, node: &str, unit: Option<&str>) -> StoredReading {
         metric: metric.into(),
         unit: unit.map(Into::into),
         value: "1.5".into(),
+        origin: None,
     }
 }
 

@@ -62,18 +62,10 @@ impl Item {
 pub(crate) async fn servers(cfg: &Config) -> Vec<Item> {
     let mut items = Vec::new();
     if let Some(m) = &cfg.mqtt {
-        if let BrokerTarget::External(brokers) = &m.target {
+        if let BrokerTarget::External(_) = &m.target {
             // Every node of a cluster, so a dead one is known before it is needed; the sink
             // can run while at least one accepts.
-            let mut accepted = Vec::new();
-            let mut failed = Vec::new();
-            for i in 0..brokers.len() {
-                let url = m.broker_url(i);
-                match crate::sink::mqtt::probe(m, i, PROBE_TIMEOUT).await {
-                    Ok(()) => accepted.push(url),
-                    Err(e) => failed.push(format!("{url}: {e}")),
-                }
-            }
+            let (accepted, failed) = crate::sink::mqtt::probe_all(m, PROBE_TIMEOUT).await;
             let detail = match (accepted.is_empty(), failed.is_empty()) {
                 (false, true) => format!("{} accepted our connection", accepted.join(", ")),
                 (false, false) => format!(

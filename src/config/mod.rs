@@ -34,9 +34,9 @@ pub use overrides::Overrides;
 pub use secret::Secret;
 pub use types::{
     Broker, BrokerTarget, Config, FileConfig, FullPolicy, HomeAssistantConfig, HttpConfig,
-    InfluxApi, InfluxConfig, InfluxTls, IngestConfig, MqttConfig, MqttTls, PacketEvents,
-    ProcessConfig, ProcessKind, Rylr998Config, SerialConfig, SimulatorConfig, SourceConfig,
-    StorageConfig, SyncMode,
+    InfluxApi, InfluxConfig, InfluxTls, IngestConfig, MqttConfig, MqttSourceConfig, MqttTls,
+    PacketEvents, ProcessConfig, ProcessKind, Rylr998Config, SerialConfig, SimulatorConfig,
+    SourceConfig, StorageConfig, SyncMode,
 };
 
 use raw::RawConfig;

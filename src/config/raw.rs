@@ -69,6 +69,8 @@ pub enum RawSource {
     Serial(RawSerial),
     /// `kind = "rylr998"`.
     Rylr998(RawRylr998),
+    /// `kind = "mqtt"`.
+    Mqtt(RawMqttSource),
     /// `kind = "stdin"`.
     Stdin(RawStdin),
     /// `kind = "file"`.
@@ -126,6 +128,7 @@ impl RawSource {
             "command" => parse(value).map(RawSource::Command),
             "serial" => parse(value).map(RawSource::Serial),
             "rylr998" => parse(value).map(RawSource::Rylr998),
+            "mqtt" => parse(value).map(RawSource::Mqtt),
             "stdin" => parse(value).map(RawSource::Stdin),
             "file" => parse(value).map(RawSource::File),
             _ => return Err(SourceTableError::UnknownKind(kind)),
@@ -147,6 +150,7 @@ impl RawSource {
             RawSource::Command(s) => (s.max_line_length, s.drain_timeout),
             RawSource::Serial(s) => (s.max_line_length, s.drain_timeout),
             RawSource::Rylr998(s) => (None, s.drain_timeout),
+            RawSource::Mqtt(s) => (None, s.drain_timeout),
             RawSource::Stdin(s) => (s.max_line_length, s.drain_timeout),
             RawSource::File(s) => (s.max_line_length, s.drain_timeout),
         }
@@ -297,6 +301,44 @@ pub struct RawRylr998 {
     pub drain_timeout: Option<Duration>,
 }
 
+/// `kind = "mqtt"`: packet events of edge gateways, from a broker (central ingest).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMqttSource {
+    /// `mqtt://host:port`, or the nodes of a cluster.
+    pub url: Option<Urls>,
+    /// Topic filter (default `<[mqtt] topic_prefix or iiot>/gateway/+/packets`).
+    pub topic: Option<String>,
+    /// Subscribe as `$share/<group>/<topic>`: the broker spreads the events over the group.
+    pub share_group: Option<String>,
+    /// Client id (fixed: the broker keeps the persistent session under it).
+    pub client_id: Option<String>,
+    /// Login.
+    pub username: Option<String>,
+    /// Password (`MQTT_SOURCE_PASSWORD` or `password_file` override it).
+    pub password: Option<Secret>,
+    /// File holding the password.
+    pub password_file: Option<PathBuf>,
+    /// PEM CA for `mqtts://`.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (mutual TLS).
+    pub client_cert_file: Option<PathBuf>,
+    /// Its private key.
+    pub client_key_file: Option<PathBuf>,
+    /// MQTT keep-alive.
+    #[serde(default, with = "humantime_serde")]
+    pub keep_alive: Option<Duration>,
+    /// First reconnect delay.
+    #[serde(default, with = "humantime_serde")]
+    pub reconnect_initial: Option<Duration>,
+    /// Longest reconnect delay.
+    #[serde(default, with = "humantime_serde")]
+    pub reconnect_max: Option<Duration>,
+    /// How long to keep delivering at shutdown.
+    #[serde(default, with = "humantime_serde")]
+    pub drain_timeout: Option<Duration>,
+}
+
 /// `kind = "stdin"`: standard input.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -345,6 +387,9 @@ pub struct RawGateway {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMqtt {
+    /// `false`: no MQTT sink, whatever else the section says (an ingest tier usually only
+    /// writes the database).
+    pub enabled: Option<bool>,
     /// `mqtt://host:port`, or an array of them (a cluster's nodes, tried in turn); unset =
     /// publish to the embedded broker.
     pub broker_url: Option<Urls>,

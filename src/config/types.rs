@@ -40,6 +40,8 @@ pub enum SourceConfig {
     Serial(SerialConfig),
     /// A REYAX RYLR998 LoRa modem on a serial port: the gateway receives the radio itself.
     Rylr998(Rylr998Config),
+    /// Packet events of edge gateways from an MQTT broker (central ingest).
+    Mqtt(Box<MqttSourceConfig>),
     /// Standard input.
     Stdin,
     /// A recorded log replayed.
@@ -55,6 +57,7 @@ impl SourceConfig {
             SourceConfig::Process(p) => p.kind.as_str(),
             SourceConfig::Serial(_) => "serial",
             SourceConfig::Rylr998(_) => "rylr998",
+            SourceConfig::Mqtt(_) => "mqtt",
             SourceConfig::Stdin => "stdin",
             SourceConfig::File(_) => "file",
             SourceConfig::Simulator(_) => "simulator",
@@ -116,6 +119,16 @@ pub struct SerialConfig {
     pub restart_initial: Duration,
     /// Longest reopen delay.
     pub restart_max: Duration,
+}
+
+/// `kind = "mqtt"`: where the packet events come from.
+#[derive(Debug, Clone)]
+pub struct MqttSourceConfig {
+    /// The broker connection (brokers, client id, login, TLS, keep-alive, reconnect delays;
+    /// the publishing keys are unused).
+    pub connection: MqttConfig,
+    /// The filter subscribed to, `$share/<group>/` included when shared.
+    pub subscription: String,
 }
 
 /// A RYLR998 modem and how to set it up.

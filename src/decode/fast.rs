@@ -24,6 +24,7 @@ use crate::reading::{CompactString, Packet, Reading};
 pub(super) fn packet(json: &str, received_ns: i64) -> Option<Packet> {
     let mut packet = Packet {
         received_ns,
+        origin: None,
         device_ts: None,
         // ~16 bytes of JSON per reading (`"t":27.55,` plus the node's share of its key).
         readings: Vec::with_capacity(json.len() / 16 + 1),

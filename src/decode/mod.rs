@@ -106,17 +106,20 @@ pub enum ErrorClass {
     LineTooLong = 4,
     /// A piece of a record without its start (the reader's verdict).
     Fragment = 5,
+    /// An MQTT message that is not a packet event (`kind = "mqtt"`, docs/API.md).
+    BadPacketEvent = 6,
 }
 
 impl ErrorClass {
     /// Every class, in index order.
-    pub const ALL: [ErrorClass; 6] = [
+    pub const ALL: [ErrorClass; 7] = [
         ErrorClass::InvalidJson,
         ErrorClass::NotObject,
         ErrorClass::NoReadings,
         ErrorClass::FieldRejected,
         ErrorClass::LineTooLong,
         ErrorClass::Fragment,
+        ErrorClass::BadPacketEvent,
     ];
 
     /// The metric label value.
@@ -128,6 +131,7 @@ impl ErrorClass {
             ErrorClass::FieldRejected => "field_rejected",
             ErrorClass::LineTooLong => "line_too_long",
             ErrorClass::Fragment => "fragment",
+            ErrorClass::BadPacketEvent => "bad_packet_event",
         }
     }
 }
@@ -183,6 +187,7 @@ fn explained(json: &str, received_ns: i64) -> Decoded {
     };
     let mut packet = Packet {
         received_ns,
+        origin: None,
         device_ts: None,
         readings: Vec::new(),
     };

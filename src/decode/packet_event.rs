@@ -202,6 +202,7 @@ mod tests {
             metric: metric.into(),
             unit: unit.map(Into::into),
             value: value.into(),
+            origin: None,
         }
     }
 

@@ -22,10 +22,15 @@ impl PacketClock {
         }
     }
 
+    /// `received_ns` cut to the precision (a forwarded packet's time, never moved).
+    pub(super) fn cut(&self, received_ns: i64) -> i64 {
+        received_ns - received_ns.rem_euclid(self.unit)
+    }
+
     /// The time a packet received at `received_ns` would get, and whether it had to be moved
     /// past the previous packet's. Nothing changes until [`PacketClock::commit`].
     pub(super) fn propose(&self, received_ns: i64) -> (i64, bool) {
-        let ts = received_ns - received_ns.rem_euclid(self.unit);
+        let ts = self.cut(received_ns);
         match self.last {
             Some(last) if ts <= last => (last.saturating_add(self.unit), true),
             _ => (ts, false),

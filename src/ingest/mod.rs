@@ -135,12 +135,14 @@ pub fn run(
                         Err(_) => break,
                     }
                 }
-                let packets = accept_batch(&mut batch, &mut clock, &out);
-                if packets.is_empty() {
-                    continue;
-                }
-                if !commit(&mut outbox, &packets, &mut reboots, &out) {
+                let mut handled = Vec::new();
+                let packets = accept_batch(&mut batch, &mut clock, &out, &mut handled);
+                if !packets.is_empty() && !commit(&mut outbox, &packets, &mut reboots, &out) {
                     break;
+                }
+                // Committed (or quarantined): the source may acknowledge these now.
+                for tell in handled {
+                    let _ = tell.send(());
                 }
                 blocked = enforce_budget(&mut outbox, &out, &mut drops) && !lines.is_closed();
             }
@@ -164,18 +166,25 @@ pub fn run(
     drops.flush();
 }
 
-/// Decodes a batch of lines (emptying it) into the packets to commit.
+/// Decodes a batch of lines (emptying it) into the packets to commit; the acknowledgements
+/// the forwarded ones wait for go to `handled`, to be given after the commit.
 fn accept_batch(
     batch: &mut Vec<Line>,
     clock: &mut PacketClock,
     out: &IngestOutputs,
+    handled: &mut Vec<oneshot::Sender<()>>,
 ) -> Vec<Packet> {
     out.stats
         .lines
         .fetch_add(batch.len() as u64, Ordering::Relaxed);
     batch
         .drain(..)
-        .filter_map(|line| accept(line, clock, out))
+        .filter_map(|mut line| {
+            if let Some(tell) = line.forwarded.as_mut().and_then(|f| f.handled.take()) {
+                handled.push(tell);
+            }
+            accept(line, clock, out)
+        })
         .collect()
 }
 
@@ -342,12 +351,19 @@ fn accept(line: Line, clock: &mut PacketClock, out: &IngestOutputs) -> Option<Pa
         }
         return None;
     }
-    let (ts, shifted) = clock.propose(line.received_ns);
+    let origin = line.forwarded.map(|f| f.origin);
+    let (ts, shifted) = match origin {
+        // Another gateway's receive time, kept (cut to the precision, as it would be there):
+        // delivered twice, the packet is the same points.
+        Some(_) => (clock.cut(line.received_ns), false),
+        None => clock.propose(line.received_ns),
+    };
     let decoded = match line.decoded {
-        // A source that decoded its own input (radio frames).
+        // A source that decoded its own input (radio frames, packet events).
         Some(readings) if !readings.is_empty() => Decoded::Packet {
             packet: Packet {
                 received_ns: ts,
+                origin: origin.clone(),
                 device_ts: None,
                 readings,
             },
@@ -376,7 +392,9 @@ fn accept(line: Line, clock: &mut PacketClock, out: &IngestOutputs) -> Option<Pa
                 out.quarantine
                     .add("decode", &rejected.join("; "), &line.text);
             }
-            clock.commit(ts);
+            if origin.is_none() {
+                clock.commit(ts);
+            }
             if shifted {
                 out.stats.shifted_packets.fetch_add(1, Ordering::Relaxed);
             }

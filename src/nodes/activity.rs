@@ -316,6 +316,7 @@ mod tests {
         Packet {
             // A recorded time far from now: only the arrival time counts.
             received_ns: ts - 1_000_000 * S,
+            origin: None,
             device_ts: None,
             readings: nodes
                 .iter()

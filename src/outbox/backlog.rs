@@ -66,6 +66,7 @@ mod tests {
     fn packet(ts: i64, n: usize) -> Packet {
         Packet {
             received_ns: ts,
+            origin: None,
             device_ts: None,
             readings: (0..n)
                 .map(|i| Reading {

@@ -134,6 +134,7 @@ mod tests {
     fn packet(ts: i64, readings: &[(&str, &str, &str)]) -> Packet {
         Packet {
             received_ns: ts,
+            origin: None,
             device_ts: None,
             readings: readings
                 .iter()

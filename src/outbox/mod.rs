@@ -136,6 +136,7 @@ mod tests {
     fn packet(ts: i64, values: &[&str]) -> Packet {
         Packet {
             received_ns: ts,
+            origin: None,
             device_ts: None,
             readings: values
                 .iter()

@@ -11,6 +11,7 @@ use super::rows::{Seq, StoredReading, EVENT_UNIT};
 use super::schema::{self, BUSY_TIMEOUT};
 use super::{OutboxError, Result, DB_FILE};
 use crate::config::{StorageConfig, SyncMode};
+use crate::reading::Origin;
 
 /// A read connection, one per sink or server: it cannot change the data (`query_only`).
 pub struct OutboxReader {
@@ -143,7 +144,7 @@ impl OutboxReader {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT seq, ts, node, metric, unit, value FROM readings
+                "SELECT seq, ts, node, metric, unit, value, gateway, site FROM readings
                  WHERE seq IN (SELECT MAX(seq) FROM readings GROUP BY node, metric)
                    AND unit IS NOT ?1
                  ORDER BY node, metric",
@@ -158,7 +159,8 @@ impl OutboxReader {
 }
 
 /// The query behind [`OutboxReader::read_after`].
-pub(super) const READ_AFTER: &str = "SELECT seq, ts, node, metric, unit, value FROM readings
+pub(super) const READ_AFTER: &str =
+    "SELECT seq, ts, node, metric, unit, value, gateway, site FROM readings
                           WHERE seq > ?1 ORDER BY seq LIMIT ?2";
 
 /// A row of `readings`; its texts are copied without a heap allocation when short (the sinks
@@ -176,7 +178,26 @@ fn row_to_reading(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReading> {
                 .map(Into::into)
         },
         value: text(row, 5)?.into(),
+        origin: {
+            let (gateway, site) = (optional_text(row, 6)?, optional_text(row, 7)?);
+            (gateway.is_some() || site.is_some()).then(|| {
+                Box::new(Origin {
+                    gateway: gateway.map(Into::into),
+                    site: site.map(Into::into),
+                })
+            })
+        },
     })
+}
+
+fn optional_text<'r>(
+    row: &'r rusqlite::Row<'_>,
+    column: usize,
+) -> rusqlite::Result<Option<&'r str>> {
+    let value = row.get_ref(column)?;
+    value
+        .as_str_or_null()
+        .map_err(|e| not_text(column, value, e))
 }
 
 fn text<'r>(row: &'r rusqlite::Row<'_>, column: usize) -> rusqlite::Result<&'r str> {

@@ -65,6 +65,8 @@ pub struct StoredReading {
     pub unit: Option<CompactString>,
     /// Value text as written by the firmware.
     pub value: CompactString,
+    /// Where another gateway received it (central ingest); `None` for our own source's.
+    pub origin: Option<Box<crate::reading::Origin>>,
 }
 
 /// The `unit` that marks an outbox row as a gateway event rather than a reading: events are

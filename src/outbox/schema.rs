@@ -16,7 +16,9 @@ CREATE TABLE IF NOT EXISTS readings (
     node   TEXT NOT NULL,
     metric TEXT NOT NULL,
     unit   TEXT,
-    value  TEXT NOT NULL
+    value  TEXT NOT NULL,
+    gateway TEXT,
+    site   TEXT
 );
 CREATE INDEX IF NOT EXISTS readings_series ON readings (node, metric, ts);
 CREATE TABLE IF NOT EXISTS cursors (
@@ -131,4 +133,20 @@ pub(super) fn connect_reader(path: &Path, sync: SyncMode) -> Result<Connection> 
     conn.execute_batch("PRAGMA query_only = 1;")
         .map_err(|s| classify(path, s))?;
     Ok(conn)
+}
+
+/// Adds what later versions keep per row to an outbox made by an earlier one: the edge
+/// gateway and site of forwarded packets (`gateway`, `site`, NULL for the gateway's own).
+pub(super) fn migrate(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let has_origin: bool = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('readings') WHERE name = 'gateway'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_origin {
+        conn.execute_batch(
+            "ALTER TABLE readings ADD COLUMN gateway TEXT; ALTER TABLE readings ADD COLUMN site TEXT;",
+        )?;
+    }
+    Ok(())
 }

@@ -79,6 +79,7 @@ impl Outbox {
         }
         let conn = schema::connect(path, sync)?;
         conn.execute_batch(SCHEMA)
+            .and_then(|()| schema::migrate(&conn))
             .map_err(|source| schema::classify(path, source))?;
         let checkpointer = match Checkpointer::start(schema::connect(path, sync)?) {
             Ok(checkpointer) => Some(checkpointer),
@@ -135,14 +136,15 @@ impl Outbox {
     /// Commits every reading of `packets` in one transaction; returns the last seq.
     pub fn append(&mut self, packets: &[Packet]) -> Result<Seq> {
         self.insert_rows(packets.iter().flat_map(|p| {
-            p.readings.iter().map(move |r| {
-                (
-                    p.received_ns,
-                    r.node.as_str(),
-                    r.metric.as_str(),
-                    r.unit,
-                    r.value.as_str(),
-                )
+            let origin = p.origin.as_ref();
+            p.readings.iter().map(move |r| Row {
+                ts: p.received_ns,
+                node: r.node.as_str(),
+                metric: r.metric.as_str(),
+                unit: r.unit,
+                value: r.value.as_str(),
+                gateway: origin.and_then(|o| o.gateway.as_deref()),
+                site: origin.and_then(|o| o.site.as_deref()),
             })
         }))
     }
@@ -150,23 +152,20 @@ impl Outbox {
     /// Commits gateway events in one transaction (rows marked with [`EVENT_UNIT`]); returns
     /// the last seq.
     pub fn append_events(&mut self, events: &[EventRow]) -> Result<Seq> {
-        self.insert_rows(events.iter().map(|e| {
-            (
-                e.ts_ns,
-                e.node.as_str(),
-                e.kind,
-                Some(EVENT_UNIT),
-                e.text.as_str(),
-            )
+        self.insert_rows(events.iter().map(|e| Row {
+            ts: e.ts_ns,
+            node: e.node.as_str(),
+            metric: e.kind,
+            unit: Some(EVENT_UNIT),
+            value: e.text.as_str(),
+            gateway: None,
+            site: None,
         }))
     }
 
-    /// Inserts `(ts, node, metric, unit, value)` rows in one transaction; the seqs they get
-    /// are consecutive. Returns the last seq.
-    fn insert_rows<'a>(
-        &mut self,
-        rows: impl Iterator<Item = (i64, &'a str, &'a str, Option<&'a str>, &'a str)>,
-    ) -> Result<Seq> {
+    /// Inserts rows in one transaction; the seqs they get are consecutive. Returns the last
+    /// seq.
+    fn insert_rows<'a>(&mut self, rows: impl Iterator<Item = Row<'a>>) -> Result<Seq> {
         let path = &self.path;
         let err = |source| OutboxError::Sqlite {
             path: path.clone(),
@@ -176,12 +175,15 @@ impl Outbox {
         {
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO readings (ts, node, metric, unit, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO readings (ts, node, metric, unit, value, gateway, site) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
                 .map_err(err)?;
-            for (ts, node, metric, unit, value) in rows {
+            for r in rows {
                 insert
-                    .execute(params![ts, node, metric, unit, value])
+                    .execute(params![
+                        r.ts, r.node, r.metric, r.unit, r.value, r.gateway, r.site
+                    ])
                     .map_err(err)?;
             }
         }
@@ -214,4 +216,15 @@ impl Outbox {
             )
             .map_err(|e| self.err(e))
     }
+}
+
+/// One row to insert.
+struct Row<'a> {
+    ts: i64,
+    node: &'a str,
+    metric: &'a str,
+    unit: Option<&'a str>,
+    value: &'a str,
+    gateway: Option<&'a str>,
+    site: Option<&'a str>,
 }

@@ -46,6 +46,7 @@ pub async fn forward<R: AsyncBufRead + Unpin>(
             received_ns: now_ns(),
             cut,
             decoded: None,
+            forwarded: None,
         };
         if tx.send(line).await.is_err() {
             return Ended::Closed;

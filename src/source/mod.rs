@@ -4,6 +4,7 @@
 //! one `match` of [`run`].
 
 mod lines;
+mod mqtt;
 mod process;
 mod radio;
 mod records;
@@ -126,6 +127,7 @@ pub(crate) async fn run(
         SourceConfig::Process(c) => Ok(process::run(c, max, tx, token, ctx).await),
         SourceConfig::Serial(c) => Ok(serial::run(c, max, tx, token, ctx).await),
         SourceConfig::Rylr998(c) => Ok(rylr998::run(c, tx, token, ctx).await),
+        SourceConfig::Mqtt(c) => Ok(mqtt::run(*c, tx, token, ctx).await),
         SourceConfig::Stdin => replay::stdin(max, tx, token).await,
         SourceConfig::File(c) => replay::file(c, max, tx, token).await,
         SourceConfig::Simulator(c) => Ok(simulator::run(c, tx, token).await),
@@ -136,7 +138,10 @@ pub(crate) async fn run(
 pub(crate) fn announces_setup(cfg: &SourceConfig) -> bool {
     matches!(
         cfg,
-        SourceConfig::Process(_) | SourceConfig::Serial(_) | SourceConfig::Rylr998(_)
+        SourceConfig::Process(_)
+            | SourceConfig::Serial(_)
+            | SourceConfig::Rylr998(_)
+            | SourceConfig::Mqtt(_)
     )
 }
 
@@ -146,6 +151,7 @@ pub(crate) fn announces_setup(cfg: &SourceConfig) -> bool {
 pub(crate) async fn probe(cfg: &SourceConfig) -> Option<Result<String, String>> {
     match cfg {
         SourceConfig::Rylr998(c) => Some(rylr998::probe(c).await.map_err(|e| e.to_string())),
+        SourceConfig::Mqtt(c) => Some(mqtt::probe(c).await),
         _ => None,
     }
 }

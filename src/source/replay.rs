@@ -84,6 +84,7 @@ pub async fn file(
                     received_ns: ns,
                     cut,
                     decoded: None,
+                    forwarded: None,
                 }
             }
             None => Line {
@@ -91,6 +92,7 @@ pub async fn file(
                 received_ns: now_ns(),
                 cut,
                 decoded: None,
+                forwarded: None,
             },
         };
         if tx.send(line).await.is_err() {

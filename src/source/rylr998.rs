@@ -587,6 +587,7 @@ impl<'a> Station<'a> {
             received_ns,
             cut: false,
             decoded: Some(readings),
+            forwarded: None,
         };
         tx.send(line).await.map_err(|_| Stop::Cancelled)?;
         self.delivered += 1;

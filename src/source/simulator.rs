@@ -50,6 +50,7 @@ pub async fn run(
             received_ns: now_ns(),
             cut: false,
             decoded: None,
+            forwarded: None,
         };
         if tx.send(line).await.is_err() {
             return SourceEnd::Cancelled;

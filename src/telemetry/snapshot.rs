@@ -153,6 +153,7 @@ mod tests {
         outbox
             .append(&[Packet {
                 received_ns: 1_000,
+                origin: None,
                 device_ts: None,
                 readings,
             }])

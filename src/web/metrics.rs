@@ -388,6 +388,7 @@ mod tests {
                 name: "mqtt",
                 delivered: 5,
                 backlog: Some(crate::outbox::Backlog::default()),
+                endpoint: Some("mqtt://10.0.0.2:1883".into()),
                 ..SinkSnapshot::default()
             }],
             ..Snapshot::default()
@@ -401,6 +402,7 @@ mod tests {
             "iiot_sink_readings_delivered_total{sink=\"mqtt\"} 5",
             "iiot_outbox_backlog_readings{sink=\"mqtt\"} 0",
             "iiot_outbox_bytes 4096",
+            "iiot_sink_endpoint{sink=\"mqtt\",url=\"mqtt://10.0.0.2:1883\"} 1",
             "# TYPE iiot_sink_delivery_latency_seconds histogram",
             "iiot_sink_delivery_latency_seconds_bucket{sink=\"mqtt\",le=\"0.025\"} 1",
             "iiot_sink_delivery_latency_seconds_bucket{sink=\"mqtt\",le=\"+Inf\"} 2",

@@ -278,6 +278,7 @@ mod tests {
             metric: "temperature".into(),
             unit: Some("celsius".into()),
             value: value.into(),
+            origin: None,
         }
     }
 

@@ -371,6 +371,7 @@ mod tests {
             metric: metric.into(),
             unit: Some("celsius".into()),
             value: value.into(),
+            origin: None,
         }
     }
 

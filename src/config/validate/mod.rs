@@ -16,7 +16,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::raw::RawConfig;
-use super::{Config, ConfigError, EnvLookup, Secret};
+use super::{
+    defaults, Config, ConfigError, EnvLookup, MqttConfig, MqttSourceConfig, Secret, SourceConfig,
+};
 
 /// Validates one raw config; `file` names it in every error.
 pub(super) struct Validator<'a> {
@@ -52,10 +54,20 @@ impl Validator<'_> {
                 site: g.site.take(),
             })
             .unwrap_or_default();
-        let (source, ingest) = self.source(raw.source, raw.gateway)?;
-        let storage_raw = raw.storage.unwrap_or_default();
+        let storage_raw = raw.storage.take().unwrap_or_default();
         let storage_dir = storage::dir(&storage_raw);
+        let topic_prefix = raw
+            .mqtt
+            .as_ref()
+            .and_then(|m| m.topic_prefix.clone())
+            .unwrap_or_else(|| defaults::TOPIC_PREFIX.to_string());
+        let env = source::SourceEnv {
+            storage_dir: &storage_dir,
+            topic_prefix: &topic_prefix,
+        };
+        let (source, ingest) = self.source(raw.source, raw.gateway, &env)?;
         let mut mqtt = match raw.mqtt {
+            Some(m) if m.enabled == Some(false) => None,
             Some(m) => Some(self.mqtt(m, &storage_dir, &identity)?),
             None if !from_file => Some(self.mqtt(Default::default(), &storage_dir, &identity)?),
             None => None,
@@ -65,6 +77,9 @@ impl Validator<'_> {
         }
         if mqtt.as_ref().is_none_or(|m| m.packet_events.is_none()) {
             self.identity_unused(&identity)?;
+        }
+        if let (SourceConfig::Mqtt(source), Some(sink)) = (&source, &mqtt) {
+            self.no_loop(source, sink)?;
         }
         let influx = raw.influxdb.map(|i| self.influx(i)).transpose()?;
         let storage = self.storage(storage_raw, storage_dir)?;
@@ -80,6 +95,31 @@ impl Validator<'_> {
             http,
             summary_interval,
         })
+    }
+
+    /// Refuses a `kind = "mqtt"` source whose topic takes in what this gateway's own MQTT sink
+    /// publishes: every packet would come back to be stored and published again.
+    fn no_loop(&self, source: &MqttSourceConfig, sink: &MqttConfig) -> Result<(), ConfigError> {
+        use crate::sink::mqtt::topic::{filters_overlap, reading_topic, status_topic};
+        let topic = match source.subscription.strip_prefix("$share/") {
+            Some(shared) => shared.split_once('/').map_or(shared, |(_, t)| t),
+            None => &source.subscription,
+        };
+        let prefix = &sink.topic_prefix;
+        let mut published = vec![reading_topic(prefix, "+", "+"), status_topic(prefix)];
+        published.extend(sink.packet_events.as_ref().map(|p| p.topic.clone()));
+        published.extend(
+            sink.homeassistant
+                .as_ref()
+                .map(|ha| format!("{}/#", ha.discovery_prefix)),
+        );
+        match published.iter().find(|p| filters_overlap(topic, p)) {
+            Some(ours) => Err(self.err(
+                "[source] topic",
+                format!("{topic:?} takes in what this gateway publishes itself ({ours}): a loop; change the topic, the [mqtt] topic_prefix, or set [mqtt] enabled = false"),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// `value` as a listen address, or an error naming `key`.

@@ -25,31 +25,31 @@ pub(super) struct GatewayIdentity {
 impl Validator<'_> {
     /// `[mqtt] broker_url`'s brokers, and whether they speak TLS: at least one, one scheme,
     /// none twice.
-    fn brokers(&self, urls: &[String]) -> Result<(Vec<Broker>, bool), ConfigError> {
-        const KEY: &str = "[mqtt] broker_url";
+    pub(super) fn brokers(
+        &self,
+        key: &str,
+        urls: &[String],
+    ) -> Result<(Vec<Broker>, bool), ConfigError> {
         let mut brokers: Vec<Broker> = Vec::with_capacity(urls.len());
         let mut scheme_tls = None;
         for url in urls {
-            let (host, port, tls) = parse_broker_url(url).map_err(|e| self.err(KEY, e))?;
+            let (host, port, tls) = parse_broker_url(url).map_err(|e| self.err(key, e))?;
             if scheme_tls.is_some_and(|t| t != tls) {
                 return Err(self.err(
-                    KEY,
+                    key,
                     "mixes mqtt:// and mqtts://: every broker of the list must speak the same (there is no plaintext fallback)",
                 ));
             }
             scheme_tls = Some(tls);
             let broker = Broker { host, port };
             if brokers.contains(&broker) {
-                return Err(self.err(KEY, format!("names {url:?} twice")));
+                return Err(self.err(key, format!("names {url:?} twice")));
             }
             brokers.push(broker);
         }
         match scheme_tls {
             Some(tls) => Ok((brokers, tls)),
-            None => Err(self.err(
-                KEY,
-                "is an empty array: name at least one broker, or remove the key to use the embedded one",
-            )),
+            None => Err(self.err(key, "is an empty array: name at least one broker")),
         }
     }
 
@@ -63,7 +63,7 @@ impl Validator<'_> {
         let mut tls_wanted = false;
         let target = match m.broker_url {
             Some(urls) => {
-                let (brokers, tls) = self.brokers(&urls.0)?;
+                let (brokers, tls) = self.brokers("[mqtt] broker_url", &urls.0)?;
                 tls_wanted = tls;
                 BrokerTarget::External(brokers)
             }
@@ -147,7 +147,14 @@ impl Validator<'_> {
         let ca_file = m
             .ca_file
             .or_else(|| embedded_tls.as_ref().map(|(cert, _)| cert.clone()));
-        let tls = self.mqtt_tls(tls_wanted, ca_file, m.client_cert_file, m.client_key_file)?;
+        let tls = self.mqtt_tls(
+            "[mqtt]",
+            "broker_url",
+            tls_wanted,
+            ca_file,
+            m.client_cert_file,
+            m.client_key_file,
+        )?;
         let packet_events = match m.packet_events {
             Some(true) => Some(self.packet_events(identity, &client_id, &topic_prefix)?),
             _ => None,
@@ -217,8 +224,10 @@ impl Validator<'_> {
 
     /// The TLS settings of the MQTT connection, when `wanted` (`mqtts://`, or the embedded
     /// broker with a certificate); its keys set without TLS are refused.
-    fn mqtt_tls(
+    pub(super) fn mqtt_tls(
         &self,
+        section: &str,
+        url_key: &str,
         wanted: bool,
         ca: Option<PathBuf>,
         cert: Option<PathBuf>,
@@ -234,8 +243,8 @@ impl Validator<'_> {
             .find(|(_, v)| v.is_some())
             {
                 return Err(self.err(
-                    &format!("[mqtt] {key}"),
-                    "is set but broker_url is not mqtts://; use mqtts://host:8883 (there is no plaintext fallback)",
+                    &format!("{section} {key}"),
+                    format!("is set but {url_key} is not mqtts://; use mqtts://host:8883 (there is no plaintext fallback)"),
                 ));
             }
             return Ok(None);
@@ -243,7 +252,7 @@ impl Validator<'_> {
         let read = |path: &PathBuf, key: &str| {
             std::fs::read(path).map_err(|e| {
                 self.err(
-                    &format!("[mqtt] {key}"),
+                    &format!("{section} {key}"),
                     format!("cannot read {}: {e}", path.display()),
                 )
             })
@@ -251,29 +260,45 @@ impl Validator<'_> {
         let ca_pem = ca.as_ref().map(|p| read(p, "ca_file")).transpose()?;
         if let Some(pem) = &ca_pem {
             if pem_certificates(pem) == 0 {
-                return Err(self.err("[mqtt] ca_file", "holds no PEM certificate"));
+                return Err(self.err(&format!("{section} ca_file"), "holds no PEM certificate"));
             }
         }
         let client = match (cert, key) {
             (Some(cert), Some(key)) => {
                 let key_pem = read(&key, "client_key_file")?;
-                let key_pem = String::from_utf8(key_pem)
-                    .map_err(|_| self.err("[mqtt] client_key_file", "is not a PEM text file"))?;
+                let key_pem = String::from_utf8(key_pem).map_err(|_| {
+                    self.err(
+                        &format!("{section} client_key_file"),
+                        "is not a PEM text file",
+                    )
+                })?;
                 let cert_pem = read(&cert, "client_cert_file")?;
                 if pem_certificates(&cert_pem) == 0 {
-                    return Err(self.err("[mqtt] client_cert_file", "holds no PEM certificate"));
+                    return Err(self.err(
+                        &format!("{section} client_cert_file"),
+                        "holds no PEM certificate",
+                    ));
                 }
                 if !pem_has_private_key(key_pem.as_bytes()) {
-                    return Err(self.err("[mqtt] client_key_file", "holds no PEM private key"));
+                    return Err(self.err(
+                        &format!("{section} client_key_file"),
+                        "holds no PEM private key",
+                    ));
                 }
                 Some((cert_pem, Secret::new(key_pem)))
             }
             (None, None) => None,
             (Some(_), None) => {
-                return Err(self.err("[mqtt] client_key_file", "required with client_cert_file"))
+                return Err(self.err(
+                    &format!("{section} client_key_file"),
+                    "required with client_cert_file",
+                ))
             }
             (None, Some(_)) => {
-                return Err(self.err("[mqtt] client_cert_file", "required with client_key_file"))
+                return Err(self.err(
+                    &format!("{section} client_cert_file"),
+                    "required with client_key_file",
+                ))
             }
         };
         Ok(Some(MqttTls { ca_pem, client }))

@@ -3,15 +3,25 @@
 //! is read as its kind's struct ([`RawSource::from_table`]), so a key of another kind is
 //! refused by construction; `[gateway]`'s probe keys act only for probe-rs, and never twice.
 
+use std::path::Path;
 use std::time::Duration;
 
-use super::super::defaults;
+use super::super::defaults::{self, default_client_id};
 use super::super::raw::{self, RawGateway, RawSource};
 use super::super::{
-    ConfigError, FileConfig, IngestConfig, ProcessConfig, ProcessKind, Rylr998Config, SerialConfig,
-    SimulatorConfig, SourceConfig,
+    BrokerTarget, ConfigError, FileConfig, IngestConfig, MqttConfig, MqttSourceConfig,
+    ProcessConfig, ProcessKind, Rylr998Config, SerialConfig, SimulatorConfig, SourceConfig,
 };
 use super::{absolute, absolute_text, positive, Validator};
+use crate::sink::mqtt::topic::packet_topic;
+
+/// What the sources' defaults depend on outside `[source]`.
+pub(super) struct SourceEnv<'a> {
+    /// The storage dir (the default client ids are made from it).
+    pub storage_dir: &'a Path,
+    /// `[mqtt] topic_prefix` or its default.
+    pub topic_prefix: &'a str,
+}
 
 impl Validator<'_> {
     /// `[source]` and `[gateway]`: the source, and the bounds between it and the outbox.
@@ -19,6 +29,7 @@ impl Validator<'_> {
         &self,
         table: Option<toml::Table>,
         legacy: Option<RawGateway>,
+        env: &SourceEnv<'_>,
     ) -> Result<(SourceConfig, IngestConfig), ConfigError> {
         let legacy = legacy.unwrap_or_default();
         // Without `kind`: the hardware project's [gateway] probe keys mean probe-rs.
@@ -51,8 +62,92 @@ impl Validator<'_> {
             drain_timeout: drain_timeout.unwrap_or(defaults::DRAIN_TIMEOUT),
         };
         self.gateway_keys(&kind, &source_raw, &legacy)?;
-        let source = self.source_kind(source_raw, legacy)?;
+        let source = self.source_kind(source_raw, legacy, env)?;
         Ok((source, ingest))
+    }
+
+    /// `kind = "mqtt"`: the broker connection, checked like `[mqtt]`'s, and the subscription.
+    fn mqtt_source(
+        &self,
+        s: raw::RawMqttSource,
+        env: &SourceEnv<'_>,
+    ) -> Result<MqttSourceConfig, ConfigError> {
+        let urls = s.url.ok_or_else(|| {
+            self.err(
+                "[source] url",
+                "required for kind = \"mqtt\", e.g. \"mqtt://broker:1883\" or the nodes of a cluster",
+            )
+        })?;
+        let (brokers, tls_wanted) = self.brokers("[source] url", &urls.0)?;
+        let topic = s
+            .topic
+            .unwrap_or_else(|| packet_topic(env.topic_prefix, "+"));
+        if topic.is_empty() || topic.starts_with("$share/") || topic.contains('\0') {
+            return Err(self.err(
+                "[source] topic",
+                format!(
+                    "{topic:?}: give the topic filter alone (share_group adds $share/<group>/)"
+                ),
+            ));
+        }
+        let subscription = match s.share_group {
+            Some(group) if group.is_empty() || group.contains(['/', '+', '#']) => {
+                return Err(self.err(
+                    "[source] share_group",
+                    format!("{group:?}: use a name without / + #"),
+                ))
+            }
+            Some(group) => format!("$share/{group}/{topic}"),
+            None => topic,
+        };
+        let client_id = s
+            .client_id
+            .unwrap_or_else(|| format!("{}-in", default_client_id(env.storage_dir)));
+        if client_id.is_empty() {
+            return Err(self.err(
+                "[source] client_id",
+                "must not be empty (the persistent session is kept under it)",
+            ));
+        }
+        let keep_alive = self.at_least_duration(
+            "[source] keep_alive",
+            s.keep_alive.unwrap_or(defaults::KEEP_ALIVE),
+            defaults::MIN_KEEP_ALIVE,
+        )?;
+        let password = self.secret(
+            s.password,
+            s.password_file,
+            "MQTT_SOURCE_PASSWORD",
+            "[source] password_file",
+        )?;
+        let tls = self.mqtt_tls(
+            "[source]",
+            "url",
+            tls_wanted,
+            s.ca_file,
+            s.client_cert_file,
+            s.client_key_file,
+        )?;
+        Ok(MqttSourceConfig {
+            connection: MqttConfig {
+                target: BrokerTarget::External(brokers),
+                client_id,
+                topic_prefix: env.topic_prefix.to_string(),
+                qos: 1,
+                retain: false,
+                keep_alive,
+                inflight: defaults::INFLIGHT,
+                reconnect_initial: s.reconnect_initial.unwrap_or(defaults::RECONNECT_INITIAL),
+                reconnect_max: s.reconnect_max.unwrap_or(defaults::RECONNECT_MAX),
+                username: s.username,
+                password,
+                tls,
+                embedded_tls: None,
+                homeassistant: None,
+                packet_events: None,
+            },
+            subscription,
+        })
     }
 
     /// `[source]` that could not be read as its kind, named.
@@ -124,6 +219,7 @@ impl Validator<'_> {
         &self,
         source: RawSource,
         legacy: RawGateway,
+        env: &SourceEnv<'_>,
     ) -> Result<SourceConfig, ConfigError> {
         let restart = |initial: Option<Duration>, max: Option<Duration>| {
             (
@@ -206,6 +302,7 @@ impl Validator<'_> {
                 let (restart_initial, restart_max) = restart(s.restart_initial, s.restart_max);
                 SourceConfig::Rylr998(self.rylr998(s, restart_initial, restart_max)?)
             }
+            RawSource::Mqtt(s) => SourceConfig::Mqtt(Box::new(self.mqtt_source(s, env)?)),
             RawSource::Stdin(_) => SourceConfig::Stdin,
             RawSource::File(s) => {
                 let speed = s.speed.unwrap_or(defaults::REPLAY_SPEED);
@@ -477,5 +574,52 @@ channel_capacity = 100
             (9, 12, false)
         );
         assert_eq!(r.nodes.get(&7).map(String::as_str), Some("barn"));
+    }
+
+    #[test]
+    fn the_mqtt_source_subscribes_to_packet_events_shared_or_not_and_never_to_its_own() {
+        let c = load("[source]\nkind = \"mqtt\"\nurl = [\"mqtt://a\", \"mqtt://b:1884\"]\nshare_group = \"ingest\"\n[storage]\ndir = \"/var/lib/x\"\n")
+            .unwrap();
+        let SourceConfig::Mqtt(m) = c.source else {
+            panic!("{:?}", c.source)
+        };
+        assert_eq!(m.subscription, "$share/ingest/iiot/gateway/+/packets");
+        assert_eq!(m.connection.broker_count(), 2);
+        assert!(
+            m.connection.client_id.ends_with("-in"),
+            "not the sink's session: {}",
+            m.connection.client_id
+        );
+        let c = load("[source]\nkind = \"mqtt\"\nurl = \"mqtt://a\"\ntopic = \"plant/gateway/+/packets\"\nclient_id = \"in-1\"\n[mqtt]\nenabled = false\nbroker_url = \"mqtt://a\"\n")
+            .unwrap();
+        let SourceConfig::Mqtt(m) = c.source else {
+            panic!()
+        };
+        assert_eq!(
+            (m.subscription.as_str(), m.connection.client_id.as_str()),
+            ("plant/gateway/+/packets", "in-1")
+        );
+        assert!(c.mqtt.is_none(), "[mqtt] enabled = false");
+
+        let refused = |text: &str| load(text).unwrap_err().to_string();
+        let e = refused("[source]\nkind = \"mqtt\"\n");
+        assert!(e.contains("[source] url: required"), "{e}");
+        let e = refused("[source]\nkind = \"mqtt\"\nurl = \"mqtt://a\"\nshare_group = \"a/b\"\n");
+        assert!(e.contains("[source] share_group"), "{e}");
+        let e = refused("[source]\nkind = \"mqtt\"\nurl = \"mqtt://a\"\nca_file = \"/x\"\n");
+        assert!(
+            e.contains("[source] ca_file: is set but url is not mqtts://"),
+            "{e}"
+        );
+        // Its own packet events would come back: a loop.
+        let e = refused("[source]\nkind = \"mqtt\"\nurl = \"mqtt://a\"\n[mqtt]\nbroker_url = \"mqtt://a\"\npacket_events = true\n");
+        assert!(e.contains("[source] topic") && e.contains("a loop"), "{e}");
+        let e = refused("[source]\nkind = \"mqtt\"\nurl = \"mqtt://a\"\ntopic = \"iiot/#\"\n[mqtt]\nbroker_url = \"mqtt://a\"\n");
+        assert!(e.contains("a loop"), "{e}");
+        // Per-reading topics do not overlap the packet events': both run.
+        assert!(load(
+            "[source]\nkind = \"mqtt\"\nurl = \"mqtt://a\"\n[mqtt]\nbroker_url = \"mqtt://a\"\n"
+        )
+        .is_ok());
     }
 }

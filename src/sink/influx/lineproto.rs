@@ -1,7 +1,7 @@
 //! InfluxDB line protocol encoding: pure, no I/O.
 //!
 //! One point per reading: measurement = metric, tags `node` and `unit` (omitted when the
-//! reading has none), field `value` (float), and the gateway's receive timestamp in the
+//! reading has none), and for a packet forwarded by an edge gateway its `gateway` and `site`, field `value` (float), and the gateway's receive timestamp in the
 //! configured precision (rounded down; packet times are already whole units, see
 //! `ingest.rs`). The same reading always encodes to the same point, so a retry or a restart overwrites instead
 //! of duplicating (invariant 4).
@@ -35,8 +35,18 @@ pub fn encode(r: &StoredReading, precision: Precision, out: &mut String) {
         return;
     }
     escape(&r.metric, &[',', ' '], out);
+    let origin = r.origin.as_deref();
+    // Tags in key order (what InfluxDB stores them in).
+    if let Some(gateway) = origin.and_then(|o| o.gateway.as_deref()) {
+        out.push_str(",gateway=");
+        escape(gateway, &[',', ' ', '='], out);
+    }
     out.push_str(",node=");
     escape(&r.node, &[',', ' ', '='], out);
+    if let Some(site) = origin.and_then(|o| o.site.as_deref()) {
+        out.push_str(",site=");
+        escape(site, &[',', ' ', '='], out);
+    }
     if let Some(unit) = &r.unit {
         out.push_str(",unit=");
         escape(unit, &[',', ' ', '='], out);
@@ -71,6 +81,7 @@ mod tests {
             metric: metric.into(),
             unit: unit.map(Into::into),
             value: value.into(),
+            origin: None,
         }
     }
 
@@ -104,6 +115,27 @@ mod tests {
         assert_eq!(
             line(&reading("crc_errors", "stats", None, "0")),
             "crc_errors,node=stats value=0 1764230400000000000\n"
+        );
+    }
+
+    #[test]
+    fn a_forwarded_reading_is_tagged_with_its_edge_gateway_and_site() {
+        let mut r = reading("temperature", "node1", Some("celsius"), "27.6");
+        r.origin = Some(Box::new(crate::reading::Origin {
+            gateway: Some("edge-1".into()),
+            site: Some("plant a".into()),
+        }));
+        assert_eq!(
+            line(&r),
+            "temperature,gateway=edge-1,node=node1,site=plant\\ a,unit=celsius value=27.6 1764230400000000000\n"
+        );
+        r.origin = Some(Box::new(crate::reading::Origin {
+            gateway: Some("edge-1".into()),
+            site: None,
+        }));
+        assert_eq!(
+            line(&r),
+            "temperature,gateway=edge-1,node=node1,unit=celsius value=27.6 1764230400000000000\n"
         );
     }
 

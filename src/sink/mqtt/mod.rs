@@ -242,7 +242,11 @@ pub fn options(cfg: &MqttConfig, broker: usize) -> MqttOptions {
 
 /// The `broker`th broker's address, keep-alive, TLS and login: what every connection of ours
 /// shares.
-fn connection_options(cfg: &MqttConfig, client_id: String, broker: usize) -> MqttOptions {
+pub(crate) fn connection_options(
+    cfg: &MqttConfig,
+    client_id: String,
+    broker: usize,
+) -> MqttOptions {
     let (host, port) = cfg.broker(broker);
     let mut opts = MqttOptions::new(client_id, host, port);
     opts.set_keep_alive(cfg.keep_alive);
@@ -254,6 +258,21 @@ fn connection_options(cfg: &MqttConfig, client_id: String, broker: usize) -> Mqt
         opts.set_credentials(user.clone(), password);
     }
     opts
+}
+
+/// [`probe`] of every broker of the list: the URLs that accepted, and each failure with its
+/// URL.
+pub async fn probe_all(cfg: &MqttConfig, timeout: Duration) -> (Vec<String>, Vec<String>) {
+    let mut accepted = Vec::new();
+    let mut failed = Vec::new();
+    for i in 0..cfg.broker_count() {
+        let url = cfg.broker_url(i);
+        match probe(cfg, i, timeout).await {
+            Ok(()) => accepted.push(url),
+            Err(e) => failed.push(format!("{url}: {e}")),
+        }
+    }
+    (accepted, failed)
 }
 
 /// Connects once to the `broker`th broker as the sink would (TLS, login), under a separate client id, without a last
@@ -490,7 +509,7 @@ async fn session(
 
 /// [`classify`], with an I/O failure of a broker whose name does not resolve (any more)
 /// named as such.
-async fn diagnose(
+pub(crate) async fn diagnose(
     err: &rumqttc::ConnectionError,
     cfg: &MqttConfig,
     broker: usize,
@@ -557,13 +576,13 @@ fn classify(err: &rumqttc::ConnectionError) -> (Failure, String) {
 /// `select!` does whenever another branch wins) leaves a half-made connection behind and the
 /// next poll opens a second one, which makes the broker publish our last will. Only the
 /// channel receiver is ever raced; the task is aborted when the session ends.
-struct EventDriver {
+pub(crate) struct EventDriver {
     rx: mpsc::Receiver<Result<Event, ConnectionError>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl EventDriver {
-    fn spawn(mut event_loop: EventLoop, capacity: usize) -> Self {
+    pub(crate) fn spawn(mut event_loop: EventLoop, capacity: usize) -> Self {
         let (tx, rx) = mpsc::channel(capacity);
         let task = tokio::spawn(async move {
             loop {
@@ -580,7 +599,7 @@ impl EventDriver {
     /// The next event; a closed channel reads as a lost connection.
     // rumqttc's own error type is large; it is passed on once per connection, not per event.
     #[allow(clippy::result_large_err)]
-    async fn next(&mut self) -> Result<Event, ConnectionError> {
+    pub(crate) async fn next(&mut self) -> Result<Event, ConnectionError> {
         self.rx.recv().await.unwrap_or_else(|| {
             Err(ConnectionError::Io(std::io::Error::other(
                 "mqtt event loop ended",

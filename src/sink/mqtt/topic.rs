@@ -26,6 +26,19 @@ pub fn packet_topic(prefix: &str, id: &str) -> String {
     format!("{prefix}/gateway/{id}/packets")
 }
 
+/// Whether one topic could match both filters (level by level: `+` matches any one level,
+/// `#` the rest, its parent included).
+pub fn filters_overlap(a: &str, b: &str) -> bool {
+    let (mut x, mut y) = (a.split('/'), b.split('/'));
+    loop {
+        match (x.next(), y.next()) {
+            (Some("#"), _) | (_, Some("#")) | (None, None) => return true,
+            (Some(l), Some(r)) if l == "+" || r == "+" || l == r => {}
+            _ => return false,
+        }
+    }
+}
+
 /// Checks a configured topic prefix: no wildcards, NUL, empty levels or leading `/`.
 pub fn validate_prefix(prefix: &str) -> Result<(), String> {
     if prefix.contains(['+', '#', '\0']) {
@@ -63,5 +76,25 @@ mod tests {
         for bad in ["iiot/#", "a/+/b", "/iiot", "iiot/", "a//b", "a\0"] {
             assert!(validate_prefix(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn filters_overlap_when_one_topic_could_match_both() {
+        assert!(filters_overlap(
+            "iiot/gateway/+/packets",
+            "iiot/gateway/edge-1/packets"
+        ));
+        assert!(filters_overlap("iiot/#", "iiot/node1/temperature"));
+        assert!(filters_overlap("iiot/#", "iiot"));
+        assert!(filters_overlap("+/+/+", "iiot/gateway/status"));
+        assert!(!filters_overlap("iiot/gateway/+/packets", "iiot/+/+"));
+        assert!(!filters_overlap(
+            "iiot/gateway/+/packets",
+            "iiot/gateway/status"
+        ));
+        assert!(!filters_overlap(
+            "plant/gateway/+/packets",
+            "iiot/gateway/+/packets"
+        ));
     }
 }
