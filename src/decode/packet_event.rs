@@ -23,8 +23,11 @@ use super::{known_unit, number_text};
 use crate::outbox::StoredReading;
 use crate::reading::{CompactString, Reading};
 
-/// Most readings one event may carry (a packet of the firmware has 7 to 9).
+/// Most readings one event may carry, read back (a packet of the firmware has 7 to 9).
 pub const MAX_READINGS: usize = 10_000;
+/// Readings per event sent: a bigger packet goes out as several events with the same
+/// receive time (a few hundred KB each at most, whatever the names' lengths).
+pub const READINGS_PER_EVENT: usize = 1_000;
 
 #[derive(Serialize)]
 struct EventOut<'a> {

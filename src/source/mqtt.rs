@@ -27,9 +27,6 @@ use crate::sink::mqtt::{connection_options, diagnose, EventDriver};
 /// A connection that lived this long was healthy: the next reconnect starts from the
 /// shortest delay.
 const HEALTHY: Duration = Duration::from_secs(3);
-/// Messages received and not yet acknowledged, at most (the broker's own window is usually
-/// smaller: Mosquitto sends 20 at a time).
-const UNACKED: usize = 4096;
 
 /// Runs the source until `token` is cancelled, reconnecting (to the next broker of the list)
 /// with backoff.
@@ -155,7 +152,7 @@ async fn session(
                         return Ok(SourceEnd::Cancelled);
                     }
                 }
-                if acks.send((publish, handled)).await.is_err() {
+                if acks.send((publish, handled)).is_err() {
                     return Err("the acknowledging task ended".to_string());
                 }
             }
@@ -212,6 +209,12 @@ fn forward(publish: &Publish, ctx: &SourceContext) -> (Option<Line>, oneshot::Re
 /// Acknowledges received messages in arrival order, each once the ingest stage handled it.
 /// A message the ingest stage dropped (not committed: the gateway is stopping) ends the
 /// acknowledging: it and everything after it stay with the broker.
+///
+/// Its queue is unbounded on purpose: rumqttc takes an acknowledgement only while its event
+/// loop is polled, and the loop waits while the session takes its events; a session waiting
+/// for room in this queue would close the circle (measured: a stalled instance with 360 KB
+/// unread in its socket). The queue holds what was received and not yet acknowledged, which
+/// the ingest channel's bound already limits.
 struct Acker {
     task: tokio::task::JoinHandle<()>,
 }
@@ -219,8 +222,8 @@ struct Acker {
 type Pending = (Publish, oneshot::Receiver<()>);
 
 impl Acker {
-    fn spawn(client: AsyncClient) -> (mpsc::Sender<Pending>, Acker) {
-        let (tx, mut rx) = mpsc::channel::<Pending>(UNACKED);
+    fn spawn(client: AsyncClient) -> (mpsc::UnboundedSender<Pending>, Acker) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Pending>();
         let task = tokio::spawn(async move {
             while let Some((publish, handled)) = rx.recv().await {
                 if handled.await.is_err() || client.ack(&publish).await.is_err() {

@@ -522,3 +522,81 @@ async fn events_received_but_not_committed_are_delivered_again_after_a_kill() {
         ingest.log()
     );
 }
+
+/// A packet bigger than one event holds (here 1,203 readings, 90 KB of JSON: more than
+/// rumqttc's default 10 KiB packet limit, which once stopped the sink) goes out as several
+/// events with the same receive time, which together hold every reading once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_big_packet_goes_out_as_several_events_of_one_time() {
+    let mosquitto = Mosquitto::start();
+    let sub = Subscriber::connect(
+        mosquitto.port,
+        "big-watcher",
+        "iiot/gateway/+/packets",
+        false,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[source]\nkind = \"stdin\"\ndrain_timeout = \"20s\"\n[storage]\ndir = \"{}\"\n[http]\nenabled = false\n\
+         [mqtt]\nbroker_url = \"{}\"\nclient_id = \"big-edge\"\npacket_events = true\n",
+        dir.path().join("data").display(),
+        mosquitto.url()
+    );
+    let nodes: Vec<String> = (1..=400)
+        .map(|k| {
+            format!(
+                "\"n{k}\":{{\"t\":2{},\"h\":4{},\"g\":{}}}",
+                k % 10,
+                k % 7,
+                1000 + k
+            )
+        })
+        .collect();
+    let line = format!(
+        "{{\"ts\":1,\"id\":\"N2\",{},\"sig\":{{\"rssi\":-40,\"snr\":9}},\"sts\":{{\"rx\":1}}}}\n",
+        nodes.join(",")
+    );
+    let want = expected_packets(&line).concat();
+    assert_eq!(want.len(), 1203);
+    let (status, log) = run_stdin(
+        dir.path(),
+        &config,
+        line.as_bytes(),
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "{log}");
+    let msgs = sub
+        .wait_for(
+            |m| {
+                m.iter()
+                    .map(|m| m.payload.matches("\"node\"").count())
+                    .sum::<usize>()
+                    >= want.len()
+            },
+            Duration::from_secs(20),
+        )
+        .await;
+    let events: Vec<Event> = msgs
+        .iter()
+        .map(|m| serde_json::from_str(&m.payload).expect("an event"))
+        .collect();
+    assert_eq!(events.len(), 2, "1,000 readings per event");
+    assert!(events
+        .iter()
+        .all(|e| e.received_ns == events[0].received_ns));
+    let mut got: Vec<Expected> = events
+        .iter()
+        .flat_map(|e| &e.readings)
+        .map(|r| Expected {
+            node: r.node.clone(),
+            metric: r.metric.clone(),
+            unit: r.unit.clone(),
+            value: r.value.get().to_string(),
+        })
+        .collect();
+    got.sort();
+    let mut want = want;
+    want.sort();
+    assert_eq!(got, want);
+}

@@ -48,6 +48,10 @@ const OFFLINE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Mosquitto 2.0 completes the QoS 2 handshake for, but silently drops, publishes of an MQTT
 /// 3.1.1 client beyond its `max_inflight_messages` (default 20). QoS 1 is not affected.
 const QOS2_MAX_INFLIGHT: usize = 16;
+/// Largest MQTT packet sent or taken (rumqttc's default is 10 KiB: a packet event of 300
+/// readings is 21 KB). A packet event of [`packet_event::READINGS_PER_EVENT`] readings of
+/// the longest names fits several times.
+const MAX_PACKET_BYTES: usize = 4 << 20;
 /// How often the cursor is persisted while idle.
 const TICK: Duration = Duration::from_millis(250);
 
@@ -249,7 +253,8 @@ pub(crate) fn connection_options(
 ) -> MqttOptions {
     let (host, port) = cfg.broker(broker);
     let mut opts = MqttOptions::new(client_id, host, port);
-    opts.set_keep_alive(cfg.keep_alive);
+    opts.set_keep_alive(cfg.keep_alive)
+        .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
     if let Some(tls) = &cfg.tls {
         opts.set_transport(Transport::tls_with_config(tls_config(tls)));
     }
@@ -381,20 +386,28 @@ async fn session(
                                     .take_while(|b| b.ts_ns == r.ts_ns && !b.is_event()),
                             )
                             .collect();
-                        let payload = packet_event::encode(
-                            &pe.gateway_id,
-                            pe.site.as_deref(),
-                            r.ts_ns,
-                            &rows,
-                        );
-                        if client
-                            .try_publish(&pe.topic, reading_qos, false, payload)
-                            .is_err()
-                        {
+                        // A big packet goes out as several events (same time, same seq).
+                        let mut queued_all = true;
+                        for chunk in rows.chunks(packet_event::READINGS_PER_EVENT) {
+                            let payload = packet_event::encode(
+                                &pe.gateway_id,
+                                pe.site.as_deref(),
+                                r.ts_ns,
+                                chunk,
+                            );
+                            if client
+                                .try_publish(&pe.topic, reading_qos, false, payload)
+                                .is_err()
+                            {
+                                queued_all = false;
+                                break;
+                            }
+                            tracker.on_queued(Some(r.seq));
+                        }
+                        if !queued_all {
                             buffered.push_front(r);
                             break;
                         }
-                        tracker.on_queued(Some(r.seq));
                         event_queued = Some(r.seq);
                     }
                 }
