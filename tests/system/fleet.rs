@@ -600,3 +600,62 @@ async fn a_big_packet_goes_out_as_several_events_of_one_time() {
     want.sort();
     assert_eq!(got, want);
 }
+
+/// A message on the events topic that is not a packet event is quarantined with the reason
+/// and acknowledged: after a restart of the instance (its persistent session resumed) it is
+/// not delivered again, while the good event next to it is stored once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_event_is_quarantined_once_and_never_redelivered() {
+    let mosquitto = Mosquitto::start();
+    let db = Db::vm();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[source]\nkind = \"mqtt\"\nurl = \"{}\"\nclient_id = \"ingest-q\"\n\
+         [storage]\ndir = \"{}\"\n[http]\nenabled = false\n\n{}",
+        mosquitto.url(),
+        dir.path().join("data").display(),
+        db.section()
+    );
+    let mut gw = TestGateway::start(dir.path(), &config, Stdio::null());
+    gw.wait_log("mqtt source connected", Duration::from_secs(20))
+        .await;
+    let topic = "iiot/gateway/edge-9/packets";
+    crate::support::mqtt_publish(mosquitto.port, topic, "{\"received_ns\":\"soon\"}", false).await;
+    let good = r#"{"gateway":"edge-9","received":"2026-11-29T12:00:00Z","received_ns":1796040000000000000,"readings":[{"node":"node1","metric":"temperature","unit":"celsius","value":21.5}]}"#;
+    crate::support::mqtt_publish(mosquitto.port, topic, good, false).await;
+    let quarantine = dir.path().join("data").join("quarantine.log");
+    let bad_lines = || {
+        std::fs::read_to_string(&quarantine)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("not a packet event"))
+            .count()
+    };
+    wait_until(
+        "the malformed event quarantined",
+        Duration::from_secs(20),
+        || async { bad_lines() == 1 },
+    )
+    .await;
+    wait_until("the good event stored", Duration::from_secs(20), || async {
+        !db.points().await.is_empty()
+    })
+    .await;
+    gw.signal(libc::SIGTERM);
+    assert!(gw.wait(Duration::from_secs(30)).success(), "{}", gw.log());
+
+    // The same session again: nothing is delivered a second time.
+    let mut gw = TestGateway::start(dir.path(), &config, Stdio::null());
+    gw.wait_log("mqtt source connected", Duration::from_secs(20))
+        .await;
+    sleep(Duration::from_secs(2)).await;
+    gw.signal(libc::SIGTERM);
+    assert!(gw.wait(Duration::from_secs(30)).success(), "{}", gw.log());
+    assert_eq!(bad_lines(), 1, "quarantined once, acknowledged");
+    let points = db.points().await;
+    assert_eq!(points.len(), 1, "{points:?}");
+    assert_eq!(
+        (points[0].ts_ns, points[0].tag("gateway"), points[0].value),
+        (1_796_040_000_000_000_000, Some("edge-9"), 21.5)
+    );
+}
