@@ -108,8 +108,9 @@ pub const PRECISION: Precision = Precision::Ns;
 pub const BATCH_SIZE: usize = 5000;
 /// Largest `[influxdb] batch_size` accepted.
 pub const MAX_BATCH_SIZE: usize = 100_000;
-/// Longest wait for a batch to fill.
-pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Minimum batching delay of the InfluxDB sink: none (a batch goes out as soon as no request
+/// is in flight; what arrives meanwhile makes the next, bigger batch).
+pub const FLUSH_INTERVAL: Duration = Duration::ZERO;
 /// Gzip InfluxDB request bodies.
 pub const GZIP: bool = true;
 /// InfluxDB request timeout.

@@ -467,7 +467,7 @@ pub struct RawInflux {
     pub precision: Option<Precision>,
     /// Points per write request at most.
     pub batch_size: Option<usize>,
-    /// Longest time a reading waits for its batch to fill.
+    /// Minimum batching delay (default none).
     #[serde(default, with = "humantime_serde")]
     pub flush_interval: Option<Duration>,
     /// Gzip request bodies.

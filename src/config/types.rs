@@ -351,7 +351,7 @@ pub struct InfluxConfig {
     pub precision: Precision,
     /// Points per request.
     pub batch_size: usize,
-    /// Longest wait for a batch to fill.
+    /// Minimum batching delay (zero: send as soon as no request is in flight).
     pub flush_interval: Duration,
     /// Gzip bodies.
     pub gzip: bool,

@@ -411,8 +411,10 @@ pub async fn run(cfg: InfluxConfig, ctx: &SinkContext) -> Result<(), SinkError> 
                 }
             }
         }
-        if batch.len() < batch_size && !finishing {
-            // Let the batch fill for up to one flush interval.
+        // No timer on the data path: a batch goes out as soon as there is one and no request
+        // is in flight; what arrives meanwhile is the next batch (natural batching).
+        // `flush_interval`, when set, is a minimum batching delay.
+        if batch.len() < batch_size && !finishing && !flush_interval.is_zero() {
             tokio::select! {
                 () = tokio::time::sleep(flush_interval) => {}
                 () = ctx.finish.cancelled() => {}
