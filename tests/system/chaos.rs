@@ -428,7 +428,10 @@ pub(crate) async fn assert_mqtt_at_least_once(
                 want.iter()
                     .all(|(k, n)| got.get(k).copied().unwrap_or(0) >= *n)
             },
-            Duration::from_secs(20),
+            // Returns as soon as everything is there; the bound only matters when it is not
+            // (a broker cluster re-electing its stream leaders after a node death can take
+            // many seconds to hand a resumed session its queued messages).
+            Duration::from_secs(60),
         )
         .await;
     let got = readings(&msgs);

@@ -183,6 +183,22 @@ struct Event {
     readings: Vec<EventReading>,
 }
 
+/// The readings of `events`, as `Expected`s (values as their JSON number tokens), sorted.
+fn sorted_readings(events: &[Event]) -> Vec<Expected> {
+    let mut got: Vec<Expected> = events
+        .iter()
+        .flat_map(|e| &e.readings)
+        .map(|r| Expected {
+            node: r.node.clone(),
+            metric: r.metric.clone(),
+            unit: r.unit.clone(),
+            value: r.value.get().to_string(),
+        })
+        .collect();
+    got.sort();
+    got
+}
+
 #[derive(serde::Deserialize)]
 struct EventReading {
     node: String,
@@ -245,17 +261,7 @@ async fn every_packet_event_is_whole_and_carries_the_receive_time_the_database_g
             (e.gateway.as_str(), e.site.as_deref()),
             ("edge-1", Some("plant a"))
         );
-        let mut got: Vec<Expected> = e
-            .readings
-            .iter()
-            .map(|r| Expected {
-                node: r.node.clone(),
-                metric: r.metric.clone(),
-                unit: r.unit.clone(),
-                value: r.value.get().to_string(),
-            })
-            .collect();
-        got.sort();
+        let got = sorted_readings(std::slice::from_ref(&e));
         let gas = got
             .iter()
             .find(|r| r.metric == "gas_resistance")
@@ -585,17 +591,7 @@ async fn a_big_packet_goes_out_as_several_events_of_one_time() {
     assert!(events
         .iter()
         .all(|e| e.received_ns == events[0].received_ns));
-    let mut got: Vec<Expected> = events
-        .iter()
-        .flat_map(|e| &e.readings)
-        .map(|r| Expected {
-            node: r.node.clone(),
-            metric: r.metric.clone(),
-            unit: r.unit.clone(),
-            value: r.value.get().to_string(),
-        })
-        .collect();
-    got.sort();
+    let got = sorted_readings(&events);
     let mut want = want;
     want.sort();
     assert_eq!(got, want);
