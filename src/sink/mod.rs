@@ -140,11 +140,16 @@ impl Cursor {
         }
     }
 
+    /// Whether the cursor moved since it was last handed to the writer.
+    fn unpersisted(&self) -> bool {
+        self.persisted != self.value
+    }
+
     /// Hands the cursor to the outbox's writer when it moved. Never waits: a cursor the writer
     /// has not stored when the gateway dies only means a few readings are sent again, and one
     /// the queue refused is handed over again next time.
     fn persist(&mut self, ctx: &SinkContext) {
-        if self.persisted != self.value {
+        if self.unpersisted() {
             let write = Write::Cursor {
                 sink: self.sink,
                 seq: self.value,

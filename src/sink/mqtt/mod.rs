@@ -52,7 +52,7 @@ const QOS2_MAX_INFLIGHT: usize = 16;
 /// readings is 21 KB). A packet event of [`packet_event::READINGS_PER_EVENT`] readings of
 /// the longest names fits several times.
 const MAX_PACKET_BYTES: usize = 4 << 20;
-/// How often the cursor is persisted while idle.
+/// How soon a cursor move that `advance` left unstored is stored (no tick while there is none).
 const TICK: Duration = Duration::from_millis(250);
 
 /// How one connection ended.
@@ -515,7 +515,8 @@ async fn session(
             changed = committed.changed(), if ingest_open && connected && buffered.is_empty() && tracker.outstanding() < window => {
                 ingest_open = changed.is_ok();
             }
-            _ = tick.tick() => cursor.persist(ctx),
+            // Only while a cursor move waits to be stored: an idle sink sleeps.
+            _ = tick.tick(), if cursor.unpersisted() => cursor.persist(ctx),
         }
     }
 }
