@@ -206,6 +206,12 @@ impl Gateway {
             writes: queued,
             input_committed: told,
         };
+        // Each sink reads what it keeps up with from memory (its own reader of the feed).
+        let mut sink_readers = Vec::new();
+        for name in &names {
+            let cursor = reader.cursor(name)?.unwrap_or(Seq::START);
+            sink_readers.push(sink_reader(&cfg)?.with_feed(outbox.feed_reader(cursor)));
+        }
         let runtime = tokio::runtime::Handle::current();
         let ingest = std::thread::Builder::new()
             .name("ingest".into())
@@ -214,9 +220,9 @@ impl Gateway {
 
         let finish = CancellationToken::new();
         let sink_tasks = TaskTracker::new();
-        for s in &sinks {
+        for (s, outbox) in sinks.iter().zip(sink_readers) {
             let ctx = SinkContext {
-                outbox: sink_reader(&cfg)?,
+                outbox,
                 writes: writes.clone(),
                 committed: committed.clone(),
                 finish: finish.clone(),

@@ -135,6 +135,8 @@ impl Outbox {
                 .execute("DELETE FROM readings WHERE seq <= ?1", [drop_cut])
                 .map_err(err)?;
             report.undelivered_dropped = u64::try_from(readings).unwrap_or(0);
+            // The feed may hold some of them: sinks read the database from here on.
+            self.feed.forget();
         }
         report.over = plan.over;
         Ok(report)

@@ -31,6 +31,7 @@ mod backlog;
 mod budget;
 mod checkpoint;
 mod cursors;
+mod feed;
 pub(crate) mod history;
 mod lock;
 mod queue;
@@ -42,6 +43,7 @@ mod writer;
 
 pub use backlog::Backlog;
 pub use budget::BudgetReport;
+pub use feed::FeedReader;
 pub use lock::LOCK_FILE;
 pub use queue::{Applied, NotQueued, Write, WriteQueue, Writes, WRITE_QUEUE_CAPACITY};
 pub use reader::OutboxReader;
@@ -610,5 +612,53 @@ mod tests {
         let err = Outbox::open(&storage(dir.path())).unwrap_err();
         assert!(matches!(err, OutboxError::Corrupt { .. }), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    }
+
+    #[test]
+    fn the_feed_hands_a_sink_exactly_the_rows_the_database_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ob = Outbox::open(&storage(dir.path())).unwrap();
+        ob.append(&[packet(1, &["0"])]).unwrap();
+        let db = ob.reader().unwrap();
+        // Opened after seq 1: that row is only in the database.
+        let feed = ob.feed_reader(Seq::new(1));
+        let fed = ob.reader().unwrap().with_feed(ob.feed_reader(Seq::new(1)));
+        let mut edge = packet(2, &["1.5", "-2"]);
+        edge.origin = Some(crate::reading::Origin {
+            gateway: Some("edge-1".into()),
+            site: None,
+        });
+        edge.readings[1].unit = None;
+        ob.append(&[edge, packet(3, &["7"])]).unwrap();
+        ob.append_events(&[EventRow {
+            ts_ns: 4,
+            node: "gateway".into(),
+            kind: "gateway_started",
+            text: "started".into(),
+        }])
+        .unwrap();
+        let stored = db.read_after(s(1), 100).unwrap();
+        assert_eq!(stored.len(), 4);
+        assert!(stored[0].origin.is_some() && stored[3].is_event());
+        assert_eq!(feed.read_after(s(1), 100), Some(stored.clone()));
+        assert_eq!(feed.read_after(s(0), 100), None, "row 1 predates the feed");
+        assert_eq!(fed.read_after(s(0), 100).unwrap().len(), 5);
+        assert_eq!(fed.read_after(s(2), 2).unwrap(), stored[1..3]);
+
+        // Undelivered rows dropped by the disk budget: the feed no longer answers for them.
+        ob.track_sinks(&["s"]).unwrap();
+        let rows = fed.read_after(s(0), 100).unwrap();
+        for i in 0..300 {
+            ob.append(&[packet(10 + i, &["12345678901234567890"; 20])])
+                .unwrap();
+        }
+        let report = ob.enforce_budget(64 * 1024, true).unwrap();
+        assert!(report.undelivered_dropped > 0, "{report:?}");
+        let last = rows.last().unwrap().seq;
+        assert_eq!(feed.read_after(last, 10), None);
+        assert_eq!(
+            fed.read_after(last, 10).unwrap(),
+            db.read_after(last, 10).unwrap()
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::cursors::LAST_SEQ;
+use super::feed::FeedReader;
 use super::rows::{Seq, StoredReading, EVENT_UNIT};
 use super::schema::{self, BUSY_TIMEOUT};
 use super::{OutboxError, Result, DB_FILE};
@@ -17,6 +18,8 @@ use crate::reading::Origin;
 pub struct OutboxReader {
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// The writer's newest rows in memory, for a sink ([`OutboxReader::with_feed`]).
+    feed: Option<FeedReader>,
 }
 
 impl std::fmt::Debug for OutboxReader {
@@ -33,6 +36,7 @@ impl OutboxReader {
         Ok(OutboxReader {
             conn: Mutex::new(schema::connect_reader(path, sync)?),
             path: path.to_path_buf(),
+            feed: None,
         })
     }
 
@@ -52,6 +56,7 @@ impl OutboxReader {
         Ok(OutboxReader {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
+            feed: None,
         })
     }
 
@@ -63,6 +68,13 @@ impl OutboxReader {
             .execute_batch(&format!("PRAGMA cache_size = -{kib};"))
             .map_err(|e| self.err(e))?;
         Ok(self)
+    }
+
+    /// Reads what the writer just committed from memory when it can
+    /// ([`OutboxReader::read_after`]); for a sink, which reads every row once, in order.
+    pub fn with_feed(mut self, feed: FeedReader) -> OutboxReader {
+        self.feed = Some(feed);
+        self
     }
 
     /// The connection (a mutex makes the reader shareable across await points).
@@ -105,8 +117,12 @@ impl OutboxReader {
             .map_err(|e| self.err(e))
     }
 
-    /// Up to `limit` readings after `seq`, in order.
+    /// Up to `limit` readings after `seq`, in order: from the feed when it holds them,
+    /// otherwise from the database.
     pub fn read_after(&self, seq: Seq, limit: usize) -> Result<Vec<StoredReading>> {
+        if let Some(rows) = self.feed.as_ref().and_then(|f| f.read_after(seq, limit)) {
+            return Ok(rows);
+        }
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(READ_AFTER).map_err(|e| self.err(e))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);

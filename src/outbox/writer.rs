@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection};
 
 use super::checkpoint::{self, Checkpointer};
-use super::rows::{EventRow, Seq, EVENT_UNIT};
+use super::cursors::LAST_SEQ;
+use super::feed::{Feed, FeedReader};
+use super::rows::{EventRow, Seq, StoredReading, EVENT_UNIT};
 use super::schema::{self, BUSY_TIMEOUT, SCHEMA};
 use super::{lock, OutboxError, OutboxReader, Result, DB_FILE};
 use crate::config::{StorageConfig, SyncMode};
-use crate::reading::Packet;
+use crate::reading::{Origin, Packet};
 
 /// The writer side of the outbox.
 pub struct Outbox {
@@ -23,6 +25,8 @@ pub struct Outbox {
     /// The configured sinks ([`Outbox::track_sinks`]): their cursors tell delivered rows from
     /// undelivered ones for retention and the disk budget.
     pub(super) sinks: Vec<&'static str>,
+    /// Rows just committed, for the sinks ([`Outbox::feed_reader`]).
+    pub(super) feed: Feed,
     /// The storage dir is ours while the writer lives.
     _lock: Option<lock::DirLock>,
 }
@@ -90,12 +94,16 @@ impl Outbox {
                 None
             }
         };
+        let last: Seq = conn
+            .query_row(LAST_SEQ, [], |r| r.get(0))
+            .map_err(|source| schema::classify(path, source))?;
         Ok(Outbox {
             checkpointer,
             conn,
             path: path.to_path_buf(),
             sync,
             sinks: Vec::new(),
+            feed: Feed::after(last),
             _lock: None,
         })
     }
@@ -106,12 +114,14 @@ impl Outbox {
         let path = cfg.dir.join(DB_FILE);
         let conn = schema::connect(&path, cfg.sync)?;
         conn.execute_batch(SCHEMA).unwrap();
+        let last = conn.query_row(LAST_SEQ, [], |r| r.get(0)).unwrap();
         Ok(Outbox {
             checkpointer: None,
             conn,
             path,
             sync: cfg.sync,
             sinks: Vec::new(),
+            feed: Feed::after(last),
             _lock: None,
         })
     }
@@ -131,6 +141,12 @@ impl Outbox {
     /// A new read connection to the same database.
     pub fn reader(&self) -> Result<OutboxReader> {
         OutboxReader::open(&self.path, self.sync)
+    }
+
+    /// A reader of the rows this writer commits from now on, in memory, for a sink whose
+    /// cursor is `cursor`: [`super::OutboxReader::with_feed`].
+    pub fn feed_reader(&self, cursor: Seq) -> FeedReader {
+        self.feed.reader(cursor)
     }
 
     /// Commits every reading of `packets` in one transaction; returns the last seq.
@@ -164,8 +180,10 @@ impl Outbox {
     }
 
     /// Inserts rows in one transaction; the seqs they get are consecutive. Returns the last
-    /// seq.
+    /// seq. The committed rows go to the feed, when a sink reads it.
     fn insert_rows<'a>(&mut self, rows: impl Iterator<Item = Row<'a>>) -> Result<Seq> {
+        let mut fed = Vec::new();
+        let feeding = self.feed.has_readers();
         let path = &self.path;
         let err = |source| OutboxError::Sqlite {
             path: path.clone(),
@@ -185,10 +203,14 @@ impl Outbox {
                         r.ts, r.node, r.metric, r.unit, r.value, r.gateway, r.site
                     ])
                     .map_err(err)?;
+                if feeding {
+                    fed.push(r.stored(Seq::new(tx.last_insert_rowid())));
+                }
             }
         }
         let last = tx.last_insert_rowid();
         tx.commit().map_err(err)?;
+        self.feed.publish(fed);
         if self
             .checkpointer
             .as_ref()
@@ -215,6 +237,26 @@ impl Outbox {
                 params![delivered, before_ns],
             )
             .map_err(|e| self.err(e))
+    }
+}
+
+impl Row<'_> {
+    /// The row as a sink reads it back, at `seq`.
+    fn stored(&self, seq: Seq) -> StoredReading {
+        StoredReading {
+            seq,
+            ts_ns: self.ts,
+            node: self.node.into(),
+            metric: self.metric.into(),
+            unit: self.unit.map(Into::into),
+            value: self.value.into(),
+            origin: (self.gateway.is_some() || self.site.is_some()).then(|| {
+                Box::new(Origin {
+                    gateway: self.gateway.map(Into::into),
+                    site: self.site.map(Into::into),
+                })
+            }),
+        }
     }
 }
 
