@@ -117,6 +117,9 @@ impl Gateway {
         check(true, "config", &cfg.origin);
 
         let mut outbox = Outbox::open(&cfg.storage).context("open the outbox")?;
+        outbox
+            .keep_history_index(cfg.http.is_some())
+            .context("index the outbox")?;
         let sinks: Vec<SinkConfig> = cfg
             .mqtt
             .iter()
@@ -241,7 +244,7 @@ impl Gateway {
             cfg.storage.retention,
             jobs_stop.clone(),
         );
-        crate::malloc::spawn(&jobs, jobs_stop.clone());
+        crate::malloc::spawn(&jobs, committed.clone(), jobs_stop.clone());
         let narrator = Narrator {
             activity,
             stats: stats.clone(),

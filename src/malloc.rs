@@ -5,7 +5,8 @@
 //! large buffers straight back and trim the heap's free top; two arenas are plenty for the
 //! few threads here. Freed memory between chunks still in use (a burst of small buffers, such
 //! as the sinks' rows of a 30,000-reading line) stays resident until [`trim`], which the app
-//! job of [`spawn`] calls every [`TRIM_EVERY`] (measured, see BENCHMARKS.md). jemalloc and
+//! job of [`spawn`] calls [`TRIM_EVERY`] after a commit, at most once per [`TRIM_EVERY`]
+//! (measured, see BENCHMARKS.md): a gateway that receives nothing is not woken for it. jemalloc and
 //! mimalloc, which decay on their own, were measured against this and held more (BENCHMARKS.md,
 //! "Allocators"). Other allocators: nothing to do.
 
@@ -32,9 +33,9 @@ pub fn tune() {
     }
 }
 
-/// How often the app calls [`trim`] (0.1–0.8 ms each on a 10 MB heap, measured). Not a
-/// divisor of the usual report intervals (10 s), so trims do not all land just before the
-/// next burst.
+/// How long after a commit the app calls [`trim`], and the least time between two (0.1–0.8 ms
+/// each on a 10 MB heap, measured). Not a divisor of the usual report intervals (10 s), so
+/// trims do not all land just before the next burst.
 pub const TRIM_EVERY: Duration = Duration::from_secs(3);
 
 /// Hands the heap's free pages back to the system, wherever they are in it.
@@ -52,16 +53,24 @@ pub fn trim() {
     }
 }
 
-/// Starts the job that calls [`trim`] every [`TRIM_EVERY`] on `tasks`, until `stop`.
-pub fn spawn(tasks: &tokio_util::task::TaskTracker, stop: tokio_util::sync::CancellationToken) {
+/// Starts the job that calls [`trim`] [`TRIM_EVERY`] after `committed` changed (whatever
+/// else changed meanwhile is trimmed with it), on `tasks`, until `stop`.
+pub fn spawn<T: Send + Sync + 'static>(
+    tasks: &tokio_util::task::TaskTracker,
+    mut committed: tokio::sync::watch::Receiver<T>,
+    stop: tokio_util::sync::CancellationToken,
+) {
     tasks.spawn(async move {
-        let mut every = tokio::time::interval(TRIM_EVERY);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = every.tick() => trim(),
+                changed = committed.changed() => if changed.is_err() { return },
                 () = stop.cancelled() => return,
             }
+            tokio::select! {
+                () = tokio::time::sleep(TRIM_EVERY) => trim(),
+                () = stop.cancelled() => return,
+            }
+            committed.borrow_and_update();
         }
     });
 }

@@ -138,6 +138,9 @@ impl Outbox {
             // The feed may hold some of them: sinks read the database from here on.
             self.feed.forget();
         }
+        if plan.history_cut.is_some() || plan.drop_cut.is_some() {
+            self.after_commit();
+        }
         report.over = plan.over;
         Ok(report)
     }

@@ -43,8 +43,9 @@ impl Outbox {
                  ON CONFLICT (sink) DO UPDATE SET seq = excluded.seq",
             )
             .and_then(|mut s| s.execute(params![sink, seq]))
-            .map(drop)
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.err(e))?;
+        self.after_commit();
+        Ok(())
     }
 
     /// The highest seq every tracked sink has delivered (all of them without sinks).

@@ -661,4 +661,48 @@ mod tests {
             db.read_after(last, 10).unwrap()
         );
     }
+
+    #[test]
+    fn the_checkpoint_thread_sleeps_until_the_wal_grew() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ob = Outbox::open(&storage(dir.path())).unwrap();
+        let runs = |ob: &Outbox| ob.checkpointer.as_ref().unwrap().runs();
+        let pause = |ms| std::thread::sleep(std::time::Duration::from_millis(ms));
+        // A few small commits (one packet per second at a quiet site): nothing to do yet.
+        for i in 0..20 {
+            ob.append(&[packet(i, &["21.5"; 9])]).unwrap();
+        }
+        pause(600);
+        assert_eq!(runs(&ob), 0, "checkpointed a WAL of a few pages");
+        // Commits until the WAL reaches the threshold: one checkpoint, soon.
+        let mut commits = 0;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while runs(&ob) == 0 && std::time::Instant::now() < deadline {
+            ob.append(&[packet(100 + commits, &["12345678901234567890"; 100])])
+                .unwrap();
+            commits += 1;
+            pause(2);
+        }
+        assert_eq!(runs(&ob), 1, "no checkpoint after {commits} commits");
+        assert!(commits > 10, "checkpointed after {commits} commits");
+        // A stream of big commits: at most one checkpoint per 250 ms.
+        let start = std::time::Instant::now();
+        for i in 0..100 {
+            ob.append(&[packet(10_000 + i, &["12345678901234567890"; 100])])
+                .unwrap();
+            pause(5);
+        }
+        let streamed = start.elapsed().as_millis() as u64;
+        let during = runs(&ob) - 1;
+        assert!(during >= 1, "{during} checkpoints for 100 big commits");
+        assert!(
+            during <= streamed / 250 + 2,
+            "{during} checkpoints in {streamed} ms"
+        );
+        // Nothing committed: the thread sleeps.
+        pause(400);
+        let settled = runs(&ob);
+        pause(800);
+        assert_eq!(runs(&ob), settled, "checkpointed with nothing committed");
+    }
 }

@@ -20,7 +20,6 @@ CREATE TABLE IF NOT EXISTS readings (
     gateway TEXT,
     site   TEXT
 );
-CREATE INDEX IF NOT EXISTS readings_series ON readings (node, metric, ts);
 CREATE TABLE IF NOT EXISTS cursors (
     sink TEXT PRIMARY KEY,
     seq  INTEGER NOT NULL

@@ -18,7 +18,7 @@ use crate::reading::{Origin, Packet};
 /// The writer side of the outbox.
 pub struct Outbox {
     /// Declared first: stops before the writer's connection closes.
-    checkpointer: Option<Checkpointer>,
+    pub(super) checkpointer: Option<Checkpointer>,
     pub(super) conn: Connection,
     pub(super) path: PathBuf,
     sync: SyncMode,
@@ -86,7 +86,10 @@ impl Outbox {
             .and_then(|()| schema::migrate(&conn))
             .map_err(|source| schema::classify(path, source))?;
         let checkpointer = match Checkpointer::start(schema::connect(path, sync)?) {
-            Ok(checkpointer) => Some(checkpointer),
+            Ok(checkpointer) => {
+                checkpoint::watch(&conn);
+                Some(checkpointer)
+            }
             Err(error) => {
                 tracing::warn!(%error, "cannot start the outbox checkpoint thread; commits checkpoint themselves");
                 conn.execute_batch("PRAGMA wal_autocheckpoint = 1000;")
@@ -211,11 +214,19 @@ impl Outbox {
         let last = tx.last_insert_rowid();
         tx.commit().map_err(err)?;
         self.feed.publish(fed);
-        if self
-            .checkpointer
-            .as_ref()
-            .is_some_and(Checkpointer::wal_too_long)
-        {
+        self.after_commit();
+        Ok(Seq::new(last))
+    }
+
+    /// After every commit: a WAL of [`checkpoint::CHECKPOINT_AT`] pages goes to the checkpoint
+    /// thread, and one the passive checkpoints cannot keep short is truncated here
+    /// ([`checkpoint`]).
+    pub(super) fn after_commit(&mut self) {
+        let Some(checkpointer) = &self.checkpointer else {
+            return;
+        };
+        let pages = checkpoint::wal_pages();
+        if pages > checkpoint::MAX_WAL_FRAMES {
             match checkpoint::truncate(&self.conn, BUSY_TIMEOUT) {
                 Ok(true) => {}
                 Ok(false) => tracing::debug!("outbox WAL in use by a reader; truncating later"),
@@ -223,20 +234,26 @@ impl Outbox {
                     tracing::debug!(%error, "outbox WAL truncation failed; retrying later");
                 }
             }
+        } else if pages >= checkpoint::CHECKPOINT_AT {
+            checkpointer.wal_grew();
         }
-        Ok(Seq::new(last))
     }
 
     /// Deletes readings received before `before_ns` that every tracked sink delivered;
     /// returns how many.
     pub fn prune(&mut self, before_ns: i64) -> Result<usize> {
         let delivered = self.delivered()?;
-        self.conn
+        let pruned = self
+            .conn
             .execute(
                 "DELETE FROM readings WHERE seq <= ?1 AND ts < ?2",
                 params![delivered, before_ns],
             )
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.err(e))?;
+        if pruned > 0 {
+            self.after_commit();
+        }
+        Ok(pruned)
     }
 }
 

@@ -190,14 +190,9 @@ impl Writer {
             }
         };
         req = req.header("Content-Type", "text/plain; charset=utf-8");
-        req = if self.cfg.gzip {
-            let mut gz = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
-            // Writing into a Vec cannot fail.
-            let _ = gz.write_all(body.as_bytes());
-            req.header("Content-Encoding", "gzip")
-                .body(gz.finish().unwrap_or_default())
-        } else {
-            req.body(body.to_string())
+        req = match request_body(body, self.cfg.gzip) {
+            (bytes, true) => req.header("Content-Encoding", "gzip").body(bytes),
+            (bytes, false) => req.body(bytes),
         };
         let resp = match req.send().await {
             Ok(resp) => resp,
@@ -502,6 +497,22 @@ async fn deliver(
     Ok(())
 }
 
+/// Bodies shorter than this go uncompressed even with `gzip = true`: a compressor costs
+/// ~300 KB of tables to set up, more CPU than sending a few hundred bytes (a packet's points,
+/// which is what a request holds when the sink keeps up; measured, BENCHMARKS.md).
+const GZIP_MIN_BYTES: usize = 4096;
+
+/// The bytes to send for `body`, and whether they are gzipped.
+fn request_body(body: &str, gzip: bool) -> (Vec<u8>, bool) {
+    if !gzip || body.len() < GZIP_MIN_BYTES {
+        return (body.as_bytes().to_vec(), false);
+    }
+    let mut gz = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
+    // Writing into a Vec cannot fail.
+    let _ = gz.write_all(body.as_bytes());
+    (gz.finish().unwrap_or_default(), true)
+}
+
 /// The v1 API's name of `p`: InfluxDB 1.x knows microseconds only as `u` and takes any name
 /// it does not know as nanoseconds, silently (VictoriaMetrics and InfluxDB 3 take `u` too).
 fn v1_precision(p: Precision) -> &'static str {
@@ -540,6 +551,28 @@ mod tests {
             WriteError::Retry { kind, detail, .. } => (kind, detail),
             WriteError::Rejected(m) => panic!("rejected: {m}"),
         }
+    }
+
+    #[test]
+    fn big_bodies_are_gzipped_and_a_packets_points_are_sent_plain() {
+        let line = "temperature,node=node1,unit=celsius value=21.5 1700000000000000000\n";
+        let small = line.repeat(9);
+        assert_eq!(
+            request_body(&small, true),
+            (small.as_bytes().to_vec(), false)
+        );
+        let big = line.repeat(1000);
+        let (bytes, gzipped) = request_body(&big, true);
+        assert!(
+            gzipped && bytes.len() < big.len() / 10,
+            "{} bytes",
+            bytes.len()
+        );
+        let mut unzipped = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut unzipped)
+            .unwrap();
+        assert_eq!(unzipped, big);
+        assert_eq!(request_body(&big, false), (big.as_bytes().to_vec(), false));
     }
 
     #[test]
