@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use super::rows::{Seq, StoredReading};
 
 /// Most rows kept (about 120 bytes each): a sink further behind reads SQLite.
-const CAPACITY: usize = 4096;
+pub(super) const CAPACITY: usize = 2048;
 
 /// The writer's side: rows are published here right after their commit.
 #[derive(Debug, Clone, Default)]
@@ -56,14 +56,23 @@ impl Feed {
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Rows just committed, in seq order. Rows that do not follow on from the newest known
-    /// (something was committed that the feed did not see) start the feed over after them.
-    pub(super) fn publish(&self, rows: Vec<StoredReading>) {
+    /// The newest rows of a commit (at most [`CAPACITY`]), in seq order. Rows that do not
+    /// follow on from the newest known (something was committed that the feed did not see,
+    /// or the commit was bigger) start the feed over after them.
+    pub(super) fn publish(&self, rows: VecDeque<StoredReading>) {
         let mut recent = self.lock();
-        let Some(first) = rows.first() else { return };
+        let Some(first) = rows.front() else { return };
         if first.seq != recent.newest().plus(1) {
             recent.rows.clear();
             recent.floor = Seq::new(first.seq.get() - 1);
+        }
+        // Room first, so the queue never grows past the capacity (a burst's commits hold
+        // thousands of rows, which no sink keeping up needs).
+        while recent.rows.len() + rows.len() > CAPACITY {
+            match recent.rows.pop_front() {
+                Some(old) => recent.floor = old.seq,
+                None => break,
+            }
         }
         recent.rows.extend(rows);
         recent.let_go();
@@ -112,10 +121,6 @@ impl Recent {
             self.floor = front.seq;
             self.rows.pop_front();
         }
-        if self.rows.is_empty() && self.rows.capacity() > CAPACITY {
-            // A burst grew the queue: give the memory back.
-            self.rows.shrink_to(0);
-        }
     }
 }
 
@@ -162,7 +167,7 @@ mod tests {
         }
     }
 
-    fn rows(seqs: std::ops::RangeInclusive<i64>) -> Vec<StoredReading> {
+    fn rows(seqs: std::ops::RangeInclusive<i64>) -> VecDeque<StoredReading> {
         seqs.map(row).collect()
     }
 

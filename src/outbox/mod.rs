@@ -705,4 +705,21 @@ mod tests {
         pause(800);
         assert_eq!(runs(&ob), settled, "checkpointed with nothing committed");
     }
+
+    #[test]
+    fn a_commit_bigger_than_the_feed_leaves_its_newest_rows_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ob = Outbox::open(&storage(dir.path())).unwrap();
+        let feed = ob.feed_reader(Seq::START);
+        let last = ob.append(&[packet(1, &["1"; 3000])]).unwrap();
+        assert_eq!(last, s(3000));
+        assert_eq!(
+            feed.read_after(s(0), 10),
+            None,
+            "the oldest rows are only in the database"
+        );
+        let tail = feed.read_after(s(2990), 100).unwrap();
+        assert_eq!(tail.len(), 10);
+        assert_eq!(tail, ob.reader().unwrap().read_after(s(2990), 100).unwrap());
+    }
 }

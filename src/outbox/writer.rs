@@ -2,13 +2,14 @@
 //! events, moves cursors, prunes and keeps the disk budget; the ingest thread owns it, and
 //! everyone else asks through a [`super::WriteQueue`].
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection};
 
 use super::checkpoint::{self, Checkpointer};
 use super::cursors::LAST_SEQ;
-use super::feed::{Feed, FeedReader};
+use super::feed::{self, Feed, FeedReader};
 use super::rows::{EventRow, Seq, StoredReading, EVENT_UNIT};
 use super::schema::{self, BUSY_TIMEOUT, SCHEMA};
 use super::{lock, OutboxError, OutboxReader, Result, DB_FILE};
@@ -185,7 +186,7 @@ impl Outbox {
     /// Inserts rows in one transaction; the seqs they get are consecutive. Returns the last
     /// seq. The committed rows go to the feed, when a sink reads it.
     fn insert_rows<'a>(&mut self, rows: impl Iterator<Item = Row<'a>>) -> Result<Seq> {
-        let mut fed = Vec::new();
+        let mut fed = VecDeque::new();
         let feeding = self.feed.has_readers();
         let path = &self.path;
         let err = |source| OutboxError::Sqlite {
@@ -207,7 +208,10 @@ impl Outbox {
                     ])
                     .map_err(err)?;
                 if feeding {
-                    fed.push(r.stored(Seq::new(tx.last_insert_rowid())));
+                    if fed.len() == feed::CAPACITY {
+                        fed.pop_front();
+                    }
+                    fed.push_back(r.stored(Seq::new(tx.last_insert_rowid())));
                 }
             }
         }
