@@ -140,6 +140,11 @@ impl Cursor {
         }
     }
 
+    /// How long until the cursor is due to be stored again.
+    fn persist_due(&self) -> Duration {
+        CURSOR_PERSIST_EVERY.saturating_sub(self.last_write.elapsed())
+    }
+
     /// Whether the cursor moved since it was last handed to the writer.
     fn unpersisted(&self) -> bool {
         self.persisted != self.value
