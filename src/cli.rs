@@ -157,6 +157,9 @@ enum Command {
 }
 
 /// Entry point of the binary.
+/// Worker threads of the async runtime (see [`main`]).
+const ASYNC_WORKERS: usize = 1;
+
 pub fn main() -> ExitCode {
     crate::malloc::tune();
     let cli = Cli::parse();
@@ -168,10 +171,15 @@ pub fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // One worker thread for the async side (sinks, web server): the outbox has its own
+    // threads, and the web server's queries go to the blocking pool. A second worker only
+    // handed tasks back and forth (18 % of the CPU at 1,000 packets/s, measured, BENCHMARKS.md);
+    // one kept 45,000 messages/s. TOKIO_WORKER_THREADS still sets another count.
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(ASYNC_WORKERS);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
