@@ -17,7 +17,7 @@ echo "binary: $GATEWAY_BIN"
 task_switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s+=$2} END {print s+0}'; }
 
 phase() {  # phase INTERVAL LABEL
-  local interval=$1 label=$2 pid c0 c1 t0 t1 w0 w1 switches
+  local interval=$1 label=$2 pid c0 c1 w0 w1 switches
   rm -rf "$dir/$label.toml.data"
   gateway_config "$dir/$label.toml" "$(printf '[source]\nkind = "simulator"\ninterval = "%s"' "$interval")" 1
   "$GATEWAY_BIN" --config "$dir/$label.toml" 2> "$dir/$label.log" & pid=$!
