@@ -85,6 +85,10 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(30);
 pub const MIN_KEEP_ALIVE: Duration = Duration::from_secs(1);
 /// Publishes awaiting acknowledgement at once.
 pub const INFLIGHT: u16 = 100;
+/// Longest wait for an MQTT acknowledgement while publishes await one.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Shortest `ack_timeout` accepted.
+pub const MIN_ACK_TIMEOUT: Duration = Duration::from_secs(1);
 /// First reconnect / retry delay.
 pub const RECONNECT_INITIAL: Duration = Duration::from_millis(500);
 /// Longest reconnect / retry delay.

@@ -415,6 +415,9 @@ pub struct RawMqtt {
     pub keep_alive: Option<Duration>,
     /// Publishes awaiting PUBACK at once.
     pub inflight: Option<u16>,
+    /// Longest wait for an acknowledgement while publishes await one.
+    #[serde(default, with = "humantime_serde")]
+    pub ack_timeout: Option<Duration>,
     /// First reconnect delay.
     #[serde(default, with = "humantime_serde")]
     pub reconnect_initial: Option<Duration>,

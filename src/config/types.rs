@@ -223,6 +223,9 @@ pub struct MqttConfig {
     pub keep_alive: Duration,
     /// Publishes awaiting acknowledgement.
     pub inflight: u16,
+    /// Longest wait for an acknowledgement while publishes await one: then the connection
+    /// counts as failed and the next broker of the list is tried.
+    pub ack_timeout: Duration,
     /// First reconnect delay.
     pub reconnect_initial: Duration,
     /// Longest reconnect delay.

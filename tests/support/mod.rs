@@ -369,6 +369,18 @@ impl Proc {
         }
     }
 
+    /// SIGSTOP (`true`) or SIGCONT: the process freezes with its sockets open (the kernel
+    /// still accepts and buffers), or runs on.
+    fn freeze(&mut self, frozen: bool) {
+        let child = self.child.as_ref().expect("freeze without child");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+        let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: plain syscall on our own, not yet reaped child.
+        unsafe {
+            libc::kill(pid, signal);
+        }
+    }
+
     /// SIGKILL and reap.
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -469,6 +481,25 @@ fn first_start(
 
 /// True if an MQTT broker on `port` answers a CONNECT with a successful CONNACK (a bare TCP
 /// connect would also succeed against some other process that grabbed the port).
+/// A NATS node's `GET /healthz` answers 200 `{"status":"ok"}` (JetStream current).
+fn nats_healthy(monitor: u16) -> bool {
+    let get = || -> std::io::Result<String> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], monitor));
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        stream.write_all(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
+    };
+    get().is_ok_and(|a| {
+        a.lines()
+            .next()
+            .is_some_and(|status| status.contains(" 200 "))
+            && a.contains("\"ok\"")
+    })
+}
+
 fn mqtt_accepts(port: u16) -> bool {
     let probe = || -> std::io::Result<bool> {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -551,6 +582,16 @@ impl Mosquitto {
     /// Crash: SIGKILL, nothing saved since the last autosave.
     pub fn kill(&mut self) {
         self.proc.kill();
+    }
+
+    /// Freezes the broker (SIGSTOP): connections stay open, nothing is answered.
+    pub fn freeze(&mut self) {
+        self.proc.freeze(true);
+    }
+
+    /// Lets a frozen broker run on (SIGCONT).
+    pub fn thaw(&mut self) {
+        self.proc.freeze(false);
     }
 
     /// Starts the broker again on the same port with the same persistence directory.
@@ -655,6 +696,8 @@ pub struct NatsCluster {
     nodes: Vec<Proc>,
     /// Each node's MQTT port.
     pub mqtt_ports: Vec<u16>,
+    /// Each node's monitoring port (`/healthz`).
+    monitor_ports: Vec<u16>,
     dir: TempDir,
 }
 
@@ -665,22 +708,22 @@ impl NatsCluster {
         let bin = require_binary("nats-server", NATS_SERVER_BIN);
         let dir = new_temp_dir("harness-nats-");
         for attempt in 1..=START_ATTEMPTS {
-            let ports: Vec<[u16; 3]> = (0..3)
-                .map(|_| [free_port(), free_port(), free_port()])
+            let ports: Vec<[u16; 4]> = (0..3)
+                .map(|_| [free_port(), free_port(), free_port(), free_port()])
                 .collect();
             let routes: Vec<String> = ports
                 .iter()
                 .map(|p| format!("nats://127.0.0.1:{}", p[1]))
                 .collect();
             let mut nodes = Vec::new();
-            for (i, [client, cluster, mqtt]) in ports.iter().enumerate() {
+            for (i, [client, cluster, mqtt, monitor]) in ports.iter().enumerate() {
                 let node = dir.path().join(format!("n{i}"));
                 std::fs::create_dir_all(&node).expect("node dir");
                 let conf = node.join("nats.conf");
                 std::fs::write(
                     &conf,
                     format!(
-                        "server_name: n{i}\nlisten: 127.0.0.1:{client}\n\
+                        "server_name: n{i}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n\
                          jetstream {{ store_dir: \"{}\" }}\n\
                          cluster {{ name: harness, listen: 127.0.0.1:{cluster}, routes: [{}] }}\n\
                          mqtt {{ listen: 127.0.0.1:{mqtt}, stream_replicas: 3 }}\n",
@@ -695,17 +738,21 @@ impl NatsCluster {
                 nodes.push(proc);
             }
             let mqtt_ports: Vec<u16> = ports.iter().map(|p| p[2]).collect();
+            let monitor_ports: Vec<u16> = ports.iter().map(|p| p[3]).collect();
             let deadline = Instant::now() + STARTUP_TIMEOUT * 2;
             let (mut exited, mut ready) = (false, false);
             while Instant::now() < deadline && !exited && !ready {
                 std::thread::sleep(Duration::from_millis(200));
                 exited = nodes.iter_mut().any(|n| !n.is_running());
-                ready = !exited && mqtt_ports.iter().all(|&p| mqtt_accepts(p));
+                ready = !exited
+                    && mqtt_ports.iter().all(|&p| mqtt_accepts(p))
+                    && monitor_ports.iter().all(|&p| nats_healthy(p));
             }
             if ready {
                 return NatsCluster {
                     nodes,
                     mqtt_ports,
+                    monitor_ports,
                     dir,
                 };
             }
@@ -734,10 +781,23 @@ impl NatsCluster {
         self.nodes[i].kill();
     }
 
-    /// Starts node `i` again with its config and store, and waits until it accepts MQTT.
-    pub fn start_again(&mut self, i: usize) {
-        let port = self.mqtt_ports[i];
+    /// Starts node `i` again with its config and store, and waits until it accepts MQTT and
+    /// then, as a rolling restart does before touching the next node, until its JetStream
+    /// has caught up (`/healthz` ok: every stream and consumer it holds is current; until
+    /// then the cluster's R3 streams rest on the other two nodes alone). Under load NATS 2.9
+    /// may report a consumer "not current" for long: after `catch_up` the test goes on (and
+    /// says so) with a cluster that is slower to confirm.
+    pub fn start_again(&mut self, i: usize, catch_up: Duration) {
+        let (port, monitor) = (self.mqtt_ports[i], self.monitor_ports[i]);
         self.nodes[i].spawn_ready(port, || mqtt_accepts(port));
+        let deadline = Instant::now() + catch_up;
+        while !nats_healthy(monitor) {
+            if Instant::now() >= deadline {
+                eprintln!("[harness] NATS node n{i} not current after {catch_up:?}; going on");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     pub fn is_running(&mut self, i: usize) -> bool {

@@ -63,9 +63,11 @@ impl TestGateway {
         Self::spawn(dir, &["--config", cfg.to_str().expect("utf-8 path")], stdin)
     }
 
-    /// Starts the gateway in `dir` with raw arguments.
+    /// Starts the gateway in `dir` with raw arguments (`RUST_LOG` = `info`, or
+    /// `IIOT_TEST_RUST_LOG` when set: more detail for a test being investigated).
     pub fn spawn(dir: &Path, args: &[&str], stdin: Stdio) -> TestGateway {
-        Self::spawn_logging(dir, args, stdin, "info")
+        let level = std::env::var("IIOT_TEST_RUST_LOG").unwrap_or_else(|_| "info".into());
+        Self::spawn_logging(dir, args, stdin, &level)
     }
 
     /// Like [`TestGateway::spawn`] with `RUST_LOG` = `rust_log`.

@@ -349,6 +349,10 @@ mod tests {
                 "[mqtt] keep_alive: must be at least 1s (got 0s)",
             ),
             (
+                "[mqtt]\nack_timeout = \"200ms\"\n",
+                "[mqtt] ack_timeout: must be at least 1s (got 200ms)",
+            ),
+            (
                 "[influxdb]\nurl = \"http://x\"\nbucket = \"b\"\ntimeout = \"50ms\"\n",
                 "[influxdb] timeout: must be at least 100ms (got 50ms)",
             ),

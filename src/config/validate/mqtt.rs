@@ -138,6 +138,11 @@ impl Validator<'_> {
             m.keep_alive.unwrap_or(defaults::KEEP_ALIVE),
             defaults::MIN_KEEP_ALIVE,
         )?;
+        let ack_timeout = self.at_least_duration(
+            "[mqtt] ack_timeout",
+            m.ack_timeout.unwrap_or(defaults::ACK_TIMEOUT),
+            defaults::MIN_ACK_TIMEOUT,
+        )?;
         let password = self.secret(
             m.password,
             m.password_file,
@@ -167,6 +172,7 @@ impl Validator<'_> {
             retain: m.retain.unwrap_or(defaults::RETAIN),
             keep_alive,
             inflight,
+            ack_timeout,
             reconnect_initial: m.reconnect_initial.unwrap_or(defaults::RECONNECT_INITIAL),
             reconnect_max: m.reconnect_max.unwrap_or(defaults::RECONNECT_MAX),
             username: m.username,

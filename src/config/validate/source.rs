@@ -137,6 +137,7 @@ impl Validator<'_> {
                 retain: false,
                 keep_alive,
                 inflight: defaults::INFLIGHT,
+                ack_timeout: defaults::ACK_TIMEOUT,
                 reconnect_initial: s.reconnect_initial.unwrap_or(defaults::RECONNECT_INITIAL),
                 reconnect_max: s.reconnect_max.unwrap_or(defaults::RECONNECT_MAX),
                 username: s.username,

@@ -8,6 +8,7 @@
 //! publish written to the socket counts as delivered.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use crate::outbox::Seq;
 
@@ -24,6 +25,8 @@ pub struct AckTracker {
     unconfirmed: BTreeMap<Seq, u32>,
     highest_queued: Seq,
     safe: Seq,
+    /// Publishes confirmed so far (acknowledged, or written with QoS 0).
+    confirmations: u64,
 }
 
 impl AckTracker {
@@ -36,6 +39,7 @@ impl AckTracker {
             unconfirmed: BTreeMap::new(),
             highest_queued: cursor,
             safe: cursor,
+            confirmations: 0,
         }
     }
 
@@ -61,6 +65,7 @@ impl AckTracker {
     pub fn on_sent(&mut self, pkid: u16) -> Option<Seq> {
         let seq = self.queued.pop_front()?;
         if self.qos0 || pkid == 0 {
+            self.confirmations += 1;
             return seq.and_then(|s| self.confirm(s));
         }
         self.inflight.insert(pkid, seq);
@@ -70,10 +75,9 @@ impl AckTracker {
     /// The broker acknowledged `pkid` (PUBACK or PUBCOMP).
     /// Returns the new safe cursor when it moved.
     pub fn on_ack(&mut self, pkid: u16) -> Option<Seq> {
-        self.inflight
-            .remove(&pkid)
-            .flatten()
-            .and_then(|s| self.confirm(s))
+        let seq = self.inflight.remove(&pkid)?;
+        self.confirmations += 1;
+        seq.and_then(|s| self.confirm(s))
     }
 
     fn confirm(&mut self, seq: Seq) -> Option<Seq> {
@@ -101,6 +105,54 @@ impl AckTracker {
     /// The highest seq handed to the client.
     pub fn highest_queued(&self) -> Seq {
         self.highest_queued
+    }
+
+    /// Publishes confirmed so far: moves whenever the broker acknowledges one.
+    pub fn confirmations(&self) -> u64 {
+        self.confirmations
+    }
+}
+
+/// Notices a broker that keeps the connection open but confirms nothing: publishes wait and
+/// no acknowledgement arrives for `timeout` (a cluster node not yet in sync, a frozen
+/// process). Pure: the caller passes the time.
+#[derive(Debug)]
+pub struct AckWatch {
+    timeout: Duration,
+    /// The confirmation count at the last check, and since when it has not moved while
+    /// publishes waited (`None`: nothing waited since the last `rest`).
+    seen: u64,
+    since: Option<Instant>,
+}
+
+impl AckWatch {
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            seen: 0,
+            since: None,
+        }
+    }
+
+    /// Nothing awaits an acknowledgement: the next wait starts a new clock.
+    pub fn rest(&mut self) {
+        self.since = None;
+    }
+
+    /// A check while publishes wait, given the tracker's [`AckTracker::confirmations`]:
+    /// how long nothing was confirmed, once that is `timeout` or more.
+    pub fn stalled(&mut self, confirmations: u64, now: Instant) -> Option<Duration> {
+        match self.since {
+            Some(since) if confirmations == self.seen => {
+                let quiet = now.saturating_duration_since(since);
+                (quiet >= self.timeout).then_some(quiet)
+            }
+            _ => {
+                self.seen = confirmations;
+                self.since = Some(now);
+                None
+            }
+        }
     }
 }
 
@@ -184,6 +236,48 @@ mod tests {
         t.on_queued(Some(s(2)));
         assert_eq!(t.on_sent(0), Some(s(1)));
         assert_eq!(t.on_sent(0), Some(s(2)));
+    }
+
+    #[test]
+    fn a_broker_that_confirms_nothing_for_the_timeout_is_stalled() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut w = AckWatch::new(Duration::from_secs(2));
+        // The first check starts the clock; acknowledgements restart it.
+        assert_eq!(w.stalled(0, at(0)), None);
+        assert_eq!(w.stalled(0, at(1_500)), None);
+        assert_eq!(w.stalled(3, at(1_900)), None, "an ack restarts the clock");
+        assert_eq!(w.stalled(3, at(3_800)), None);
+        assert_eq!(
+            w.stalled(3, at(3_900)),
+            Some(Duration::from_secs(2)),
+            "2 s without a confirmation"
+        );
+        // A rest (nothing waiting) forgets the quiet time before it, however long.
+        w.rest();
+        assert_eq!(w.stalled(3, at(60_000)), None);
+        assert_eq!(w.stalled(3, at(61_000)), None);
+        assert_eq!(w.stalled(3, at(62_000)), Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn confirmations_count_acks_of_publishes_in_flight_and_qos0_writes() {
+        let mut t = AckTracker::new(s(0), false);
+        t.on_queued(None);
+        t.on_queued(Some(s(1)));
+        t.on_sent(1);
+        t.on_sent(2);
+        assert_eq!(t.confirmations(), 0, "written is not confirmed");
+        t.on_ack(2);
+        t.on_ack(2);
+        t.on_ack(7);
+        assert_eq!(t.confirmations(), 1, "a repeated or unknown ack is none");
+        t.on_ack(1);
+        assert_eq!(t.confirmations(), 2);
+        let mut q0 = AckTracker::new(s(0), true);
+        q0.on_queued(Some(s(1)));
+        q0.on_sent(0);
+        assert_eq!(q0.confirmations(), 1);
     }
 
     #[test]

@@ -36,7 +36,7 @@ use crate::decode::packet_event;
 use crate::latest::MAX_SERIES;
 use crate::outbox::{Seq, StoredReading};
 use crate::reading::CompactString;
-use acks::AckTracker;
+use acks::{AckTracker, AckWatch};
 use homeassistant::{discovery, ha_status_topic};
 use topic::{reading_topic, status_topic};
 
@@ -339,7 +339,15 @@ async fn session(
         None => None,
     };
     let mut event_queued: Option<Seq> = None;
+    // A broker that keeps the connection but stops acknowledging (a cluster node not yet in
+    // sync, a frozen process) fails the session: the next broker gets everything unconfirmed.
+    let mut ack_watch = AckWatch::new(cfg.ack_timeout);
+    let mut ack_check = tokio::time::interval(cfg.ack_timeout / 4);
+    ack_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        if tracker.outstanding() == 0 {
+            ack_watch.rest();
+        }
         if connected {
             committed.borrow_and_update();
             while tracker.outstanding() < window {
@@ -510,6 +518,16 @@ async fn session(
                     return Ok(SessionEnd::Failed { kind, detail, connected_for });
                 }
             },
+            now = ack_check.tick(), if connected && tracker.outstanding() > 0 => {
+                if let Some(quiet) = ack_watch.stalled(tracker.confirmations(), now.into_std()) {
+                    let detail = format!(
+                        "no acknowledgement for {}s while {} publishes waited for one (the broker keeps the connection but confirms nothing; [mqtt] ack_timeout)",
+                        quiet.as_secs(),
+                        tracker.outstanding()
+                    );
+                    return Ok(SessionEnd::Failed { kind: Failure::Timeout, detail, connected_for: connected_at.map(|t| t.elapsed()) });
+                }
+            }
             () = ctx.finish.cancelled(), if !finishing => finishing = true,
             // Err: the ingest stage ended; `finish` follows.
             changed = committed.changed(), if ingest_open && connected && buffered.is_empty() && tracker.outstanding() < window => {
