@@ -218,6 +218,50 @@ async fn a_broker_that_stops_acknowledging_is_left_for_the_next_after_ack_timeou
     );
 }
 
+/// A broker that is slow for less than `ack_timeout`, just after the sink had nothing to
+/// wait for, is kept: the clock starts when publishes start waiting, not at the last
+/// acknowledgement before an idle spell.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_slow_for_less_than_ack_timeout_after_an_idle_spell_is_kept() {
+    use std::io::Write as _;
+    let mut broker = Mosquitto::start();
+    let sub = Subscriber::connect(broker.port, "slow-watcher", "iiot/#", false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[source]\nkind = \"stdin\"\n\n[storage]\ndir = \"{}\"\n\n[http]\nenabled = false\n\n\
+         [mqtt]\nbroker_url = \"{}\"\nclient_id = \"slow-edge\"\n\
+         keep_alive = \"60s\"\nack_timeout = \"2s\"\n",
+        dir.path().join("data").display(),
+        broker.url(),
+    );
+    let mut gw = start_gateway(dir.path(), &config).await;
+    gw.wait_log("sink connected sink=\"mqtt\"", Duration::from_secs(20))
+        .await;
+    let mut stdin = gw.stdin();
+    // One packet acknowledged, then idle for twice the timeout.
+    stdin.write_all(crate::chaos::line(0).as_bytes()).unwrap();
+    sleep(Duration::from_secs(4)).await;
+    // The next packet meets a broker that answers 1.2 s late.
+    broker.freeze();
+    stdin.write_all(crate::chaos::line(1).as_bytes()).unwrap();
+    sleep(Duration::from_millis(1200)).await;
+    broker.thaw();
+    sleep(Duration::from_secs(3)).await;
+    finish(&mut gw, Some(stdin));
+
+    let log = gw.log();
+    assert!(
+        !log.contains("no acknowledgement for"),
+        "a slow answer is no stall:\n{log}"
+    );
+    assert_eq!(
+        log.matches("sink connected sink=\"mqtt\"").count(),
+        1,
+        "one connection throughout:\n{log}"
+    );
+    assert_mqtt_at_least_once(&sub, &readings_of(0..2)).await;
+}
+
 /// A list whose first node is down: `check` says which node answers and which does not and
 /// passes (the sink can run), and the gateway delivers through the node that answers.
 #[tokio::test(flavor = "multi_thread")]

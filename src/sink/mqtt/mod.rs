@@ -518,8 +518,10 @@ async fn session(
                     return Ok(SessionEnd::Failed { kind, detail, connected_for });
                 }
             },
-            now = ack_check.tick(), if connected && tracker.outstanding() > 0 => {
-                if let Some(quiet) = ack_watch.stalled(tracker.confirmations(), now.into_std()) {
+            // The clock, not the tick's own instant: after the branch was off (nothing
+            // waiting), the first tick reports when it was due, possibly minutes ago.
+            _ = ack_check.tick(), if connected && tracker.outstanding() > 0 => {
+                if let Some(quiet) = ack_watch.stalled(tracker.confirmations(), std::time::Instant::now()) {
                     let detail = format!(
                         "no acknowledgement for {}s while {} publishes waited for one (the broker keeps the connection but confirms nothing; [mqtt] ack_timeout)",
                         quiet.as_secs(),
