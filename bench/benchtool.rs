@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use iiot_gateway::decode::{decode, Decoded};
-use iiot_gateway::sink::mqtt::topic::reading_topic;
+use iiot_gateway::mqtt::topic::reading_topic;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::io::AsyncWriteExt;
 

@@ -27,15 +27,15 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::check::checklist;
-use crate::config::{BrokerTarget, Config, SourceConfig};
+use crate::config::{Config, SourceConfig};
 use crate::events::{EventKind, EventLog};
 use crate::ingest::{self, IngestOutputs, Inputs};
 use crate::latest::Latest;
+use crate::mqtt::{broker, BrokerTarget};
 use crate::nodes::activity::{self, Activity, Narrator};
 use crate::outbox::{self, Outbox, OutboxReader, Seq, Write, WriteQueue};
 use crate::quarantine::Quarantine;
 use crate::reading::Precision;
-use crate::sink::mqtt::broker;
 use crate::sink::{self, SinkConfig, SinkContext};
 use crate::source::{self, SourceEnd, SourceError};
 use crate::telemetry::Stats;
@@ -404,13 +404,10 @@ impl Running {
 /// Starts the embedded MQTT broker when the config asks for one.
 fn start_broker(cfg: &Config) -> anyhow::Result<()> {
     let Some(m) = &cfg.mqtt else { return Ok(()) };
-    let BrokerTarget::Embedded(addr) = &m.target else {
+    let BrokerTarget::Embedded(addr) = &m.connection.target else {
         return Ok(());
     };
-    let login = m.username.clone().map(|user| {
-        let password = m.password.as_ref().map(|p| p.expose().to_string());
-        (user, password.unwrap_or_default())
-    });
+    let login = m.connection.login();
     let auth = if login.is_some() {
         ", password required"
     } else {
@@ -609,10 +606,7 @@ fn describe_source(source: &SourceConfig) -> String {
         SourceConfig::Mqtt(m) => format!(
             "mqtt: {} from {}",
             m.subscription,
-            (0..m.connection.broker_count())
-                .map(|i| m.connection.broker_url(i))
-                .collect::<Vec<_>>()
-                .join(", ")
+            m.connection.broker_urls()
         ),
         SourceConfig::Stdin => "stdin".into(),
         SourceConfig::File(f) => format!("file: {} (speed {})", f.path.display(), f.speed),

@@ -3,6 +3,10 @@
 
 pub use compact_str::CompactString;
 
+/// Longest node or metric name kept; longer names are cut (by the decoder; the config
+/// refuses longer node names).
+pub const MAX_NAME_LEN: usize = 64;
+
 /// One metric value of one node, as the firmware wrote it.
 ///
 /// The three texts are [`CompactString`]s: up to 24 bytes live inline and the known metric

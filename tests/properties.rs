@@ -9,11 +9,12 @@
 
 use std::fmt::Write as _;
 
-use iiot_gateway::decode::{decode, decode_explained, Decoded, MARKER, MAX_NAME_LEN};
+use iiot_gateway::decode::{decode, decode_explained, Decoded, MARKER};
+use iiot_gateway::mqtt::topic::{reading_topic, validate_prefix};
 use iiot_gateway::outbox::{Seq, StoredReading, EVENT_UNIT};
+use iiot_gateway::reading::MAX_NAME_LEN;
 use iiot_gateway::reading::{Packet, Precision};
 use iiot_gateway::sink::influx::lineproto;
-use iiot_gateway::sink::mqtt::topic::{reading_topic, validate_prefix};
 use influxdb_line_protocol::{parse_lines, FieldValue};
 use proptest::prelude::*;
 use proptest::sample::{select, Index};

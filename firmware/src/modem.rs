@@ -102,7 +102,7 @@ impl Modem {
         }
     }
 
-    /// The modem set-up of LORA_LINK.md (`AT`, `AT+ADDRESS=<address>`, `AT+NETWORKID=18`,
+    /// The modem set-up of docs/PROTOCOL.md (`AT`, `AT+ADDRESS=<address>`, `AT+NETWORKID=18`,
     /// `AT+BAND=915000000`, `AT+PARAMETER=7,9,1,7`), each command's reply checked: `+OK`
     /// goes on, `+ERR` or no reply within `REPLY_TIMEOUT_MS` sends it again, up to
     /// `SETUP_TRIES` times; then the failure is reported and the set-up goes on with the next

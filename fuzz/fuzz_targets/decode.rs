@@ -4,7 +4,8 @@
 //! fast path must decide exactly like the decoder that explains.
 #![no_main]
 
-use iiot_gateway::decode::{decode, decode_explained, Decoded, MAX_NAME_LEN};
+use iiot_gateway::decode::{decode, decode_explained, Decoded};
+use iiot_gateway::reading::MAX_NAME_LEN;
 use libfuzzer_sys::fuzz_target;
 
 fn is_safe_name(s: &str) -> bool {

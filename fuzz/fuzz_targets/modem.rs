@@ -38,5 +38,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let chunk = usize::from(first % 64) + 1;
-    assert_eq!(run(input, chunk), run(input, input.len().max(1)), "chunking changed the events");
+    assert_eq!(
+        run(input, chunk),
+        run(input, input.len().max(1)),
+        "chunking changed the events"
+    );
 });

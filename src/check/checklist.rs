@@ -15,7 +15,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{BrokerTarget, Config, ProcessKind, SourceConfig};
+use crate::config::{Config, ProcessKind, SourceConfig};
+use crate::mqtt::BrokerTarget;
 
 /// Longest wait for one server.
 pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -62,10 +63,10 @@ impl Item {
 pub(crate) async fn servers(cfg: &Config) -> Vec<Item> {
     let mut items = Vec::new();
     if let Some(m) = &cfg.mqtt {
-        if let BrokerTarget::External(_) = &m.target {
+        if let BrokerTarget::External(_) = &m.connection.target {
             // Every node of a cluster, so a dead one is known before it is needed; the sink
             // can run while at least one accepts.
-            let (accepted, failed) = crate::sink::mqtt::probe_all(m, PROBE_TIMEOUT).await;
+            let (accepted, failed) = crate::mqtt::probe_all(&m.connection, PROBE_TIMEOUT).await;
             let detail = match (accepted.is_empty(), failed.is_empty()) {
                 (false, true) => format!("{} accepted our connection", accepted.join(", ")),
                 (false, false) => format!(

@@ -6,7 +6,8 @@ pub(crate) mod checklist;
 
 use std::process::ExitCode;
 
-use crate::config::{BrokerTarget, Config};
+use crate::config::Config;
+use crate::mqtt::BrokerTarget;
 use crate::outbox::Outbox;
 use checklist::Item;
 
@@ -62,7 +63,7 @@ pub async fn run(cfg: &Config) -> ExitCode {
     let (ok, detail) = storage(&cfg.storage);
     items.push(Item::new(ok, "storage", detail));
     if let Some(m) = &cfg.mqtt {
-        if let BrokerTarget::Embedded(addr) = &m.target {
+        if let BrokerTarget::Embedded(addr) = &m.connection.target {
             items.push(match std::net::TcpListener::bind(addr) {
                 Ok(_) => Item::new(true, "mqtt", format!("embedded broker can listen on {addr}")),
                 Err(e) => Item::new(false, "mqtt", format!("embedded broker cannot listen on {addr}: {e} (change [mqtt] embedded_listen or --mqtt-listen)")),

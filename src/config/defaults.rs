@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::raw::RawApi;
 use super::types::{FullPolicy, SyncMode};
+use crate::mqtt::fnv1a;
 use crate::reading::Precision;
 
 /// Config file read when `--config` is not given and it exists.
@@ -188,11 +189,4 @@ pub fn default_client_id(storage_dir: &Path) -> String {
             .chain(storage_dir.as_os_str().as_encoded_bytes()),
     );
     format!("{CLIENT_ID_PREFIX}{readable}-{hash:08x}")
-}
-
-/// FNV-1a, 32 bits: small, and stable across versions and platforms.
-pub(crate) fn fnv1a<'a>(bytes: impl IntoIterator<Item = &'a u8>) -> u32 {
-    bytes.into_iter().fold(0x811c_9dc5u32, |h, b| {
-        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
-    })
 }

@@ -16,12 +16,12 @@
 //!
 //! Layout: `raw` (the file as written, serde), [`defaults`] (every default and bound),
 //! `overrides` (the command line merged into `raw`), `validate` (raw → runtime, one file
-//! per section), `types` (the runtime types), `tls` (PEM and broker-URL helpers), `secret`.
+//! per section), `types` (the runtime types; an MQTT connection is `crate::mqtt::Connection`), `tls` (PEM
+//! and broker-URL helpers). Secrets are `crate::secret::Secret` from the moment they are read.
 
 pub mod defaults;
 mod overrides;
 mod raw;
-mod secret;
 mod tls;
 mod types;
 mod validate;
@@ -29,14 +29,12 @@ mod validate;
 use std::path::Path;
 
 pub use defaults::default_client_id;
-pub(crate) use defaults::fnv1a;
 pub use overrides::Overrides;
-pub use secret::Secret;
 pub use types::{
-    Broker, BrokerTarget, Config, FileConfig, FullPolicy, HomeAssistantConfig, HttpConfig,
-    InfluxApi, InfluxConfig, InfluxTls, IngestConfig, MqttConfig, MqttSourceConfig, MqttTls,
-    PacketEvents, ProcessConfig, ProcessKind, Rylr998Config, SerialConfig, SimulatorConfig,
-    SourceConfig, StorageConfig, SyncMode,
+    Config, FileConfig, FullPolicy, HomeAssistantConfig, HttpConfig, InfluxApi, InfluxConfig,
+    InfluxTls, IngestConfig, MqttConfig, MqttSourceConfig, PacketEvents, ProcessConfig,
+    ProcessKind, Rylr998Config, SerialConfig, SimulatorConfig, SourceConfig, StorageConfig,
+    SyncMode,
 };
 
 use raw::RawConfig;
@@ -195,6 +193,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::mqtt::BrokerTarget;
 
     fn no_env(_: &str) -> Option<String> {
         None
@@ -210,7 +209,7 @@ mod tests {
         assert!(matches!(c.source, SourceConfig::Simulator(_)));
         let mqtt = c.mqtt.expect("mqtt on");
         assert_eq!(
-            mqtt.target,
+            mqtt.connection.target,
             BrokerTarget::Embedded("127.0.0.1:1883".parse().unwrap())
         );
         assert_eq!(mqtt.topic_prefix, "iiot");
@@ -300,13 +299,19 @@ mod tests {
         assert_eq!(c.storage.dir, Path::new("/srv/gw"));
         assert!(c.storage.move_corrupt_aside);
         let m = c.mqtt.unwrap();
-        assert_eq!(m.target, BrokerTarget::Embedded(mqtt));
+        assert_eq!(m.connection.target, BrokerTarget::Embedded(mqtt));
         // The default client id follows the storage dir the gateway really uses.
-        assert_eq!(m.client_id, default_client_id(Path::new("/srv/gw")));
+        assert_eq!(
+            m.connection.client_id,
+            default_client_id(Path::new("/srv/gw"))
+        );
 
         // Without a file the embedded broker runs, so --mqtt-listen has one to move.
         let c = built_in_with(&o).unwrap();
-        assert_eq!(c.mqtt.unwrap().target, BrokerTarget::Embedded(mqtt));
+        assert_eq!(
+            c.mqtt.unwrap().connection.target,
+            BrokerTarget::Embedded(mqtt)
+        );
         assert_eq!(c.origin, "built-in defaults");
 
         // A relative --storage-dir is made absolute, like [storage] dir; a set client_id stays.
@@ -316,7 +321,7 @@ mod tests {
         };
         let c = with("[mqtt]\nclient_id = \"mine\"\n", &o).unwrap();
         assert_eq!(c.storage.dir, std::path::absolute("data").unwrap());
-        assert_eq!(c.mqtt.unwrap().client_id, "mine");
+        assert_eq!(c.mqtt.unwrap().connection.client_id, "mine");
         assert!(!c.storage.move_corrupt_aside);
     }
 

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::secret::Secret;
 use super::{FullPolicy, SyncMode};
 use crate::reading::Precision;
+use crate::secret::Secret;
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]

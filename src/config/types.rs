@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::secret::Secret;
+use crate::mqtt::Connection;
 use crate::reading::Precision;
+use crate::secret::Secret;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -124,9 +125,8 @@ pub struct SerialConfig {
 /// `kind = "mqtt"`: where the packet events come from.
 #[derive(Debug, Clone)]
 pub struct MqttSourceConfig {
-    /// The broker connection (brokers, client id, login, TLS, keep-alive, reconnect delays;
-    /// the publishing keys are unused).
-    pub connection: MqttConfig,
+    /// The broker connection (brokers, client id, login, TLS, keep-alive, reconnect delays).
+    pub connection: Connection,
     /// The filter subscribed to, `$share/<group>/` included when shared.
     pub subscription: String,
 }
@@ -187,55 +187,25 @@ pub struct IngestConfig {
     pub drain_timeout: Duration,
 }
 
-/// The broker(s) the MQTT sink publishes to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BrokerTarget {
-    /// Brokers the user runs: one, or the nodes of a cluster, tried in turn (never empty).
-    External(Vec<Broker>),
-    /// The broker inside the gateway, listening here.
-    Embedded(SocketAddr),
-}
-
-/// One broker of `[mqtt] broker_url`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Broker {
-    /// Host name or address.
-    pub host: String,
-    /// Port.
-    pub port: u16,
-}
-
 /// The MQTT sink.
 #[derive(Debug, Clone)]
 pub struct MqttConfig {
-    /// Broker to publish to.
-    pub target: BrokerTarget,
-    /// Fixed client id (persistent session); unset in the file:
-    /// [`default_client_id`](super::default_client_id) of the storage dir.
-    pub client_id: String,
+    /// The broker(s) to publish to and how to log in; its client id is [`default_client_id`]
+    /// of the storage dir when the file sets none (a fixed id: the persistent session).
+    ///
+    /// [`default_client_id`]: super::default_client_id
+    pub connection: Connection,
     /// Topic prefix.
     pub topic_prefix: String,
     /// 0, 1 or 2.
     pub qos: u8,
     /// Retain reading messages.
     pub retain: bool,
-    /// Keep-alive.
-    pub keep_alive: Duration,
     /// Publishes awaiting acknowledgement.
     pub inflight: u16,
     /// Longest wait for an acknowledgement while publishes await one: then the connection
     /// counts as failed and the next broker of the list is tried.
     pub ack_timeout: Duration,
-    /// First reconnect delay.
-    pub reconnect_initial: Duration,
-    /// Longest reconnect delay.
-    pub reconnect_max: Duration,
-    /// Username.
-    pub username: Option<String>,
-    /// Password.
-    pub password: Option<Secret>,
-    /// TLS (`mqtts://`); never a plaintext fallback.
-    pub tls: Option<MqttTls>,
     /// The embedded broker's TLS certificate and key files, when it listens with TLS.
     pub embedded_tls: Option<(PathBuf, PathBuf)>,
     /// Home Assistant discovery, when enabled.
@@ -255,42 +225,6 @@ pub struct PacketEvents {
     pub site: Option<String>,
 }
 
-impl MqttConfig {
-    /// How many brokers the sink can try.
-    pub fn broker_count(&self) -> usize {
-        match &self.target {
-            BrokerTarget::External(brokers) => brokers.len(),
-            BrokerTarget::Embedded(_) => 1,
-        }
-    }
-
-    /// The `i`th broker (modulo their number) as host and port.
-    pub fn broker(&self, i: usize) -> (String, u16) {
-        match &self.target {
-            BrokerTarget::External(brokers) => {
-                let b = &brokers[i % brokers.len()];
-                (b.host.clone(), b.port)
-            }
-            BrokerTarget::Embedded(addr) => (addr.ip().to_string(), addr.port()),
-        }
-    }
-
-    /// The `i`th broker as a URL for logs and status (`mqtts://` with TLS).
-    pub fn broker_url(&self, i: usize) -> String {
-        let scheme = if self.tls.is_some() { "mqtts" } else { "mqtt" };
-        match &self.target {
-            BrokerTarget::External(_) => {
-                let (host, port) = self.broker(i);
-                match host.contains(':') {
-                    true => format!("{scheme}://[{host}]:{port}"),
-                    false => format!("{scheme}://{host}:{port}"),
-                }
-            }
-            BrokerTarget::Embedded(addr) => format!("{scheme}://{addr} (embedded)"),
-        }
-    }
-}
-
 /// Home Assistant MQTT discovery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HomeAssistantConfig {
@@ -298,24 +232,6 @@ pub struct HomeAssistantConfig {
     pub discovery_prefix: String,
     /// This gateway's id in unique ids and topics (`iiot_gateway`).
     pub gateway_id: String,
-}
-
-/// TLS settings of the MQTT connection, files already read.
-#[derive(Clone)]
-pub struct MqttTls {
-    /// PEM CA certificate(s); `None` = the system's trusted roots.
-    pub ca_pem: Option<Vec<u8>>,
-    /// PEM client certificate and key for mutual TLS.
-    pub client: Option<(Vec<u8>, Secret)>,
-}
-
-impl std::fmt::Debug for MqttTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MqttTls")
-            .field("custom_ca", &self.ca_pem.is_some())
-            .field("client_cert", &self.client.is_some())
-            .finish()
-    }
 }
 
 /// Which InfluxDB write API.

@@ -25,16 +25,13 @@ use std::borrow::Cow;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::reading::{CompactString, Packet, Reading};
+use crate::reading::{CompactString, Packet, Reading, MAX_NAME_LEN};
 
 mod fast;
 pub mod packet_event;
 
 /// The text the firmware logs right before the JSON.
 pub const MARKER: &str = "JSON sent via VCP: ";
-
-/// Longest node or metric name kept; longer names are cut.
-pub const MAX_NAME_LEN: usize = 64;
 
 /// What one line turned out to be.
 #[derive(Debug, Clone, PartialEq)]

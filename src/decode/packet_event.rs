@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{known_unit, number_text};
-use crate::outbox::StoredReading;
 use crate::reading::{CompactString, Reading};
 
 /// Most readings one event may carry, read back (a packet of the firmware has 7 to 9).
@@ -56,17 +55,30 @@ enum ValueOut<'a> {
     Text(&'a str),
 }
 
+/// One reading of an event to send: plain values, however the sender holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventReading<'a> {
+    /// Node name.
+    pub node: &'a str,
+    /// Metric name.
+    pub metric: &'a str,
+    /// Unit tag, if any.
+    pub unit: Option<&'a str>,
+    /// The value text as the device wrote it.
+    pub value: &'a str,
+}
+
 /// The event of one packet: `readings` all share its receive time `received_ns`.
 pub fn encode(
     gateway: &str,
     site: Option<&str>,
     received_ns: i64,
-    readings: &[&StoredReading],
+    readings: &[EventReading<'_>],
 ) -> Vec<u8> {
     let raws: Vec<Option<Box<RawValue>>> = readings
         .iter()
         .map(|r| {
-            number_text(&r.value)
+            number_text(r.value)
                 .ok()
                 .and_then(|n| RawValue::from_string(n.to_string()).ok())
         })
@@ -80,12 +92,12 @@ pub fn encode(
             .iter()
             .zip(&raws)
             .map(|(r, raw)| ReadingOut {
-                node: &r.node,
-                metric: &r.metric,
-                unit: r.unit.as_deref(),
+                node: r.node,
+                metric: r.metric,
+                unit: r.unit,
                 value: match raw {
                     Some(raw) => ValueOut::Number(raw),
-                    None => ValueOut::Text(&r.value),
+                    None => ValueOut::Text(r.value),
                 },
             })
             .collect(),
@@ -195,29 +207,29 @@ pub fn decode(payload: &[u8]) -> Result<PacketEvent, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::Seq;
 
-    fn stored(node: &str, metric: &str, unit: Option<&str>, value: &str) -> StoredReading {
-        StoredReading {
-            seq: Seq::new(1),
-            ts_ns: 1_796_047_500_123_456_789,
-            node: node.into(),
-            metric: metric.into(),
-            unit: unit.map(Into::into),
-            value: value.into(),
-            origin: None,
+    fn reading<'a>(
+        node: &'a str,
+        metric: &'a str,
+        unit: Option<&'a str>,
+        value: &'a str,
+    ) -> EventReading<'a> {
+        EventReading {
+            node,
+            metric,
+            unit,
+            value,
         }
     }
 
     #[test]
     fn an_event_carries_every_reading_exactly_and_reads_back_the_same() {
-        let rows = [
-            stored("node1", "temperature", Some("celsius"), "27.60"),
-            stored("signal", "rssi", Some("dbm"), "-39"),
-            stored("stats", "packets_received", None, "1e3"),
+        let refs = [
+            reading("node1", "temperature", Some("celsius"), "27.60"),
+            reading("signal", "rssi", Some("dbm"), "-39"),
+            reading("stats", "packets_received", None, "1e3"),
         ];
-        let ts = rows[0].ts_ns;
-        let refs: Vec<&StoredReading> = rows.iter().collect();
+        let ts = 1_796_047_500_123_456_789;
         let json = encode("edge-1", Some("plant a"), ts, &refs);
         let text = String::from_utf8(json.clone()).unwrap();
         assert_eq!(

@@ -3,6 +3,7 @@
 
 use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
+use crate::decode::packet_event::EventReading;
 use crate::reading::CompactString;
 
 /// An outbox sequence number: orders every row and is never reused, even after every row was
@@ -79,6 +80,16 @@ impl StoredReading {
     /// Whether this row is a gateway event (see [`EVENT_UNIT`]).
     pub fn is_event(&self) -> bool {
         self.unit.as_deref() == Some(EVENT_UNIT)
+    }
+
+    /// The reading as a packet event carries it.
+    pub fn event_reading(&self) -> EventReading<'_> {
+        EventReading {
+            node: &self.node,
+            metric: &self.metric,
+            unit: self.unit.as_deref(),
+            value: &self.value,
+        }
     }
 }
 

@@ -21,8 +21,8 @@ use super::{SourceContext, SourceEnd};
 use crate::backoff::Backoff;
 use crate::config::MqttSourceConfig;
 use crate::decode::{packet_event, ErrorClass};
+use crate::mqtt::{diagnose, probe_all, EventDriver};
 use crate::reading::{CompactString, Forwarded, Line, Origin};
-use crate::sink::mqtt::{connection_options, diagnose, EventDriver};
 
 /// A connection that lived this long was healthy: the next reconnect starts from the
 /// shortest delay.
@@ -67,7 +67,7 @@ pub(super) async fn run(
 /// Logs in to each broker of the list as the source would (under a separate client id, so
 /// the persistent session is untouched), for the checklist: ok while one accepts.
 pub(super) async fn probe(cfg: &MqttSourceConfig) -> Result<String, String> {
-    let (accepted, failed) = crate::sink::mqtt::probe_all(&cfg.connection, PROBE_TIMEOUT).await;
+    let (accepted, failed) = probe_all(&cfg.connection, PROBE_TIMEOUT).await;
     if accepted.is_empty() {
         return Err(format!("mqtt: {}", failed.join("; ")));
     }
@@ -95,7 +95,7 @@ async fn session(
 ) -> Result<SourceEnd, String> {
     let conn = &cfg.connection;
     let url = conn.broker_url(broker);
-    let mut opts = connection_options(conn, conn.client_id.clone(), broker);
+    let mut opts = conn.options(conn.client_id.clone(), broker);
     // A persistent session keeps our subscription and what was not acknowledged across
     // reconnects; acknowledgements wait for the commit.
     opts.set_clean_session(false).set_manual_acks(true);

@@ -13,7 +13,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 const COOKIE: &str = "iiot_token";
 

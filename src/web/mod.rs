@@ -171,8 +171,7 @@ fn seed_node_times(latest: &Latest, history: &OutboxReader) {
 
 /// One reading as `/api/latest` and the live stream show it.
 fn reading_json(r: &StoredReading, topic_prefix: Option<&str>) -> Value {
-    let topic =
-        topic_prefix.map(|p| crate::sink::mqtt::topic::reading_topic(p, &r.node, &r.metric));
+    let topic = topic_prefix.map(|p| crate::mqtt::topic::reading_topic(p, &r.node, &r.metric));
     json!({
         "node": r.node,
         "metric": r.metric,

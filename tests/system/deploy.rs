@@ -6,7 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use iiot_gateway::config::{Broker, BrokerTarget, Config, InfluxApi};
+use iiot_gateway::config::{Config, InfluxApi};
+use iiot_gateway::mqtt::{Broker, BrokerTarget};
 use serde_json::Value;
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -233,7 +234,7 @@ fn gateway_config_loads_and_points_at_the_compose_services() {
 
     // MQTT: the mosquitto service, on the port its config listens on and compose publishes.
     let mqtt = cfg.mqtt.expect("[mqtt] on");
-    let BrokerTarget::External(brokers) = mqtt.target else {
+    let BrokerTarget::External(brokers) = mqtt.connection.target else {
         panic!("the gateway must publish to the mosquitto service, not an embedded broker");
     };
     let [Broker { host, port }] = &brokers[..] else {

@@ -267,7 +267,7 @@ async fn node1_over_a_lossy_radio_to_node2_reaches_mqtt_and_the_database_exactly
     tokio::time::sleep(Duration::from_millis(300)).await;
     let air = radio.transmissions();
 
-    // Both boards set their modems up as LORA_LINK.md says, each reply awaited.
+    // Both boards set their modems up as docs/PROTOCOL.md ("Set-up") says, each reply awaited.
     for (address, setup_address) in [(NODE1, "AT+ADDRESS=1\r\n"), (NODE2, "AT+ADDRESS=2\r\n")] {
         let commands: Vec<Vec<u8>> = radio
             .commands()

@@ -125,7 +125,7 @@ async fn radio_frames_reach_mqtt_and_the_database_exactly_once_with_the_exact_ac
         gw.log()
     );
 
-    // LORA_LINK.md packet 1, one byte per write (RSSI -27, SNR 13).
+    // docs/PROTOCOL.md, test vectors: packet 1, one byte per write (RSSI -27, SNR 13).
     let f1 = frame(1, 273, 5887, 355_059);
     assert_eq!(
         f1,

@@ -212,7 +212,7 @@ mod tests {
         assert!(setup(SETUP_STEPS, 1, &mut [0; 64]).is_none());
     }
 
-    /// LORA_LINK.md: Node 1's send of packet 1, and Node 2's ACK of it.
+    /// docs/PROTOCOL.md, test vectors: Node 1's send of packet 1, and Node 2's ACK of it.
     #[test]
     fn send_matches_the_vectors() {
         let frame = [0x01, 0xA2, 0x04, 0xFF, 0x2D, 0xF3, 0xD5, 0x15, 0x93, 0x83];

@@ -117,7 +117,7 @@ mod tests {
 
     #[test]
     fn only_node2s_answer_to_this_seq_counts() {
-        // LORA_LINK.md: the ACK of packet 1 is `01 01`, of packet 300 `01 AC 02`.
+        // docs/PROTOCOL.md, test vectors: the ACK of packet 1 is `01 01`, of packet 300 `01 AC 02`.
         let t = Transmission::new(1);
         assert_eq!(t.answer(&frame(2, &[0x01, 0x01])), Answer::Ack);
         assert_eq!(t.answer(&frame(2, &[0x02, 0x01])), Answer::Nack);

@@ -10,7 +10,8 @@
 //! print, what `sts.rx` and `sts.err` count), so the firmware only moves bytes:
 //! - a frame whose CRC fails or that does not decode, and a `+RCV` line that broke, count in
 //!   `err` and get no answer; nothing else does (the modem's `+OK`, `+READY` and other replies
-//!   are not frames: the original counted them, defect 2 of LORA_LINK.md);
+//!   are not frames: the original counted them, see docs/PROTOCOL.md, "Defects of the original
+//!   firmware fixed here");
 //! - a good frame is acknowledged (`AckPacket::ack(seq)` to its sender), counted in `rx` and
 //!   printed;
 //! - a retransmission, i.e. a good frame from the same sender with the same seq as the last
@@ -218,7 +219,7 @@ mod tests {
         (buf, n)
     }
 
-    /// LORA_LINK.md: packet 1 end to end (own SHT3x 27.88 °C / 48.26 %).
+    /// docs/PROTOCOL.md, test vectors: packet 1 end to end (own SHT3x 27.88 °C / 48.26 %).
     #[test]
     fn the_vector_line_is_byte_identical() {
         let (buf, n) = written(&line(Some(27.88), Some(48.26)));
@@ -238,7 +239,7 @@ mod tests {
         assert!(text.contains(r#""n2":{"t":26.5},"sig""#), "{text}");
     }
 
-    /// LORA_LINK.md's packet 1 frame: `01 A2 04 FF 2D F3 D5 15 93 83`.
+    /// Packet 1's frame (docs/PROTOCOL.md, test vectors): `01 A2 04 FF 2D F3 D5 15 93 83`.
     const FRAME_1: [u8; 10] = [0x01, 0xA2, 0x04, 0xFF, 0x2D, 0xF3, 0xD5, 0x15, 0x93, 0x83];
 
     fn frame(sender: u16, data: &[u8]) -> Event<'_> {

@@ -167,7 +167,7 @@ fn rcv(sender: u16, data: &[u8], rssi: i16, snr: i16) -> Vec<u8> {
     v
 }
 
-/// LORA_LINK.md: modem → Node 2, packet 1 (29 bytes).
+/// docs/PROTOCOL.md, test vectors: modem → Node 2, packet 1 (29 bytes).
 #[test]
 fn the_vector_frame_in_any_chunking() {
     let input = rcv(1, &FRAME_1, -27, 13);

@@ -81,7 +81,8 @@ impl<B: I2c + Clone> Sensor for Bme680<B> {
             }
         };
         let gas = data.gas_resistance.ok_or(SensorError::NoData)?;
-        // The packet's units (LORA_LINK.md): truncated tenths of °C, hundredths of %RH, ohms.
+        // The packet's units (docs/PROTOCOL.md, "Fields and units"): truncated tenths of °C,
+        // hundredths of %RH, ohms.
         Ok(Air {
             temperature: (data.temperature * 10.0) as i16,
             humidity: (data.humidity * 100.0) as u16,

@@ -16,9 +16,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::raw::RawConfig;
-use super::{
-    defaults, Config, ConfigError, EnvLookup, MqttConfig, MqttSourceConfig, Secret, SourceConfig,
-};
+use super::{defaults, Config, ConfigError, EnvLookup, MqttConfig, MqttSourceConfig, SourceConfig};
+use crate::secret::Secret;
 
 /// Validates one raw config; `file` names it in every error.
 pub(super) struct Validator<'a> {
@@ -100,7 +99,7 @@ impl Validator<'_> {
     /// Refuses a `kind = "mqtt"` source whose topic takes in what this gateway's own MQTT sink
     /// publishes: every packet would come back to be stored and published again.
     fn no_loop(&self, source: &MqttSourceConfig, sink: &MqttConfig) -> Result<(), ConfigError> {
-        use crate::sink::mqtt::topic::{filters_overlap, reading_topic, status_topic};
+        use crate::mqtt::topic::{filters_overlap, reading_topic, status_topic};
         let topic = match source.subscription.strip_prefix("$share/") {
             Some(shared) => shared.split_once('/').map_or(shared, |(_, t)| t),
             None => &source.subscription,
@@ -370,7 +369,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.ingest.max_line_length, 256);
-        assert_eq!(c.mqtt.unwrap().keep_alive, Duration::from_secs(1));
+        assert_eq!(
+            c.mqtt.unwrap().connection.keep_alive,
+            Duration::from_secs(1)
+        );
         assert_eq!(c.influx.unwrap().timeout, Duration::from_millis(100));
     }
 
@@ -399,6 +401,9 @@ mod tests {
             f.display().to_string()
         ))
         .unwrap();
-        assert_eq!(c.mqtt.unwrap().password.unwrap().expose(), "s3cret");
+        assert_eq!(
+            c.mqtt.unwrap().connection.password.unwrap().expose(),
+            "s3cret"
+        );
     }
 }

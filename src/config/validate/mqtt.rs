@@ -8,12 +8,11 @@ use std::path::{Path, PathBuf};
 use super::super::defaults::{self, default_client_id};
 use super::super::raw::{RawHomeAssistant, RawMqtt};
 use super::super::tls::{parse_broker_url, pem_certificates, pem_has_private_key};
-use super::super::{
-    Broker, BrokerTarget, ConfigError, HomeAssistantConfig, MqttConfig, MqttTls, PacketEvents,
-    Secret,
-};
+use super::super::{ConfigError, HomeAssistantConfig, MqttConfig, PacketEvents};
 use super::Validator;
-use crate::sink::mqtt::topic::validate_prefix;
+use crate::mqtt::topic::{packet_topic, validate_prefix};
+use crate::mqtt::{Broker, BrokerTarget, Connection, MqttTls};
+use crate::secret::Secret;
 
 /// `[gateway] id` and `site`, for the packet events.
 #[derive(Debug, Default)]
@@ -165,19 +164,21 @@ impl Validator<'_> {
             _ => None,
         };
         Ok(MqttConfig {
-            target,
-            client_id,
+            connection: Connection {
+                target,
+                client_id,
+                keep_alive,
+                reconnect_initial: m.reconnect_initial.unwrap_or(defaults::RECONNECT_INITIAL),
+                reconnect_max: m.reconnect_max.unwrap_or(defaults::RECONNECT_MAX),
+                username: m.username,
+                password,
+                tls,
+            },
             topic_prefix,
             qos,
             retain: m.retain.unwrap_or(defaults::RETAIN),
-            keep_alive,
             inflight,
             ack_timeout,
-            reconnect_initial: m.reconnect_initial.unwrap_or(defaults::RECONNECT_INITIAL),
-            reconnect_max: m.reconnect_max.unwrap_or(defaults::RECONNECT_MAX),
-            username: m.username,
-            password,
-            tls,
             embedded_tls,
             homeassistant: None,
             packet_events,
@@ -212,7 +213,7 @@ impl Validator<'_> {
             return Err(self.err("[gateway] site", "use 1 to 256 characters"));
         }
         Ok(PacketEvents {
-            topic: crate::sink::mqtt::topic::packet_topic(topic_prefix, &gateway_id),
+            topic: packet_topic(topic_prefix, &gateway_id),
             gateway_id,
             site: identity.site.clone(),
         })
@@ -372,11 +373,11 @@ mod tests {
         let c = load("[mqtt]\nbroker_url = \"mqtt://h:1883\"\n[storage]\ndir = \"/var/lib/x\"\n")
             .unwrap();
         assert_eq!(
-            c.mqtt.unwrap().client_id,
+            c.mqtt.unwrap().connection.client_id,
             default_client_id(Path::new("/var/lib/x"))
         );
         let c = load("[mqtt]\nbroker_url = \"mqtt://h:1883\"\nclient_id = \"mine\"\n").unwrap();
-        assert_eq!(c.mqtt.unwrap().client_id, "mine");
+        assert_eq!(c.mqtt.unwrap().connection.client_id, "mine");
     }
 
     #[test]
@@ -385,13 +386,17 @@ mod tests {
             load("[mqtt]\nbroker_url = [\"mqtt://n1:1883\", \"n2:1884\", \"tcp://[::1]:1885\"]\n")
                 .unwrap();
         let m = c.mqtt.unwrap();
-        assert_eq!(m.broker_count(), 3);
-        assert_eq!(m.broker_url(0), "mqtt://n1:1883");
-        assert_eq!(m.broker_url(1), "mqtt://n2:1884");
-        assert_eq!(m.broker_url(2), "mqtt://[::1]:1885");
-        assert_eq!(m.broker(3), ("n1".to_string(), 1883), "tried in turn");
+        assert_eq!(m.connection.broker_count(), 3);
+        assert_eq!(m.connection.broker_url(0), "mqtt://n1:1883");
+        assert_eq!(m.connection.broker_url(1), "mqtt://n2:1884");
+        assert_eq!(m.connection.broker_url(2), "mqtt://[::1]:1885");
+        assert_eq!(
+            m.connection.broker(3),
+            ("n1".to_string(), 1883),
+            "tried in turn"
+        );
         let one = load("[mqtt]\nbroker_url = \"mqtt://n1\"\n").unwrap();
-        assert_eq!(one.mqtt.unwrap().broker_count(), 1);
+        assert_eq!(one.mqtt.unwrap().connection.broker_count(), 1);
 
         let refused = |text: &str| load(text).unwrap_err().to_string();
         let e = refused("[mqtt]\nbroker_url = [\"mqtt://n1\", \"mqtts://n2\"]\n");

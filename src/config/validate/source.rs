@@ -9,11 +9,13 @@ use std::time::Duration;
 use super::super::defaults::{self, default_client_id};
 use super::super::raw::{self, RawGateway, RawSource};
 use super::super::{
-    BrokerTarget, ConfigError, FileConfig, IngestConfig, MqttConfig, MqttSourceConfig,
-    ProcessConfig, ProcessKind, Rylr998Config, SerialConfig, SimulatorConfig, SourceConfig,
+    ConfigError, FileConfig, IngestConfig, MqttSourceConfig, ProcessConfig, ProcessKind,
+    Rylr998Config, SerialConfig, SimulatorConfig, SourceConfig,
 };
 use super::{absolute, absolute_text, positive, Validator};
-use crate::sink::mqtt::topic::packet_topic;
+use crate::mqtt::topic::packet_topic;
+use crate::mqtt::{BrokerTarget, Connection};
+use crate::reading::MAX_NAME_LEN;
 
 /// What the sources' defaults depend on outside `[source]`.
 pub(super) struct SourceEnv<'a> {
@@ -129,23 +131,15 @@ impl Validator<'_> {
             s.client_key_file,
         )?;
         Ok(MqttSourceConfig {
-            connection: MqttConfig {
+            connection: Connection {
                 target: BrokerTarget::External(brokers),
                 client_id,
-                topic_prefix: env.topic_prefix.to_string(),
-                qos: 1,
-                retain: false,
                 keep_alive,
-                inflight: defaults::INFLIGHT,
-                ack_timeout: defaults::ACK_TIMEOUT,
                 reconnect_initial: s.reconnect_initial.unwrap_or(defaults::RECONNECT_INITIAL),
                 reconnect_max: s.reconnect_max.unwrap_or(defaults::RECONNECT_MAX),
                 username: s.username,
                 password,
                 tls,
-                embedded_tls: None,
-                homeassistant: None,
-                packet_events: None,
             },
             subscription,
         })
@@ -456,14 +450,14 @@ fn parse_radio_parameters(
 /// A node name from `[source.nodes]`: what the decoder would keep unchanged, and not one of
 /// the names the link's own readings use.
 fn validate_node_name(name: &str) -> Result<(), String> {
-    let safe = (1..=crate::decode::MAX_NAME_LEN).contains(&name.len())
+    let safe = (1..=MAX_NAME_LEN).contains(&name.len())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if !safe {
         return Err(format!(
             "node names use 1 to {} letters, digits, _ and - (got {name:?})",
-            crate::decode::MAX_NAME_LEN
+            MAX_NAME_LEN
         ));
     }
     if matches!(name, "signal" | "stats" | "gateway") {
@@ -477,7 +471,8 @@ fn validate_node_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::super::super::test_load as load;
-    use super::super::super::{Broker, BrokerTarget, InfluxApi, SourceConfig};
+    use super::super::super::{InfluxApi, SourceConfig};
+    use crate::mqtt::{Broker, BrokerTarget};
 
     #[test]
     fn hardware_project_config_means_probe_rs() {
@@ -521,7 +516,7 @@ channel_capacity = 100
         assert_eq!(c.ingest.channel_capacity, 100);
         let m = c.mqtt.expect("mqtt");
         assert_eq!(
-            m.target,
+            m.connection.target,
             BrokerTarget::External(vec![Broker {
                 host: "localhost".into(),
                 port: 1883

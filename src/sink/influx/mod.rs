@@ -27,9 +27,10 @@ use flate2::Compression;
 use reqwest::StatusCode;
 use tracing::debug;
 
-use super::{Cursor, Failure, Link, SinkContext, SinkError};
+use super::{Cursor, Link, SinkContext, SinkError};
 use crate::backoff::Backoff;
 use crate::config::{InfluxApi, InfluxConfig};
+use crate::failure::{resolution_failure, Failure};
 use crate::outbox::StoredReading;
 use crate::reading::Precision;
 use lineproto::encode;
@@ -247,7 +248,7 @@ impl Writer {
             .url()
             .and_then(|u| Some((u.host_str()?, u.port_or_known_default()?)))
         {
-            Some((host, port)) if e.is_connect() => super::resolution_failure(host, port).await,
+            Some((host, port)) if e.is_connect() => resolution_failure(host, port).await,
             _ => None,
         };
         let kind = match unresolved {

@@ -9,8 +9,8 @@
 
 use serde_json::json;
 
-use super::topic::{reading_topic, status_topic};
 use crate::config::HomeAssistantConfig;
+use crate::mqtt::topic::{reading_topic, status_topic};
 
 /// Home Assistant's own availability topic.
 pub fn ha_status_topic(cfg: &HomeAssistantConfig) -> String {

@@ -15,30 +15,26 @@
 //! `offline` as the last will and on clean shutdown.
 
 mod acks;
-pub(crate) mod broker;
 mod homeassistant;
-pub mod topic;
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
-    TlsConfiguration, Transport,
-};
-use tokio::sync::mpsc;
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use tracing::{debug, info, warn};
 
-use super::{Cursor, Failure, Link, SinkContext, SinkError};
+use super::{Cursor, Link, SinkContext, SinkError};
 use crate::backoff::Backoff;
-use crate::config::{BrokerTarget, MqttConfig, MqttTls};
+use crate::config::MqttConfig;
 use crate::decode::packet_event;
+use crate::failure::Failure;
 use crate::latest::MAX_SERIES;
+use crate::mqtt::topic::{reading_topic, status_topic};
+use crate::mqtt::{diagnose, EventDriver};
 use crate::outbox::{Seq, StoredReading};
 use crate::reading::CompactString;
 use acks::{AckTracker, AckWatch};
 use homeassistant::{discovery, ha_status_topic};
-use topic::{reading_topic, status_topic};
 
 /// Cursor key in the outbox.
 pub const NAME: &str = "mqtt";
@@ -48,10 +44,6 @@ const OFFLINE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Mosquitto 2.0 completes the QoS 2 handshake for, but silently drops, publishes of an MQTT
 /// 3.1.1 client beyond its `max_inflight_messages` (default 20). QoS 1 is not affected.
 const QOS2_MAX_INFLIGHT: usize = 16;
-/// Largest MQTT packet sent or taken (rumqttc's default is 10 KiB: a packet event of 300
-/// readings is 21 KB). A packet event of [`packet_event::READINGS_PER_EVENT`] readings of
-/// the longest names fits several times.
-const MAX_PACKET_BYTES: usize = 4 << 20;
 /// How soon a cursor move that `advance` left unstored is stored (no tick while there is none).
 const TICK: Duration = Duration::from_millis(250);
 
@@ -113,14 +105,17 @@ impl Takeovers {
 /// Runs the sink until finished or aborted.
 pub async fn run(cfg: MqttConfig, ctx: &SinkContext) -> Result<(), SinkError> {
     let mut cursor = Cursor::load(NAME, ctx)?;
-    let mut backoff = Backoff::new(cfg.reconnect_initial, cfg.reconnect_max);
+    let mut backoff = Backoff::new(
+        cfg.connection.reconnect_initial,
+        cfg.connection.reconnect_max,
+    );
     let mut link = Link::new(ctx.events.clone());
     let mut takeovers = Takeovers::default();
     // The broker tried next: after a failure, the next one of the list (a cluster's nodes
     // hold the same persistent session, so whatever was not acknowledged is sent there).
     let mut broker = 0;
     loop {
-        let target = cfg.broker_url(broker);
+        let target = cfg.connection.broker_url(broker);
         let end = session(&cfg, ctx, &mut cursor, &mut link, broker).await?;
         cursor.persist(ctx);
         match end {
@@ -137,7 +132,7 @@ pub async fn run(cfg: MqttConfig, ctx: &SinkContext) -> Result<(), SinkError> {
                 }
                 if let Some(n) = takeovers.on_end(connected_for, kind == Failure::ConnectionLost) {
                     warn!(
-                        client_id = cfg.client_id,
+                        client_id = cfg.connection.client_id,
                         drops = n,
                         "the broker keeps dropping the connection right after accepting it: another client with the same client_id is the likely cause (each connection takes the session from the other); give each gateway its own [mqtt] client_id"
                     );
@@ -146,8 +141,8 @@ pub async fn run(cfg: MqttConfig, ctx: &SinkContext) -> Result<(), SinkError> {
                 ctx.status.set_error(Some(format!("{kind}: {detail}")));
                 link.down(NAME, &target, kind, &detail, delay);
                 ctx.status.set_endpoint(None);
-                broker = (broker + 1) % cfg.broker_count();
-                debug!(attempt = backoff.attempts(), retry_in = ?delay, next = %cfg.broker_url(broker), "mqtt reconnect scheduled");
+                broker = (broker + 1) % cfg.connection.broker_count();
+                debug!(attempt = backoff.attempts(), retry_in = ?delay, next = %cfg.connection.broker_url(broker), "mqtt reconnect scheduled");
                 if nothing_left(&cursor, ctx)? {
                     return Ok(());
                 }
@@ -163,52 +158,6 @@ pub async fn run(cfg: MqttConfig, ctx: &SinkContext) -> Result<(), SinkError> {
             }
         }
     }
-}
-
-/// The rustls configuration for `tls`: its CA (or the system's roots) and client certificate.
-fn tls_config(tls: &MqttTls) -> TlsConfiguration {
-    let client_auth = tls
-        .client
-        .as_ref()
-        .map(|(cert, key)| (cert.clone(), key.expose().as_bytes().to_vec()));
-    match &tls.ca_pem {
-        Some(ca) => TlsConfiguration::Simple {
-            ca: ca.clone(),
-            alpn: None,
-            client_auth,
-        },
-        None => {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-            let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
-            // Both files were checked when the config was loaded.
-            let config = match client_auth.and_then(|(c, k)| client_identity(&c, &k)) {
-                Some((certs, key)) => match builder.clone().with_client_auth_cert(certs, key) {
-                    Ok(config) => config,
-                    Err(error) => {
-                        tracing::error!(%error, "client certificate unusable; connecting without it");
-                        builder.with_no_client_auth()
-                    }
-                },
-                None => builder.with_no_client_auth(),
-            };
-            TlsConfiguration::Rustls(std::sync::Arc::new(config))
-        }
-    }
-}
-
-type Identity = (
-    Vec<rustls::pki_types::CertificateDer<'static>>,
-    rustls::pki_types::PrivateKeyDer<'static>,
-);
-
-fn client_identity(cert: &[u8], key: &[u8]) -> Option<Identity> {
-    use rustls::pki_types::pem::PemObject as _;
-    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(cert)
-        .collect::<Result<Vec<_>, _>>()
-        .ok()?;
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key).ok()?;
-    Some((certs, key))
 }
 
 /// Finishing, and every committed reading already delivered: no reason to keep reconnecting.
@@ -227,7 +176,8 @@ fn qos(level: u8) -> QoS {
 
 /// The rumqttc options for `cfg`'s `broker`th broker.
 pub fn options(cfg: &MqttConfig, broker: usize) -> MqttOptions {
-    let mut opts = connection_options(cfg, cfg.client_id.clone(), broker);
+    let conn = &cfg.connection;
+    let mut opts = conn.options(conn.client_id.clone(), broker);
     // A persistent session (clean session off) as the broker contract asks, except with
     // QoS 2: every connection starts a new client whose packet ids restart at 1, and a broker
     // still holding an unreleased QoS 2 id from the old session would take a new publish
@@ -244,68 +194,6 @@ pub fn options(cfg: &MqttConfig, broker: usize) -> MqttOptions {
     opts
 }
 
-/// The `broker`th broker's address, keep-alive, TLS and login: what every connection of ours
-/// shares.
-pub(crate) fn connection_options(
-    cfg: &MqttConfig,
-    client_id: String,
-    broker: usize,
-) -> MqttOptions {
-    let (host, port) = cfg.broker(broker);
-    let mut opts = MqttOptions::new(client_id, host, port);
-    opts.set_keep_alive(cfg.keep_alive)
-        .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
-    if let Some(tls) = &cfg.tls {
-        opts.set_transport(Transport::tls_with_config(tls_config(tls)));
-    }
-    if let Some(user) = &cfg.username {
-        let password = cfg.password.as_ref().map(|p| p.expose()).unwrap_or("");
-        opts.set_credentials(user.clone(), password);
-    }
-    opts
-}
-
-/// [`probe`] of every broker of the list: the URLs that accepted, and each failure with its
-/// URL.
-pub async fn probe_all(cfg: &MqttConfig, timeout: Duration) -> (Vec<String>, Vec<String>) {
-    let mut accepted = Vec::new();
-    let mut failed = Vec::new();
-    for i in 0..cfg.broker_count() {
-        let url = cfg.broker_url(i);
-        match probe(cfg, i, timeout).await {
-            Ok(()) => accepted.push(url),
-            Err(e) => failed.push(format!("{url}: {e}")),
-        }
-    }
-    (accepted, failed)
-}
-
-/// Connects once to the `broker`th broker as the sink would (TLS, login), under a separate client id, without a last
-/// will and with a clean session so a running gateway's session is untouched; for `check`.
-pub async fn probe(cfg: &MqttConfig, broker: usize, timeout: Duration) -> Result<(), String> {
-    // A short id of its own (23 characters at most suit every MQTT 3.1.1 broker).
-    let id = crate::config::fnv1a(cfg.client_id.as_bytes());
-    let mut opts = connection_options(cfg, format!("iiot-check-{id:08x}"), broker);
-    opts.set_clean_session(true);
-    let (client, mut events) = AsyncClient::new(opts, 4);
-    let outcome = tokio::time::timeout(timeout, async {
-        loop {
-            match events.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
-                Ok(_) => {}
-                Err(err) => return Err(diagnose(&err, cfg, broker).await),
-            }
-        }
-    })
-    .await;
-    let _ = client.try_disconnect();
-    match outcome {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err((kind, detail))) => Err(format!("{kind}: {detail}")),
-        Err(_) => Err(format!("no answer within {timeout:?}")),
-    }
-}
-
 async fn session(
     cfg: &MqttConfig,
     ctx: &SinkContext,
@@ -313,7 +201,7 @@ async fn session(
     link: &mut Link,
     broker: usize,
 ) -> Result<SessionEnd, SinkError> {
-    let target = cfg.broker_url(broker);
+    let target = cfg.connection.broker_url(broker);
     let reading_qos = qos(cfg.qos);
     let window = match reading_qos {
         QoS::ExactlyOnce => usize::from(cfg.inflight).min(QOS2_MAX_INFLIGHT),
@@ -397,11 +285,13 @@ async fn session(
                         // A big packet goes out as several events (same time, same seq).
                         let mut queued_all = true;
                         for chunk in rows.chunks(packet_event::READINGS_PER_EVENT) {
+                            let readings: Vec<_> =
+                                chunk.iter().map(|r| r.event_reading()).collect();
                             let payload = packet_event::encode(
                                 &pe.gateway_id,
                                 pe.site.as_deref(),
                                 r.ts_ns,
-                                chunk,
+                                &readings,
                             );
                             if client
                                 .try_publish(&pe.topic, reading_qos, false, payload)
@@ -439,7 +329,7 @@ async fn session(
                     "mqtt sink finishing"
                 );
                 if cursor.value >= end {
-                    say_offline(&client, &mut events.rx, &cfg.topic_prefix).await;
+                    say_offline(&client, &mut events, &cfg.topic_prefix).await;
                     return Ok(SessionEnd::Finished);
                 }
             }
@@ -448,7 +338,7 @@ async fn session(
             biased;
             () = ctx.abort.cancelled() => {
                 if connected {
-                    say_offline(&client, &mut events.rx, &cfg.topic_prefix).await;
+                    say_offline(&client, &mut events, &cfg.topic_prefix).await;
                 }
                 return Ok(SessionEnd::Aborted);
             }
@@ -513,7 +403,7 @@ async fn session(
                 }
                 Ok(_) => {}
                 Err(err) => {
-                    let (kind, detail) = diagnose(&err, cfg, broker).await;
+                    let (kind, detail) = diagnose(&err, &cfg.connection, broker).await;
                     let connected_for = connected_at.map(|t| t.elapsed());
                     return Ok(SessionEnd::Failed { kind, detail, connected_for });
                 }
@@ -541,26 +431,6 @@ async fn session(
     }
 }
 
-/// [`classify`], with an I/O failure of a broker whose name does not resolve (any more)
-/// named as such.
-pub(crate) async fn diagnose(
-    err: &rumqttc::ConnectionError,
-    cfg: &MqttConfig,
-    broker: usize,
-) -> (Failure, String) {
-    let (kind, detail) = classify(err);
-    let external = matches!(cfg.target, BrokerTarget::External(_));
-    if external && kind == Failure::ConnectionLost {
-        if let rumqttc::ConnectionError::Io(_) = err {
-            let (host, port) = cfg.broker(broker);
-            if let Some(why) = super::resolution_failure(&host, port).await {
-                return (Failure::NameResolution, why);
-            }
-        }
-    }
-    (kind, detail)
-}
-
 /// Reads on until `buffered` holds every row of the packet `first` opens (a packet's rows are
 /// consecutive and committed together, so the rows read are all there is when the last has
 /// its time and nothing follows).
@@ -583,77 +453,8 @@ fn fill_packet(
     }
 }
 
-/// Sorts a connection error into a state for the log (one line per state change).
-fn classify(err: &rumqttc::ConnectionError) -> (Failure, String) {
-    use rumqttc::ConnectionError as E;
-    let kind = match err {
-        E::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Failure::ConnectionRefused,
-        E::Io(_) => Failure::ConnectionLost,
-        E::ConnectionRefused(code) => {
-            let detail = format!("broker refused the connection: {code:?} (check [mqtt] username/password and client_id)");
-            return (Failure::RefusedByBroker, detail);
-        }
-        E::NetworkTimeout | E::FlushTimeout => Failure::Timeout,
-        E::Tls(e) => {
-            let detail = format!("TLS: {e} (check [mqtt] ca_file, client_cert_file and client_key_file, and that the broker's certificate names this host)");
-            return (Failure::Tls, detail);
-        }
-        E::MqttState(_) => Failure::ConnectionLost,
-        _ => Failure::ConnectionFailed,
-    };
-    (kind, err.to_string())
-}
-
-/// Runs rumqttc's event loop in its own task and hands its events over a channel.
-///
-/// `EventLoop::poll` must not be cancelled: a poll dropped while it is connecting (as a
-/// `select!` does whenever another branch wins) leaves a half-made connection behind and the
-/// next poll opens a second one, which makes the broker publish our last will. Only the
-/// channel receiver is ever raced; the task is aborted when the session ends.
-pub(crate) struct EventDriver {
-    rx: mpsc::Receiver<Result<Event, ConnectionError>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl EventDriver {
-    pub(crate) fn spawn(mut event_loop: EventLoop, capacity: usize) -> Self {
-        let (tx, rx) = mpsc::channel(capacity);
-        let task = tokio::spawn(async move {
-            loop {
-                let event = event_loop.poll().await;
-                let failed = event.is_err();
-                if tx.send(event).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
-        EventDriver { rx, task }
-    }
-
-    /// The next event; a closed channel reads as a lost connection.
-    // rumqttc's own error type is large; it is passed on once per connection, not per event.
-    #[allow(clippy::result_large_err)]
-    pub(crate) async fn next(&mut self) -> Result<Event, ConnectionError> {
-        self.rx.recv().await.unwrap_or_else(|| {
-            Err(ConnectionError::Io(std::io::Error::other(
-                "mqtt event loop ended",
-            )))
-        })
-    }
-}
-
-impl Drop for EventDriver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// Clean shutdown: `offline` (retained), then DISCONNECT, waiting briefly for both.
-async fn say_offline(
-    client: &AsyncClient,
-    events: &mut mpsc::Receiver<Result<Event, ConnectionError>>,
-    prefix: &str,
-) {
+async fn say_offline(client: &AsyncClient, events: &mut EventDriver, prefix: &str) {
     if client
         .try_publish(status_topic(prefix), QoS::AtLeastOnce, true, "offline")
         .is_err()
@@ -663,12 +464,12 @@ async fn say_offline(
     let wait = async {
         let mut disconnect_sent = false;
         loop {
-            match events.recv().await {
-                Some(Ok(Event::Incoming(Packet::PubAck(_)))) if !disconnect_sent => {
+            match events.next().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) if !disconnect_sent => {
                     disconnect_sent = client.try_disconnect().is_ok();
                 }
-                Some(Ok(Event::Outgoing(Outgoing::Disconnect))) | Some(Err(_)) | None => return,
-                Some(Ok(_)) => {}
+                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => return,
+                Ok(_) => {}
             }
         }
     };
