@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 use crate::config::{InfluxConfig, MqttConfig};
 use crate::events::{EventKind, EventLog};
 use crate::failure::Failure;
-use crate::outbox::StoredReading;
+
 use crate::outbox::{OutboxError, OutboxReader, Seq, Write, WriteQueue};
 use crate::quarantine::Quarantine;
 use crate::telemetry::SinkStatus;
@@ -103,9 +103,10 @@ impl Cursor {
         })
     }
 
-    /// `r` goes to the far end now (again, after a failure: counted as retried).
-    fn sending(&mut self, r: &StoredReading, ctx: &SinkContext) {
-        if self.in_flight.on_send(r.seq, r.ts_ns, r.is_event()) {
+    /// The row at `seq`, received at `ts_ns` (a gateway event when `event`), goes to the far
+    /// end now (again, after a failure: counted as retried).
+    fn sending(&mut self, seq: Seq, ts_ns: i64, event: bool, ctx: &SinkContext) {
+        if self.in_flight.on_send(seq, ts_ns, event) {
             ctx.status.retried.fetch_add(1, Ordering::Relaxed);
         }
     }

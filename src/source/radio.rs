@@ -295,7 +295,7 @@ mod tests {
         }
     }
 
-    /// docs/PROTOCOL.md, test vectors: packet 1 (RSSI -27, SNR 13): its readings, and the ACK `01 01`.
+    /// docs/PROTOCOL.md, test vectors: packet 1 (RSSI -27, SNR 13), its readings and ACK `01 01`.
     #[test]
     fn a_good_frame_is_its_readings_and_an_ack() {
         let mut link = RadioLink::new(&BTreeMap::from([(1, "node1".to_string())]));

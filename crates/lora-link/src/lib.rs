@@ -1,6 +1,7 @@
 //! The radio link between iiot-gateway's sensor nodes, in one place: what Node 1 sends, what
 //! Node 2 answers, how the REYAX RYLR998 modem carries both, and the JSON line Node 2 prints.
-//! The wire contract is `shared/LORA_LINK.md`; its test vectors are this crate's tests.
+//! The protocol is written down in `docs/PROTOCOL.md` at the repository root; its test
+//! vectors are this crate's tests, and it names the test that checks each one.
 //!
 //! - [`packet`]: `SensorDataPacket` and `AckPacket` in postcard 1.x encoding, and the sensor
 //!   frame (postcard bytes + CRC-16/IBM-3740, big-endian).

@@ -271,7 +271,8 @@ mod tests {
             .collect()
     }
 
-    /// The two packets of docs/PROTOCOL.md, test vectors (checked against the original hardware's log).
+    /// The two packets of docs/PROTOCOL.md, test vectors, checked against the original hardware's
+    /// log.
     fn vectors() -> [(SensorDataPacket, Vec<u8>, u16, Vec<u8>); 2] {
         [
             (

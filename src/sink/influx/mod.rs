@@ -426,7 +426,7 @@ pub async fn run(cfg: InfluxConfig, ctx: &SinkContext) -> Result<(), SinkError> 
         }
         loop {
             for r in &batch {
-                cursor.sending(r, ctx);
+                cursor.sending(r.seq, r.ts_ns, r.is_event(), ctx);
             }
             match deliver(&writer, &batch, ctx).await {
                 Ok(()) => {

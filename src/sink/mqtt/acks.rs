@@ -102,11 +102,6 @@ impl AckTracker {
         self.queued.len() + self.inflight.len()
     }
 
-    /// The highest seq handed to the client.
-    pub fn highest_queued(&self) -> Seq {
-        self.highest_queued
-    }
-
     /// Publishes confirmed so far: moves whenever the broker acknowledges one.
     pub fn confirmations(&self) -> u64 {
         self.confirmations

@@ -16,25 +16,24 @@
 
 mod acks;
 mod homeassistant;
+mod publisher;
 
-use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{
+    AsyncClient, ClientError, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, QoS,
+    Request,
+};
 use tracing::{debug, info, warn};
 
 use super::{Cursor, Link, SinkContext, SinkError};
 use crate::backoff::Backoff;
 use crate::config::MqttConfig;
-use crate::decode::packet_event;
 use crate::failure::Failure;
 use crate::latest::MAX_SERIES;
-use crate::mqtt::topic::{reading_topic, status_topic};
+use crate::mqtt::topic::status_topic;
 use crate::mqtt::{diagnose, EventDriver};
-use crate::outbox::{Seq, StoredReading};
-use crate::reading::CompactString;
-use acks::{AckTracker, AckWatch};
-use homeassistant::{discovery, ha_status_topic};
+use publisher::{Kind, Message, Next, Publisher, Rules};
 
 /// Cursor key in the outbox.
 pub const NAME: &str = "mqtt";
@@ -194,6 +193,26 @@ pub fn options(cfg: &MqttConfig, broker: usize) -> MqttOptions {
     opts
 }
 
+/// The publishing rules of `cfg`.
+fn rules(cfg: &MqttConfig) -> Rules {
+    let qos = qos(cfg.qos);
+    let window = match qos {
+        QoS::ExactlyOnce => usize::from(cfg.inflight).min(QOS2_MAX_INFLIGHT),
+        _ => usize::from(cfg.inflight),
+    };
+    Rules {
+        prefix: cfg.topic_prefix.clone(),
+        qos,
+        retain: cfg.retain,
+        window,
+        ack_timeout: cfg.ack_timeout,
+        homeassistant: cfg.homeassistant.clone(),
+        packet_events: cfg.packet_events.clone(),
+    }
+}
+
+/// One connection to the `broker`th broker: the [`Publisher`] decides, this task reads the
+/// outbox, hands messages to the client and waits for whatever comes first.
 async fn session(
     cfg: &MqttConfig,
     ctx: &SinkContext,
@@ -201,137 +220,41 @@ async fn session(
     link: &mut Link,
     broker: usize,
 ) -> Result<SessionEnd, SinkError> {
-    let target = cfg.connection.broker_url(broker);
-    let reading_qos = qos(cfg.qos);
-    let window = match reading_qos {
-        QoS::ExactlyOnce => usize::from(cfg.inflight).min(QOS2_MAX_INFLIGHT),
-        _ => usize::from(cfg.inflight),
-    };
+    let rules = rules(cfg);
+    let window = rules.window;
     let (client, event_loop) = AsyncClient::new(options(cfg, broker), window + 8);
     let mut events = EventDriver::spawn(event_loop, window * 2 + 16);
-    let mut tracker = AckTracker::new(cursor.value, reading_qos == QoS::AtMostOnce);
-    let mut committed = ctx.committed.clone();
-    let mut buffered: VecDeque<StoredReading> = VecDeque::new();
-    let mut connected = false;
-    let mut connected_at: Option<tokio::time::Instant> = None;
-    let mut finishing = ctx.finish.is_cancelled();
-    let mut ingest_open = true;
-    // Series whose Home Assistant discovery config went out on this connection.
-    let mut announced: HashSet<(CompactString, CompactString)> = HashSet::new();
-    let mut tick = tokio::time::interval(TICK);
-    // Packet events: the receive time of the last reading handed over (its packet's event
-    // went before it, on this connection or one before: the cursor is never past a packet
-    // event that was not confirmed), and the first seq of the packet whose event is queued.
-    let mut packet_ts = match cfg.packet_events {
+    let packet_ts = match cfg.packet_events {
         Some(_) => ctx.outbox.ts_at(cursor.value)?,
         None => None,
     };
-    let mut event_queued: Option<Seq> = None;
+    let mut publisher = Publisher::new(rules, cursor.value, packet_ts);
+    let mut connection = BrokerEvents {
+        cfg,
+        ctx,
+        client: &client,
+        target: cfg.connection.broker_url(broker),
+        broker,
+        connected_at: None,
+    };
+    let mut committed = ctx.committed.clone();
+    let mut finishing = ctx.finish.is_cancelled();
+    let mut ingest_open = true;
+    let mut tick = tokio::time::interval(TICK);
     // A broker that keeps the connection but stops acknowledging (a cluster node not yet in
     // sync, a frozen process) fails the session: the next broker gets everything unconfirmed.
-    let mut ack_watch = AckWatch::new(cfg.ack_timeout);
     let mut ack_check = tokio::time::interval(cfg.ack_timeout / 4);
     ack_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        if tracker.outstanding() == 0 {
-            ack_watch.rest();
-        }
+        let connected = connection.connected_at.is_some();
         if connected {
-            committed.borrow_and_update();
-            while tracker.outstanding() < window {
-                if buffered.is_empty() {
-                    // Read a whole window ahead (bounded), not one row per acknowledgement:
-                    // one query per `window` messages instead of one per message.
-                    buffered.extend(ctx.outbox.read_after(tracker.highest_queued(), window)?);
-                }
-                let Some(r) = buffered.pop_front() else { break };
-                if r.is_event() {
-                    // Gateway events are for the database's annotations, not MQTT topics.
-                    if let Some(seq) = tracker.on_skipped(r.seq) {
-                        cursor.advance(seq, ctx);
-                    }
-                    continue;
-                }
-                if let Some(ha) = &cfg.homeassistant {
-                    let series = (r.node.clone(), r.metric.clone());
-                    // Bounded like the newest-value map: a firmware that invents keys does
-                    // not grow this set (or Home Assistant) without limit.
-                    let room = announced.len() < MAX_SERIES;
-                    if room && !announced.contains(&series) {
-                        let (topic, payload) =
-                            discovery(ha, &cfg.topic_prefix, &r.node, &r.metric, r.unit.as_deref());
-                        if client
-                            .try_publish(topic, QoS::AtLeastOnce, true, payload)
-                            .is_err()
-                        {
-                            buffered.push_front(r);
-                            break;
-                        }
-                        tracker.on_queued(None);
-                        announced.insert(series);
-                    }
-                }
-                if let Some(pe) = &cfg.packet_events {
-                    if packet_ts != Some(r.ts_ns) && event_queued != Some(r.seq) {
-                        // `r` opens a packet: its event goes first, with every reading.
-                        fill_packet(&mut buffered, &r, window, ctx)?;
-                        let rows: Vec<&StoredReading> = std::iter::once(&r)
-                            .chain(
-                                buffered
-                                    .iter()
-                                    .take_while(|b| b.ts_ns == r.ts_ns && !b.is_event()),
-                            )
-                            .collect();
-                        // A big packet goes out as several events (same time, same seq).
-                        let mut queued_all = true;
-                        for chunk in rows.chunks(packet_event::READINGS_PER_EVENT) {
-                            let readings: Vec<_> =
-                                chunk.iter().map(|r| r.event_reading()).collect();
-                            let payload = packet_event::encode(
-                                &pe.gateway_id,
-                                pe.site.as_deref(),
-                                r.ts_ns,
-                                &readings,
-                            );
-                            if client
-                                .try_publish(&pe.topic, reading_qos, false, payload)
-                                .is_err()
-                            {
-                                queued_all = false;
-                                break;
-                            }
-                            tracker.on_queued(Some(r.seq));
-                        }
-                        if !queued_all {
-                            buffered.push_front(r);
-                            break;
-                        }
-                        event_queued = Some(r.seq);
-                    }
-                }
-                let topic = reading_topic(&cfg.topic_prefix, &r.node, &r.metric);
-                if client
-                    .try_publish(topic, reading_qos, cfg.retain, r.value.as_bytes().to_vec())
-                    .is_err()
-                {
-                    buffered.push_front(r);
-                    break;
-                }
-                packet_ts = Some(r.ts_ns);
-                cursor.sending(&r, ctx);
-                tracker.on_queued(Some(r.seq));
+            publisher.on_committed(*committed.borrow_and_update());
+            if let Some(end) = hand_over(&client, &mut publisher, cursor, ctx)? {
+                return Ok(end);
             }
-            if finishing && tracker.outstanding() == 0 && buffered.is_empty() {
-                let end = ctx.outbox.last_seq()?;
-                debug!(
-                    cursor = cursor.value.get(),
-                    end = end.get(),
-                    "mqtt sink finishing"
-                );
-                if cursor.value >= end {
-                    say_offline(&client, &mut events, &cfg.topic_prefix).await;
-                    return Ok(SessionEnd::Finished);
-                }
+            if finishing && publisher.idle() && all_delivered(cursor, ctx)? {
+                say_offline(&client, &mut events, &cfg.topic_prefix).await;
+                return Ok(SessionEnd::Finished);
             }
         }
         tokio::select! {
@@ -342,87 +265,27 @@ async fn session(
                 }
                 return Ok(SessionEnd::Aborted);
             }
-            event = events.next() => match event {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    connected = true;
-                    connected_at = Some(tokio::time::Instant::now());
-                    ctx.status.set_error(None);
-                    ctx.status.set_endpoint(Some(target.clone()));
-                    link.up(NAME, &target);
-                    debug!(session_present = ack.session_present, "mqtt connack");
-                    if client
-                        .try_publish(status_topic(&cfg.topic_prefix), QoS::AtLeastOnce, true, "online")
-                        .is_ok()
-                    {
-                        tracker.on_queued(None);
-                    }
-                    if let Some(ha) = &cfg.homeassistant {
-                        // Home Assistant says `online` when it (re)starts: announce again then.
-                        let _ = client.try_subscribe(ha_status_topic(ha), QoS::AtLeastOnce);
-                    }
+            event = events.next() => {
+                let end = connection.on_event(event, &mut publisher, cursor, link).await?;
+                if let Some(end) = end {
+                    return Ok(end);
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let ha_online = cfg.homeassistant.as_ref().is_some_and(|ha| {
-                        p.topic == ha_status_topic(ha) && p.payload.as_ref() == b"online"
-                    });
-                    if ha_online {
-                        debug!("home assistant online; announcing every series again");
-                        announced.clear();
-                        // Readings already published are not resent: announce the known
-                        // series from the latest values right away.
-                        for r in ctx.outbox.latest()?.into_iter().take(MAX_SERIES) {
-                            let Some(ha) = &cfg.homeassistant else { break };
-                            let (topic, payload) = discovery(ha, &cfg.topic_prefix, &r.node, &r.metric, r.unit.as_deref());
-                            if client.try_publish(topic, QoS::AtLeastOnce, true, payload).is_err() {
-                                break;
-                            }
-                            tracker.on_queued(None);
-                            announced.insert((r.node.clone(), r.metric.clone()));
-                        }
-                    }
-                }
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                    if let Some(seq) = tracker.on_sent(pkid) {
-                        cursor.advance(seq, ctx);
-                    }
-                }
-                Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                    if let Some(seq) = tracker.on_ack(ack.pkid) {
-                        cursor.advance(seq, ctx);
-                    }
-                }
-                Ok(Event::Incoming(Packet::PubComp(comp))) => {
-                    if let Some(seq) = tracker.on_ack(comp.pkid) {
-                        cursor.advance(seq, ctx);
-                    }
-                }
-                Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => {
-                    // A packet id collision would make acks ambiguous: start a clean
-                    // connection instead; everything unconfirmed is sent again.
-                    return Ok(SessionEnd::Failed { kind: Failure::ProtocolError, detail: format!("packet id {pkid} still awaiting its acknowledgement"), connected_for: connected_at.map(|t| t.elapsed()) });
-                }
-                Ok(_) => {}
-                Err(err) => {
-                    let (kind, detail) = diagnose(&err, &cfg.connection, broker).await;
-                    let connected_for = connected_at.map(|t| t.elapsed());
-                    return Ok(SessionEnd::Failed { kind, detail, connected_for });
-                }
-            },
+            }
             // The clock, not the tick's own instant: after the branch was off (nothing
             // waiting), the first tick reports when it was due, possibly minutes ago.
-            _ = ack_check.tick(), if connected && tracker.outstanding() > 0 => {
-                if let Some(quiet) = ack_watch.stalled(tracker.confirmations(), std::time::Instant::now()) {
+            _ = ack_check.tick(), if connected && publisher.outstanding() > 0 => {
+                if let Some(quiet) = publisher.stalled(std::time::Instant::now()) {
                     let detail = format!(
                         "no acknowledgement for {}s while {} publishes waited for one (the broker keeps the connection but confirms nothing; [mqtt] ack_timeout)",
                         quiet.as_secs(),
-                        tracker.outstanding()
+                        publisher.outstanding()
                     );
-                    return Ok(SessionEnd::Failed { kind: Failure::Timeout, detail, connected_for: connected_at.map(|t| t.elapsed()) });
+                    return Ok(connection.failed(Failure::Timeout, detail));
                 }
             }
             () = ctx.finish.cancelled(), if !finishing => finishing = true,
             // Err: the ingest stage ended; `finish` follows.
-            changed = committed.changed(), if ingest_open && connected && buffered.is_empty() && tracker.outstanding() < window => {
+            changed = committed.changed(), if ingest_open && connected && publisher.wants_rows() => {
                 ingest_open = changed.is_ok();
             }
             // Only while a cursor move waits to be stored: an idle sink sleeps.
@@ -431,25 +294,159 @@ async fn session(
     }
 }
 
-/// Reads on until `buffered` holds every row of the packet `first` opens (a packet's rows are
-/// consecutive and committed together, so the rows read are all there is when the last has
-/// its time and nothing follows).
-fn fill_packet(
-    buffered: &mut VecDeque<StoredReading>,
-    first: &StoredReading,
-    window: usize,
+/// Whether the cursor reached the last committed row.
+fn all_delivered(cursor: &Cursor, ctx: &SinkContext) -> Result<bool, SinkError> {
+    let end = ctx.outbox.last_seq()?;
+    debug!(
+        cursor = cursor.value.get(),
+        end = end.get(),
+        "mqtt sink finishing"
+    );
+    Ok(cursor.value >= end)
+}
+
+/// Does what the publisher says until it waits: reads the outbox, hands messages to the
+/// client (until its queue is full), moves the cursor. `Some` when the session must end.
+fn hand_over(
+    client: &AsyncClient,
+    publisher: &mut Publisher,
+    cursor: &mut Cursor,
     ctx: &SinkContext,
-) -> Result<(), SinkError> {
+) -> Result<Option<SessionEnd>, SinkError> {
     loop {
-        let last = buffered.back().unwrap_or(first);
-        if last.ts_ns != first.ts_ns {
-            return Ok(());
+        match publisher.next() {
+            Next::Read { after, limit } => {
+                let rows = ctx.outbox.read_after(after, limit)?;
+                publisher.on_rows(rows, limit);
+            }
+            Next::Publish(message) => {
+                let kind = message.kind;
+                let Message {
+                    topic,
+                    qos,
+                    retain,
+                    payload,
+                    ..
+                } = message;
+                match client.try_publish(topic, qos, retain, payload) {
+                    Ok(()) => {
+                        if let Some((seq, ts_ns)) = publisher.on_handed(kind) {
+                            cursor.sending(seq, ts_ns, false, ctx);
+                        }
+                    }
+                    // The client's queue is full: the message waits for the next turn.
+                    Err(error) => match given_back(error, kind) {
+                        Some(message) => {
+                            publisher.on_refused(message);
+                            return Ok(None);
+                        }
+                        None => {
+                            let detail = "the client lost a message it refused".to_string();
+                            return Ok(Some(SessionEnd::Failed {
+                                kind: Failure::ProtocolError,
+                                detail,
+                                connected_for: None,
+                            }));
+                        }
+                    },
+                }
+            }
+            Next::Confirmed(seq) => cursor.advance(seq, ctx),
+            Next::Wait => return Ok(None),
         }
-        let more = ctx.outbox.read_after(last.seq, window)?;
-        if more.is_empty() {
-            return Ok(());
+    }
+}
+
+/// The message a refused `try_publish` hands back (it always does: the request it was given).
+fn given_back(error: ClientError, kind: Kind) -> Option<Message> {
+    let (ClientError::Request(request) | ClientError::TryRequest(request)) = error;
+    match request {
+        Request::Publish(p) => Some(Message {
+            topic: p.topic,
+            qos: p.qos,
+            retain: p.retain,
+            payload: p.payload.to_vec(),
+            kind,
+        }),
+        _ => None,
+    }
+}
+
+/// One connection's broker events and what they do to the publisher, the cursor and the link.
+struct BrokerEvents<'a> {
+    cfg: &'a MqttConfig,
+    ctx: &'a SinkContext,
+    client: &'a AsyncClient,
+    /// The broker's URL.
+    target: String,
+    broker: usize,
+    /// When the broker accepted it.
+    connected_at: Option<tokio::time::Instant>,
+}
+
+impl BrokerEvents<'_> {
+    /// Handles one event of the client's event loop; `Some` when the session ends.
+    // rumqttc's own error type is large; it comes once per connection, not per event.
+    #[allow(clippy::result_large_err)]
+    async fn on_event(
+        &mut self,
+        event: Result<Event, ConnectionError>,
+        publisher: &mut Publisher,
+        cursor: &mut Cursor,
+        link: &mut Link,
+    ) -> Result<Option<SessionEnd>, SinkError> {
+        let ctx = self.ctx;
+        let confirmed = match event {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                self.connected_at = Some(tokio::time::Instant::now());
+                ctx.status.set_error(None);
+                ctx.status.set_endpoint(Some(self.target.clone()));
+                link.up(NAME, &self.target);
+                debug!(session_present = ack.session_present, "mqtt connack");
+                if let Some(topic) = publisher.on_connected() {
+                    // Home Assistant says `online` when it (re)starts: announce again then.
+                    let _ = self.client.try_subscribe(topic, QoS::AtLeastOnce);
+                }
+                None
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if publisher.on_incoming(&p.topic, &p.payload) {
+                    debug!("home assistant online; announcing every series again");
+                    // Readings already published are not resent: announce the known series
+                    // from the newest values.
+                    let newest = ctx.outbox.latest()?;
+                    publisher.announce_again(&newest[..newest.len().min(MAX_SERIES)]);
+                }
+                None
+            }
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => publisher.on_sent(pkid),
+            Ok(Event::Incoming(Packet::PubAck(ack))) => publisher.on_ack(ack.pkid),
+            Ok(Event::Incoming(Packet::PubComp(comp))) => publisher.on_ack(comp.pkid),
+            Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => {
+                // A packet id collision would make acks ambiguous: start a clean connection
+                // instead; everything unconfirmed is sent again.
+                let detail = format!("packet id {pkid} still awaiting its acknowledgement");
+                return Ok(Some(self.failed(Failure::ProtocolError, detail)));
+            }
+            Ok(_) => None,
+            Err(err) => {
+                let (kind, detail) = diagnose(&err, &self.cfg.connection, self.broker).await;
+                return Ok(Some(self.failed(kind, detail)));
+            }
+        };
+        if let Some(seq) = confirmed {
+            cursor.advance(seq, ctx);
         }
-        buffered.extend(more);
+        Ok(None)
+    }
+
+    /// The session ends with `kind`.
+    fn failed(&self, kind: Failure, detail: String) -> SessionEnd {
+        SessionEnd::Failed {
+            kind,
+            detail,
+            connected_for: self.connected_at.map(|t| t.elapsed()),
+        }
     }
 }
 
