@@ -17,11 +17,11 @@ use tracing::{error, info, warn};
 use crate::config::FullPolicy;
 use crate::decode::{decode, Decoded, ErrorClass};
 use crate::events::{event_row, EventKind, RebootDetector};
-use crate::latest::Latest;
+use crate::live_view::LiveView;
 use crate::outbox::{Applied, Outbox, Seq, Write, Writes};
 use crate::quarantine::Quarantine;
 use crate::reading::{Line, Packet, Precision};
-use crate::telemetry::Stats;
+use crate::self_stats::Stats;
 use clock::PacketClock;
 
 /// Most lines taken into one outbox transaction: where the commit rate levels off
@@ -60,7 +60,7 @@ pub struct IngestOutputs {
     /// Counters.
     pub stats: Arc<Stats>,
     /// Newest values, for the dashboard (`None` without one).
-    pub latest: Option<Latest>,
+    pub latest: Option<LiveView>,
     /// Bad lines.
     pub quarantine: Quarantine,
     /// Disk budget.

@@ -344,7 +344,7 @@ mod tests {
             reconnect_max: Duration::from_secs(60),
             username: None,
             password: None,
-            tls: tls.then(|| MqttTls {
+            tls: tls.then_some(MqttTls {
                 ca_pem: None,
                 client: None,
             }),

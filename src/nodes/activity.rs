@@ -17,7 +17,7 @@ use crate::nodes::liveness::{node_state, PACKET_TIMES_PER_NODE};
 use crate::outbox::{OutboxReader, Seq};
 use crate::quarantine::Quarantine;
 use crate::reading::{now_ns, CompactString, Packet};
-use crate::telemetry::Stats;
+use crate::self_stats::Stats;
 
 /// Something worth a log line about a node.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,7 +22,7 @@ use crate::failure::Failure;
 
 use crate::outbox::{OutboxError, OutboxReader, Seq, Write, WriteQueue};
 use crate::quarantine::Quarantine;
-use crate::telemetry::SinkStatus;
+use crate::self_stats::SinkStatus;
 
 /// Cursor writes are coalesced to at most one per this interval while delivering (a crash
 /// in between only means a few readings are sent again).

@@ -1,6 +1,6 @@
-//! Reading records of bounded length from any byte stream: telemetry records as
-//! `records.rs` cuts them (newline bytes, literal `\n`, closed JSON objects, `}{`), and plain
-//! lines for a child's stderr.
+//! Reading records of bounded length from any byte stream, one function for both kinds:
+//! telemetry records as `records.rs` cuts them (newline bytes, literal `\n`, closed JSON
+//! objects, `}{`), and plain lines for a child's stderr.
 //!
 //! Bytes past `max` in one record are discarded (the record is marked `cut`), so a device
 //! that never sends a separator cannot grow memory. Invalid UTF-8 is replaced, never fatal.
@@ -9,7 +9,8 @@
 use tokio::io::{AsyncBufRead, AsyncBufReadExt as _};
 use tokio::sync::mpsc;
 
-use super::records::{Action, Splitter};
+pub use super::records::Newlines;
+use super::records::{Action, Separator, Splitter};
 use crate::reading::{now_ns, Line};
 
 /// What ended a read loop.
@@ -59,11 +60,12 @@ pub async fn forward<R: AsyncBufRead + Unpin>(
 }
 
 /// Reads one record into `buf` (cleared first), keeping at most `max` bytes; `splitter`
-/// carries the stream's state from record to record. Returns (cut, eof): `eof` means the
-/// stream ended (buf may hold a last unterminated record).
-pub async fn read_record<R: AsyncBufRead + Unpin>(
+/// (telemetry records: [`Splitter`]; plain lines: [`Newlines`]) carries the stream's state
+/// from record to record. Returns (cut, eof): `eof` means the stream ended (buf may hold a
+/// last unterminated record).
+pub async fn read_record<R: AsyncBufRead + Unpin, S: Separator>(
     reader: &mut R,
-    splitter: &mut Splitter,
+    splitter: &mut S,
     buf: &mut Vec<u8>,
     max: usize,
 ) -> std::io::Result<(bool, bool)> {
@@ -111,37 +113,6 @@ pub async fn read_record<R: AsyncBufRead + Unpin>(
     }
 }
 
-/// Reads one newline-terminated line into `buf` (cleared first), keeping at most `max` bytes.
-/// Returns (cut, eof): `eof` means the stream ended (buf may hold a last unterminated line).
-pub async fn read_line<R: AsyncBufRead + Unpin>(
-    reader: &mut R,
-    buf: &mut Vec<u8>,
-    max: usize,
-) -> std::io::Result<(bool, bool)> {
-    buf.clear();
-    let mut cut = false;
-    loop {
-        let available = reader.fill_buf().await?;
-        if available.is_empty() {
-            return Ok((cut, true));
-        }
-        let (chunk, found) = match available.iter().position(|b| *b == b'\n') {
-            Some(i) => (&available[..i], Some(i + 1)),
-            None => (available, None),
-        };
-        let room = max.saturating_sub(buf.len());
-        if chunk.len() > room {
-            cut = true;
-        }
-        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        let used = found.unwrap_or(available.len());
-        reader.consume(used);
-        if found.is_some() {
-            return Ok((cut, false));
-        }
-    }
-}
-
 /// Bytes to text: lossy UTF-8, trailing `\r` removed.
 pub fn to_text(buf: &[u8]) -> String {
     let buf = buf.strip_suffix(b"\r").unwrap_or(buf);
@@ -180,7 +151,7 @@ mod tests {
         assert_eq!(got, [("x".repeat(16), true), ("ok".to_string(), false)]);
     }
 
-    /// `shared/fixtures/vcp-node2-original.raw`: what a real Node 2 writes to its virtual COM
+    /// `tests/fixtures/vcp-node2-original.raw`: what a real Node 2 writes to its virtual COM
     /// port, JSON objects each followed by a literal backslash-n and no newline byte at all.
     #[tokio::test]
     async fn a_real_node2_stream_yields_every_record() {
@@ -220,6 +191,26 @@ mod tests {
         assert_eq!(got.len(), 4, "{got:?}");
         assert!(got[0].1, "the long record is cut");
         assert!(got[1..].iter().all(|(t, cut)| t == record && !cut));
+    }
+
+    #[tokio::test]
+    async fn plain_lines_end_only_at_newlines_and_a_long_one_is_cut() {
+        let input = b"{\"a\":1}{\"b\":2} \\n x\r\n0123456789\nlast";
+        let mut reader = tokio::io::BufReader::with_capacity(3, &input[..]);
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        loop {
+            let (cut, eof) = read_record(&mut reader, &mut Newlines, &mut buf, 8)
+                .await
+                .unwrap();
+            got.push((to_text(&buf), cut));
+            if eof {
+                break;
+            }
+        }
+        // `}{` and a literal `\n` do not end a plain line.
+        let expected = [("{\"a\":1}{", true), ("01234567", true), ("last", false)];
+        assert_eq!(got, expected.map(|(t, c)| (t.to_string(), c)));
     }
 
     #[tokio::test]

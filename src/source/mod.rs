@@ -26,7 +26,7 @@ use crate::config::{IngestConfig, SourceConfig};
 use crate::events::{EventKind, EventLog};
 use crate::quarantine::Quarantine;
 use crate::reading::Line;
-use crate::telemetry::{RestartCause, Stats};
+use crate::self_stats::{RestartCause, Stats};
 
 /// What a source reports to: restarts (counted by cause in `/metrics` and recorded as a
 /// `source_restarted` gateway event), its problem (for `/readyz`), data it refused

@@ -18,13 +18,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::lines::{forward, read_line, to_text, Ended};
+use super::lines::{forward, read_record, to_text, Ended, Newlines};
 use super::supervisor::{self, Supervised};
 use super::{spawner, SourceContext, SourceEnd};
 use crate::backoff::Backoff;
 use crate::config::ProcessConfig;
 use crate::reading::Line;
-use crate::telemetry::RestartCause;
+use crate::self_stats::RestartCause;
 
 /// Time between SIGTERM and SIGKILL at shutdown.
 const KILL_GRACE: Duration = Duration::from_secs(3);
@@ -229,7 +229,9 @@ async fn pump(
             // Bounded like stdout: a child writing without newlines cannot grow memory.
             let mut reader = BufReader::new(stderr);
             let mut buf = Vec::new();
-            while let Ok((_, eof)) = read_line(&mut reader, &mut buf, max_line).await {
+            while let Ok((_, eof)) =
+                read_record(&mut reader, &mut Newlines, &mut buf, max_line).await
+            {
                 if !buf.is_empty() {
                     info!(pid, line = to_text(&buf).trim_end(), "source stderr");
                 }
@@ -269,7 +271,7 @@ mod tests {
 
     use super::*;
     use crate::events::EventLog;
-    use crate::telemetry::Stats;
+    use crate::self_stats::Stats;
 
     fn restarts() -> (SourceContext, Arc<Stats>) {
         let stats = Arc::new(Stats::default());

@@ -57,7 +57,40 @@ enum State {
     Discard,
 }
 
-/// The record splitter. Feed every byte of the stream to [`Splitter::step`] in order.
+/// Where records end in a stream: fed every byte of it, in order.
+pub trait Separator {
+    /// What to do with `b`, the next byte of the stream.
+    fn step(&mut self, b: u8) -> Action;
+
+    /// The reader cut the current record at its length limit.
+    fn cut(&mut self) {}
+}
+
+/// Plain lines: a record ends at each newline byte (a child's stderr).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Newlines;
+
+impl Separator for Newlines {
+    fn step(&mut self, b: u8) -> Action {
+        match b {
+            b'\n' => Action::End,
+            _ => Action::Push,
+        }
+    }
+}
+
+impl Separator for Splitter {
+    fn step(&mut self, b: u8) -> Action {
+        Splitter::step(self, b)
+    }
+
+    fn cut(&mut self) {
+        Splitter::cut(self);
+    }
+}
+
+/// The telemetry record splitter. Feed every byte of the stream to [`Splitter::step`] in
+/// order.
 #[derive(Debug, Clone)]
 pub struct Splitter {
     state: State,

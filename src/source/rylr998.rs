@@ -31,7 +31,7 @@ use super::{SourceContext, SourceEnd};
 use crate::backoff::Backoff;
 use crate::config::Rylr998Config;
 use crate::reading::{now_ns, Line, Reading};
-use crate::telemetry::RestartCause;
+use crate::self_stats::RestartCause;
 
 /// Longest wait for the modem's reply to a command.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(1);

@@ -15,7 +15,7 @@ use super::{SourceContext, SourceEnd};
 use crate::backoff::Backoff;
 use crate::config::SerialConfig;
 use crate::reading::Line;
-use crate::telemetry::RestartCause;
+use crate::self_stats::RestartCause;
 
 /// Reads the port, reopening it, until `token` is cancelled.
 pub async fn run(

@@ -22,7 +22,7 @@ use serde_json::{json, Map, Value};
 
 use super::AppState;
 use crate::reading::now_ns;
-use crate::telemetry::{snapshot, Snapshot};
+use crate::self_stats::{snapshot, Snapshot};
 
 /// Why one component is not ready.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,7 +170,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
 mod tests {
     use super::*;
     use crate::outbox::Backlog;
-    use crate::telemetry::SinkSnapshot;
+    use crate::self_stats::SinkSnapshot;
 
     const NOW: i64 = 1_764_230_400_000_000_000;
     const SECOND: i64 = 1_000_000_000;

@@ -1,9 +1,9 @@
 //! `GET /api/stream`: the live feed of the dashboard as Server-Sent Events.
 //!
 //! Each browser gets its own task that forwards what the ingest thread broadcasts right after
-//! each commit ([`crate::latest::Latest::subscribe`]) into a small per-browser queue. Nothing
+//! each commit ([`crate::live_view::LiveView::subscribe`]) into a small per-browser queue. Nothing
 //! here can slow ingest: the broadcast never waits, a browser that falls
-//! [`crate::latest::LIVE_CHANNEL_CAPACITY`] batches behind loses the oldest and gets a
+//! [`crate::live_view::LIVE_CHANNEL_CAPACITY`] batches behind loses the oldest and gets a
 //! `resync` event instead (the page re-reads the history), and a full per-browser queue only
 //! holds that browser's task. Events:
 //!
@@ -26,7 +26,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt as _};
 
 use super::{nodes, reading_json, AppState};
-use crate::latest::LiveBatch;
+use crate::live_view::LiveBatch;
 use crate::reading::now_ns;
 
 /// Events queued for one browser. Full: that browser's task waits (and may lag), nobody else.

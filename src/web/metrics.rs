@@ -33,8 +33,8 @@ use tokio_util::sync::CancellationToken;
 use super::AppState;
 use crate::decode::ErrorClass;
 use crate::reading::now_ns;
-use crate::telemetry::process::{self, Process};
-use crate::telemetry::{metadata, Metrics, RestartCause, Snapshot, Stats, LATENCY};
+use crate::self_stats::process::{self, Process};
+use crate::self_stats::{metadata, Metrics, RestartCause, Snapshot, Stats, LATENCY};
 
 /// The Content-Type of the classic text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -141,7 +141,7 @@ pub(super) async fn api_metrics(State(state): State<AppState>) -> Response {
     let stats = state.stats.clone();
     let history = state.history.clone();
     let rendered = tokio::task::spawn_blocking(move || {
-        let snap = crate::telemetry::snapshot(&stats, &history);
+        let snap = crate::self_stats::snapshot(&stats, &history);
         let used = history.used_bytes().ok();
         render(
             &stats.metrics,
@@ -334,7 +334,7 @@ fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::{Counts, SinkSnapshot};
+    use crate::self_stats::{Counts, SinkSnapshot};
 
     fn valid_name(name: &str) -> bool {
         let mut chars = name.chars();

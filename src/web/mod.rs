@@ -38,11 +38,11 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HttpConfig;
-use crate::latest::{Latest, PACKET_TIMES_PER_NODE};
+use crate::live_view::{LiveView, PACKET_TIMES_PER_NODE};
 use crate::outbox::OutboxReader;
 use crate::outbox::StoredReading;
 use crate::reading::now_ns;
-use crate::telemetry::{Snapshot, Stats};
+use crate::self_stats::{Snapshot, Stats};
 
 /// Why the server did not start.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +54,7 @@ pub struct WebError {
 
 #[derive(Clone)]
 struct AppState {
-    latest: Latest,
+    latest: LiveView,
     stats: Arc<Stats>,
     topic_prefix: Option<String>,
     /// The history (its own read connection; queries run on blocking threads).
@@ -81,7 +81,7 @@ impl WebServer {
     /// `/metrics` registry in `stats` (bind before registering sinks).
     pub async fn bind(
         http: &HttpConfig,
-        latest: Latest,
+        latest: LiveView,
         stats: Arc<Stats>,
         topic_prefix: Option<String>,
         history: OutboxReader,
@@ -157,7 +157,7 @@ impl WebServer {
 }
 
 /// Reads each node's recent packet times from the history into `latest` (start-up).
-fn seed_node_times(latest: &Latest, history: &OutboxReader) {
+fn seed_node_times(latest: &LiveView, history: &OutboxReader) {
     for r in latest.snapshot() {
         match history.recent_times(&r.node, &r.metric, PACKET_TIMES_PER_NODE) {
             Ok(times) => latest.seed_times(&r.node, &times),
@@ -206,8 +206,10 @@ async fn api_nodes(State(state): State<AppState>) -> impl IntoResponse {
 async fn api_status(State(state): State<AppState>) -> Response {
     let stats = state.stats.clone();
     let history = state.history.clone();
-    match tokio::task::spawn_blocking(move || status(&crate::telemetry::snapshot(&stats, &history)))
-        .await
+    match tokio::task::spawn_blocking(move || {
+        status(&crate::self_stats::snapshot(&stats, &history))
+    })
+    .await
     {
         Ok(doc) => Json(doc).into_response(),
         Err(error) => (
@@ -281,7 +283,7 @@ mod tests {
         }
     }
 
-    async fn server(dir: &std::path::Path, latest: Latest) -> (String, CancellationToken) {
+    async fn server(dir: &std::path::Path, latest: LiveView) -> (String, CancellationToken) {
         let outbox = Outbox::open(&crate::outbox::test_storage(dir)).unwrap();
         let http = HttpConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -307,7 +309,7 @@ mod tests {
     #[tokio::test]
     async fn the_stream_pushes_committed_readings_and_ends_at_shutdown() {
         let dir = tempfile::tempdir().unwrap();
-        let latest = Latest::default();
+        let latest = LiveView::default();
         let (url, token) = server(dir.path(), latest.clone()).await;
         let client = reqwest::Client::new();
         let mut stream = client
@@ -354,7 +356,7 @@ mod tests {
     #[tokio::test]
     async fn pages_and_assets_are_served_with_their_content_types() {
         let dir = tempfile::tempdir().unwrap();
-        let (url, token) = server(dir.path(), Latest::default()).await;
+        let (url, token) = server(dir.path(), LiveView::default()).await;
         let client = reqwest::Client::new();
         for (path, status, content_type) in [
             ("/", 200, "text/html; charset=utf-8"),

@@ -43,8 +43,8 @@ pub(super) fn nodes_json(states: &[NodeState], metrics: &BTreeMap<String, Vec<St
     )
 }
 
-/// Every node's state now, from the node times and newest readings kept by `Latest`.
-pub(super) fn current(latest: &crate::latest::Latest, now_ns: i64) -> Value {
+/// Every node's state now, from the node times and newest readings kept by `LiveView`.
+pub(super) fn current(latest: &crate::live_view::LiveView, now_ns: i64) -> Value {
     let states: Vec<NodeState> = latest
         .node_times()
         .iter()

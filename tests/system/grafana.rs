@@ -21,7 +21,7 @@ use crate::support::{http, InfluxDb1};
 
 const DB: &str = "telemetry";
 
-/// What a developer runs after changing src/panels.rs or src/grafana.rs.
+/// What a developer runs after changing src/dashboards/panels.rs or src/dashboards/grafana.rs.
 const REGENERATE: &str = "cargo run -- dashboards --flavor flux --out deploy/grafana/provisioning/dashboards/flux \
      && cargo run -- dashboards --flavor influxql --out deploy/grafana/provisioning/dashboards/influxql";
 
@@ -249,7 +249,7 @@ fn committed_dashboards_are_what_the_generator_writes() {
             assert!(
                 got == want,
                 "{}/{name} differs from what `iiot-gateway dashboards --flavor {}` generates \
-                 (edited by hand, or src/panels.rs / src/grafana.rs changed). Regenerate with: \
+                 (edited by hand, or src/dashboards/panels.rs / src/dashboards/grafana.rs changed). Regenerate with: \
                  {REGENERATE}",
                 committed.display(),
                 flavor.name()

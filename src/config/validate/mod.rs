@@ -280,6 +280,36 @@ mod tests {
                 "unknown variant `m`, expected one of `ns`, `us`, `ms`, `s`",
             ),
             (
+                "[source]\nkind = \"stdin\"\nmax_line_length = 100\n",
+                "[source] max_line_length: must be at least 256 (got 100)",
+            ),
+            (
+                "[mqtt]\nkeep_alive = \"500ms\"\n",
+                "[mqtt] keep_alive: must be at least 1s (got 500ms)",
+            ),
+            (
+                "[mqtt]\nkeep_alive = \"0s\"\n",
+                "[mqtt] keep_alive: must be at least 1s (got 0s)",
+            ),
+            (
+                "[mqtt]\nack_timeout = \"200ms\"\n",
+                "[mqtt] ack_timeout: must be at least 1s (got 200ms)",
+            ),
+            (
+                "[influxdb]\nurl = \"http://x\"\nbucket = \"b\"\ntimeout = \"50ms\"\n",
+                "[influxdb] timeout: must be at least 100ms (got 50ms)",
+            ),
+        ];
+        for (text, expected) in cases {
+            let e = load(text).unwrap_err().to_string();
+            assert!(e.contains(expected), "{text:?} gave {e:?}");
+        }
+    }
+
+    #[test]
+    fn bad_source_settings_name_the_key() {
+        let cases = [
+            (
                 "[source]\nkind = \"rylr998\"\n",
                 "[source] path: required for kind = \"rylr998\"",
             ),
@@ -334,26 +364,6 @@ mod tests {
             (
                 "[source]\nkind = \"rylr998\"\npath = \"/dev/x\"\nnodes = { 1 = \"stats\" }\n",
                 "\"stats\" is taken by the link's own readings",
-            ),
-            (
-                "[source]\nkind = \"stdin\"\nmax_line_length = 100\n",
-                "[source] max_line_length: must be at least 256 (got 100)",
-            ),
-            (
-                "[mqtt]\nkeep_alive = \"500ms\"\n",
-                "[mqtt] keep_alive: must be at least 1s (got 500ms)",
-            ),
-            (
-                "[mqtt]\nkeep_alive = \"0s\"\n",
-                "[mqtt] keep_alive: must be at least 1s (got 0s)",
-            ),
-            (
-                "[mqtt]\nack_timeout = \"200ms\"\n",
-                "[mqtt] ack_timeout: must be at least 1s (got 200ms)",
-            ),
-            (
-                "[influxdb]\nurl = \"http://x\"\nbucket = \"b\"\ntimeout = \"50ms\"\n",
-                "[influxdb] timeout: must be at least 100ms (got 50ms)",
             ),
         ];
         for (text, expected) in cases {

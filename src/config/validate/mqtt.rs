@@ -73,42 +73,10 @@ impl Validator<'_> {
                 BrokerTarget::Embedded(self.socket_addr("[mqtt] embedded_listen", &listen)?)
             }
         };
-        let embedded_tls = match (m.embedded_cert_file, m.embedded_key_file) {
-            (None, None) => None,
-            (Some(cert), Some(key)) => {
-                if !matches!(target, BrokerTarget::Embedded(_)) {
-                    return Err(self.err(
-                        "[mqtt] embedded_cert_file",
-                        "is for the embedded broker, but broker_url names another broker",
-                    ));
-                }
-                for (path, key_name) in [(&cert, "embedded_cert_file"), (&key, "embedded_key_file")]
-                {
-                    if !path.is_file() {
-                        return Err(self.err(
-                            &format!("[mqtt] {key_name}"),
-                            format!("{} is not a readable file", path.display()),
-                        ));
-                    }
-                }
-                // The gateway's own sink connects over TLS too, trusting `ca_file` or, by
-                // default, the broker's (self-signed) certificate itself.
-                tls_wanted = true;
-                Some((cert, key))
-            }
-            (Some(_), None) => {
-                return Err(self.err(
-                    "[mqtt] embedded_key_file",
-                    "required with embedded_cert_file",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(self.err(
-                    "[mqtt] embedded_cert_file",
-                    "required with embedded_key_file",
-                ))
-            }
-        };
+        let embedded_tls = self.embedded_tls(&target, m.embedded_cert_file, m.embedded_key_file)?;
+        // The gateway's own sink connects to a TLS embedded broker over TLS too, trusting
+        // `ca_file` or, by default, the broker's (self-signed) certificate itself.
+        tls_wanted |= embedded_tls.is_some();
         let qos = m.qos.unwrap_or(defaults::QOS);
         if qos > 2 {
             return Err(self.err("[mqtt] qos", format!("must be 0, 1 or 2 (got {qos})")));
@@ -182,6 +150,49 @@ impl Validator<'_> {
             embedded_tls,
             homeassistant: None,
             packet_events,
+        })
+    }
+
+    /// `[mqtt] embedded_cert_file` and `embedded_key_file`: both or neither, readable, and
+    /// only for the embedded broker.
+    fn embedded_tls(
+        &self,
+        target: &BrokerTarget,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+    ) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
+        Ok(match (cert, key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                if !matches!(target, BrokerTarget::Embedded(_)) {
+                    return Err(self.err(
+                        "[mqtt] embedded_cert_file",
+                        "is for the embedded broker, but broker_url names another broker",
+                    ));
+                }
+                for (path, key_name) in [(&cert, "embedded_cert_file"), (&key, "embedded_key_file")]
+                {
+                    if !path.is_file() {
+                        return Err(self.err(
+                            &format!("[mqtt] {key_name}"),
+                            format!("{} is not a readable file", path.display()),
+                        ));
+                    }
+                }
+                Some((cert, key))
+            }
+            (Some(_), None) => {
+                return Err(self.err(
+                    "[mqtt] embedded_key_file",
+                    "required with embedded_cert_file",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(self.err(
+                    "[mqtt] embedded_cert_file",
+                    "required with embedded_key_file",
+                ))
+            }
         })
     }
 

@@ -224,41 +224,10 @@ impl Validator<'_> {
         };
         Ok(match source {
             RawSource::ProbeRs(s) => {
-                let need = |value: Option<String>, fallback: Option<String>, key: &str| {
-                    value.or(fallback).ok_or_else(|| {
-                        self.err(
-                            &format!("[source] {key}"),
-                            "required for kind = \"probe-rs\" (or set it in [gateway])",
-                        )
-                    })
-                };
-                // probe-rs picks the only attached probe by itself: the selector is optional.
-                let probe = s.probe_id.or(legacy.probe_id);
-                let chip = need(s.chip, legacy.chip, "chip")?;
-                let firmware = absolute_text(&need(
-                    s.firmware_path,
-                    legacy.firmware_path,
-                    "firmware_path",
-                )?);
-                let program = s
-                    .probe_rs
-                    .unwrap_or_else(|| defaults::PROBE_RS_PROGRAM.to_string());
-                // A program named by a path is run from that path, whatever the working
-                // directory; a bare name is looked up on PATH.
-                let program = if program.contains('/') {
-                    absolute_text(&program)
-                } else {
-                    program
-                };
-                let mut argv = vec![program, "run".into()];
-                if let Some(probe) = probe {
-                    argv.extend(["--probe".into(), probe]);
-                }
-                argv.extend(["--chip".into(), chip, firmware]);
                 let (restart_initial, restart_max) = restart(s.restart_initial, s.restart_max);
                 SourceConfig::Process(ProcessConfig {
                     kind: ProcessKind::ProbeRs,
-                    argv,
+                    argv: self.probe_rs_argv(s, legacy)?,
                     restart_initial,
                     restart_max,
                 })
@@ -299,27 +268,7 @@ impl Validator<'_> {
             }
             RawSource::Mqtt(s) => SourceConfig::Mqtt(Box::new(self.mqtt_source(s, env)?)),
             RawSource::Stdin(_) => SourceConfig::Stdin,
-            RawSource::File(s) => {
-                let speed = s.speed.unwrap_or(defaults::REPLAY_SPEED);
-                if !(speed == 0.0
-                    || (defaults::MIN_REPLAY_SPEED..=defaults::MAX_REPLAY_SPEED).contains(&speed))
-                {
-                    return Err(self.err(
-                        "[source] speed",
-                        format!(
-                            "must be 0 (as fast as possible) or between {} and {} (got {speed})",
-                            defaults::MIN_REPLAY_SPEED,
-                            defaults::MAX_REPLAY_SPEED
-                        ),
-                    ));
-                }
-                SourceConfig::File(FileConfig {
-                    path: absolute(s.path.ok_or_else(|| {
-                        self.err("[source] path", "required for kind = \"file\"")
-                    })?),
-                    speed,
-                })
-            }
+            RawSource::File(s) => SourceConfig::File(self.file(s)?),
             RawSource::Simulator(s) => {
                 let interval = self.at_least_duration(
                     "[source] interval",
@@ -336,6 +285,70 @@ impl Validator<'_> {
                     seed: s.seed,
                 })
             }
+        })
+    }
+
+    /// `kind = "probe-rs"`: the command line, `[gateway]`'s probe keys filling in.
+    fn probe_rs_argv(
+        &self,
+        s: raw::RawProbeRs,
+        legacy: RawGateway,
+    ) -> Result<Vec<String>, ConfigError> {
+        let need = |value: Option<String>, fallback: Option<String>, key: &str| {
+            value.or(fallback).ok_or_else(|| {
+                self.err(
+                    &format!("[source] {key}"),
+                    "required for kind = \"probe-rs\" (or set it in [gateway])",
+                )
+            })
+        };
+        // probe-rs picks the only attached probe by itself: the selector is optional.
+        let probe = s.probe_id.or(legacy.probe_id);
+        let chip = need(s.chip, legacy.chip, "chip")?;
+        let firmware = absolute_text(&need(
+            s.firmware_path,
+            legacy.firmware_path,
+            "firmware_path",
+        )?);
+        let program = s
+            .probe_rs
+            .unwrap_or_else(|| defaults::PROBE_RS_PROGRAM.to_string());
+        // A program named by a path is run from that path, whatever the working directory; a
+        // bare name is looked up on PATH.
+        let program = if program.contains('/') {
+            absolute_text(&program)
+        } else {
+            program
+        };
+        let mut argv = vec![program, "run".into()];
+        if let Some(probe) = probe {
+            argv.extend(["--probe".into(), probe]);
+        }
+        argv.extend(["--chip".into(), chip, firmware]);
+        Ok(argv)
+    }
+
+    /// `kind = "file"`: the recording and the replay speed.
+    fn file(&self, s: raw::RawFile) -> Result<FileConfig, ConfigError> {
+        let speed = s.speed.unwrap_or(defaults::REPLAY_SPEED);
+        if !(speed == 0.0
+            || (defaults::MIN_REPLAY_SPEED..=defaults::MAX_REPLAY_SPEED).contains(&speed))
+        {
+            return Err(self.err(
+                "[source] speed",
+                format!(
+                    "must be 0 (as fast as possible) or between {} and {} (got {speed})",
+                    defaults::MIN_REPLAY_SPEED,
+                    defaults::MAX_REPLAY_SPEED
+                ),
+            ));
+        }
+        Ok(FileConfig {
+            path: absolute(
+                s.path
+                    .ok_or_else(|| self.err("[source] path", "required for kind = \"file\""))?,
+            ),
+            speed,
         })
     }
 

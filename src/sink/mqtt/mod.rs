@@ -30,7 +30,7 @@ use super::{Cursor, Link, SinkContext, SinkError};
 use crate::backoff::Backoff;
 use crate::config::MqttConfig;
 use crate::failure::Failure;
-use crate::latest::MAX_SERIES;
+use crate::live_view::MAX_SERIES;
 use crate::mqtt::topic::status_topic;
 use crate::mqtt::{diagnose, EventDriver};
 use publisher::{Kind, Message, Next, Publisher, Rules};

@@ -29,7 +29,7 @@ use super::acks::{AckTracker, AckWatch};
 use super::homeassistant::{discovery, ha_status_topic};
 use crate::config::{HomeAssistantConfig, PacketEvents};
 use crate::decode::packet_event::{self, EventReading};
-use crate::latest::MAX_SERIES;
+use crate::live_view::MAX_SERIES;
 use crate::mqtt::topic::{reading_topic, status_topic};
 use crate::outbox::{Seq, StoredReading};
 use crate::reading::CompactString;

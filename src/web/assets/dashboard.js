@@ -1,7 +1,7 @@
 // iiot-gateway built-in dashboard.
 //
 // Nothing here knows a panel: the panel definitions come from /api/dashboards (generated from
-// src/panels.rs) and every panel is built from them. History comes from /api/series (charts)
+// src/dashboards/panels.rs) and every panel is built from them. History comes from /api/series (charts)
 // and /api/stat (stat panels, computed by the gateway), live values from the Server-Sent
 // Events of /api/stream, node states from /api/nodes and the stream's `nodes` events.
 //

@@ -1,6 +1,6 @@
 //! Counters of what went through the gateway and each sink's status, incremented where things
 //! happen (ingest thread, sources, sinks) with relaxed atomic adds. (The newest value of every
-//! series is [`crate::latest`].)
+//! series is [`crate::live_view`].)
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};

@@ -1,4 +1,4 @@
-//! What the gateway knows about itself: the counters the ingest thread, the sources and the
+//! The gateway's own statistics (not the nodes' telemetry it carries): the counters the ingest thread, the sources and the
 //! sinks increment ([`counters`]), the Prometheus registry the sinks record latencies in
 //! ([`registry`]), the process figures ([`process`]), and [`Snapshot`], the one picture of
 //! all of it that `/api/status`, `/healthz`/`/readyz` and `/metrics` render.

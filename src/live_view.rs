@@ -1,5 +1,7 @@
-//! The newest value of every (node, metric) series, each node's recent packet times, and the
-//! bounded live feed of committed readings: what the dashboard shows without a query.
+//! The live view of the data, [`LiveView`]: the newest value of every (node, metric) series,
+//! each node's recent packet times, and the bounded live feed of committed readings; what the
+//! dashboard shows without a query. The ingest thread updates it after each commit; the web
+//! layer reads it. (The outbox's own in-memory hand-off to the sinks is `outbox/feed.rs`.)
 //!
 //! Memory is the point here: a plant of 10,000 nodes has 30,000 series, all held here
 //! (measured, see BENCHMARKS.md). Each node is one map entry holding its packet times inline
@@ -53,7 +55,7 @@ pub enum LiveBatch {
 /// (A panic while the map is locked cannot leave it half-updated in a way that matters: each
 /// reading is one in-place write, so a poisoned lock is used as it is.)
 #[derive(Debug, Clone)]
-pub struct Latest {
+pub struct LiveView {
     inner: Arc<RwLock<Table>>,
     live: broadcast::Sender<LiveBatch>,
 }
@@ -225,16 +227,16 @@ impl Node {
     }
 }
 
-impl Default for Latest {
+impl Default for LiveView {
     fn default() -> Self {
-        Latest::with_max_series(MAX_SERIES)
+        LiveView::with_max_series(MAX_SERIES)
     }
 }
 
-impl Latest {
+impl LiveView {
     /// A map that keeps at most `max_series` series.
     pub fn with_max_series(max_series: usize) -> Self {
-        Latest {
+        LiveView {
             inner: Arc::new(RwLock::new(Table::new(max_series))),
             live: broadcast::channel(LIVE_CHANNEL_CAPACITY).0,
         }
@@ -262,7 +264,7 @@ impl Latest {
 
     /// Records readings read back from the outbox (start-up), newer replacing older, and
     /// sends them to the live subscribers, if any. Returns how many were refused (see
-    /// [`Latest::update_committed`]).
+    /// [`LiveView::update_committed`]).
     pub fn update(&self, readings: &[StoredReading]) -> u64 {
         self.record(readings.iter().map(|r| View {
             seq: r.seq,
@@ -397,7 +399,7 @@ mod tests {
 
     #[test]
     fn a_full_map_refuses_new_series_and_keeps_updating_the_ones_it_has() {
-        let latest = Latest::with_max_series(3);
+        let latest = LiveView::with_max_series(3);
         let refused = latest.update(&[
             reading(1, 10, "node1", "temperature", "20"),
             reading(2, 10, "node1", "humidity", "50"),
@@ -449,7 +451,7 @@ mod tests {
 
     #[test]
     fn latest_keeps_the_newest_value_and_each_nodes_distinct_packet_times() {
-        let latest = Latest::default();
+        let latest = LiveView::default();
         latest.update(&[
             reading(1, 10, "node1", "temperature", "20"),
             reading(2, 10, "node1", "humidity", "50"),
@@ -498,7 +500,7 @@ mod tests {
 
     #[test]
     fn committed_packets_update_in_place_with_their_seqs_and_units() {
-        let latest = Latest::default();
+        let latest = LiveView::default();
         let packet = |ts, t: &str, unit| Packet {
             received_ns: ts,
             origin: None,
@@ -551,7 +553,7 @@ mod tests {
 
     #[test]
     fn live_subscribers_get_batches_and_only_a_count_of_huge_ones() {
-        let latest = Latest::default();
+        let latest = LiveView::default();
         let mut feed = latest.subscribe();
         latest.update(&[reading(1, 10, "n", "m", "1")]);
         let many: Vec<_> = (0..=LIVE_MAX_READINGS as i64)
@@ -571,7 +573,7 @@ mod tests {
 
     #[test]
     fn live_subscribers_get_each_batch_and_a_lagging_one_never_blocks_the_writer() {
-        let latest = Latest::default();
+        let latest = LiveView::default();
         latest.update(&[reading(1, 1, "node1", "temperature", "20")]);
         let mut rx = latest.subscribe();
         latest.update(&[reading(2, 2, "node1", "temperature", "21")]);
