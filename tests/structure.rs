@@ -3,7 +3,7 @@
 //!   its imports, a module that imports it);
 //! - no function in `src/` longer than 120 lines, no file of `src/` with more than 700 lines
 //!   outside its tests;
-//! - every repository path that README.md and docs/*.md name exists.
+//! - every repository path that README.md, docs/*.md and the other Markdown files name exists.
 //!
 //! Read with `syn` (the code) and by hand (Markdown); nothing is built or run.
 
@@ -402,7 +402,8 @@ const SOURCE_EXTENSIONS: [&str; 9] = ["rs", "md", "sh", "js", "css", "html", "py
 /// The paths a Markdown text names, `(line, path as written, paths it may be)`:
 /// - link targets, relative to `dir` (the file's folder);
 /// - code spans (and words of fenced blocks) that start with a repository entry
-///   (`src/app.rs`), relative to the root;
+///   (`src/app.rs`), relative to the root, or, in a nested README, with an entry of its
+///   folder (firmware/README.md's `src/i2c.rs`), relative to the root or that folder;
 /// - code spans of a module's file without `src/` (`sink/mqtt/acks.rs`), relative to `src/`;
 /// - bare file names of the repository's own kinds (`lines.rs`): anywhere in it.
 fn named_paths(text: &str, dir: &Path, repo: &Repo) -> Vec<(usize, String, Vec<PathBuf>)> {
@@ -446,12 +447,16 @@ fn named_paths(text: &str, dir: &Path, repo: &Repo) -> Vec<(usize, String, Vec<P
             }
             let first = c.split('/').next().unwrap_or("");
             let extension = c.rsplit_once('.').map(|(_, e)| e);
+            // A nested README (firmware/, fuzz/) names its own crate's files from its folder.
+            let nested = dir != root();
+            let dir_first = !first.is_empty() && dir.join(first).exists();
             for path in expand_braces(c) {
-                let places = if repo.entries.contains(first) && (c.contains('/') || c.contains('.'))
+                let places = if (repo.entries.contains(first) || (nested && dir_first))
+                    && (c.contains('/') || c.contains('.'))
                 {
-                    vec![root().join(&path)]
+                    vec![root().join(&path), dir.join(&path)]
                 } else if c.contains('/') && !c.starts_with('/') && extension == Some("rs") {
-                    vec![root().join("src").join(&path)]
+                    vec![root().join("src").join(&path), dir.join("src").join(&path)]
                 } else if !c.contains('/')
                     && !in_fence
                     && extension.is_some_and(|e| SOURCE_EXTENSIONS.contains(&e))
@@ -481,16 +486,26 @@ fn made_by_the_user(path: &Path) -> bool {
 }
 
 #[test]
-fn every_path_named_in_the_readme_and_docs_exists() {
+fn every_path_named_in_the_repositorys_markdown_exists() {
     let repo = Repo::read();
-    let mut docs = vec![root().join("README.md")];
-    let mut in_docs: Vec<PathBuf> = std::fs::read_dir(root().join("docs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "md"))
-        .collect();
-    in_docs.sort();
-    docs.extend(in_docs);
+    // README.md, docs/*.md, BENCHMARKS.md and every other Markdown file of the repository.
+    let mut docs = Vec::new();
+    let mut todo = vec![root()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap_or_default();
+            if path.is_dir() {
+                if name != "target" && name != ".git" {
+                    todo.push(path);
+                }
+            } else if path.extension().is_some_and(|e| e == "md") {
+                docs.push(path);
+            }
+        }
+    }
+    docs.sort();
+    assert!(docs.contains(&root().join("docs/ARCHITECTURE.md")));
     let mut missing = Vec::new();
     let mut checked = 0;
     for doc in &docs {
@@ -527,8 +542,13 @@ fn the_path_scan_finds_links_code_spans_and_brace_lists() {
                 `sink/mqtt/acks.rs`, `lines.rs`, `gone.rs`, `/api/series`, `config.toml`.";
     let found: Vec<String> = named_paths(text, &root().join("docs"), &repo)
         .into_iter()
-        .flat_map(|(_, _, places)| places)
-        .map(|p| p.strip_prefix(root()).unwrap().display().to_string())
+        .map(|(_, _, places)| {
+            places[0]
+                .strip_prefix(root())
+                .unwrap()
+                .display()
+                .to_string()
+        })
         .collect();
     assert_eq!(
         found,

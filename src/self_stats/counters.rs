@@ -41,7 +41,7 @@ pub struct Stats {
     /// Why the source cannot deliver right now (a modem that does not answer), for
     /// `/readyz`; `None` while it is fine.
     pub source_problem: Mutex<Option<String>>,
-    /// The source task runs (set by `app.rs` around it).
+    /// The source task runs (set by `src/app/` around it).
     pub source_running: AtomicBool,
     /// The source's kind (`stdin`, `serial`, `probe-rs`, ...), set once at start.
     pub source_kind: OnceLock<String>,

@@ -20,7 +20,7 @@ impl Sensor for EmulatedSht3x {
 
     fn read(&mut self) -> Result<Climate, SensorError> {
         self.reads = self.reads.wrapping_add(1);
-        if self.reads % Self::FAIL_EVERY == 0 {
+        if self.reads.is_multiple_of(Self::FAIL_EVERY) {
             return Err(SensorError::Bus);
         }
         Ok(Climate {

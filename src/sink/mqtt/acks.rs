@@ -4,7 +4,8 @@
 //! "delivered". The event loop later reports `Outgoing::Publish(pkid)` for each queued
 //! publish, in queue order, and the broker answers with PUBACK (QoS 1) or PUBCOMP (QoS 2) for
 //! that pkid. This tracker maps pkids back to outbox seqs and says how far the cursor may
-//! move: up to just below the oldest seq not yet confirmed. QoS 0 has no acknowledgement; a
+//! move: up to just below the oldest seq not yet confirmed (a seq counts from the moment its
+//! publishes are made, [`AckTracker::expect`], not only once the client took them). QoS 0 has no acknowledgement; a
 //! publish written to the socket counts as delivered.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -43,12 +44,18 @@ impl AckTracker {
         }
     }
 
-    /// A publish was handed to the client (`seq` is `None` for status messages).
+    /// A publish for `seq` is made and will be handed to the client: until it is confirmed,
+    /// the cursor stays below `seq`. Every publish of a row is expected before the first of
+    /// them is handed over, so a row with several (a packet event and a reading) is never
+    /// taken for confirmed while one of them still waits to be handed over.
+    pub fn expect(&mut self, seq: Seq) {
+        *self.unconfirmed.entry(seq).or_default() += 1;
+        self.highest_queued = self.highest_queued.max(seq);
+    }
+
+    /// A publish was handed to the client (`seq`, expected before; `None` for messages that
+    /// are not a row's: status, discovery).
     pub fn on_queued(&mut self, seq: Option<Seq>) {
-        if let Some(seq) = seq {
-            *self.unconfirmed.entry(seq).or_default() += 1;
-            self.highest_queued = self.highest_queued.max(seq);
-        }
         self.queued.push_back(seq);
     }
 
@@ -159,11 +166,17 @@ mod tests {
         Seq::new(n)
     }
 
+    /// A publish for `seq` made and handed to the client.
+    fn queue(t: &mut AckTracker, seq: Seq) {
+        t.expect(seq);
+        t.on_queued(Some(seq));
+    }
+
     #[test]
     fn cursor_moves_only_over_a_contiguous_run_of_acks() {
         let mut t = AckTracker::new(s(10), false);
         for seq in 11..=13 {
-            t.on_queued(Some(s(seq)));
+            queue(&mut t, s(seq));
         }
         assert_eq!(t.on_sent(1), None);
         assert_eq!(t.on_sent(2), None);
@@ -179,9 +192,9 @@ mod tests {
     fn a_seq_published_twice_is_confirmed_by_both_acks() {
         // A packet event and the packet's first reading share seq 11.
         let mut t = AckTracker::new(s(10), false);
-        t.on_queued(Some(s(11)));
-        t.on_queued(Some(s(11)));
-        t.on_queued(Some(s(12)));
+        queue(&mut t, s(11));
+        queue(&mut t, s(11));
+        queue(&mut t, s(12));
         for pkid in 1..=3 {
             assert_eq!(t.on_sent(pkid), None);
         }
@@ -197,7 +210,7 @@ mod tests {
     #[test]
     fn skipped_seqs_move_the_cursor_only_past_confirmed_ones() {
         let mut t = AckTracker::new(s(0), false);
-        t.on_queued(Some(s(1)));
+        queue(&mut t, s(1));
         t.on_sent(1);
         assert_eq!(t.on_skipped(s(2)), None, "1 is still unconfirmed");
         assert_eq!(t.on_ack(1), Some(s(2)));
@@ -206,9 +219,28 @@ mod tests {
     }
 
     #[test]
+    fn an_expected_publish_not_yet_handed_over_holds_the_cursor() {
+        // Seq 5 has two publishes (a packet event and a reading); the client took the event
+        // and refused the reading for now.
+        let mut t = AckTracker::new(s(4), false);
+        t.expect(s(5));
+        t.expect(s(5));
+        t.on_queued(Some(s(5)));
+        assert_eq!(t.on_sent(1), None);
+        assert_eq!(
+            t.on_ack(1),
+            None,
+            "the reading of 5 is not even handed over"
+        );
+        t.on_queued(Some(s(5)));
+        assert_eq!(t.on_sent(2), None);
+        assert_eq!(t.on_ack(2), Some(s(5)));
+    }
+
+    #[test]
     fn queued_is_not_delivered() {
         let mut t = AckTracker::new(s(0), false);
-        t.on_queued(Some(s(1)));
+        queue(&mut t, s(1));
         assert_eq!(t.on_sent(1), None);
         assert_eq!(t.outstanding(), 1);
     }
@@ -217,7 +249,7 @@ mod tests {
     fn status_messages_do_not_move_the_cursor() {
         let mut t = AckTracker::new(s(0), false);
         t.on_queued(None);
-        t.on_queued(Some(s(1)));
+        queue(&mut t, s(1));
         t.on_sent(1);
         t.on_sent(2);
         assert_eq!(t.on_ack(1), None);
@@ -227,8 +259,8 @@ mod tests {
     #[test]
     fn qos0_counts_a_written_publish_as_delivered() {
         let mut t = AckTracker::new(s(0), true);
-        t.on_queued(Some(s(1)));
-        t.on_queued(Some(s(2)));
+        queue(&mut t, s(1));
+        queue(&mut t, s(2));
         assert_eq!(t.on_sent(0), Some(s(1)));
         assert_eq!(t.on_sent(0), Some(s(2)));
     }
@@ -259,7 +291,7 @@ mod tests {
     fn confirmations_count_acks_of_publishes_in_flight_and_qos0_writes() {
         let mut t = AckTracker::new(s(0), false);
         t.on_queued(None);
-        t.on_queued(Some(s(1)));
+        queue(&mut t, s(1));
         t.on_sent(1);
         t.on_sent(2);
         assert_eq!(t.confirmations(), 0, "written is not confirmed");
@@ -270,7 +302,7 @@ mod tests {
         t.on_ack(1);
         assert_eq!(t.confirmations(), 2);
         let mut q0 = AckTracker::new(s(0), true);
-        q0.on_queued(Some(s(1)));
+        queue(&mut q0, s(1));
         q0.on_sent(0);
         assert_eq!(q0.confirmations(), 1);
     }
@@ -280,7 +312,7 @@ mod tests {
         let mut t = AckTracker::new(s(0), false);
         assert_eq!(t.on_ack(9), None);
         assert_eq!(t.on_sent(1), None);
-        t.on_queued(Some(s(1)));
+        queue(&mut t, s(1));
         t.on_sent(5);
         assert_eq!(t.on_ack(5), Some(s(1)));
         assert_eq!(t.on_ack(5), None);

@@ -2,7 +2,8 @@
 //! text the firmware wrote.
 //!
 //! Delivery semantics: the cursor moves on PUBACK (QoS 1) / PUBCOMP (QoS 2), never when
-//! `try_publish` returns `Ok` (that only queues inside rumqttc); see [`super::acks`].
+//! `try_publish` returns `Ok` (that only queues inside rumqttc); see [`acks`]. What is published
+//! in which order is [`publisher`]'s; this module runs the connection around it.
 //! At-least-once: after a reconnect everything after the cursor is published again.
 //!
 //! Session: fixed client id, clean session off (the broker keeps our subscribers' queued
@@ -249,8 +250,8 @@ async fn session(
         let connected = connection.connected_at.is_some();
         if connected {
             publisher.on_committed(*committed.borrow_and_update());
-            if let Some(end) = hand_over(&client, &mut publisher, cursor, ctx)? {
-                return Ok(end);
+            if let Some(detail) = hand_over(&client, &mut publisher, cursor, ctx)? {
+                return Ok(connection.failed(Failure::ProtocolError, detail));
             }
             if finishing && publisher.idle() && all_delivered(cursor, ctx)? {
                 say_offline(&client, &mut events, &cfg.topic_prefix).await;
@@ -306,13 +307,13 @@ fn all_delivered(cursor: &Cursor, ctx: &SinkContext) -> Result<bool, SinkError> 
 }
 
 /// Does what the publisher says until it waits: reads the outbox, hands messages to the
-/// client (until its queue is full), moves the cursor. `Some` when the session must end.
+/// client (until its queue is full), moves the cursor. `Some(why)` when the session must end.
 fn hand_over(
     client: &AsyncClient,
     publisher: &mut Publisher,
     cursor: &mut Cursor,
     ctx: &SinkContext,
-) -> Result<Option<SessionEnd>, SinkError> {
+) -> Result<Option<String>, SinkError> {
     loop {
         match publisher.next() {
             Next::Read { after, limit } => {
@@ -340,14 +341,7 @@ fn hand_over(
                             publisher.on_refused(message);
                             return Ok(None);
                         }
-                        None => {
-                            let detail = "the client lost a message it refused".to_string();
-                            return Ok(Some(SessionEnd::Failed {
-                                kind: Failure::ProtocolError,
-                                detail,
-                                connected_for: None,
-                            }));
-                        }
+                        None => return Ok(Some("the client lost a message it refused".into())),
                     },
                 }
             }

@@ -13,10 +13,16 @@
 //!   unconfirmed event, and after a reconnect a packet whose event was confirmed is not
 //!   announced again (the session starts with the receive time of the row at the cursor).
 //! - With Home Assistant discovery on, a series is announced once per connection, before its
-//!   first reading, and again when Home Assistant says it is `online`.
+//!   first reading, and again when Home Assistant says it is `online` (the newest values'
+//!   series, a window of them at once; the others before their next reading).
 //! - `online` (retained) goes first on every connection.
-//! - At most `window` publishes await their acknowledgement; a message the client could not
-//!   take is handed over again first.
+//! - A row is planned only while fewer than `window` publishes await their acknowledgement;
+//!   its messages (announcement, event parts, reading) then all go. A message the client could
+//!   not take is handed over again first, never dropped, and the cursor stays below its row
+//!   meanwhile: every message of a row is expected by the tracker when it is made.
+//! - Rows are read after the last row read, once the committed seq says there is more than the
+//!   last read that took everything saw: a commit notice that comes early costs a read, never
+//!   a row.
 //! - A new connection is a new publisher, started from the cursor: everything after it is
 //!   published again (at-least-once).
 
@@ -112,10 +118,11 @@ pub(super) struct Publisher {
     buffered: VecDeque<StoredReading>,
     /// Messages made, not yet taken by the client (in order).
     pending: VecDeque<Message>,
-    /// Everything up to here was read.
+    /// The last row read (the cursor before the first read): the next read is after it.
     read_upto: Seq,
-    /// The last read returned less than it asked for: everything committed then was read.
-    caught_up: bool,
+    /// The last read returned less than it asked for, so it took every row committed then:
+    /// the highest committed seq known at that read. `None`: the last read was full.
+    caught_up_at: Option<Seq>,
     /// The highest committed seq known.
     committed: Seq,
     /// The receive time of the last reading made into a message (its packet's event, when
@@ -136,7 +143,7 @@ impl Publisher {
             buffered: VecDeque::new(),
             pending: VecDeque::new(),
             read_upto: cursor,
-            caught_up: false,
+            caught_up_at: None,
             committed: cursor,
             packet_ts,
             announced: HashSet::new(),
@@ -156,7 +163,8 @@ impl Publisher {
         self.rules.homeassistant.as_ref().map(ha_status_topic)
     }
 
-    /// Rows are committed up to `seq`.
+    /// Rows are committed up to `seq`: one more read is due when that is more than the last
+    /// read that took everything knew of. (A stale or early `seq` costs a read, never a row.)
     pub fn on_committed(&mut self, seq: Seq) {
         self.committed = self.committed.max(seq);
     }
@@ -171,7 +179,7 @@ impl Publisher {
                 return Next::Wait;
             }
             let Some(first) = self.buffered.front() else {
-                if self.caught_up && self.committed <= self.read_upto {
+                if self.caught_up_at.is_some_and(|seen| self.committed <= seen) {
                     return Next::Wait;
                 }
                 return self.read(self.read_upto);
@@ -197,18 +205,16 @@ impl Publisher {
 
     /// The rows read for [`Next::Read`] with `limit`.
     pub fn on_rows(&mut self, rows: Vec<StoredReading>, limit: usize) {
-        self.caught_up = rows.len() < limit;
+        self.caught_up_at = (rows.len() < limit).then_some(self.committed);
         if let Some(last) = rows.last() {
             self.read_upto = self.read_upto.max(last.seq);
-        }
-        if self.caught_up {
-            self.read_upto = self.read_upto.max(self.committed);
         }
         self.buffered.extend(rows);
     }
 
-    /// The client took `kind`'s message. Returns the reading's (seq, receive time) when it
-    /// was one: it is on its way.
+    /// The client took `kind`'s message (its seq was expected by the tracker when the message
+    /// was made, so the cursor cannot pass a row one of whose messages is still here).
+    /// Returns the reading's (seq, receive time) when it was one: it is on its way.
     pub fn on_handed(&mut self, kind: Kind) -> Option<(Seq, i64)> {
         self.tracker.on_queued(kind.seq());
         match kind {
@@ -313,7 +319,7 @@ impl Publisher {
         let Some(first) = self.buffered.front() else {
             return true;
         };
-        self.caught_up || self.buffered.iter().any(|r| r.ts_ns != first.ts_ns)
+        self.caught_up_at.is_some() || self.buffered.iter().any(|r| r.ts_ns != first.ts_ns)
     }
 
     /// The messages of one reading: its series' announcement, its packet's event and the
@@ -326,6 +332,7 @@ impl Publisher {
             self.packet_event(&r);
         }
         self.packet_ts = Some(r.ts_ns);
+        self.tracker.expect(r.seq);
         self.pending.push_back(Message {
             topic: reading_topic(&self.rules.prefix, &r.node, &r.metric),
             qos: self.rules.qos,
@@ -384,6 +391,7 @@ impl Publisher {
         for chunk in readings.chunks(packet_event::READINGS_PER_EVENT) {
             let payload =
                 packet_event::encode(&pe.gateway_id, pe.site.as_deref(), first.ts_ns, chunk);
+            self.tracker.expect(first.seq);
             self.pending.push_back(Message {
                 topic: pe.topic.clone(),
                 qos: self.rules.qos,
@@ -597,6 +605,52 @@ mod tests {
         );
         s.pump();
         assert_eq!(s.topics()[2..], ["iiot/node1/b", "iiot/node1/c"]);
+    }
+
+    #[test]
+    fn a_reading_refused_after_its_packets_event_went_holds_the_cursor() {
+        let rows = vec![row(5, T1, "a", "1")];
+        let mut p = Publisher::new(with_events(rules(16)), Seq::new(4), None);
+        p.on_committed(Seq::new(5));
+        let Next::Read { limit, .. } = p.next() else {
+            panic!("reads first")
+        };
+        p.on_rows(rows, limit);
+        let Next::Publish(event) = p.next() else {
+            panic!("the event")
+        };
+        p.on_handed(event.kind);
+        let Next::Publish(reading) = p.next() else {
+            panic!("the reading")
+        };
+        // The client's queue is full: the reading waits; the broker confirms the event.
+        p.on_refused(reading);
+        assert_eq!(p.on_sent(1), None);
+        assert_eq!(p.on_ack(1), None, "reading 5 is not even handed over");
+        let Next::Publish(reading) = p.next() else {
+            panic!("the reading again")
+        };
+        p.on_handed(reading.kind);
+        assert_eq!(p.on_sent(2), None);
+        assert_eq!(p.on_ack(2), Some(Seq::new(5)));
+    }
+
+    #[test]
+    fn a_watch_ahead_of_what_is_readable_delays_a_row_but_never_skips_it() {
+        // The watch says 3 while only rows 1 and 2 are readable: the short read takes those;
+        // row 3 is read after row 2 with the next commit, not passed over.
+        let rows = vec![row(1, T1, "a", "1"), row(2, T2, "a", "2")];
+        let mut s = Session::new(rules(16), rows, 0, None);
+        s.publisher.on_committed(Seq::new(3));
+        s.pump();
+        assert_eq!(s.topics().len(), 2);
+        s.rows.push(row(3, 3_000, "a", "3"));
+        s.rows.push(row(4, 4_000, "a", "4"));
+        s.committed = Seq::new(4);
+        s.publisher.on_committed(Seq::new(4));
+        s.pump();
+        let values: Vec<&str> = s.sent.iter().map(|(_, v, _)| v.as_str()).collect();
+        assert_eq!(values, ["1", "2", "3", "4"]);
     }
 
     #[test]
