@@ -225,12 +225,16 @@ struct Functions<'a> {
     rel: &'a str,
     long: Vec<String>,
     count: usize,
+    /// (lines, where) of the longest.
+    longest: (usize, String),
 }
 
 impl Functions<'_> {
     fn check(&mut self, name: &syn::Ident, sig: &syn::Signature, block: &syn::Block) {
         self.count += 1;
         let lines = block.span().end().line - sig.span().start().line + 1;
+        let at = format!("{}:{} fn {name}", self.rel, sig.span().start().line);
+        self.longest = self.longest.clone().max((lines, at));
         if lines > MAX_FN_LINES {
             self.long.push(format!(
                 "{}:{} fn {name}: {lines} lines",
@@ -264,16 +268,23 @@ impl<'ast> Visit<'ast> for Functions<'_> {
 fn no_function_in_src_is_longer_than_120_lines() {
     let mut long = Vec::new();
     let mut count = 0;
+    let mut longest = (0, String::new());
     for s in sources() {
         let mut v = Functions {
             rel: &s.rel,
             long: Vec::new(),
             count: 0,
+            longest: (0, String::new()),
         };
         v.visit_file(&s.file);
         long.extend(v.long);
         count += v.count;
+        longest = longest.max(v.longest);
     }
+    eprintln!(
+        "{count} functions; the longest: {} ({} lines)",
+        longest.1, longest.0
+    );
     assert!(count > 500, "the scan must see the functions (saw {count})");
     assert!(
         long.is_empty(),
@@ -321,6 +332,13 @@ fn no_file_in_src_has_more_than_700_lines_outside_its_tests() {
         non_test_lines(with_tests) < with_tests.text.lines().count(),
         "the count must leave tests out"
     );
+    if let Some((s, n)) = sources
+        .iter()
+        .map(|s| (s, non_test_lines(s)))
+        .max_by_key(|(_, n)| *n)
+    {
+        eprintln!("the largest file: {} ({n} lines outside tests)", s.rel);
+    }
     let big: Vec<String> = sources
         .iter()
         .map(|s| (s, non_test_lines(s)))
