@@ -212,6 +212,14 @@ mod tests {
     use super::super::test_load as load;
     use super::super::{Config, InfluxApi};
 
+    /// Each config text is refused with an error that contains its expected words.
+    fn refused_naming(cases: &[(&str, &str)]) {
+        for (text, expected) in cases {
+            let e = load(text).unwrap_err().to_string();
+            assert!(e.contains(expected), "{text:?} gave {e:?}");
+        }
+    }
+
     #[test]
     fn bad_values_name_the_key() {
         let cases = [
@@ -300,10 +308,7 @@ mod tests {
                 "[influxdb] timeout: must be at least 100ms (got 50ms)",
             ),
         ];
-        for (text, expected) in cases {
-            let e = load(text).unwrap_err().to_string();
-            assert!(e.contains(expected), "{text:?} gave {e:?}");
-        }
+        refused_naming(&cases);
     }
 
     #[test]
@@ -366,10 +371,7 @@ mod tests {
                 "\"stats\" is taken by the link's own readings",
             ),
         ];
-        for (text, expected) in cases {
-            let e = load(text).unwrap_err().to_string();
-            assert!(e.contains(expected), "{text:?} gave {e:?}");
-        }
+        refused_naming(&cases);
     }
 
     #[test]
