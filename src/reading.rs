@@ -51,6 +51,9 @@ pub struct Line {
     pub decoded: Option<Vec<Reading>>,
     /// A packet another gateway received (central ingest): its time and tags are kept.
     pub forwarded: Option<Forwarded>,
+    /// Told once the line is committed (or quarantined): only then may its source acknowledge
+    /// it (to the broker, to the radio node). Dropped unsent when it could not be committed.
+    pub handled: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// A packet forwarded by an edge gateway (a packet event): `received_ns` of the line is the
@@ -60,9 +63,6 @@ pub struct Line {
 pub struct Forwarded {
     /// The edge gateway's id and site: tags of every reading.
     pub origin: Origin,
-    /// Told once the line is committed (or quarantined): only then may the source acknowledge
-    /// it to the broker. Dropped unsent when it could not be committed.
-    pub handled: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// Where a forwarded packet was received.

@@ -166,8 +166,8 @@ pub fn run(
     drops.flush();
 }
 
-/// Decodes a batch of lines (emptying it) into the packets to commit; the acknowledgements
-/// the forwarded ones wait for go to `handled`, to be given after the commit.
+/// Decodes a batch of lines (emptying it) into the packets to commit; the notices their
+/// sources wait for before acknowledging them go to `handled`, to be given after the commit.
 fn accept_batch(
     batch: &mut Vec<Line>,
     clock: &mut PacketClock,
@@ -180,7 +180,7 @@ fn accept_batch(
     batch
         .drain(..)
         .filter_map(|mut line| {
-            if let Some(tell) = line.forwarded.as_mut().and_then(|f| f.handled.take()) {
+            if let Some(tell) = line.handled.take() {
                 handled.push(tell);
             }
             accept(line, clock, out)

@@ -48,6 +48,7 @@ pub async fn forward<R: AsyncBufRead + Unpin>(
             cut,
             decoded: None,
             forwarded: None,
+            handled: None,
         };
         if tx.send(line).await.is_err() {
             return Ended::Closed;

@@ -186,8 +186,8 @@ fn forward(publish: &Publish, ctx: &SourceContext) -> (Option<Line>, oneshot::Re
                         gateway: event.gateway.map(CompactString::from),
                         site: event.site.map(CompactString::from),
                     },
-                    handled: Some(tell),
                 }),
+                handled: Some(tell),
             };
             (Some(line), handled)
         }

@@ -166,6 +166,14 @@ impl RadioLink {
         Outcome::Packet { readings, ack }
     }
 
+    /// The packet `seq` of `sender` could not be committed (and was not acknowledged): its
+    /// number is forgotten, so the node's resend is a new packet and stored, not a duplicate.
+    pub(crate) fn forget(&mut self, sender: u16, seq: u16) {
+        if let Some(heard) = self.heard.get_mut(&sender) {
+            heard.recent.retain(|s| *s != seq);
+        }
+    }
+
     /// A `+RCV` line the modem cut or garbled: a failed frame (counted; shows in the next
     /// good frame's counters).
     pub(crate) fn malformed(&mut self) {
@@ -293,6 +301,38 @@ mod tests {
         ] {
             assert_eq!(fixed(v, d), text);
         }
+    }
+
+    #[test]
+    fn a_packet_forgotten_after_a_failed_commit_is_new_when_sent_again() {
+        let mut link = RadioLink::new(&BTreeMap::new());
+        assert!(matches!(
+            link.frame(1, &frame(packet(5)), -40, 9),
+            Outcome::Packet { .. }
+        ));
+        assert!(matches!(
+            link.frame(1, &frame(packet(5)), -40, 9),
+            Outcome::Duplicate { .. }
+        ));
+        link.forget(1, 5);
+        assert!(
+            matches!(
+                link.frame(1, &frame(packet(5)), -40, 9),
+                Outcome::Packet { .. }
+            ),
+            "the resend of a packet that was not committed is stored"
+        );
+        // Forgetting another sender's number, or one never heard, changes nothing.
+        link.forget(2, 5);
+        link.forget(1, 9);
+        assert!(matches!(
+            link.frame(1, &frame(packet(5)), -40, 9),
+            Outcome::Duplicate { .. }
+        ));
+        assert!(matches!(
+            link.frame(1, &frame(packet(6)), -40, 9),
+            Outcome::Packet { .. }
+        ));
     }
 
     /// docs/PROTOCOL.md, test vectors: packet 1 (RSSI -27, SNR 13), its readings and ACK `01 01`.

@@ -85,6 +85,7 @@ pub async fn file(
                     cut,
                     decoded: None,
                     forwarded: None,
+                    handled: None,
                 }
             }
             None => Line {
@@ -93,6 +94,7 @@ pub async fn file(
                 cut,
                 decoded: None,
                 forwarded: None,
+                handled: None,
             },
         };
         if tx.send(line).await.is_err() {

@@ -51,6 +51,7 @@ pub async fn run(
             cut: false,
             decoded: None,
             forwarded: None,
+            handled: None,
         };
         if tx.send(line).await.is_err() {
             return SourceEnd::Cancelled;

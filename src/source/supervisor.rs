@@ -1,5 +1,5 @@
 //! The restart-with-backoff loop every long-lived source shares: a child process
-//! (`process.rs`), a serial port (`serial.rs`), a radio modem (`rylr998.rs`). Start it, let it
+//! (`process.rs`), a serial port (`serial.rs`), a radio modem (`rylr998/`). Start it, let it
 //! deliver until it ends, tell why and when it starts again, wait, start it again: until the
 //! source is stopped. Each source says what one run is ([`Supervised::run_once`]) and how an
 //! end is told ([`Supervised::restarting`]); the backoff policy lives here, once.

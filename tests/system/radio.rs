@@ -1,7 +1,7 @@
 //! The `rylr998` source against the modem emulator (`modem_emulator.rs`): radio frames to
-//! real Mosquitto and InfluxDB 1.x, exactly once, with the exact ACK bytes; a modem that does
-//! not answer or refuses a command; a modem that restarts; an adapter unplugged and plugged
-//! back.
+//! real Mosquitto and InfluxDB 1.x, exactly once, with the exact ACK bytes; no ACK for a packet
+//! that is not committed, and its resend stored after a kill; a modem that does not answer or
+//! refuses a command; a modem that restarts; an adapter unplugged and plugged back.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -145,7 +145,10 @@ async fn radio_frames_reach_mqtt_and_the_database_exactly_once_with_the_exact_ac
     let mut f12 = frame(12, 251, 4001, 90001);
     f12[1] ^= 0x04;
     modem.send(&rcv(1, &f12, -90, -3));
-    // Seq 11 again (its ACK was lost): acknowledged, counted, not written again.
+    // Each ACK follows its packet's commit.
+    modem.wait_for_sends(3, WAIT).await;
+    // Seq 11 again (its ACK was lost): acknowledged at once (it is committed), counted, not
+    // written again.
     modem.send(&rcv(1, &f11, -42, 7));
     // A modem reply and noise are not radio errors.
     modem.send(b"+ERR=10\r\nnoise\r\n");
@@ -239,6 +242,127 @@ async fn radio_frames_reach_mqtt_and_the_database_exactly_once_with_the_exact_ac
     assert!(quarantine.contains("CRC mismatch"), "{quarantine}");
     let hex: Vec<String> = f12.iter().map(|b| format!("{b:02X}")).collect();
     assert!(quarantine.contains(&hex.join(" ")), "{quarantine}");
+}
+
+/// A packet is acknowledged only once committed. With the outbox at its disk budget
+/// (`on_full = "block"`, the database down) nothing more is committed, so nothing more is
+/// acknowledged, not even a repeat; the gateway is SIGKILLed holding such a packet, and the
+/// node's resend to the restarted gateway is stored. Every packet acknowledged before the
+/// kill is in the database.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_packet_not_committed_is_not_acknowledged_and_its_resend_after_a_kill_is_stored() {
+    let mut influx = InfluxDb1::start();
+    influx.create_database("radio");
+    let modem = ModemEmulator::start(Answer::Ok);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[source]\nkind = \"rylr998\"\npath = \"{}\"\nrestart_initial = \"200ms\"\nrestart_max = \"1s\"\n\
+         [gateway]\nchannel_capacity = 16\n\
+         [storage]\ndir = \"{}\"\nmax_bytes = \"1MiB\"\non_full = \"block\"\n[http]\nenabled = false\n\
+         [influxdb]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"radio\"\nflush_interval = \"50ms\"\n\
+         retry_initial = \"100ms\"\nretry_max = \"500ms\"\n",
+        modem.path,
+        dir.path().join("data").display(),
+        influx.url()
+    );
+    influx.stop();
+    let mut gw = TestGateway::start(dir.path(), &cfg, Stdio::null());
+    gw.wait_log("rylr998 modem set up; receiving", WAIT).await;
+    // Each packet's temperature (tenths) is its number: unique, and readable back.
+    let packet = |seq: u16| frame(seq, seq as i16, 5000, 1000);
+    let mut seq = 0u16;
+    let budget = std::time::Instant::now();
+    while !gw.log().contains("outbox at its disk budget") {
+        assert!(
+            budget.elapsed() < Duration::from_secs(90) && seq < 20_000,
+            "the outbox never reached its budget after {seq} packets:\n{}",
+            gw.log()
+        );
+        // Small bursts: a gateway that stopped reading holds at most a few in the pty.
+        let mut burst = Vec::new();
+        for _ in 0..20 {
+            seq += 1;
+            burst.extend(rcv(1, &packet(seq), -40, 9));
+        }
+        modem.send(&burst);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Nothing is committed now: the packets still queued, a new one and its repeat all go
+    // unacknowledged.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let acked_before = modem.sends().len();
+    let held = seq + 1;
+    modem.send(&rcv(1, &packet(held), -40, 9));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    modem.send(&rcv(1, &packet(held), -40, 9));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let sends = modem.sends();
+    assert_eq!(
+        sends.len(),
+        acked_before,
+        "an ACK went out while nothing could be committed"
+    );
+    let acked: Vec<u16> = sends.iter().map(|c| acked_seq(c)).collect();
+    assert!(!acked.contains(&held));
+    gw.signal(libc::SIGKILL);
+    gw.wait(WAIT);
+
+    influx.start_again();
+    let mut gw = TestGateway::start(dir.path(), &cfg, Stdio::null());
+    gw.wait_log("rylr998 modem set up; receiving", WAIT).await;
+    // The node sends the packet again: stored, and acknowledged.
+    modem.send(&rcv(1, &packet(held), -40, 9));
+    modem.wait_for_sends(acked_before + 1, WAIT).await;
+    assert_eq!(acked_seq(&modem.sends()[acked_before]), held);
+    let temperature = |seq: u16| format!("{}", f64::from(seq) / 10.0);
+    let stored = || async {
+        influx
+            .points("radio")
+            .await
+            .into_iter()
+            .filter(|p| p.measurement == "temperature")
+            .map(|p| format!("{}", p.value))
+            .collect::<Vec<String>>()
+    };
+    wait_until("the resend in the database", WAIT, || async {
+        stored().await.contains(&temperature(held))
+    })
+    .await;
+    let stored = stored().await;
+    assert_eq!(
+        stored.iter().filter(|t| **t == temperature(held)).count(),
+        1,
+        "the resend is stored once"
+    );
+    // Acknowledged means committed: every packet acknowledged before the kill was kept.
+    for seq in acked {
+        assert!(
+            stored.contains(&temperature(seq)),
+            "packet {seq} was acknowledged but is not in the database"
+        );
+    }
+    eprintln!(
+        "RADIO ack_after_commit: {} packets acknowledged before the budget, {} sent",
+        acked_before, seq
+    );
+    gw.signal(libc::SIGTERM);
+    assert!(gw.wait(WAIT).success(), "{}", gw.log());
+}
+
+/// The sequence number an `AT+SEND` ACK command acknowledges.
+fn acked_seq(command: &[u8]) -> u16 {
+    let start = command
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b',')
+        .nth(1)
+        .map(|(i, _)| i + 1)
+        .expect("AT+SEND=<dest>,<len>,<data>");
+    let data = &command[start..command.len() - 2];
+    lora_link::packet::AckPacket::decode(data)
+        .expect("an ACK packet")
+        .0
+        .seq_num
 }
 
 #[tokio::test(flavor = "multi_thread")]

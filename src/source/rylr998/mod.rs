@@ -9,21 +9,30 @@
 //!
 //! Then every `+RCV` frame (cut by its length, `lora-link`) goes through `radio.rs`: a good
 //! frame's readings are stamped on receipt and sent to the ingest stage like any packet, and
-//! it is acknowledged with `AT+SEND=<sender>,<len>,<ACK packet>`; a bad one is counted,
-//! quarantined with its bytes in hex, and never acknowledged. A modem that restarts
+//! it is acknowledged with `AT+SEND=<sender>,<len>,<ACK packet>` only once its readings are
+//! committed to the outbox: a packet acknowledged is never lost, whatever happens to the
+//! gateway after. One that cannot be committed (storage failing, the disk budget full under
+//! `on_full = "block"`, the gateway stopping) is not acknowledged, and its number is
+//! forgotten, so the node's resend is stored. A repeat of a packet whose commit is still
+//! awaited is not acknowledged on its own: the one ACK follows the commit. A bad frame is
+//! counted, quarantined with its bytes in hex, and never acknowledged. A modem that restarts
 //! (`+READY`) lost its settings and is set up again; a device that goes away (unplugged) is
 //! reopened with backoff and set up again.
 
 use std::time::Duration;
 
-use lora_link::at::{self, CommandError};
+use lora_link::at;
 use lora_link::modem::{error_meaning, Event, ModemParser, WINDOW};
-use lora_link::packet::MAX_ACK_LEN;
+use lora_link::packet::{AckPacket, MAX_ACK_LEN};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_serial::{SerialPortBuilderExt as _, SerialStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
+
+mod setup;
+
+pub use setup::SetupError;
 
 use super::radio::{Outcome, RadioLink};
 use super::supervisor::{self, Supervised};
@@ -35,61 +44,8 @@ use crate::self_stats::RestartCause;
 
 /// Longest wait for the modem's reply to a command.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
-/// `AT` is tried this often before the modem counts as not answering (it may be booting).
-const AT_TRIES: u32 = 3;
-/// How long late replies to an `AT` that timed out are waited for and dropped.
-const LATE_REPLY: Duration = Duration::from_millis(300);
-/// Set-up starts over this often when the modem restarts during it.
-const SETUP_TRIES: u32 = 3;
 /// A partial frame held this long without more bytes is cut off (counted as a failed frame).
 const IDLE_FLUSH: Duration = Duration::from_millis(500);
-
-/// Why the modem could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    /// The device could not be opened.
-    #[error("cannot open {path}: {cause}")]
-    Open {
-        /// The device.
-        path: String,
-        /// Why.
-        cause: String,
-    },
-    /// No reply in time.
-    #[error("no answer to {command} within {timeout:?}: check the wiring (the modem's TX to the adapter's RX and RX to TX, GND to GND), its 3.3 V supply and the baud rate ({baud}, [source] baud)")]
-    NoAnswer {
-        /// The command, without its line end.
-        command: String,
-        /// How long it waited.
-        timeout: Duration,
-        /// The port's baud rate.
-        baud: u32,
-    },
-    /// The modem refused a command.
-    #[error("{command} answered +ERR={code} ({meaning})")]
-    Refused {
-        /// The command, without its line end.
-        command: String,
-        /// The error code.
-        code: u16,
-        /// What the code means.
-        meaning: &'static str,
-    },
-    /// The modem restarted (`+READY`) during set-up; set-up starts over.
-    #[error("the modem restarted (+READY) during set-up")]
-    Restarted,
-    /// The modem restarted during every set-up attempt.
-    #[error("the modem restarted (+READY) during each of {SETUP_TRIES} set-up attempts: check its power supply (3.3 V, enough current for transmitting) and its NRST pin")]
-    KeepsRestarting,
-    /// Reading or writing the port failed.
-    #[error("{path}: {cause}")]
-    Io {
-        /// The device.
-        path: String,
-        /// Why.
-        cause: String,
-    },
-}
 
 /// What ended reception.
 enum Stop {
@@ -117,6 +73,27 @@ enum Heard {
     Other(String),
 }
 
+/// A new packet handed to the ingest stage, its ACK waiting for the commit. At most what
+/// the ingest channel and one batch hold are waiting.
+struct PendingAck {
+    sender: u16,
+    ack: AckPacket,
+    /// Told once the packet is committed; dropped when it could not be.
+    committed: oneshot::Receiver<()>,
+    /// When its `+RCV` was read.
+    heard_at: std::time::Instant,
+}
+
+/// What woke the receiving loop.
+enum Woke {
+    /// The port answered: bytes, or an error; `Err(_)`: quiet for [`IDLE_FLUSH`] with a partial
+    /// frame held.
+    Read(Result<std::io::Result<usize>, tokio::time::error::Elapsed>),
+    /// The oldest waiting packet was committed (`true`) or could not be (`false`).
+    Committed(bool),
+    Cancelled,
+}
+
 /// The modem, the parser of its output and the link state.
 struct Station<'a> {
     cfg: &'a Rylr998Config,
@@ -129,6 +106,9 @@ struct Station<'a> {
     tx: Option<&'a mpsc::Sender<Line>>,
     /// Packets handed to the ingest stage since the device was opened.
     delivered: u64,
+    /// New packets whose ACK waits for their commit, oldest first (the ingest stage commits
+    /// in order).
+    pending: std::collections::VecDeque<PendingAck>,
     ctx: Option<&'a SourceContext>,
 }
 
@@ -267,6 +247,7 @@ impl<'a> Station<'a> {
             link: RadioLink::new(&cfg.nodes),
             tx,
             delivered: 0,
+            pending: std::collections::VecDeque::new(),
             ctx,
         }
     }
@@ -299,120 +280,6 @@ impl<'a> Station<'a> {
             })
     }
 
-    /// The set-up commands, each reply checked.
-    async fn setup(&mut self, port: &mut SerialStream) -> Result<(), SetupError> {
-        // A modem that restarts (`+READY`) half-way lost what was set: start over.
-        for _ in 0..SETUP_TRIES {
-            match self.setup_once(port).await {
-                Err(SetupError::Restarted) => {
-                    debug!("rylr998 modem restarted during set-up; starting over");
-                }
-                other => return other,
-            }
-        }
-        Err(SetupError::KeepsRestarting)
-    }
-
-    async fn setup_once(&mut self, port: &mut SerialStream) -> Result<(), SetupError> {
-        let mut buf = [0u8; 64];
-        let mut answered = false;
-        for attempt in 0..AT_TRIES {
-            let n = at::at(&mut buf).map_err(command_bug)?;
-            match self.command(port, &buf[..n], attempt == 0).await {
-                Err(SetupError::NoAnswer { .. }) => continue,
-                other => {
-                    other?;
-                    answered = true;
-                    if attempt > 0 {
-                        // A late `+OK` to an `AT` that timed out would be taken for the answer
-                        // to the next command: let it arrive and drop it.
-                        self.drain_replies(port).await?;
-                    }
-                    break;
-                }
-            }
-        }
-        if !answered {
-            return Err(self.no_answer(b"AT\r\n"));
-        }
-        type Build = fn(&Rylr998Config, &mut [u8]) -> Result<usize, CommandError>;
-        let commands: [Build; 4] = [
-            |c, b| at::address(c.address, b),
-            |c, b| at::network_id(c.network_id, b),
-            |c, b| at::band(c.band, b),
-            |c, b| at::parameter(c.parameter, b),
-        ];
-        for build in commands {
-            let n = build(self.cfg, &mut buf).map_err(command_bug)?;
-            self.command(port, &buf[..n], false).await?;
-        }
-        Ok(())
-    }
-
-    /// Reads for [`LATE_REPLY`], dropping replies (frames are handled).
-    async fn drain_replies(&mut self, port: &mut SerialStream) -> Result<(), SetupError> {
-        let deadline = tokio::time::Instant::now() + LATE_REPLY;
-        let mut buf = [0u8; 512];
-        loop {
-            while let Some(heard) = self.next_heard() {
-                if let Heard::Frame { .. } | Heard::BrokenFrame(_) = heard {
-                    let _ = self.heard(heard, None).await;
-                }
-            }
-            let room = self.room();
-            match tokio::time::timeout_at(deadline, port.read(&mut buf[..room])).await {
-                Err(_) => return Ok(()),
-                Ok(Err(e)) => return Err(self.io(e)),
-                Ok(Ok(0)) => return Err(self.io("the device closed")),
-                Ok(Ok(n)) => self.feed(&buf[..n]),
-            }
-        }
-    }
-
-    /// Writes `command` and waits for `+OK` (frames heard meanwhile are handled, not
-    /// acknowledged: the modem is busy with the command).
-    /// `+READY` before the answer means the modem restarted: [`SetupError::Restarted`], unless
-    /// `first` (a modem just powered up says `+READY` before it answers anything).
-    async fn command(
-        &mut self,
-        port: &mut SerialStream,
-        command: &[u8],
-        first: bool,
-    ) -> Result<(), SetupError> {
-        debug!(command = %text(command), "rylr998 command");
-        port.write_all(command).await.map_err(|e| self.io(e))?;
-        let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
-        let mut buf = [0u8; 512];
-        loop {
-            while let Some(heard) = self.next_heard() {
-                match heard {
-                    Heard::Ok => return Ok(()),
-                    Heard::Error(code) => {
-                        return Err(SetupError::Refused {
-                            command: text(command),
-                            code,
-                            meaning: error_meaning(code),
-                        })
-                    }
-                    Heard::Ready if first => debug!("rylr998 modem ready"),
-                    Heard::Ready => return Err(SetupError::Restarted),
-                    other => {
-                        // A frame during set-up is received but not acknowledged.
-                        let _ = self.heard(other, None).await;
-                    }
-                }
-            }
-            let room = self.room();
-            let n = match tokio::time::timeout_at(deadline, port.read(&mut buf[..room])).await {
-                Err(_) => return Err(self.no_answer(command)),
-                Ok(Err(e)) => return Err(self.io(e)),
-                Ok(Ok(0)) => return Err(self.io("the device closed")),
-                Ok(Ok(n)) => n,
-            };
-            self.feed(&buf[..n]);
-        }
-    }
-
     /// Receives frames until cancelled, the modem restarts or the device fails.
     async fn receive(&mut self, port: &mut SerialStream, token: &CancellationToken) -> Stop {
         let mut buf = [0u8; 512];
@@ -432,9 +299,26 @@ impl<'a> Station<'a> {
                     Ok(port.read(&mut buf[..room]).await)
                 }
             };
-            let n = tokio::select! {
-                r = read => r,
-                () = token.cancelled() => return Stop::Cancelled,
+            let committed = async {
+                match self.pending.front_mut() {
+                    Some(p) => (&mut p.committed).await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            let woke = tokio::select! {
+                r = read => Woke::Read(r),
+                ok = committed => Woke::Committed(ok),
+                () = token.cancelled() => Woke::Cancelled,
+            };
+            let n = match woke {
+                Woke::Read(n) => n,
+                Woke::Committed(ok) => {
+                    if let Err(stop) = self.settle(ok, port).await {
+                        return stop;
+                    }
+                    continue;
+                }
+                Woke::Cancelled => return Stop::Cancelled,
             };
             match n {
                 Err(_) => {
@@ -502,19 +386,37 @@ impl<'a> Station<'a> {
                 }
                 let received_ns = now_ns();
                 let frame = &data[..];
+                // ACKs go out only while receiving (not during set-up, nor when told not to).
+                let acking = port.is_some() && self.cfg.ack;
                 let ack = match self.link.frame(sender, frame, rssi, snr) {
                     Outcome::Packet { readings, ack } => {
-                        self.send(readings, received_ns, describe(sender, frame, rssi, snr))
-                            .await?;
-                        Some(ack)
+                        let handled = acking.then(|| {
+                            let (tell, committed) = oneshot::channel();
+                            self.pending.push_back(PendingAck {
+                                sender,
+                                ack,
+                                committed,
+                                heard_at: std::time::Instant::now(),
+                            });
+                            tell
+                        });
+                        let text = describe(sender, frame, rssi, snr);
+                        self.send(readings, received_ns, text, handled).await?;
+                        // Acknowledged once committed (`settle`).
+                        None
                     }
                     Outcome::Duplicate { ack } => {
+                        let awaited = self
+                            .pending
+                            .iter()
+                            .any(|p| p.sender == sender && p.ack.seq_num == ack.seq_num);
                         debug!(
                             sender,
                             seq = ack.seq_num,
-                            "rylr998 duplicate frame; counted, acknowledged again, not written"
+                            awaited,
+                            "rylr998 duplicate frame; counted, not written, acknowledged (once committed)"
                         );
-                        Some(ack)
+                        (!awaited).then_some(ack)
                     }
                     Outcome::Bad { reason } => {
                         warn!(
@@ -527,17 +429,8 @@ impl<'a> Station<'a> {
                         None
                     }
                 };
-                if let (Some(ack), Some(port), true) = (ack, port, self.cfg.ack) {
-                    let mut packet = [0u8; MAX_ACK_LEN];
-                    let mut command = [0u8; at::MAX_COMMAND];
-                    let n = ack
-                        .encode(&mut packet)
-                        .map_err(|_| Stop::Lost("ACK encoding".into()))?;
-                    let n = at::send(sender, &packet[..n], &mut command)
-                        .map_err(|e| Stop::Lost(format!("ACK command: {e}")))?;
-                    port.write_all(&command[..n])
-                        .await
-                        .map_err(|e| Stop::Lost(e.to_string()))?;
+                if let (Some(ack), Some(port), true) = (ack, port, acking) {
+                    write_ack(port, sender, ack).await?;
                     debug!(sender, seq = ack.seq_num, "rylr998 ACK sent");
                 }
                 Ok(None)
@@ -574,12 +467,35 @@ impl<'a> Station<'a> {
         }
     }
 
-    /// Sends readings to the ingest stage as one packet received at `received_ns`.
+    /// The oldest waiting packet was committed (`ok`) or could not be: acknowledges it, or
+    /// forgets its number so that the node's resend is stored.
+    async fn settle(&mut self, ok: bool, port: &mut SerialStream) -> Result<(), Stop> {
+        let Some(p) = self.pending.pop_front() else {
+            return Ok(());
+        };
+        let seq = p.ack.seq_num;
+        if !ok {
+            self.link.forget(p.sender, seq);
+            warn!(
+                sender = p.sender,
+                seq, "rylr998 packet not committed; not acknowledged, so the node sends it again"
+            );
+            return Ok(());
+        }
+        write_ack(port, p.sender, p.ack).await?;
+        let after = p.heard_at.elapsed();
+        debug!(sender = p.sender, seq, after = ?after, "rylr998 ACK sent after the commit");
+        Ok(())
+    }
+
+    /// Sends readings to the ingest stage as one packet received at `received_ns`; `handled`
+    /// is told once it is committed.
     async fn send(
         &mut self,
         readings: Vec<Reading>,
         received_ns: i64,
         text: String,
+        handled: Option<oneshot::Sender<()>>,
     ) -> Result<(), Stop> {
         let Some(tx) = self.tx else { return Ok(()) };
         let line = Line {
@@ -588,26 +504,26 @@ impl<'a> Station<'a> {
             cut: false,
             decoded: Some(readings),
             forwarded: None,
+            handled,
         };
         tx.send(line).await.map_err(|_| Stop::Cancelled)?;
         self.delivered += 1;
         Ok(())
     }
+}
 
-    fn no_answer(&self, command: &[u8]) -> SetupError {
-        SetupError::NoAnswer {
-            command: text(command),
-            timeout: REPLY_TIMEOUT,
-            baud: self.cfg.baud,
-        }
-    }
-
-    fn io(&self, e: impl std::fmt::Display) -> SetupError {
-        SetupError::Io {
-            path: self.path.clone(),
-            cause: e.to_string(),
-        }
-    }
+/// `AT+SEND=<sender>,<len>,<ack>`.
+async fn write_ack(port: &mut SerialStream, sender: u16, ack: AckPacket) -> Result<(), Stop> {
+    let mut packet = [0u8; MAX_ACK_LEN];
+    let mut command = [0u8; at::MAX_COMMAND];
+    let n = ack
+        .encode(&mut packet)
+        .map_err(|_| Stop::Lost("ACK encoding".into()))?;
+    let n = at::send(sender, &packet[..n], &mut command)
+        .map_err(|e| Stop::Lost(format!("ACK command: {e}")))?;
+    port.write_all(&command[..n])
+        .await
+        .map_err(|e| Stop::Lost(e.to_string()))
 }
 
 fn heard_of(event: Event<'_>) -> Heard {
@@ -632,11 +548,6 @@ fn heard_of(event: Event<'_>) -> Heard {
     }
 }
 
-/// A command without its line end, for messages.
-fn text(command: &[u8]) -> String {
-    String::from_utf8_lossy(command).trim_end().to_string()
-}
-
 /// Bytes as text, with anything unprintable as `\xNN`.
 fn printable(bytes: &[u8]) -> String {
     bytes.escape_ascii().to_string()
@@ -653,12 +564,4 @@ fn hex(bytes: &[u8]) -> String {
 /// What a radio packet's `Line::text` says (for logs and the quarantine).
 fn describe(sender: u16, frame: &[u8], rssi: i16, snr: i16) -> String {
     format!("+RCV={sender},{},{},{rssi},{snr}", frame.len(), hex(frame))
-}
-
-/// A command that cannot be built is a bug (the buffers are sized for every command).
-fn command_bug(e: CommandError) -> SetupError {
-    SetupError::Io {
-        path: "AT command".into(),
-        cause: e.to_string(),
-    }
 }
