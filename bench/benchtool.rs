@@ -11,6 +11,10 @@
 //!   benchtool commits --dir D --count N [--rate R]  what the ingest thread does per line at a
 //!                                                   low rate (budget check + one-packet
 //!                                                   commit), timed one by one: p50/p99/max
+//!   benchtool radio-acks --gateway BIN --config FILE --rate R --seconds S
+//!                                                   a RYLR998 modem on a pty: `+RCV` frames
+//!                                                   in, time to each ACK's `AT+SEND` (sent
+//!                                                   only after the commit)
 //!
 //! Every line is the design's firmware line (9 readings) with `sts.rx` = its index, so the
 //! database leg can tell which packets are visible.
@@ -91,6 +95,20 @@ enum Cmd {
         #[arg(long)]
         full: bool,
     },
+    /// Be a RYLR998 modem on a pseudo-terminal: run the gateway with FILE plus a `rylr998`
+    /// source on it, answer its set-up, send Node 1 frames at `rate` per second for `seconds`,
+    /// and time each packet from its `+RCV` to its ACK's `AT+SEND` (after the commit).
+    RadioAcks {
+        #[arg(long)]
+        gateway: std::path::PathBuf,
+        /// A config without `[source]` (sinks, storage).
+        #[arg(long)]
+        config: std::path::PathBuf,
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
     /// Decode every line of FILE `iters` times (for `valgrind --tool=callgrind`: instructions
     /// per line = difference of two runs with different `iters`).
     Decode {
@@ -138,6 +156,12 @@ fn main() -> anyhow::Result<()> {
             rate,
             full,
         } => commits(&dir, count, rate, full),
+        Cmd::RadioAcks {
+            gateway,
+            config,
+            rate,
+            seconds,
+        } => radio_acks(&gateway, &config, rate, seconds),
         Cmd::Decode { file, iters } => {
             let text = std::fs::read_to_string(file)?;
             let lines: Vec<&str> = text.lines().collect();
@@ -467,5 +491,139 @@ async fn latency(
         &format!("line_to_database_visible(poll {poll_ms} ms)"),
         db_lat.lock().unwrap().clone(),
     );
+    Ok(())
+}
+
+/// A pseudo-terminal's master side: (fd, the slave's path).
+fn open_pty() -> anyhow::Result<(i32, String)> {
+    // SAFETY: plain libc pty calls on a fd we own; ptsname's buffer is copied at once.
+    unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        anyhow::ensure!(master >= 0, "posix_openpt: {}", std::io::Error::last_os_error());
+        anyhow::ensure!(libc::grantpt(master) == 0 && libc::unlockpt(master) == 0, "grantpt");
+        let name = std::ffi::CStr::from_ptr(libc::ptsname(master))
+            .to_string_lossy()
+            .into_owned();
+        Ok((master, name))
+    }
+}
+
+fn pty_write(fd: i32, bytes: &[u8]) {
+    let mut off = 0;
+    while off < bytes.len() {
+        // SAFETY: fd is our pty master; the buffer outlives the call.
+        let n = unsafe { libc::write(fd, bytes[off..].as_ptr().cast(), bytes.len() - off) };
+        if n <= 0 {
+            return;
+        }
+        off += n as usize;
+    }
+}
+
+fn radio_acks(
+    gateway: &std::path::Path,
+    config: &std::path::Path,
+    rate: f64,
+    seconds: u64,
+) -> anyhow::Result<()> {
+    use lora_link::packet::{AckPacket, SensorDataPacket, MAX_FRAME_LEN};
+    let (master, path) = open_pty()?;
+    let radio_config = config.with_extension("radio.toml");
+    std::fs::write(
+        &radio_config,
+        format!(
+            "[source]\nkind = \"rylr998\"\npath = \"{path}\"\n{}",
+            std::fs::read_to_string(config)?
+        ),
+    )?;
+    // seq -> when its +RCV was written; the delays of the ACKs seen.
+    let sent: Arc<Mutex<HashMap<u16, Instant>>> = Arc::default();
+    let delays: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let set_up = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let (sent, delays, set_up) = (sent.clone(), delays.clone(), set_up.clone());
+        std::thread::spawn(move || {
+            let mut pending: Vec<u8> = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                // SAFETY: reading into our buffer from our fd.
+                let n = unsafe { libc::read(master, buf.as_mut_ptr().cast(), buf.len()) };
+                if n <= 0 {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                let now = Instant::now();
+                pending.extend_from_slice(&buf[..n as usize]);
+                while let Some(len) = lora_link::at::command_len(&pending) {
+                    let command: Vec<u8> = pending.drain(..len).collect();
+                    if command.starts_with(b"AT+SEND=") {
+                        let data_at = command
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, b)| **b == b',')
+                            .nth(1)
+                            .map_or(command.len(), |(i, _)| i + 1);
+                        let data = &command[data_at..command.len().saturating_sub(2)];
+                        if let Ok((ack, _)) = AckPacket::decode(data) {
+                            if let Some(t) = sent.lock().unwrap().remove(&ack.seq_num) {
+                                delays
+                                    .lock()
+                                    .unwrap()
+                                    .push(now.duration_since(t).as_secs_f64() * 1e3);
+                            }
+                        }
+                    } else {
+                        set_up.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    pty_write(master, b"+OK\r\n");
+                }
+            }
+        });
+    }
+    let mut child = std::process::Command::new(gateway)
+        .arg("--config")
+        .arg(&radio_config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // AT, ADDRESS, NETWORKID, BAND, PARAMETER.
+    while set_up.load(std::sync::atomic::Ordering::Relaxed) < 5 {
+        anyhow::ensure!(Instant::now() < deadline, "the gateway never set the modem up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let count = (rate * seconds as f64) as u64;
+    let start = Instant::now();
+    for i in 0..count {
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        let seq = (i % 65_535) as u16 + 1;
+        let packet = SensorDataPacket {
+            seq_num: seq,
+            temperature: (200 + i % 100) as i16,
+            humidity: 5000,
+            gas_resistance: 80_000,
+        };
+        let mut frame = [0u8; MAX_FRAME_LEN];
+        let n = packet.encode_frame(&mut frame).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let mut rcv = format!("+RCV=1,{n},").into_bytes();
+        rcv.extend_from_slice(&frame[..n]);
+        rcv.extend_from_slice(b",-40,9\r\n");
+        sent.lock().unwrap().insert(seq, Instant::now());
+        pty_write(master, &rcv);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    let delays = delays.lock().unwrap().clone();
+    println!(
+        "radio_acks: rate={rate}/s sent={count} acked={} unacked={}",
+        delays.len(),
+        sent.lock().unwrap().len()
+    );
+    summary("rcv_to_ack", delays);
     Ok(())
 }
