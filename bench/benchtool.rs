@@ -499,8 +499,15 @@ fn open_pty() -> anyhow::Result<(i32, String)> {
     // SAFETY: plain libc pty calls on a fd we own; ptsname's buffer is copied at once.
     unsafe {
         let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
-        anyhow::ensure!(master >= 0, "posix_openpt: {}", std::io::Error::last_os_error());
-        anyhow::ensure!(libc::grantpt(master) == 0 && libc::unlockpt(master) == 0, "grantpt");
+        anyhow::ensure!(
+            master >= 0,
+            "posix_openpt: {}",
+            std::io::Error::last_os_error()
+        );
+        anyhow::ensure!(
+            libc::grantpt(master) == 0 && libc::unlockpt(master) == 0,
+            "grantpt"
+        );
         let name = std::ffi::CStr::from_ptr(libc::ptsname(master))
             .to_string_lossy()
             .into_owned();
@@ -590,7 +597,10 @@ fn radio_acks(
     let deadline = Instant::now() + Duration::from_secs(30);
     // AT, ADDRESS, NETWORKID, BAND, PARAMETER.
     while set_up.load(std::sync::atomic::Ordering::Relaxed) < 5 {
-        anyhow::ensure!(Instant::now() < deadline, "the gateway never set the modem up");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the gateway never set the modem up"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     std::thread::sleep(Duration::from_millis(200));
@@ -607,7 +617,9 @@ fn radio_acks(
             gas_resistance: 80_000,
         };
         let mut frame = [0u8; MAX_FRAME_LEN];
-        let n = packet.encode_frame(&mut frame).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let n = packet
+            .encode_frame(&mut frame)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let mut rcv = format!("+RCV=1,{n},").into_bytes();
         rcv.extend_from_slice(&frame[..n]);
         rcv.extend_from_slice(b",-40,9\r\n");

@@ -19,6 +19,7 @@ mod modem_emulator;
 mod monitoring;
 mod operator;
 mod pipeline;
+mod protocol;
 mod radio;
 mod radio_emulator;
 mod security;

@@ -60,6 +60,30 @@ impl RadioParameters {
         coding_rate: 1,
         preamble: 7,
     };
+
+    /// Time on air of a LoRa packet carrying `payload` bytes, in microseconds (Semtech's
+    /// formula: explicit header, payload CRC on, low data rate optimisation when a symbol
+    /// lasts more than 16 ms). `None` for a bandwidth code other than 7, 8 or 9. The modem's
+    /// own bytes around the data are not counted.
+    pub fn airtime_us(&self, payload: usize) -> Option<u32> {
+        let bw_hz: u64 = match self.bandwidth {
+            7 => 125_000,
+            8 => 250_000,
+            9 => 500_000,
+            _ => return None,
+        };
+        let sf = u64::from(self.spreading_factor);
+        // One symbol: 2^SF / BW, in nanoseconds.
+        let symbol_ns = (1u64 << sf) * 1_000_000_000 / bw_hz;
+        let low_rate = u64::from(symbol_ns > 16_000_000);
+        let bits = (8 * payload as u64 + 16 + 28).saturating_sub(4 * sf);
+        let per_block = 4 * (sf.checked_sub(2 * low_rate)?);
+        let blocks = bits.div_ceil(per_block.max(1));
+        let payload_symbols = 8 + blocks * (u64::from(self.coding_rate) + 4);
+        // Preamble: its symbols plus 4.25, in quarter symbols.
+        let quarters = (u64::from(self.preamble) * 4 + 17) + payload_symbols * 4;
+        u32::try_from(quarters * symbol_ns / 4 / 1_000).ok()
+    }
 }
 
 /// The LoRa network both nodes join (`AT+NETWORKID`).
@@ -165,6 +189,41 @@ fn command(buf: &mut [u8], args: fmt::Arguments<'_>) -> Result<usize, CommandErr
     w.fmt(args)?;
     w.bytes(b"\r\n")?;
     Ok(w.len())
+}
+
+#[cfg(test)]
+mod airtime_tests {
+    use super::*;
+
+    #[test]
+    fn time_on_air_follows_semtechs_formula() {
+        // SF7, 125 kHz, 4/5, preamble 8, 10 bytes: 40.25 symbols of 1.024 ms (the
+        // calculators' 41.2 ms).
+        let classic = RadioParameters {
+            spreading_factor: 7,
+            bandwidth: 7,
+            coding_rate: 1,
+            preamble: 8,
+        };
+        assert_eq!(classic.airtime_us(10), Some(41_216));
+        // The project's setting (SF7, 500 kHz): the original frame of 10 bytes and a secure
+        // uplink of 21; the original ACK of 2 bytes and a secure one of 11.
+        let p = RadioParameters::PROJECT;
+        assert_eq!(p.airtime_us(10), Some(10_048));
+        assert_eq!(p.airtime_us(21), Some(13_888));
+        assert_eq!(p.airtime_us(2), Some(7_488));
+        assert_eq!(p.airtime_us(11), Some(10_048));
+        // SF11 at 125 kHz: 16.4 ms symbols, low data rate optimisation on.
+        let far = RadioParameters {
+            spreading_factor: 11,
+            bandwidth: 7,
+            coding_rate: 1,
+            preamble: 12,
+        };
+        // 8 + ceil((168 - 44 + 44) / 36) * 5 = 33 payload symbols, 16.25 of preamble.
+        assert_eq!(far.airtime_us(21), Some(806_912));
+        assert_eq!(RadioParameters { bandwidth: 3, ..p }.airtime_us(10), None);
+    }
 }
 
 #[cfg(test)]

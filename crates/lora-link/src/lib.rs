@@ -12,8 +12,11 @@
 //! - [`node1`]: Node 1's rules: sequence numbers, retransmission, what an answer means.
 //! - [`node2`]: Node 2's rules for a received frame (ACK, duplicates, `rx`/`err`) and its JSON
 //!   line, byte-identical to the original firmware's.
+//! - [`secure`]: secure frames (AES-128-CCM with a per-node key, a frame counter that never
+//!   goes back, ACKs bound to the frame they answer).
 //!
-//! `#![no_std]`, no allocation, no `unsafe`, and no panic on any input: every function takes
+//! `#![no_std]`, no allocation, no `unsafe` (the AES and CCM code is RustCrypto's), and no
+//! panic on any input: every function takes
 //! caller-owned buffers and returns an error when one is too small. The gateway (host) and
 //! the firmware (`thumbv7em-none-eabihf`) both build it; nothing of the link is written twice.
 
@@ -37,6 +40,7 @@ pub mod modem;
 pub mod node1;
 pub mod node2;
 pub mod packet;
+pub mod secure;
 mod write;
 
 pub use write::BufferTooSmall;
