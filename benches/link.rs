@@ -9,13 +9,17 @@
 //!   varied values, some holding 0x0A, RSSI/SNR of varied width) fed in 4 KiB chunks, every
 //!   event taken;
 //! - `frame_decode`: CRC check and postcard decoding of each frame's bytes;
-//! - `parse_and_decode`: both, as the `rylr998` source does per frame.
+//! - `parse_and_decode`: both, as the `rylr998` source does per frame;
+//! - `secure_open`: checking the tag of and decrypting each of the frames sealed as secure
+//!   uplinks (AES-128-CCM, `lora_link::secure`), one key, counters 1..=4096;
+//! - `secure_seal`: sealing them, as a node does.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lora_link::modem::{Event, ModemParser};
 use lora_link::packet::{SensorDataPacket, MAX_FRAME_LEN};
+use lora_link::secure::{open_uplink, seal_uplink, Key, MAX_UPLINK_LEN};
 
 const FRAMES: usize = 4096;
 
@@ -90,6 +94,44 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("parse_and_decode", |b| {
         b.iter(|| parse(black_box(&bytes), true))
+    });
+    // Secure uplinks of the same packets (a benchmark key).
+    let key = Key::new([0x5A; 16]);
+    let packets: Vec<SensorDataPacket> = frames
+        .iter()
+        .map(|f| SensorDataPacket::decode_frame(f).unwrap())
+        .collect();
+    let sealed: Vec<Vec<u8>> = packets
+        .iter()
+        .zip(1u32..)
+        .map(|(p, counter)| {
+            let mut out = [0u8; MAX_UPLINK_LEN];
+            let n = seal_uplink(&key, 1, counter, p, &mut out).unwrap();
+            out[..n].to_vec()
+        })
+        .collect();
+    let open_all = |frames: &[Vec<u8>]| {
+        frames
+            .iter()
+            .filter_map(|f| open_uplink(&key, 1, black_box(f)).ok())
+            .map(|u| u64::from(u.packet.seq_num))
+            .sum::<u64>()
+    };
+    assert_eq!(
+        open_all(&sealed),
+        packets.iter().map(|p| u64::from(p.seq_num)).sum::<u64>(),
+        "every secure frame opens"
+    );
+    group.bench_function("secure_open", |b| b.iter(|| open_all(&sealed)));
+    group.bench_function("secure_seal", |b| {
+        b.iter(|| {
+            let mut out = [0u8; MAX_UPLINK_LEN];
+            packets
+                .iter()
+                .zip(1u32..)
+                .map(|(p, counter)| seal_uplink(&key, 1, counter, black_box(p), &mut out).unwrap())
+                .sum::<usize>()
+        })
     });
     group.finish();
 }
