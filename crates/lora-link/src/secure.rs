@@ -224,11 +224,7 @@ pub fn open_uplink(key: &Key, node: u16, frame: &[u8]) -> Result<Uplink, OpenErr
         frame.get(UPLINK_HEADER_LEN..).unwrap_or_default(),
         &mut plain,
     )?;
-    let bytes = plain.get(..n).ok_or(OpenError::BadLength(frame.len()))?;
-    let (packet, used) = SensorDataPacket::decode(bytes).map_err(OpenError::Malformed)?;
-    if used != bytes.len() {
-        return Err(OpenError::Malformed(DecodeError::TrailingBytes));
-    }
+    let packet = whole(plain.get(..n).unwrap_or_default(), SensorDataPacket::decode)?;
     Ok(Uplink { counter, packet })
 }
 
@@ -272,12 +268,19 @@ pub fn open_ack(key: &Key, node: u16, counter: u32, frame: &[u8]) -> Result<AckP
         rest,
         &mut plain,
     )?;
-    let bytes = plain.get(..n).ok_or(OpenError::BadLength(frame.len()))?;
-    let (ack, used) = AckPacket::decode(bytes).map_err(OpenError::Malformed)?;
+    whole(plain.get(..n).unwrap_or_default(), AckPacket::decode)
+}
+
+/// A postcard decoder: the value at the start of the bytes, and how many it took.
+type Decoder<T> = fn(&[u8]) -> Result<(T, usize), DecodeError>;
+
+/// The one packet `bytes` hold, nothing left over.
+fn whole<T>(bytes: &[u8], decode: Decoder<T>) -> Result<T, OpenError> {
+    let (packet, used) = decode(bytes).map_err(OpenError::Malformed)?;
     if used != bytes.len() {
         return Err(OpenError::Malformed(DecodeError::TrailingBytes));
     }
-    Ok(ack)
+    Ok(packet)
 }
 
 /// `header`, then `plain` encrypted, then the tag, into `out`.
