@@ -533,18 +533,24 @@ fn radio_acks(
     rate: f64,
     seconds: u64,
 ) -> anyhow::Result<()> {
-    use lora_link::packet::{AckPacket, SensorDataPacket, MAX_FRAME_LEN};
+    use lora_link::packet::{AckPacket, SensorDataPacket};
+    use lora_link::secure;
+    // Node 1 with the published test key of docs/PROTOCOL.md: secure frames, as a gateway
+    // takes them by default.
+    const TEST_KEY: &str = "000102030405060708090a0b0c0d0e0f";
+    let key = secure::Key::from_hex(TEST_KEY).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (master, path) = open_pty()?;
     let radio_config = config.with_extension("radio.toml");
     std::fs::write(
         &radio_config,
         format!(
-            "[source]\nkind = \"rylr998\"\npath = \"{path}\"\n{}",
+            "[source]\nkind = \"rylr998\"\npath = \"{path}\"\n\
+             [source.nodes.1]\nname = \"node1\"\nkey = \"{TEST_KEY}\"\n{}",
             std::fs::read_to_string(config)?
         ),
     )?;
-    // seq -> when its +RCV was written; the delays of the ACKs seen.
-    let sent: Arc<Mutex<HashMap<u16, Instant>>> = Arc::default();
+    // The ACK expected for a frame -> when its +RCV was written; the delays of the ACKs seen.
+    let sent: Arc<Mutex<HashMap<Vec<u8>, Instant>>> = Arc::default();
     let delays: Arc<Mutex<Vec<f64>>> = Arc::default();
     let set_up = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     {
@@ -571,13 +577,11 @@ fn radio_acks(
                             .nth(1)
                             .map_or(command.len(), |(i, _)| i + 1);
                         let data = &command[data_at..command.len().saturating_sub(2)];
-                        if let Ok((ack, _)) = AckPacket::decode(data) {
-                            if let Some(t) = sent.lock().unwrap().remove(&ack.seq_num) {
-                                delays
-                                    .lock()
-                                    .unwrap()
-                                    .push(now.duration_since(t).as_secs_f64() * 1e3);
-                            }
+                        if let Some(t) = sent.lock().unwrap().remove(data) {
+                            delays
+                                .lock()
+                                .unwrap()
+                                .push(now.duration_since(t).as_secs_f64() * 1e3);
                         }
                     } else {
                         set_up.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -616,14 +620,19 @@ fn radio_acks(
             humidity: 5000,
             gas_resistance: 80_000,
         };
-        let mut frame = [0u8; MAX_FRAME_LEN];
-        let n = packet
-            .encode_frame(&mut frame)
+        let counter = i as u32 + 1;
+        let mut frame = [0u8; secure::MAX_UPLINK_LEN];
+        let n = secure::seal_uplink(&key, 1, counter, &packet, &mut frame)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let mut ack = [0u8; secure::MAX_ACK_FRAME_LEN];
+        let a = secure::seal_ack(&key, 1, counter, &AckPacket::ack(seq), &mut ack)
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let mut rcv = format!("+RCV=1,{n},").into_bytes();
         rcv.extend_from_slice(&frame[..n]);
         rcv.extend_from_slice(b",-40,9\r\n");
-        sent.lock().unwrap().insert(seq, Instant::now());
+        sent.lock()
+            .unwrap()
+            .insert(ack[..a].to_vec(), Instant::now());
         pty_write(master, &rcv);
     }
     std::thread::sleep(Duration::from_secs(2));

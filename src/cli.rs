@@ -24,14 +24,18 @@ Examples:
       Validate the config and probe every configured server, then exit.
   iiot-gateway simulate --interval 1s | iiot-gateway --config stdin.toml
       Pipe simulated firmware lines into a gateway reading [source] kind = \"stdin\".
-  socat pty,raw,echo=0,link=/tmp/ttyLORA exec:'iiot-gateway simulate --radio --interval 2s'
-      A simulated RYLR998 modem on /tmp/ttyLORA for [source] kind = \"rylr998\".
+  iiot-gateway keys new greenhouse --address 1 >> radio.toml
+      A fresh key for radio node 1, as its [source.nodes.1] table (the gateway's config and
+      scripts/firmware --keys both read it).
+  socat pty,raw,echo=0,link=/tmp/ttyLORA exec:'iiot-gateway simulate --radio --config radio.toml --interval 2s'
+      A simulated RYLR998 modem on /tmp/ttyLORA hearing radio.toml's nodes, each sending
+      secure frames under its key, for a gateway running radio.toml ([source] kind = \"rylr998\").
   probe-rs run --chip STM32F446RETx fw.elf | iiot-gateway --config stdin.toml
       Feed a real board's output through stdin.
 
 Environment:
   INFLUXDB_TOKEN, INFLUXDB_PASSWORD, MQTT_PASSWORD,
-  HTTP_TOKEN                                         secrets (override the config file)
+  HTTP_TOKEN, IIOT_NODE_KEY_<address>                secrets (override the config file)
   RUST_LOG                                           log filter, e.g. debug or iiot_gateway=trace";
 
 /// Durable telemetry gateway: field sensor nodes to MQTT, InfluxDB and live dashboards.
@@ -141,9 +145,28 @@ enum Command {
         probe_rs: bool,
         /// Be a RYLR998 modem instead: print its `+RCV` frames (raw binary) from the simulated
         /// nodes, and answer `+OK` to every AT command read on stdin. Run it behind a pty to
-        /// try [source] kind = "rylr998" without hardware (see README)
+        /// try [source] kind = "rylr998" without hardware (see README). With --config of a
+        /// rylr998 gateway, the config's [source.nodes] send: each node with a key secure frames
+        /// under its own key, a legacy node the original format; without, nodes n1, n2, ...
+        /// send the original format from addresses 1, 2, ...
         #[arg(long)]
         radio: bool,
+        /// With --radio: after each genuine frame, also send what an attacker would: forged
+        /// (wrong key), replayed (the node's previous frame), tampered (a bit changed), legacy
+        /// (the original format from a node with a key), unknown (an address not in the table)
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            requires = "radio",
+            value_name = "KIND"
+        )]
+        attack: Vec<crate::source::simulator::Attack>,
+    },
+    /// Radio keys: `keys new <name> --address <n>` makes a node's key
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
     },
     /// Write the Grafana dashboards (generated from the panel definitions) as JSON files
     Dashboards {
@@ -153,6 +176,21 @@ enum Command {
         /// Directory to write them into (created when missing)
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+    },
+}
+
+/// `iiot-gateway keys ...`.
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Print a fresh random key for a node as its [source.nodes.<address>] table (on stdout,
+    /// nothing else there: append it to the gateway's config or to a keys file); how to use it
+    /// goes to stderr
+    New {
+        /// The node's name in readings and topics (letters, digits, _ and -)
+        name: String,
+        /// The node's radio address (its AT+ADDRESS; Node 1 is 1)
+        #[arg(long)]
+        address: u16,
     },
 }
 
@@ -219,6 +257,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
             count,
             probe_rs,
             radio,
+            attack,
         }) => {
             if let Some(code) = refuse("simulate") {
                 return code;
@@ -228,14 +267,24 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 (false, true) => Format::ProbeRs,
                 (false, false) => Format::Json,
             };
-            let sim = match simulator_settings(config.as_deref(), seed, interval, nodes) {
-                Ok(sim) => sim,
+            let settings = simulator_settings(config.as_deref(), radio, seed, interval, nodes);
+            let (sim, table) = match settings {
+                Ok(settings) => settings,
                 Err(e) => {
                     eprintln!("error: {e}");
                     return ExitCode::from(2);
                 }
             };
-            return simulate(sim, count, format).await;
+            let radio = crate::source::simulator::RadioFrames::with_nodes(table, attack);
+            return simulate(sim, count, format, radio).await;
+        }
+        Some(Command::Keys {
+            command: KeysCommand::New { name, address },
+        }) => {
+            if let Some(code) = refuse("keys") {
+                return code;
+            }
+            return crate::keys::new(&name, address);
         }
         Some(Command::Check(sub)) => {
             let args = cli.run.merged(&sub);
@@ -266,25 +315,38 @@ async fn dispatch(cli: Cli) -> ExitCode {
 /// option overriding it.
 fn simulator_settings(
     config: Option<&std::path::Path>,
+    radio: bool,
     seed: Option<u64>,
     interval: Option<Duration>,
     nodes: Option<u32>,
-) -> Result<SimulatorConfig, String> {
+) -> Result<(SimulatorConfig, RadioTable), String> {
     // Without a config the lines are the same on every run (seed 1); a config's simulator
     // without a seed gets a new one each start, as it does when the gateway runs it.
-    let base = match config {
-        None => SimulatorConfig {
-            interval: Duration::from_secs(10),
-            remote_nodes: 1,
-            seed: Some(1),
-        },
+    let fixed = SimulatorConfig {
+        interval: Duration::from_secs(10),
+        remote_nodes: 1,
+        seed: Some(1),
+    };
+    let (base, table) = match config {
+        None => (fixed, Vec::new()),
         Some(path) => {
             let cfg = Config::load(Some(path)).map_err(|e| e.to_string())?;
             match cfg.source {
-                crate::config::SourceConfig::Simulator(s) => s,
+                crate::config::SourceConfig::Simulator(s) => (s, Vec::new()),
+                crate::config::SourceConfig::Rylr998(r) if radio => {
+                    let table = radio_table(&r);
+                    if table.is_empty() {
+                        return Err(format!(
+                            "simulate --radio --config {}: no node in [source.nodes] has a key or legacy = true, so the gateway would refuse every frame; add one (iiot-gateway keys new <name> --address <n>)",
+                            path.display()
+                        ));
+                    }
+                    let remote_nodes = u32::try_from(table.len()).unwrap_or(u32::MAX);
+                    (SimulatorConfig { remote_nodes, ..fixed }, table)
+                }
                 other => {
                     return Err(format!(
-                        "simulate --config {}: its [source] kind is {:?}, not \"simulator\": simulate takes interval, remote_nodes and seed from a simulator's settings",
+                        "simulate --config {}: its [source] kind is {:?}; simulate takes interval, remote_nodes and seed from kind = \"simulator\", and with --radio the nodes and keys of kind = \"rylr998\"",
                         path.display(),
                         other.kind()
                     ))
@@ -292,11 +354,31 @@ fn simulator_settings(
             }
         }
     };
-    Ok(SimulatorConfig {
+    if !table.is_empty() && nodes.is_some() {
+        return Err("simulate --nodes: the nodes are the config's [source.nodes] with --radio and a rylr998 config; remove one of the two".into());
+    }
+    let sim = SimulatorConfig {
         interval: interval.unwrap_or(base.interval),
         remote_nodes: nodes.unwrap_or(base.remote_nodes),
         seed: seed.or(base.seed),
-    })
+    };
+    Ok((sim, table))
+}
+
+/// The simulated radio nodes: address, and key (`None`: the original format).
+type RadioTable = Vec<(u16, Option<lora_link::secure::Key>)>;
+
+/// The nodes of a rylr998 config that can be heard: those with a key, and legacy ones.
+fn radio_table(cfg: &crate::config::Rylr998Config) -> RadioTable {
+    use crate::config::NodeAuth;
+    cfg.nodes
+        .iter()
+        .filter_map(|(address, node)| match &node.auth {
+            NodeAuth::Key(key) => Some((*address, Some(key.clone()))),
+            NodeAuth::Legacy => Some((*address, None)),
+            NodeAuth::Missing => None,
+        })
+        .collect()
 }
 
 /// The config `cli` names, with its overriding options merged in before validation (an
@@ -368,7 +450,12 @@ enum Format {
 
 /// Prints `sim`'s lines, one per `sim.interval` of real time (`0s`: as fast as possible; the
 /// model's own time still moves at least 500 ms per line, the firmware's `ts` grid).
-async fn simulate(sim: SimulatorConfig, count: Option<u64>, format: Format) -> ExitCode {
+async fn simulate(
+    sim: SimulatorConfig,
+    count: Option<u64>,
+    format: Format,
+    mut radio: crate::source::simulator::RadioFrames,
+) -> ExitCode {
     use std::io::Write as _;
     let interval = sim.interval;
     let cfg = SimulatorConfig {
@@ -380,7 +467,6 @@ async fn simulate(sim: SimulatorConfig, count: Option<u64>, format: Format) -> E
     if format == Format::Radio {
         answer_commands(stdout.clone());
     }
-    let mut radio = crate::source::simulator::RadioFrames::default();
     let mut emitted = 0;
     while count.is_none_or(|c| emitted < c) {
         let Some(line) = model.step() else { continue };

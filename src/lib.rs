@@ -15,6 +15,7 @@ pub mod decode;
 pub mod events;
 mod failure;
 mod ingest;
+mod keys;
 mod live_view;
 mod malloc;
 pub mod mqtt;

@@ -413,6 +413,7 @@ mod tests {
             received_ns: 20,
             origin: None,
             device_ts: None,
+            link: None,
             readings: vec![
                 Reading {
                     node: "node1".into(),
@@ -505,6 +506,7 @@ mod tests {
             received_ns: ts,
             origin: None,
             device_ts: None,
+            link: None,
             readings: vec![
                 Reading {
                     node: "node1".into(),

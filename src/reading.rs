@@ -34,6 +34,19 @@ pub struct Packet {
     pub device_ts: Option<u64>,
     /// The readings, in the order the firmware wrote them.
     pub readings: Vec<Reading>,
+    /// A secure radio frame's counter, stored with the readings.
+    pub link: Option<LinkCounter>,
+}
+
+/// The frame counter of a secure radio frame and its node's address: stored in the outbox in
+/// the same transaction as the packet's readings, so the counter a node is known to have
+/// passed survives a restart and a replay is refused after it too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkCounter {
+    /// The node's address.
+    pub node: u16,
+    /// The frame's counter.
+    pub counter: u32,
 }
 
 /// A line read by a source, stamped with the time it was received; or a packet a source
@@ -54,6 +67,8 @@ pub struct Line {
     /// Told once the line is committed (or quarantined): only then may its source acknowledge
     /// it (to the broker, to the radio node). Dropped unsent when it could not be committed.
     pub handled: Option<tokio::sync::oneshot::Sender<()>>,
+    /// A secure radio frame's counter, to commit with its readings.
+    pub link: Option<LinkCounter>,
 }
 
 /// A packet forwarded by an edge gateway (a packet event): `received_ns` of the line is the

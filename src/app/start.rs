@@ -368,8 +368,18 @@ pub(super) async fn start_source(
     if let Some(item) = preflight.as_ref().filter(|i| !i.ok) {
         stats.set_source_problem(Some(item.detail.clone()));
     }
-    let (ctx, first_setup) =
+    let (mut ctx, first_setup) =
         source::SourceContext::new(events.clone(), stats.clone(), quarantine.clone());
+    if let SourceConfig::Rylr998(_) = &cfg.source {
+        match shared.reader.link_counters() {
+            Ok(counters) => ctx.link_counters = counters,
+            // Started without them, every frame counter is new until one is committed:
+            // said loudly, as replays could be taken meanwhile.
+            Err(error) => {
+                error!(%error, "cannot read the radio frame counters from the outbox; replays of frames older than the gateway's start are not recognized")
+            }
+        }
+    }
     let task = tokio::spawn(source::run(
         cfg.source.clone(),
         cfg.ingest.clone(),

@@ -32,12 +32,13 @@ pub use defaults::default_client_id;
 pub use overrides::Overrides;
 pub use types::{
     Config, FileConfig, FullPolicy, HomeAssistantConfig, HttpConfig, InfluxApi, InfluxConfig,
-    InfluxTls, IngestConfig, MqttConfig, MqttSourceConfig, PacketEvents, ProcessConfig,
-    ProcessKind, Rylr998Config, SerialConfig, SimulatorConfig, SourceConfig, StorageConfig,
-    SyncMode,
+    InfluxTls, IngestConfig, MqttConfig, MqttSourceConfig, NodeAuth, PacketEvents, ProcessConfig,
+    ProcessKind, RadioNode, Rylr998Config, SerialConfig, SimulatorConfig, SourceConfig,
+    StorageConfig, SyncMode,
 };
 
 use raw::RawConfig;
+pub(crate) use validate::validate_node_name;
 use validate::Validator;
 
 /// How [`Config::origin`] and errors name a config that comes from no file.

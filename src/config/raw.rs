@@ -288,8 +288,10 @@ pub struct RawRylr998 {
     pub parameter: Option<String>,
     /// Acknowledge every good frame (`AT+SEND` of an ACK packet).
     pub ack: Option<bool>,
-    /// Node names by sender address, e.g. `{ 1 = "node1" }`.
-    pub nodes: Option<std::collections::BTreeMap<String, String>>,
+    /// The nodes by sender address: `[source.nodes.<address>]` tables (`name`, and `key`,
+    /// `key_file` or `legacy`), or the older names-only form `{ 1 = "node1" }`. Read by the
+    /// validator (`validate/nodes.rs`), which names what is wrong in an entry.
+    pub nodes: Option<std::collections::BTreeMap<String, toml::Value>>,
     /// First reopen delay.
     #[serde(default, with = "humantime_serde")]
     pub restart_initial: Option<Duration>,

@@ -148,12 +148,33 @@ pub struct Rylr998Config {
     pub parameter: lora_link::at::RadioParameters,
     /// Acknowledge good frames.
     pub ack: bool,
-    /// Node names by sender address.
-    pub nodes: std::collections::BTreeMap<u16, String>,
+    /// The radio nodes by sender address: name and key (`[source.nodes.<address>]`).
+    pub nodes: std::collections::BTreeMap<u16, RadioNode>,
     /// First reopen delay.
     pub restart_initial: Duration,
     /// Longest reopen delay.
     pub restart_max: Duration,
+}
+
+/// A radio node of `[source.nodes.<address>]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RadioNode {
+    /// Its name in readings and topics.
+    pub name: String,
+    /// How its frames are checked.
+    pub auth: NodeAuth,
+}
+
+/// How a radio node's frames are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeAuth {
+    /// Secure frames under this key (its `Debug` never shows it).
+    Key(lora_link::secure::Key),
+    /// `legacy = true`: the original firmware's frames, unauthenticated.
+    Legacy,
+    /// Neither a key nor `legacy`: every frame refused (the old `nodes = { 1 = "name" }`
+    /// form, or a table without a key).
+    Missing,
 }
 
 /// A recorded log to replay.

@@ -221,11 +221,13 @@ pub const SIGNAL: Dashboard = Dashboard {
         },
         Panel {
             id: 13,
-            title: "Packets received and CRC errors",
+            title: "Packets received, CRC errors and rejected frames",
             kind: Kind::TimeSeries,
             queries: &[
                 q("packets_received", Nodes::All),
                 q("crc_errors", Nodes::All),
+                // Secure radio link (rylr998 source): forged, replayed, unknown senders.
+                q("frames_rejected", Nodes::All),
             ],
             compute: Compute::Values,
             unit: "short",

@@ -26,6 +26,7 @@ pub(super) fn packet(json: &str, received_ns: i64) -> Option<Packet> {
         received_ns,
         origin: None,
         device_ts: None,
+        link: None,
         // ~16 bytes of JSON per reading (`"t":27.55,` plus the node's share of its key).
         readings: Vec::with_capacity(json.len() / 16 + 1),
     };

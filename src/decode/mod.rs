@@ -186,6 +186,7 @@ fn explained(json: &str, received_ns: i64) -> Decoded {
         received_ns,
         origin: None,
         device_ts: None,
+        link: None,
         readings: Vec::new(),
     };
     let mut rejected = Vec::new();

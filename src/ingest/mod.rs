@@ -366,6 +366,7 @@ fn accept(line: Line, clock: &mut PacketClock, out: &IngestOutputs) -> Option<Pa
                 origin: origin.clone(),
                 device_ts: None,
                 readings,
+                link: line.link,
             },
             rejected: Vec::new(),
         },

@@ -318,6 +318,7 @@ mod tests {
             received_ns: ts - 1_000_000 * S,
             origin: None,
             device_ts: None,
+            link: None,
             readings: nodes
                 .iter()
                 .chain(["signal", "stats"].iter())

@@ -68,6 +68,7 @@ mod tests {
             received_ns: ts,
             origin: None,
             device_ts: None,
+            link: None,
             readings: (0..n)
                 .map(|i| Reading {
                     node: "node1".into(),

@@ -169,6 +169,7 @@ mod tests {
             received_ns: ts,
             origin: None,
             device_ts: None,
+            link: None,
             readings: readings
                 .iter()
                 .map(|(node, metric, value)| Reading {

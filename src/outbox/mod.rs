@@ -140,6 +140,7 @@ mod tests {
             received_ns: ts,
             origin: None,
             device_ts: None,
+            link: None,
             readings: values
                 .iter()
                 .map(|v| Reading {

@@ -109,6 +109,19 @@ impl OutboxReader {
             .map_err(|e| self.err(e))
     }
 
+    /// The highest secure radio frame counter stored per node address (`Outbox::append`).
+    pub fn link_counters(&self) -> Result<std::collections::BTreeMap<u16, u32>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT node, counter FROM link_counters")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, u16>(0)?, r.get::<_, u32>(1)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))
+    }
+
     /// The receive time of row `seq`, if it is still there.
     pub fn ts_at(&self, seq: Seq) -> Result<Option<i64>> {
         self.conn()

@@ -24,6 +24,10 @@ CREATE TABLE IF NOT EXISTS cursors (
     sink TEXT PRIMARY KEY,
     seq  INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS link_counters (
+    node    INTEGER PRIMARY KEY,
+    counter INTEGER NOT NULL
+);
 ";
 
 /// Renames `path` (and its -wal/-shm files) to `<name>.corrupt-<unix time>`.

@@ -14,7 +14,7 @@ use super::rows::{EventRow, Seq, StoredReading, EVENT_UNIT};
 use super::schema::{self, BUSY_TIMEOUT, SCHEMA};
 use super::{lock, OutboxError, OutboxReader, Result, DB_FILE};
 use crate::config::{StorageConfig, SyncMode};
-use crate::reading::{Origin, Packet};
+use crate::reading::{LinkCounter, Origin, Packet};
 
 /// The writer side of the outbox.
 pub struct Outbox {
@@ -153,39 +153,52 @@ impl Outbox {
         self.feed.reader(cursor)
     }
 
-    /// Commits every reading of `packets` in one transaction; returns the last seq.
+    /// Commits every reading of `packets` in one transaction, with the secure radio frames'
+    /// counters (the highest per node, so that a replay is refused after a restart too);
+    /// returns the last seq.
     pub fn append(&mut self, packets: &[Packet]) -> Result<Seq> {
-        self.insert_rows(packets.iter().flat_map(|p| {
-            let origin = p.origin.as_ref();
-            p.readings.iter().map(move |r| Row {
-                ts: p.received_ns,
-                node: r.node.as_str(),
-                metric: r.metric.as_str(),
-                unit: r.unit,
-                value: r.value.as_str(),
-                gateway: origin.and_then(|o| o.gateway.as_deref()),
-                site: origin.and_then(|o| o.site.as_deref()),
-            })
-        }))
+        let links: Vec<LinkCounter> = packets.iter().filter_map(|p| p.link).collect();
+        self.insert_rows(
+            &links,
+            packets.iter().flat_map(|p| {
+                let origin = p.origin.as_ref();
+                p.readings.iter().map(move |r| Row {
+                    ts: p.received_ns,
+                    node: r.node.as_str(),
+                    metric: r.metric.as_str(),
+                    unit: r.unit,
+                    value: r.value.as_str(),
+                    gateway: origin.and_then(|o| o.gateway.as_deref()),
+                    site: origin.and_then(|o| o.site.as_deref()),
+                })
+            }),
+        )
     }
 
     /// Commits gateway events in one transaction (rows marked with [`EVENT_UNIT`]); returns
     /// the last seq.
     pub fn append_events(&mut self, events: &[EventRow]) -> Result<Seq> {
-        self.insert_rows(events.iter().map(|e| Row {
-            ts: e.ts_ns,
-            node: e.node.as_str(),
-            metric: e.kind,
-            unit: Some(EVENT_UNIT),
-            value: e.text.as_str(),
-            gateway: None,
-            site: None,
-        }))
+        self.insert_rows(
+            &[],
+            events.iter().map(|e| Row {
+                ts: e.ts_ns,
+                node: e.node.as_str(),
+                metric: e.kind,
+                unit: Some(EVENT_UNIT),
+                value: e.text.as_str(),
+                gateway: None,
+                site: None,
+            }),
+        )
     }
 
     /// Inserts rows in one transaction; the seqs they get are consecutive. Returns the last
     /// seq. The committed rows go to the feed, when a sink reads it.
-    fn insert_rows<'a>(&mut self, rows: impl Iterator<Item = Row<'a>>) -> Result<Seq> {
+    fn insert_rows<'a>(
+        &mut self,
+        links: &[LinkCounter],
+        rows: impl Iterator<Item = Row<'a>>,
+    ) -> Result<Seq> {
         let mut fed = VecDeque::new();
         let feeding = self.feed.has_readers();
         let path = &self.path;
@@ -216,6 +229,17 @@ impl Outbox {
             }
         }
         let last = tx.last_insert_rowid();
+        if !links.is_empty() {
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO link_counters (node, counter) VALUES (?1, ?2) \
+                     ON CONFLICT (node) DO UPDATE SET counter = max(counter, excluded.counter)",
+                )
+                .map_err(err)?;
+            for l in links {
+                upsert.execute(params![l.node, l.counter]).map_err(err)?;
+            }
+        }
         tx.commit().map_err(err)?;
         self.feed.publish(fed);
         self.after_commit();

@@ -49,6 +49,56 @@ pub struct Stats {
     pub sinks: RwLock<BTreeMap<&'static str, Arc<SinkStatus>>>,
     /// The Prometheus registry behind `/metrics` (off until the HTTP server enables it).
     pub metrics: Metrics,
+    /// Radio frames accepted and refused, by node (`rylr998` source).
+    pub radio: RadioFrames,
+}
+
+/// `(node, label, frames)`.
+pub type FrameCount = (String, &'static str, u64);
+
+/// Radio frames by node: accepted (by security, `secure` or `legacy`) and refused (by reason).
+/// A node not in the table is `unknown`, so an attacker cannot add series at will.
+#[derive(Debug, Default)]
+pub struct RadioFrames {
+    accepted: Mutex<BTreeMap<(String, &'static str), u64>>,
+    rejected: Mutex<BTreeMap<(String, &'static str), u64>>,
+}
+
+impl RadioFrames {
+    /// Counts one frame accepted from `node`; `legacy`: the original, unauthenticated format.
+    pub fn accepted(&self, node: &str, legacy: bool) {
+        let security = if legacy { "legacy" } else { "secure" };
+        count(&self.accepted, node, security);
+    }
+
+    /// Counts one frame from `node` refused for `reason`.
+    pub fn rejected(&self, node: &str, reason: &'static str) {
+        count(&self.rejected, node, reason);
+    }
+
+    /// Makes `node`'s accepted counter show (at 0) before its first frame.
+    pub fn expect(&self, node: &str, legacy: bool) {
+        let security = if legacy { "legacy" } else { "secure" };
+        if let Ok(mut map) = self.accepted.lock() {
+            map.entry((node.to_string(), security)).or_insert(0);
+        }
+    }
+
+    /// `(node, security, frames)` accepted and `(node, reason, frames)` refused.
+    pub fn counts(&self) -> (Vec<FrameCount>, Vec<FrameCount>) {
+        let list = |map: &Mutex<BTreeMap<(String, &'static str), u64>>| {
+            map.lock()
+                .map(|m| m.iter().map(|((n, l), c)| (n.clone(), *l, *c)).collect())
+                .unwrap_or_default()
+        };
+        (list(&self.accepted), list(&self.rejected))
+    }
+}
+
+fn count(map: &Mutex<BTreeMap<(String, &'static str), u64>>, node: &str, label: &'static str) {
+    if let Ok(mut map) = map.lock() {
+        *map.entry((node.to_string(), label)).or_insert(0) += 1;
+    }
 }
 
 impl Stats {

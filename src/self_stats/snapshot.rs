@@ -22,6 +22,10 @@ pub(crate) struct Snapshot {
     pub source_problem: Option<String>,
     /// Every enabled sink, by name.
     pub sinks: Vec<SinkSnapshot>,
+    /// Radio frames accepted, `(node, security, frames)`.
+    pub radio_accepted: Vec<(String, &'static str, u64)>,
+    /// Radio frames refused, `(node, reason, frames)`.
+    pub radio_rejected: Vec<(String, &'static str, u64)>,
 }
 
 /// The ingest stage's and the source's counters.
@@ -111,6 +115,7 @@ pub(crate) fn snapshot(stats: &Stats, history: &OutboxReader) -> Snapshot {
         })
         .unwrap_or_default();
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let (radio_accepted, radio_rejected) = stats.radio.counts();
     Snapshot {
         counts: Counts {
             lines: load(&stats.lines),
@@ -129,6 +134,8 @@ pub(crate) fn snapshot(stats: &Stats, history: &OutboxReader) -> Snapshot {
         source_running: stats.source_running.load(Ordering::Relaxed),
         source_problem: stats.source_problem.lock().ok().and_then(|p| p.clone()),
         sinks,
+        radio_accepted,
+        radio_rejected,
     }
 }
 
@@ -155,6 +162,7 @@ mod tests {
                 received_ns: 1_000,
                 origin: None,
                 device_ts: None,
+                link: None,
                 readings,
             }])
             .unwrap();

@@ -49,6 +49,7 @@ pub async fn forward<R: AsyncBufRead + Unpin>(
             decoded: None,
             forwarded: None,
             handled: None,
+            link: None,
         };
         if tx.send(line).await.is_err() {
             return Ended::Closed;

@@ -41,6 +41,9 @@ pub(crate) struct SourceContext {
     pub quarantine: Quarantine,
     /// Where the first set-up's outcome goes (taken once).
     first_setup: Arc<std::sync::Mutex<Option<SetupReport>>>,
+    /// The highest secure radio frame counter stored per node (from the outbox), for the
+    /// `rylr998` source.
+    pub link_counters: std::collections::BTreeMap<u16, u32>,
 }
 
 /// The outcome of a source's first device set-up: what answered, or what is wrong.
@@ -60,6 +63,7 @@ impl SourceContext {
             stats,
             quarantine,
             first_setup: Arc::new(std::sync::Mutex::new(Some(tx))),
+            link_counters: std::collections::BTreeMap::new(),
         };
         (ctx, rx)
     }

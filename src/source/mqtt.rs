@@ -188,6 +188,7 @@ fn forward(publish: &Publish, ctx: &SourceContext) -> (Option<Line>, oneshot::Re
                     },
                 }),
                 handled: Some(tell),
+                link: None,
             };
             (Some(line), handled)
         }

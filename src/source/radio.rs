@@ -25,8 +25,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use lora_link::packet::{AckPacket, SensorDataPacket};
+use lora_link::packet::{AckPacket, SensorDataPacket, MAX_ACK_LEN};
+use lora_link::secure::{self, Accepted, Rejection, Sender, MAX_ACK_FRAME_LEN};
 
+use crate::config::{NodeAuth, RadioNode};
 use crate::reading::{CompactString, Reading};
 
 /// Sequence numbers remembered per sender, to recognize a repeated frame.
@@ -35,15 +37,45 @@ pub(crate) const RECENT: usize = 16;
 /// What one received frame means.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// A new packet: its readings; acknowledge it.
+    /// A new packet: its readings, and its frame counter (secure frames) to store with them;
+    /// acknowledge it once they are committed.
     Packet {
         readings: Vec<Reading>,
-        ack: AckPacket,
+        ack: Ack,
+        counter: Option<u32>,
     },
     /// A packet heard before: counted, not written; acknowledge it again.
-    Duplicate { ack: AckPacket },
-    /// CRC or decoding failed: counted, not written, not acknowledged.
-    Bad { reason: String },
+    Duplicate { ack: Ack },
+    /// Refused (a CRC or tag that fails, a replay, a sender without a key, ...): counted, not
+    /// written, not acknowledged. `node` is the sender's name, or `unknown`.
+    Rejected {
+        rejection: Rejection,
+        node: CompactString,
+        reason: String,
+    },
+}
+
+/// The ACK to send for a packet: the frame, and what it answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Ack {
+    /// The packet's sequence number.
+    pub seq: u16,
+    /// The secure frame's counter; `None` for a legacy node's packet.
+    pub counter: Option<u32>,
+    /// The ACK frame's bytes (`AT+SEND`'s data).
+    pub frame: Vec<u8>,
+}
+
+impl Ack {
+    /// Whether this ACK answers the same frame as `other` (same counter, or for a legacy node
+    /// the same sequence number).
+    pub(crate) fn answers_same(&self, other: &Ack) -> bool {
+        match (self.counter, other.counter) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => self.seq == other.seq,
+            _ => false,
+        }
+    }
 }
 
 /// What a sequence number says about the packets before it.
@@ -85,10 +117,14 @@ pub(crate) fn sequence(last: Option<u16>, recent: &[u16], seq: u16) -> Sequence 
     }
 }
 
-/// One sender's recent sequence numbers, newest last.
+/// One sender's state: its recent sequence numbers (newest last) and its frame counters.
 #[derive(Debug, Default)]
 struct Heard {
     recent: std::collections::VecDeque<u16>,
+    /// The highest counter committed (stored in the outbox with its packet).
+    committed: Option<u32>,
+    /// Counters of packets handed over whose commit is awaited.
+    awaited: Vec<u32>,
 }
 
 impl Heard {
@@ -102,75 +138,163 @@ impl Heard {
         }
         self.recent.push_back(seq);
     }
+
+    /// The highest counter accepted: committed, or awaiting its commit.
+    fn highest(&self) -> Option<u32> {
+        self.awaited.iter().copied().max().max(self.committed)
+    }
+
+    /// Counts the packets lost before `seq` into `lost`, and remembers it.
+    fn sequence(&mut self, seq: u16, lost: &mut u64) {
+        let recent: Vec<u16> = self.recent.iter().copied().collect();
+        match sequence(self.last(), &recent, seq) {
+            Sequence::Gap(n) => *lost += u64::from(n),
+            Sequence::Restart { lost: n } => {
+                *lost += u64::from(n);
+                self.recent.clear();
+            }
+            Sequence::First | Sequence::Next | Sequence::Duplicate => {}
+        }
+        self.push(seq);
+    }
 }
 
-/// Link state: node names, last sequence per sender, counters.
+/// Link state: the node table, what was heard per sender, counters.
 #[derive(Debug)]
 pub(crate) struct RadioLink {
-    nodes: BTreeMap<u16, CompactString>,
+    nodes: BTreeMap<u16, RadioNode>,
     heard: HashMap<u16, Heard>,
     received: u64,
     crc_errors: u64,
     lost: u64,
     duplicates: u64,
+    rejected: u64,
 }
 
 impl RadioLink {
-    /// `nodes` names senders by address; others are `node<address>`.
-    pub(crate) fn new(nodes: &BTreeMap<u16, String>) -> Self {
+    /// `nodes` is the node table; `counters` the highest frame counter committed per sender
+    /// (from the outbox), below which every frame is a replay.
+    pub(crate) fn new(nodes: &BTreeMap<u16, RadioNode>, counters: &BTreeMap<u16, u32>) -> Self {
+        let heard = counters
+            .iter()
+            .map(|(sender, counter)| {
+                let heard = Heard {
+                    committed: Some(*counter),
+                    ..Heard::default()
+                };
+                (*sender, heard)
+            })
+            .collect();
         RadioLink {
-            nodes: nodes
-                .iter()
-                .map(|(a, n)| (*a, CompactString::new(n)))
-                .collect(),
-            heard: HashMap::new(),
+            nodes: nodes.clone(),
+            heard,
             received: 0,
             crc_errors: 0,
             lost: 0,
             duplicates: 0,
+            rejected: 0,
         }
     }
 
     /// A `+RCV` frame from `sender` with `data`, received at `rssi`/`snr`.
     pub(crate) fn frame(&mut self, sender: u16, data: &[u8], rssi: i16, snr: i16) -> Outcome {
-        let packet = match SensorDataPacket::decode_frame(data) {
-            Ok(packet) => packet,
-            Err(e) => {
-                self.crc_errors += 1;
-                return Outcome::Bad {
-                    reason: format!("frame from address {sender}: {e}"),
+        let node = self.nodes.get(&sender);
+        let who = match node.map(|n| &n.auth) {
+            Some(NodeAuth::Key(key)) => Sender::Keyed(key),
+            Some(NodeAuth::Legacy) => Sender::Legacy,
+            Some(NodeAuth::Missing) => Sender::NoKey,
+            None => Sender::Unknown,
+        };
+        let heard = self.heard.entry(sender).or_default();
+        let accepted = match secure::receive(who, sender, heard.highest(), data) {
+            Ok(accepted) => accepted,
+            Err(rejection) => {
+                if rejection == Rejection::Crc {
+                    self.crc_errors += 1;
+                } else {
+                    self.rejected += 1;
+                }
+                let name = node.map_or(CompactString::const_new("unknown"), |n| {
+                    CompactString::new(&n.name)
+                });
+                return Outcome::Rejected {
+                    rejection,
+                    reason: rejection_reason(rejection, sender, node),
+                    node: name,
                 };
             }
         };
         self.received += 1;
-        let ack = AckPacket::ack(packet.seq_num);
-        let heard = self.heard.entry(sender).or_default();
-        let recent: Vec<u16> = heard.recent.iter().copied().collect();
-        match sequence(heard.last(), &recent, packet.seq_num) {
-            Sequence::Duplicate => {
-                self.duplicates += 1;
-                return Outcome::Duplicate { ack };
+        let (packet, counter) = match accepted {
+            Accepted::Secure {
+                counter,
+                repeat,
+                packet,
+            } => {
+                let ack = match who {
+                    Sender::Keyed(key) => secure_ack(key, sender, counter, packet.seq_num),
+                    _ => plain_ack(packet.seq_num),
+                };
+                if repeat {
+                    self.duplicates += 1;
+                    return Outcome::Duplicate { ack };
+                }
+                heard.awaited.push(counter);
+                heard.sequence(packet.seq_num, &mut self.lost);
+                (packet, Some((counter, ack)))
             }
-            Sequence::Gap(n) => self.lost += u64::from(n),
-            Sequence::Restart { lost } => {
-                self.lost += u64::from(lost);
-                heard.recent.clear();
+            Accepted::Legacy { packet } => {
+                let recent: Vec<u16> = heard.recent.iter().copied().collect();
+                if sequence(heard.last(), &recent, packet.seq_num) == Sequence::Duplicate {
+                    self.duplicates += 1;
+                    return Outcome::Duplicate {
+                        ack: plain_ack(packet.seq_num),
+                    };
+                }
+                heard.sequence(packet.seq_num, &mut self.lost);
+                (packet, None)
             }
-            Sequence::First | Sequence::Next => {}
-        }
-        heard.push(packet.seq_num);
-        let node = self.node_name(sender);
-        let mut readings = sensor(&node, &packet);
+        };
+        let name = node.map_or_else(
+            || compact_str::format_compact!("node{sender}"),
+            |n| CompactString::new(&n.name),
+        );
+        let mut readings = sensor(&name, &packet);
         readings.extend(signal(rssi, snr));
         readings.extend(self.counters());
-        Outcome::Packet { readings, ack }
+        match counter {
+            Some((counter, ack)) => Outcome::Packet {
+                readings,
+                ack,
+                counter: Some(counter),
+            },
+            None => Outcome::Packet {
+                readings,
+                ack: plain_ack(packet.seq_num),
+                counter: None,
+            },
+        }
     }
 
-    /// The packet `seq` of `sender` could not be committed (and was not acknowledged): its
-    /// number is forgotten, so the node's resend is a new packet and stored, not a duplicate.
-    pub(crate) fn forget(&mut self, sender: u16, seq: u16) {
+    /// The packet that `ack` answers, from `sender`, was committed: its counter is the
+    /// highest stored (it is in the outbox with the packet).
+    pub(crate) fn committed(&mut self, sender: u16, ack: &Ack) {
+        let Some(counter) = ack.counter else { return };
         if let Some(heard) = self.heard.get_mut(&sender) {
-            heard.recent.retain(|s| *s != seq);
+            heard.awaited.retain(|c| *c != counter);
+            heard.committed = heard.committed.max(Some(counter));
+        }
+    }
+
+    /// The packet that `ack` answers, from `sender`, could not be committed (and was not
+    /// acknowledged): its number and counter are forgotten, so the node's resend is a new
+    /// packet and stored, not a duplicate.
+    pub(crate) fn forget(&mut self, sender: u16, ack: &Ack) {
+        if let Some(heard) = self.heard.get_mut(&sender) {
+            match ack.counter {
+                Some(counter) => heard.awaited.retain(|c| *c != counter),
+                None => heard.recent.retain(|s| *s != ack.seq),
+            }
         }
     }
 
@@ -180,13 +304,6 @@ impl RadioLink {
         self.crc_errors += 1;
     }
 
-    fn node_name(&self, sender: u16) -> CompactString {
-        match self.nodes.get(&sender) {
-            Some(name) => name.clone(),
-            None => compact_str::format_compact!("node{sender}"),
-        }
-    }
-
     fn counters(&self) -> Vec<Reading> {
         let stats = CompactString::const_new("stats");
         [
@@ -194,6 +311,7 @@ impl RadioLink {
             ("crc_errors", self.crc_errors),
             ("packets_lost", self.lost),
             ("duplicates", self.duplicates),
+            ("frames_rejected", self.rejected),
         ]
         .into_iter()
         .map(|(metric, n)| Reading {
@@ -203,6 +321,46 @@ impl RadioLink {
             value: compact_str::format_compact!("{n}"),
         })
         .collect()
+    }
+}
+
+/// What a refusal means, for the log and the quarantine (never a key).
+fn rejection_reason(rejection: Rejection, sender: u16, node: Option<&RadioNode>) -> String {
+    let who = match node {
+        Some(n) => format!("{} (address {sender})", n.name),
+        None => format!("address {sender}"),
+    };
+    let what = match rejection {
+        Rejection::UnknownNode => "not in [source.nodes]: add it with its key (iiot-gateway keys new <name> --address <n>)",
+        Rejection::NoKey => "the node has no key in [source.nodes] (key, key_file, or legacy = true for the original firmware)",
+        Rejection::LegacyFormat => "an unauthenticated frame of the original format from a node that has a key",
+        Rejection::BadTag => "bad tag: a wrong key, a forged or changed frame, or one corrupted on the air",
+        Rejection::Replay => "replay: its frame counter is below the highest accepted",
+        Rejection::BadFormat => "not a secure frame (length or version)",
+        Rejection::Crc => "CRC or decoding failed",
+    };
+    format!("frame from {who}: {}: {what}", rejection.as_str())
+}
+
+/// The original format's ACK of `seq`.
+fn plain_ack(seq: u16) -> Ack {
+    let mut buf = [0u8; MAX_ACK_LEN];
+    let n = AckPacket::ack(seq).encode(&mut buf).unwrap_or(0);
+    Ack {
+        seq,
+        counter: None,
+        frame: buf.get(..n).unwrap_or_default().to_vec(),
+    }
+}
+
+/// The secure ACK of `seq`, bound to the uplink with `counter`.
+fn secure_ack(key: &secure::Key, sender: u16, counter: u32, seq: u16) -> Ack {
+    let mut buf = [0u8; MAX_ACK_FRAME_LEN];
+    let n = secure::seal_ack(key, sender, counter, &AckPacket::ack(seq), &mut buf).unwrap_or(0);
+    Ack {
+        seq,
+        counter: Some(counter),
+        frame: buf.get(..n).unwrap_or_default().to_vec(),
     }
 }
 
@@ -262,6 +420,20 @@ mod tests {
         buf[..n].to_vec()
     }
 
+    /// Nodes 1, 2, 7 and 9, on the original firmware.
+    fn legacy() -> BTreeMap<u16, RadioNode> {
+        [1, 2, 7, 9]
+            .into_iter()
+            .map(|a| {
+                let node = RadioNode {
+                    name: format!("node{a}"),
+                    auth: NodeAuth::Legacy,
+                };
+                (a, node)
+            })
+            .collect()
+    }
+
     fn packet(seq_num: u16) -> SensorDataPacket {
         SensorDataPacket {
             seq_num,
@@ -305,7 +477,7 @@ mod tests {
 
     #[test]
     fn a_packet_forgotten_after_a_failed_commit_is_new_when_sent_again() {
-        let mut link = RadioLink::new(&BTreeMap::new());
+        let mut link = RadioLink::new(&legacy(), &BTreeMap::new());
         assert!(matches!(
             link.frame(1, &frame(packet(5)), -40, 9),
             Outcome::Packet { .. }
@@ -314,7 +486,7 @@ mod tests {
             link.frame(1, &frame(packet(5)), -40, 9),
             Outcome::Duplicate { .. }
         ));
-        link.forget(1, 5);
+        link.forget(1, &plain_ack(5));
         assert!(
             matches!(
                 link.frame(1, &frame(packet(5)), -40, 9),
@@ -323,8 +495,8 @@ mod tests {
             "the resend of a packet that was not committed is stored"
         );
         // Forgetting another sender's number, or one never heard, changes nothing.
-        link.forget(2, 5);
-        link.forget(1, 9);
+        link.forget(2, &plain_ack(5));
+        link.forget(1, &plain_ack(9));
         assert!(matches!(
             link.frame(1, &frame(packet(5)), -40, 9),
             Outcome::Duplicate { .. }
@@ -338,8 +510,9 @@ mod tests {
     /// docs/PROTOCOL.md, test vectors: packet 1 (RSSI -27, SNR 13), its readings and ACK `01 01`.
     #[test]
     fn a_good_frame_is_its_readings_and_an_ack() {
-        let mut link = RadioLink::new(&BTreeMap::from([(1, "node1".to_string())]));
-        let Outcome::Packet { readings, ack } = link.frame(1, &frame(packet(1)), -27, 13) else {
+        let mut link = RadioLink::new(&legacy(), &BTreeMap::new());
+        let Outcome::Packet { readings, ack, .. } = link.frame(1, &frame(packet(1)), -27, 13)
+        else {
             panic!("not a packet");
         };
         assert_eq!(
@@ -354,18 +527,45 @@ mod tests {
                 "stats/crc_errors=0",
                 "stats/packets_lost=0",
                 "stats/duplicates=0",
+                "stats/frames_rejected=0",
             ]
         );
-        assert_eq!(ack, AckPacket::ack(1));
+        assert_eq!(ack.frame, [0x01, 0x01]);
     }
 
     #[test]
-    fn unnamed_senders_are_node_and_their_address() {
-        let mut link = RadioLink::new(&BTreeMap::new());
-        let Outcome::Packet { readings, .. } = link.frame(7, &frame(packet(1)), 0, 0) else {
-            panic!()
+    fn senders_not_in_the_table_or_without_a_key_are_refused() {
+        let mut nodes = legacy();
+        nodes.insert(
+            3,
+            RadioNode {
+                name: "keyless".into(),
+                auth: NodeAuth::Missing,
+            },
+        );
+        let mut link = RadioLink::new(&nodes, &BTreeMap::new());
+        let Outcome::Rejected {
+            rejection,
+            node,
+            reason,
+        } = link.frame(5, &frame(packet(1)), 0, 0)
+        else {
+            panic!("a frame from an address not in the table was taken")
         };
-        assert_eq!(readings[0].node, "node7");
+        assert_eq!(
+            (rejection, node.as_str()),
+            (Rejection::UnknownNode, "unknown")
+        );
+        assert!(reason.contains("address 5"), "{reason}");
+        let Outcome::Rejected {
+            rejection, node, ..
+        } = link.frame(3, &frame(packet(1)), 0, 0)
+        else {
+            panic!("a frame from a node without a key was taken")
+        };
+        assert_eq!((rejection, node.as_str()), (Rejection::NoKey, "keyless"));
+        assert_eq!(link.rejected, 2);
+        assert_eq!(link.received, 0);
     }
 
     fn counters_after(link: &mut RadioLink, seq: u16) -> Vec<String> {
@@ -380,13 +580,17 @@ mod tests {
 
     #[test]
     fn bad_frames_are_counted_not_written_nor_acked() {
-        let mut link = RadioLink::new(&BTreeMap::new());
+        let mut link = RadioLink::new(&legacy(), &BTreeMap::new());
         let mut bad = frame(packet(1));
         bad[0] ^= 1;
-        let Outcome::Bad { reason } = link.frame(1, &bad, -90, -3) else {
+        let Outcome::Rejected {
+            rejection, reason, ..
+        } = link.frame(1, &bad, -90, -3)
+        else {
             panic!()
         };
-        assert!(reason.contains("CRC mismatch"), "{reason}");
+        assert_eq!(rejection, Rejection::Crc);
+        assert!(reason.contains("CRC"), "{reason}");
         link.malformed();
         assert_eq!(
             counters_after(&mut link, 1),
@@ -395,13 +599,14 @@ mod tests {
                 "stats/crc_errors=2",
                 "stats/packets_lost=0",
                 "stats/duplicates=0",
+                "stats/frames_rejected=0",
             ]
         );
     }
 
     #[test]
     fn duplicates_are_acked_and_counted_but_not_written_again() {
-        let mut link = RadioLink::new(&BTreeMap::new());
+        let mut link = RadioLink::new(&legacy(), &BTreeMap::new());
         for seq in [5, 6] {
             assert!(matches!(
                 link.frame(1, &frame(packet(seq)), 0, 0),
@@ -413,7 +618,7 @@ mod tests {
             assert_eq!(
                 link.frame(1, &frame(packet(seq)), 0, 0),
                 Outcome::Duplicate {
-                    ack: AckPacket::ack(seq)
+                    ack: plain_ack(seq)
                 }
             );
         }
@@ -422,7 +627,7 @@ mod tests {
             link.frame(1, &frame(packet(7)), 0, 0),
             Outcome::Packet { .. }
         ));
-        let c = counters_after(&mut RadioLink::new(&BTreeMap::new()), 1);
+        let c = counters_after(&mut RadioLink::new(&legacy(), &BTreeMap::new()), 1);
         assert_eq!(c[3], "stats/duplicates=0");
         assert_eq!(link.duplicates, 2);
         assert_eq!(link.lost, 0);
@@ -452,7 +657,7 @@ mod tests {
         assert_eq!(sequence(Some(300), &[299, 300], 300), Sequence::Duplicate);
         assert_eq!(sequence(Some(300), &[299, 300], 299), Sequence::Duplicate);
 
-        let mut link = RadioLink::new(&BTreeMap::new());
+        let mut link = RadioLink::new(&legacy(), &BTreeMap::new());
         for seq in [1, 2, 5, 1, 3] {
             link.frame(1, &frame(packet(seq)), 0, 0);
         }
@@ -462,5 +667,108 @@ mod tests {
         link.frame(2, &frame(packet(100)), 0, 0);
         link.frame(2, &frame(packet(101)), 0, 0);
         assert_eq!(link.lost, 3);
+    }
+
+    const KEY: secure::Key = secure::Key::new([
+        0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e,
+        0x0f,
+    ]);
+
+    fn keyed() -> BTreeMap<u16, RadioNode> {
+        let node = RadioNode {
+            name: "greenhouse".into(),
+            auth: NodeAuth::Key(KEY),
+        };
+        BTreeMap::from([(1, node)])
+    }
+
+    fn sealed(counter: u32, seq: u16) -> Vec<u8> {
+        let mut buf = [0u8; secure::MAX_UPLINK_LEN];
+        let n = secure::seal_uplink(&KEY, 1, counter, &packet(seq), &mut buf).unwrap();
+        buf[..n].to_vec()
+    }
+
+    #[test]
+    fn secure_frames_are_new_once_repeated_as_duplicates_and_replays_are_refused() {
+        let mut link = RadioLink::new(&keyed(), &BTreeMap::new());
+        let Outcome::Packet {
+            readings,
+            ack,
+            counter,
+        } = link.frame(1, &sealed(10, 1), -30, 9)
+        else {
+            panic!("a genuine frame was refused")
+        };
+        assert_eq!(readings[0].node, "greenhouse");
+        assert_eq!(counter, Some(10));
+        // The ACK is the secure one, bound to counter 10.
+        assert_eq!(
+            secure::open_ack(&KEY, 1, 10, &ack.frame),
+            Ok(AckPacket::ack(1))
+        );
+        assert!(secure::open_ack(&KEY, 1, 11, &ack.frame).is_err());
+        // Sent again (its ACK lost): a duplicate, acknowledged with the same ACK.
+        assert_eq!(
+            link.frame(1, &sealed(10, 1), -30, 9),
+            Outcome::Duplicate { ack: ack.clone() }
+        );
+        link.committed(1, &ack);
+        assert!(matches!(
+            link.frame(1, &sealed(11, 2), 0, 0),
+            Outcome::Packet { .. }
+        ));
+        // An older frame played back.
+        let Outcome::Rejected { rejection, .. } = link.frame(1, &sealed(10, 1), 0, 0) else {
+            panic!("a replay was taken")
+        };
+        assert_eq!(rejection, Rejection::Replay);
+        // The original format from a node with a key, a wrong key, a changed frame.
+        for (bytes, expected) in [
+            (frame(packet(3)), Rejection::LegacyFormat),
+            (
+                {
+                    let mut b = sealed(12, 3);
+                    b[7] ^= 1;
+                    b
+                },
+                Rejection::BadTag,
+            ),
+        ] {
+            let Outcome::Rejected { rejection, .. } = link.frame(1, &bytes, 0, 0) else {
+                panic!("{expected:?} taken")
+            };
+            assert_eq!(rejection, expected);
+        }
+        assert_eq!((link.received, link.duplicates, link.rejected), (3, 1, 3));
+    }
+
+    #[test]
+    fn counters_from_the_outbox_refuse_replays_after_a_restart_and_a_failed_commit_is_forgotten() {
+        let mut link = RadioLink::new(&keyed(), &BTreeMap::from([(1, 20)]));
+        for counter in [5, 20] {
+            assert!(
+                matches!(
+                    link.frame(1, &sealed(counter, 1), 0, 0),
+                    Outcome::Rejected {
+                        rejection: Rejection::Replay,
+                        ..
+                    }
+                ) || counter == 20
+            );
+        }
+        // 20 itself is the highest stored: a repeat of the last packet, acknowledged again.
+        assert!(matches!(
+            link.frame(1, &sealed(20, 1), 0, 0),
+            Outcome::Duplicate { .. }
+        ));
+        let Outcome::Packet { ack, .. } = link.frame(1, &sealed(21, 2), 0, 0) else {
+            panic!()
+        };
+        // Not committed: the resend of 21 is new again, and stored.
+        link.forget(1, &ack);
+        assert!(matches!(
+            link.frame(1, &sealed(21, 2), 0, 0),
+            Outcome::Packet { .. }
+        ));
     }
 }

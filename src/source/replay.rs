@@ -86,6 +86,7 @@ pub async fn file(
                     decoded: None,
                     forwarded: None,
                     handled: None,
+                    link: None,
                 }
             }
             None => Line {
@@ -95,6 +96,7 @@ pub async fn file(
                 decoded: None,
                 forwarded: None,
                 handled: None,
+                link: None,
             },
         };
         if tx.send(line).await.is_err() {

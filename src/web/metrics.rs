@@ -83,6 +83,8 @@ const FAILURES: &str = "iiot_sink_delivery_failures_total";
 const RETRIED: &str = "iiot_sink_readings_retried_total";
 const RECONNECTS: &str = "iiot_sink_reconnects_total";
 const LAST_SUCCESS: &str = "iiot_sink_last_success_timestamp_seconds";
+const RADIO_ACCEPTED: &str = "iiot_radio_frames_accepted_total";
+const RADIO_REJECTED: &str = "iiot_radio_frames_rejected_total";
 const BUILD_INFO: &str = "iiot_build_info";
 const RSS: &str = "process_resident_memory_bytes";
 const VSIZE: &str = "process_virtual_memory_bytes";
@@ -116,6 +118,8 @@ const FAMILIES: &[Family] = &[
     family(RECONNECTS, Kind::Counter, "Times the sink reached its far end again after a failure."),
     family(LAST_SUCCESS, Kind::Gauge, "When the far end last confirmed readings, Unix time (0: not yet)."),
     family(LATENCY, Kind::Histogram, "Time from receiving a reading to its confirmation by the far end."),
+    family(RADIO_ACCEPTED, Kind::Counter, "Radio frames accepted (rylr998 source), by node and security: secure (authenticated and encrypted) or legacy (the original firmware's unauthenticated format, [source.nodes] legacy = true)."),
+    family(RADIO_REJECTED, Kind::Counter, "Radio frames refused and not acknowledged (rylr998 source), by node (unknown: not in [source.nodes]) and reason: bad_tag, replay, unknown_node, no_key, legacy_format, bad_format, crc."),
     family(BUILD_INFO, Kind::Gauge, "Always 1; the version is a label."),
     family(RSS, Kind::Gauge, "Resident memory size in bytes."),
     family(VSIZE, Kind::Gauge, "Virtual memory size in bytes."),
@@ -224,6 +228,16 @@ fn render(
             &[("kind", kind), ("cause", cause.label())],
             c.source_restarts[cause as usize],
         );
+    }
+    for (node, security, n) in &snap.radio_accepted {
+        set.counter(
+            RADIO_ACCEPTED,
+            &[("node", node), ("security", security)],
+            *n,
+        );
+    }
+    for (node, reason, n) in &snap.radio_rejected {
+        set.counter(RADIO_REJECTED, &[("node", node), ("reason", reason)], *n);
     }
     if let Some(bytes) = outbox_bytes {
         set.gauge(OUTBOX_BYTES, &[], bytes as f64);
@@ -391,6 +405,8 @@ mod tests {
                 endpoint: Some("mqtt://10.0.0.2:1883".into()),
                 ..SinkSnapshot::default()
             }],
+            radio_accepted: vec![("greenhouse".into(), "secure", 9)],
+            radio_rejected: vec![("unknown".into(), "unknown_node", 2)],
             ..Snapshot::default()
         };
         let text = render(&metrics, &snap, Some(4096), process::read().as_ref(), 0);
@@ -402,6 +418,8 @@ mod tests {
             "iiot_sink_readings_delivered_total{sink=\"mqtt\"} 5",
             "iiot_outbox_backlog_readings{sink=\"mqtt\"} 0",
             "iiot_outbox_bytes 4096",
+            "iiot_radio_frames_accepted_total{node=\"greenhouse\",security=\"secure\"} 9",
+            "iiot_radio_frames_rejected_total{node=\"unknown\",reason=\"unknown_node\"} 2",
             "iiot_sink_endpoint{sink=\"mqtt\",url=\"mqtt://10.0.0.2:1883\"} 1",
             "# TYPE iiot_sink_delivery_latency_seconds histogram",
             "iiot_sink_delivery_latency_seconds_bucket{sink=\"mqtt\",le=\"0.025\"} 1",

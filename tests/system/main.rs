@@ -22,5 +22,6 @@ mod pipeline;
 mod protocol;
 mod radio;
 mod radio_emulator;
+mod radio_security;
 mod security;
 mod sources;

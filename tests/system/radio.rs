@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use lora_link::packet::SensorDataPacket;
+use lora_link::secure;
 
 use crate::gateway::{
     assert_mqtt_exactly, counts, dashboard_url, plain, Expected, TestGateway, BIN,
@@ -29,6 +30,26 @@ fn frame(seq_num: u16, temperature: i16, humidity: u16, gas_resistance: u32) -> 
     buf[..n].to_vec()
 }
 
+/// The published key of docs/PROTOCOL.md's vectors: tests only.
+const TEST_KEY: &str = "000102030405060708090a0b0c0d0e0f";
+
+fn key() -> secure::Key {
+    secure::Key::from_hex(TEST_KEY).unwrap()
+}
+
+/// Node 1's secure frame with `counter`.
+fn sealed(counter: u32, seq_num: u16, temperature: i16, humidity: u16, gas: u32) -> Vec<u8> {
+    let p = SensorDataPacket {
+        seq_num,
+        temperature,
+        humidity,
+        gas_resistance: gas,
+    };
+    let mut buf = [0u8; secure::MAX_UPLINK_LEN];
+    let n = secure::seal_uplink(&key(), 1, counter, &p, &mut buf).unwrap();
+    buf[..n].to_vec()
+}
+
 fn config(dir: &Path, modem: &str, mqtt: &str, influx: &str, http_on: bool) -> String {
     let http = if http_on {
         "listen = \"127.0.0.1:0\""
@@ -37,7 +58,8 @@ fn config(dir: &Path, modem: &str, mqtt: &str, influx: &str, http_on: bool) -> S
     };
     format!(
         "[source]\nkind = \"rylr998\"\npath = \"{modem}\"\nrestart_initial = \"200ms\"\nrestart_max = \"1s\"\n\
-         [source.nodes]\n1 = \"node1\"\n3 = \"greenhouse\"\n\n\
+         [source.nodes.1]\nname = \"node1\"\nlegacy = true\n\
+         [source.nodes.3]\nname = \"greenhouse\"\nlegacy = true\n\n\
          [storage]\ndir = \"{}\"\n\n[http]\n{http}\n\n{mqtt}\n{influx}\n",
         dir.join("data").display()
     )
@@ -60,8 +82,8 @@ fn sensor(node: &str, t: &str, h: &str, g: &str) -> Vec<Expected> {
     ]
 }
 
-/// Signal and counters (received, CRC errors, lost, duplicates) of one frame.
-fn link(rssi: i16, snr: i16, counters: [u64; 4]) -> Vec<Expected> {
+/// Signal and counters (received, CRC errors, lost, duplicates, rejected) of one frame.
+fn link(rssi: i16, snr: i16, counters: [u64; 5]) -> Vec<Expected> {
     let mut v = vec![
         reading("signal", "rssi", Some("dbm"), &rssi.to_string()),
         reading("signal", "snr", Some("db"), &snr.to_string()),
@@ -71,6 +93,7 @@ fn link(rssi: i16, snr: i16, counters: [u64; 4]) -> Vec<Expected> {
         "crc_errors",
         "packets_lost",
         "duplicates",
+        "frames_rejected",
     ]
     .into_iter()
     .zip(counters)
@@ -161,17 +184,17 @@ async fn radio_frames_reach_mqtt_and_the_database_exactly_once_with_the_exact_ac
 
     let mut want = Vec::new();
     want.extend(sensor("node1", "27.3", "58.87", "355059"));
-    want.extend(link(-27, 13, [1, 0, 0, 0]));
+    want.extend(link(-27, 13, [1, 0, 0, 0, 0]));
     want.extend(sensor("node1", "-5.3", "81.23", "52174"));
-    want.extend(link(-40, 9, [2, 0, 8, 0]));
+    want.extend(link(-40, 9, [2, 0, 8, 0, 0]));
     want.extend(sensor("node1", "25.0", "40.00", "90000"));
-    want.extend(link(-41, 8, [3, 0, 8, 0]));
+    want.extend(link(-41, 8, [3, 0, 8, 0, 0]));
     // The failed frame and the duplicate are counted, not written: their counts show in the
     // next good frame's counters.
     want.extend(sensor("node1", "26.0", "41.00", "91000"));
-    want.extend(link(-43, 6, [5, 1, 10, 1]));
+    want.extend(link(-43, 6, [5, 1, 10, 1, 0]));
     want.extend(sensor("greenhouse", "-0.5", "99.99", "1"));
-    want.extend(link(-50, -1, [6, 1, 10, 1]));
+    want.extend(link(-50, -1, [6, 1, 10, 1, 0]));
     assert_mqtt_exactly(&sub, "iiot", &want).await;
 
     modem.wait_for_sends(6, WAIT).await;
@@ -195,7 +218,7 @@ async fn radio_frames_reach_mqtt_and_the_database_exactly_once_with_the_exact_ac
     let f15 = frame(15, 270, 4200, 92000);
     modem.send(&rcv(1, &f15, -44, 5));
     want.extend(sensor("node1", "27.0", "42.00", "92000"));
-    want.extend(link(-44, 5, [7, 1, 10, 1]));
+    want.extend(link(-44, 5, [7, 1, 10, 1, 0]));
     assert_mqtt_exactly(&sub, "iiot", &want).await;
     modem.wait_for_sends(7, WAIT).await;
     assert_eq!(modem.sends()[6], ack(1, &[0x01, 0x0F]));
@@ -239,7 +262,10 @@ async fn radio_frames_reach_mqtt_and_the_database_exactly_once_with_the_exact_ac
     assert_eq!(got, expected, "database points");
     // The failed frame is in the quarantine with its bytes.
     let quarantine = std::fs::read_to_string(dir.path().join("data/quarantine.log")).unwrap();
-    assert!(quarantine.contains("CRC mismatch"), "{quarantine}");
+    assert!(
+        quarantine.contains("node1 (address 1): crc"),
+        "{quarantine}"
+    );
     let hex: Vec<String> = f12.iter().map(|b| format!("{b:02X}")).collect();
     assert!(quarantine.contains(&hex.join(" ")), "{quarantine}");
 }
@@ -257,6 +283,7 @@ async fn a_packet_not_committed_is_not_acknowledged_and_its_resend_after_a_kill_
     let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
         "[source]\nkind = \"rylr998\"\npath = \"{}\"\nrestart_initial = \"200ms\"\nrestart_max = \"1s\"\n\
+         [source.nodes.1]\nname = \"node1\"\nkey = \"{TEST_KEY}\"\n\
          [gateway]\nchannel_capacity = 16\n\
          [storage]\ndir = \"{}\"\nmax_bytes = \"1MiB\"\non_full = \"block\"\n[http]\nenabled = false\n\
          [influxdb]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"radio\"\nflush_interval = \"50ms\"\n\
@@ -268,8 +295,9 @@ async fn a_packet_not_committed_is_not_acknowledged_and_its_resend_after_a_kill_
     influx.stop();
     let mut gw = TestGateway::start(dir.path(), &cfg, Stdio::null());
     gw.wait_log("rylr998 modem set up; receiving", WAIT).await;
-    // Each packet's temperature (tenths) is its number: unique, and readable back.
-    let packet = |seq: u16| frame(seq, seq as i16, 5000, 1000);
+    // Each packet's temperature (tenths) is its number: unique, and readable back. Secure
+    // frames: the counter is the number too.
+    let packet = |seq: u16| sealed(u32::from(seq), seq, seq as i16, 5000, 1000);
     let mut seq = 0u16;
     let budget = std::time::Instant::now();
     while !gw.log().contains("outbox at its disk budget") {
@@ -302,6 +330,12 @@ async fn a_packet_not_committed_is_not_acknowledged_and_its_resend_after_a_kill_
         acked_before,
         "an ACK went out while nothing could be committed"
     );
+    let acks = secure_acks(u32::from(held));
+    let acked_seq = |command: &[u8]| -> u16 {
+        *acks
+            .get(sent_data(command))
+            .expect("a secure ACK of node 1 under the test key")
+    };
     let acked: Vec<u16> = sends.iter().map(|c| acked_seq(c)).collect();
     assert!(!acked.contains(&held));
     gw.signal(libc::SIGKILL);
@@ -349,8 +383,8 @@ async fn a_packet_not_committed_is_not_acknowledged_and_its_resend_after_a_kill_
     assert!(gw.wait(WAIT).success(), "{}", gw.log());
 }
 
-/// The sequence number an `AT+SEND` ACK command acknowledges.
-fn acked_seq(command: &[u8]) -> u16 {
+/// The data of an `AT+SEND=<dest>,<len>,<data>\r\n` command.
+fn sent_data(command: &[u8]) -> &[u8] {
     let start = command
         .iter()
         .enumerate()
@@ -358,11 +392,21 @@ fn acked_seq(command: &[u8]) -> u16 {
         .nth(1)
         .map(|(i, _)| i + 1)
         .expect("AT+SEND=<dest>,<len>,<data>");
-    let data = &command[start..command.len() - 2];
-    lora_link::packet::AckPacket::decode(data)
-        .expect("an ACK packet")
-        .0
-        .seq_num
+    &command[start..command.len() - 2]
+}
+
+/// Node 1's secure ACKs of the uplinks with counters 1 to `max` (each packet's sequence
+/// number is its counter, in these tests), by their bytes.
+fn secure_acks(max: u32) -> std::collections::HashMap<Vec<u8>, u16> {
+    (1..=max)
+        .map(|c| {
+            let seq = c as u16;
+            let mut buf = [0u8; secure::MAX_ACK_FRAME_LEN];
+            let ack = lora_link::packet::AckPacket::ack(seq);
+            let n = secure::seal_ack(&key(), 1, c, &ack, &mut buf).unwrap();
+            (buf[..n].to_vec(), seq)
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -450,7 +494,7 @@ async fn an_adapter_unplugged_and_plugged_back_is_reopened_and_set_up_again() {
     gw.wait_log("rylr998 modem set up; receiving", WAIT).await;
     first.send(&rcv(1, &frame(1, 200, 5000, 1000), -30, 10));
     let mut want = sensor("node1", "20.0", "50.00", "1000");
-    want.extend(link(-30, 10, [1, 0, 0, 0]));
+    want.extend(link(-30, 10, [1, 0, 0, 0, 0]));
     assert_mqtt_exactly(&sub, "iiot", &want).await;
 
     // Unplugged: the pty goes away. Plugged back: a new one behind the same path.
@@ -469,7 +513,7 @@ async fn an_adapter_unplugged_and_plugged_back_is_reopened_and_set_up_again() {
     .await;
     second.send(&rcv(1, &frame(2, 201, 5001, 1001), -31, 11));
     want.extend(sensor("node1", "20.1", "50.01", "1001"));
-    want.extend(link(-31, 11, [2, 0, 0, 0]));
+    want.extend(link(-31, 11, [2, 0, 0, 0, 0]));
     assert_mqtt_exactly(&sub, "iiot", &want).await;
 }
 

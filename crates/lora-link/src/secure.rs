@@ -401,6 +401,133 @@ impl FrameCounter {
     }
 }
 
+/// What a receiver (Node 2, the gateway) knows of the address a frame came from.
+#[derive(Debug, Clone, Copy)]
+pub enum Sender<'k> {
+    /// A node with its key: only secure frames.
+    Keyed(&'k Key),
+    /// A node marked legacy (the original firmware): only frames of the original format.
+    Legacy,
+    /// A node in the table without a key (and not marked legacy).
+    NoKey,
+    /// An address that is not in the table.
+    Unknown,
+}
+
+/// Why a receiver refused a frame. Refused frames are counted and never acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// From an address not in the node table.
+    UnknownNode,
+    /// From a node that has no key and is not marked legacy.
+    NoKey,
+    /// A frame of the original, unauthenticated format from a node that has a key.
+    LegacyFormat,
+    /// The tag does not match: a wrong key, a forged or changed frame, or one corrupted on
+    /// the air.
+    BadTag,
+    /// Authentic, but its counter is below the highest accepted: played back.
+    Replay,
+    /// Not a secure frame: a length or a version this receiver does not know.
+    BadFormat,
+    /// A legacy node's frame that fails its CRC or decoding.
+    Crc,
+}
+
+impl Rejection {
+    /// Every reason, for counters that show each from the start.
+    pub const ALL: [Rejection; 7] = [
+        Rejection::UnknownNode,
+        Rejection::NoKey,
+        Rejection::LegacyFormat,
+        Rejection::BadTag,
+        Rejection::Replay,
+        Rejection::BadFormat,
+        Rejection::Crc,
+    ];
+
+    /// The reason as a metric label and log word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::UnknownNode => "unknown_node",
+            Rejection::NoKey => "no_key",
+            Rejection::LegacyFormat => "legacy_format",
+            Rejection::BadTag => "bad_tag",
+            Rejection::Replay => "replay",
+            Rejection::BadFormat => "bad_format",
+            Rejection::Crc => "crc",
+        }
+    }
+}
+
+impl core::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A frame a receiver accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// A secure frame. `repeat`: its counter is the highest accepted, so it is the node
+    /// sending the same frame again (its ACK was lost): acknowledge it again, do not store it
+    /// again. Otherwise the counter is new: the receiver's highest becomes `counter`.
+    Secure {
+        /// The frame's counter.
+        counter: u32,
+        /// The highest counter accepted, again.
+        repeat: bool,
+        /// What the node measured.
+        packet: SensorDataPacket,
+    },
+    /// A legacy node's frame of the original format (CRC, no counter).
+    Legacy {
+        /// What the node measured.
+        packet: SensorDataPacket,
+    },
+}
+
+/// The receivers' rule for one frame that the modem says `node` sent, as `sender` is known,
+/// with `highest` the highest counter accepted from it so far (`None`: none yet). Pure; the
+/// receiver keeps `highest` (and the gateway stores it with the packet).
+pub fn receive(
+    sender: Sender<'_>,
+    node: u16,
+    highest: Option<u32>,
+    frame: &[u8],
+) -> Result<Accepted, Rejection> {
+    let key = match sender {
+        Sender::Keyed(key) => key,
+        Sender::Legacy => {
+            return SensorDataPacket::decode_frame(frame)
+                .map(|packet| Accepted::Legacy { packet })
+                .map_err(|_| Rejection::Crc);
+        }
+        Sender::NoKey => return Err(Rejection::NoKey),
+        Sender::Unknown => return Err(Rejection::UnknownNode),
+    };
+    match open_uplink(key, node, frame) {
+        Ok(Uplink { counter, packet }) => match freshness(highest, counter) {
+            Freshness::New => Ok(Accepted::Secure {
+                counter,
+                repeat: false,
+                packet,
+            }),
+            Freshness::Repeat => Ok(Accepted::Secure {
+                counter,
+                repeat: true,
+                packet,
+            }),
+            Freshness::Replay => Err(Rejection::Replay),
+        },
+        // A good frame of the original format (its CRC holds): a node still on the old
+        // firmware, or someone sending as one.
+        Err(_) if SensorDataPacket::decode_frame(frame).is_ok() => Err(Rejection::LegacyFormat),
+        Err(OpenError::BadTag | OpenError::Malformed(_)) => Err(Rejection::BadTag),
+        Err(OpenError::BadLength(_) | OpenError::BadVersion(_)) => Err(Rejection::BadFormat),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -627,5 +754,86 @@ mod tests {
             Err(KeyError::NotHex)
         );
         assert!(Key::from_hex("é01020304050607080900a0b0c0d0e0").is_err());
+    }
+
+    #[test]
+    fn receivers_accept_only_what_the_table_allows() {
+        let mut frame = [0u8; MAX_UPLINK_LEN];
+        let n = seal_uplink(&TEST_KEY, 1, 7, &packet1(), &mut frame).unwrap();
+        let secure = &frame[..n];
+        let mut legacy = [0u8; crate::packet::MAX_FRAME_LEN];
+        let m = packet1().encode_frame(&mut legacy).unwrap();
+        let legacy = &legacy[..m];
+        let keyed = Sender::Keyed(&TEST_KEY);
+        let new = Accepted::Secure {
+            counter: 7,
+            repeat: false,
+            packet: packet1(),
+        };
+        assert_eq!(receive(keyed, 1, None, secure), Ok(new));
+        assert_eq!(receive(keyed, 1, Some(6), secure), Ok(new));
+        assert_eq!(
+            receive(keyed, 1, Some(7), secure),
+            Ok(Accepted::Secure {
+                counter: 7,
+                repeat: true,
+                packet: packet1()
+            })
+        );
+        assert_eq!(receive(keyed, 1, Some(8), secure), Err(Rejection::Replay));
+        // Another node's address, another key: the tag fails.
+        assert_eq!(receive(keyed, 3, None, secure), Err(Rejection::BadTag));
+        let other = Key::new([7; 16]);
+        assert_eq!(
+            receive(Sender::Keyed(&other), 1, None, secure),
+            Err(Rejection::BadTag)
+        );
+        let mut flipped = secure.to_vec();
+        flipped[9] ^= 0x10;
+        assert_eq!(receive(keyed, 1, None, &flipped), Err(Rejection::BadTag));
+        assert_eq!(
+            receive(keyed, 1, None, legacy),
+            Err(Rejection::LegacyFormat)
+        );
+        assert_eq!(
+            receive(keyed, 1, None, &secure[..n - 1]),
+            Err(Rejection::BadTag)
+        );
+        assert_eq!(
+            receive(keyed, 1, None, &secure[..4]),
+            Err(Rejection::BadFormat)
+        );
+        let mut v2 = secure.to_vec();
+        v2[0] = 2;
+        assert_eq!(receive(keyed, 1, None, &v2), Err(Rejection::BadFormat));
+        assert_eq!(
+            receive(Sender::Legacy, 1, Some(99), legacy),
+            Ok(Accepted::Legacy { packet: packet1() })
+        );
+        assert_eq!(
+            receive(Sender::Legacy, 1, None, secure),
+            Err(Rejection::Crc)
+        );
+        assert_eq!(
+            receive(Sender::NoKey, 1, None, secure),
+            Err(Rejection::NoKey)
+        );
+        assert_eq!(
+            receive(Sender::Unknown, 1, None, secure),
+            Err(Rejection::UnknownNode)
+        );
+        let reasons: std::vec::Vec<&str> = Rejection::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            reasons,
+            [
+                "unknown_node",
+                "no_key",
+                "legacy_format",
+                "bad_tag",
+                "replay",
+                "bad_format",
+                "crc"
+            ]
+        );
     }
 }

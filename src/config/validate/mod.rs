@@ -8,7 +8,10 @@
 mod http;
 mod influx;
 mod mqtt;
+mod nodes;
 mod source;
+
+pub(crate) use source::validate_node_name;
 mod storage;
 
 use std::net::SocketAddr;
@@ -360,11 +363,11 @@ mod tests {
             ),
             (
                 "[source]\nkind = \"rylr998\"\npath = \"/dev/x\"\nnodes = { one = \"n\" }\n",
-                "[source.nodes] one: the key is a sender address",
+                "[source.nodes.one]: the key is a sender address",
             ),
             (
                 "[source]\nkind = \"rylr998\"\npath = \"/dev/x\"\nnodes = { 1 = \"a/b\" }\n",
-                "[source.nodes] 1: node names use 1 to 64 letters",
+                "[source.nodes.1]: node names use 1 to 64 letters",
             ),
             (
                 "[source]\nkind = \"rylr998\"\npath = \"/dev/x\"\nnodes = { 1 = \"stats\" }\n",

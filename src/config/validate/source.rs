@@ -384,24 +384,7 @@ impl Validator<'_> {
             network_id,
         )
         .map_err(|e| self.err("[source] parameter", e))?;
-        let mut nodes = std::collections::BTreeMap::new();
-        match s.nodes {
-            None => {
-                for (address, name) in defaults::RYLR998_NODES {
-                    nodes.insert(*address, name.to_string());
-                }
-            }
-            Some(table) => {
-                for (address, name) in table {
-                    let key = format!("[source.nodes] {address}");
-                    let address: u16 = address
-                        .parse()
-                        .map_err(|_| self.err(&key, "the key is a sender address, 0 to 65535"))?;
-                    validate_node_name(&name).map_err(|e| self.err(&key, e))?;
-                    nodes.insert(address, name);
-                }
-            }
-        }
+        let nodes = self.radio_nodes(s.nodes, defaults::RYLR998_NODES)?;
         Ok(Rylr998Config {
             path,
             baud: s.baud.unwrap_or(defaults::BAUD),
@@ -462,7 +445,7 @@ fn parse_radio_parameters(
 
 /// A node name from `[source.nodes]`: what the decoder would keep unchanged, and not one of
 /// the names the link's own readings use.
-fn validate_node_name(name: &str) -> Result<(), String> {
+pub(crate) fn validate_node_name(name: &str) -> Result<(), String> {
     let safe = (1..=MAX_NAME_LEN).contains(&name.len())
         && name
             .bytes()
@@ -568,8 +551,11 @@ channel_capacity = 100
         assert_eq!(r.parameter, lora_link::at::RadioParameters::PROJECT);
         assert!(r.ack);
         assert_eq!(
-            r.nodes,
-            std::collections::BTreeMap::from([(1, "node1".into())])
+            r.nodes[&1],
+            crate::config::RadioNode {
+                name: "node1".into(),
+                auth: crate::config::NodeAuth::Missing
+            }
         );
         let c = load(
             "[source]\nkind = \"rylr998\"\npath = \"/dev/x\"\nnetwork_id = 5\nparameter = \"9, 7, 4, 12\"\nack = false\n[source.nodes]\n1 = \"greenhouse\"\n7 = \"barn\"\n",
@@ -582,7 +568,7 @@ channel_capacity = 100
             (r.parameter.spreading_factor, r.parameter.preamble, r.ack),
             (9, 12, false)
         );
-        assert_eq!(r.nodes.get(&7).map(String::as_str), Some("barn"));
+        assert_eq!(r.nodes.get(&7).map(|n| n.name.as_str()), Some("barn"));
     }
 
     #[test]

@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use lora_link::at;
 use lora_link::modem::{error_meaning, Event, ModemParser, WINDOW};
-use lora_link::packet::{AckPacket, MAX_ACK_LEN};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{mpsc, oneshot};
 use tokio_serial::{SerialPortBuilderExt as _, SerialStream};
@@ -34,12 +33,12 @@ mod setup;
 
 pub use setup::SetupError;
 
-use super::radio::{Outcome, RadioLink};
+use super::radio::{Ack, Outcome, RadioLink};
 use super::supervisor::{self, Supervised};
 use super::{SourceContext, SourceEnd};
 use crate::backoff::Backoff;
-use crate::config::Rylr998Config;
-use crate::reading::{now_ns, Line, Reading};
+use crate::config::{NodeAuth, Rylr998Config};
+use crate::reading::{now_ns, Line, LinkCounter, Reading};
 use crate::self_stats::RestartCause;
 
 /// Longest wait for the modem's reply to a command.
@@ -77,7 +76,7 @@ enum Heard {
 /// the ingest channel and one batch hold are waiting.
 struct PendingAck {
     sender: u16,
-    ack: AckPacket,
+    ack: Ack,
     /// Told once the packet is committed; dropped when it could not be.
     committed: oneshot::Receiver<()>,
     /// When its `+RCV` was read.
@@ -120,6 +119,7 @@ pub(crate) async fn run(
     ctx: SourceContext,
 ) -> SourceEnd {
     let backoff = Backoff::new(cfg.restart_initial, cfg.restart_max);
+    warn_of_nodes(&cfg, &ctx);
     let modem = Supervisor {
         station: Station::new(&cfg, Some(&tx), Some(&ctx)),
         ctx: &ctx,
@@ -244,7 +244,10 @@ impl<'a> Station<'a> {
             path: cfg.path.display().to_string(),
             parser: ModemParser::new(),
             spill: Vec::new(),
-            link: RadioLink::new(&cfg.nodes),
+            link: RadioLink::new(
+                &cfg.nodes,
+                &ctx.map(|c| c.link_counters.clone()).unwrap_or_default(),
+            ),
             tx,
             delivered: 0,
             pending: std::collections::VecDeque::new(),
@@ -389,7 +392,15 @@ impl<'a> Station<'a> {
                 // ACKs go out only while receiving (not during set-up, nor when told not to).
                 let acking = port.is_some() && self.cfg.ack;
                 let ack = match self.link.frame(sender, frame, rssi, snr) {
-                    Outcome::Packet { readings, ack } => {
+                    Outcome::Packet {
+                        readings,
+                        ack,
+                        counter,
+                    } => {
+                        if let Some(ctx) = self.ctx {
+                            let node = readings.first().map_or("", |r| r.node.as_str());
+                            ctx.stats.radio.accepted(node, counter.is_none());
+                        }
                         let handled = acking.then(|| {
                             let (tell, committed) = oneshot::channel();
                             self.pending.push_back(PendingAck {
@@ -400,8 +411,13 @@ impl<'a> Station<'a> {
                             });
                             tell
                         });
+                        let link = counter.map(|counter| LinkCounter {
+                            node: sender,
+                            counter,
+                        });
                         let text = describe(sender, frame, rssi, snr);
-                        self.send(readings, received_ns, text, handled).await?;
+                        self.send(readings, received_ns, text, handled, link)
+                            .await?;
                         // Acknowledged once committed (`settle`).
                         None
                     }
@@ -409,29 +425,32 @@ impl<'a> Station<'a> {
                         let awaited = self
                             .pending
                             .iter()
-                            .any(|p| p.sender == sender && p.ack.seq_num == ack.seq_num);
+                            .any(|p| p.sender == sender && p.ack.answers_same(&ack));
                         debug!(
                             sender,
-                            seq = ack.seq_num,
+                            seq = ack.seq,
+                            counter = ack.counter,
                             awaited,
                             "rylr998 duplicate frame; counted, not written, acknowledged (once committed)"
                         );
                         (!awaited).then_some(ack)
                     }
-                    Outcome::Bad { reason } => {
-                        warn!(
-                            sender,
-                            rssi, snr, reason, "rylr998 frame failed; counted, not acknowledged"
-                        );
+                    Outcome::Rejected {
+                        rejection,
+                        node,
+                        reason,
+                    } => {
+                        warn!(rssi, snr, "rylr998 {reason}; counted, not acknowledged");
                         if let Some(ctx) = self.ctx {
+                            ctx.stats.radio.rejected(&node, rejection.as_str());
                             ctx.quarantine.add("rylr998", &reason, &hex(frame));
                         }
                         None
                     }
                 };
                 if let (Some(ack), Some(port), true) = (ack, port, acking) {
-                    write_ack(port, sender, ack).await?;
-                    debug!(sender, seq = ack.seq_num, "rylr998 ACK sent");
+                    write_ack(port, sender, &ack).await?;
+                    debug!(sender, seq = ack.seq, "rylr998 ACK sent");
                 }
                 Ok(None)
             }
@@ -473,16 +492,17 @@ impl<'a> Station<'a> {
         let Some(p) = self.pending.pop_front() else {
             return Ok(());
         };
-        let seq = p.ack.seq_num;
+        let seq = p.ack.seq;
         if !ok {
-            self.link.forget(p.sender, seq);
+            self.link.forget(p.sender, &p.ack);
             warn!(
                 sender = p.sender,
                 seq, "rylr998 packet not committed; not acknowledged, so the node sends it again"
             );
             return Ok(());
         }
-        write_ack(port, p.sender, p.ack).await?;
+        self.link.committed(p.sender, &p.ack);
+        write_ack(port, p.sender, &p.ack).await?;
         let after = p.heard_at.elapsed();
         debug!(sender = p.sender, seq, after = ?after, "rylr998 ACK sent after the commit");
         Ok(())
@@ -496,6 +516,7 @@ impl<'a> Station<'a> {
         received_ns: i64,
         text: String,
         handled: Option<oneshot::Sender<()>>,
+        link: Option<LinkCounter>,
     ) -> Result<(), Stop> {
         let Some(tx) = self.tx else { return Ok(()) };
         let line = Line {
@@ -505,6 +526,7 @@ impl<'a> Station<'a> {
             decoded: Some(readings),
             forwarded: None,
             handled,
+            link,
         };
         tx.send(line).await.map_err(|_| Stop::Cancelled)?;
         self.delivered += 1;
@@ -512,18 +534,38 @@ impl<'a> Station<'a> {
     }
 }
 
-/// `AT+SEND=<sender>,<len>,<ack>`.
-async fn write_ack(port: &mut SerialStream, sender: u16, ack: AckPacket) -> Result<(), Stop> {
-    let mut packet = [0u8; MAX_ACK_LEN];
+/// `AT+SEND=<sender>,<len>,<ACK frame>`.
+async fn write_ack(port: &mut SerialStream, sender: u16, ack: &Ack) -> Result<(), Stop> {
     let mut command = [0u8; at::MAX_COMMAND];
-    let n = ack
-        .encode(&mut packet)
-        .map_err(|_| Stop::Lost("ACK encoding".into()))?;
-    let n = at::send(sender, &packet[..n], &mut command)
+    let n = at::send(sender, &ack.frame, &mut command)
         .map_err(|e| Stop::Lost(format!("ACK command: {e}")))?;
     port.write_all(&command[..n])
         .await
         .map_err(|e| Stop::Lost(e.to_string()))
+}
+
+/// Says at start-up which nodes' frames will be refused (no key) or taken unauthenticated
+/// (legacy), and how to fix each; every node's accepted counter shows from the start.
+fn warn_of_nodes(cfg: &Rylr998Config, ctx: &SourceContext) {
+    for (address, node) in &cfg.nodes {
+        let name = node.name.as_str();
+        match node.auth {
+            NodeAuth::Key(_) => ctx.stats.radio.expect(name, false),
+            NodeAuth::Legacy => {
+                ctx.stats.radio.expect(name, true);
+                warn!(
+                    node = name,
+                    address,
+                    "rylr998 node {name} is legacy: its frames are taken unauthenticated, so anyone on the channel can send as it or play its frames back; flash the secure firmware and give it a key (iiot-gateway keys new {name} --address {address})"
+                );
+            }
+            NodeAuth::Missing => warn!(
+                node = name,
+                address,
+                "rylr998 node {name} has no key: its frames will be refused. Create one with `iiot-gateway keys new {name} --address {address}`, put the printed [source.nodes.{address}] table in this config and flash the node with it (scripts/firmware --keys), or set legacy = true for a node on the original firmware"
+            ),
+        }
+    }
 }
 
 fn heard_of(event: Event<'_>) -> Heard {
