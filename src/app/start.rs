@@ -370,7 +370,8 @@ pub(super) async fn start_source(
     }
     let (mut ctx, first_setup) =
         source::SourceContext::new(events.clone(), stats.clone(), quarantine.clone());
-    if let SourceConfig::Rylr998(_) = &cfg.source {
+    if let SourceConfig::Rylr998(r) = &cfg.source {
+        checklist::radio_nodes(r).print_run();
         match shared.reader.link_counters() {
             Ok(counters) => ctx.link_counters = counters,
             // Started without them, every frame counter is new until one is committed:

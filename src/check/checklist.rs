@@ -59,6 +59,34 @@ impl Item {
     }
 }
 
+/// The radio node table of a `rylr998` source: how many nodes have a key, which are legacy,
+/// which have none (their frames will be refused: not ok, with the command that fixes it).
+pub(crate) fn radio_nodes(cfg: &crate::config::Rylr998Config) -> Item {
+    use crate::config::NodeAuth;
+    let (mut keyed, mut legacy, mut missing) = (Vec::new(), Vec::new(), Vec::new());
+    for (address, node) in &cfg.nodes {
+        let name = node.name.as_str();
+        match node.auth {
+            NodeAuth::Key(_) => keyed.push(name.to_string()),
+            NodeAuth::Legacy => legacy.push(name.to_string()),
+            NodeAuth::Missing => missing.push(format!(
+                "{name} (iiot-gateway keys new {name} --address {address})"
+            )),
+        }
+    }
+    let mut parts = vec![format!("{} with a key", keyed.len())];
+    if !keyed.is_empty() {
+        parts[0] = format!("{} with a key ({})", keyed.len(), keyed.join(", "));
+    }
+    if !legacy.is_empty() {
+        parts.push(format!("legacy, unauthenticated: {}", legacy.join(", ")));
+    }
+    if !missing.is_empty() {
+        parts.push(format!("no key, frames refused: {}", missing.join(", ")));
+    }
+    Item::new(missing.is_empty(), "nodes", parts.join("; "))
+}
+
 /// The external servers the config names, each probed for real.
 pub(crate) async fn servers(cfg: &Config) -> Vec<Item> {
     let mut items = Vec::new();

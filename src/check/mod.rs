@@ -60,6 +60,9 @@ pub async fn run(cfg: &Config) -> ExitCode {
         format!("{} is valid", cfg.origin),
     )];
     items.push(checklist::source(&cfg.source).await);
+    if let crate::config::SourceConfig::Rylr998(r) = &cfg.source {
+        items.push(checklist::radio_nodes(r));
+    }
     let (ok, detail) = storage(&cfg.storage);
     items.push(Item::new(ok, "storage", detail));
     if let Some(m) = &cfg.mqtt {

@@ -98,6 +98,10 @@ async fn only_genuine_fresh_frames_are_stored_and_acknowledged_and_replays_stay_
     let log = plain(&gw.log());
     assert!(log.contains("node greenhouse is legacy"), "{log}");
     assert!(
+        log.contains("✗ nodes      1 with a key (node1); legacy, unauthenticated: greenhouse; no key, frames refused: keyless (iiot-gateway keys new keyless --address 4)"),
+        "{log}"
+    );
+    assert!(
         log.contains("node keyless has no key: its frames will be refused")
             && log.contains("iiot-gateway keys new keyless --address 4"),
         "{log}"

@@ -6,8 +6,8 @@
 
 use lora_link::packet::{AckPacket, SensorDataPacket};
 use lora_link::secure::{
-    freshness, open_ack, open_uplink, seal_ack, seal_uplink, Freshness, Key, MAX_ACK_FRAME_LEN,
-    MAX_UPLINK_LEN,
+    freshness, open_ack, open_uplink, receive, seal_ack, seal_uplink, Accepted, Freshness, Key,
+    Rejection, Sender, MAX_ACK_FRAME_LEN, MAX_UPLINK_LEN,
 };
 use proptest::prelude::*;
 
@@ -156,5 +156,57 @@ proptest! {
         for w in accepted.windows(2) {
             prop_assert!(w[0] < w[1], "strictly increasing: {:?}", accepted);
         }
+    }
+
+    /// A receiver's stream: the node's genuine frames (counters rising, each sent once or
+    /// twice), mixed with an attacker's frames (earlier genuine ones played back, forged under
+    /// another key, tampered copies). Every genuine frame is accepted once as new (its second
+    /// sending as a repeat) and nothing of the attacker's ever is.
+    #[test]
+    fn a_receiver_takes_every_genuine_frame_once_and_nothing_else(
+        key: [u8; 16],
+        wrong: [u8; 16],
+        node: u16,
+        steps in proptest::collection::vec((1u32..1000, any::<bool>(), 0u8..4, packet(), tamper()), 1..40),
+    ) {
+        prop_assume!(key != wrong);
+        let (key, wrong) = (Key::new(key), Key::new(wrong));
+        let mut highest: Option<u32> = None;
+        let mut counter = 0u32;
+        let mut sent: Vec<Vec<u8>> = Vec::new();
+        let mut new = 0usize;
+        let mut buf = [0u8; MAX_UPLINK_LEN];
+        for (step, twice, attack, p, t) in steps {
+            counter += step;
+            let n = seal_uplink(&key, node, counter, &p, &mut buf).unwrap();
+            let genuine = buf[..n].to_vec();
+            for sending in 0..if twice { 2 } else { 1 } {
+                match receive(Sender::Keyed(&key), node, highest, &genuine) {
+                    Ok(Accepted::Secure { counter: c, repeat, packet }) => {
+                        prop_assert_eq!((c, repeat, packet), (counter, sending == 1, p));
+                        if !repeat {
+                            new += 1;
+                        }
+                        highest = Some(c);
+                    }
+                    other => prop_assert!(false, "genuine frame not taken: {:?}", other),
+                }
+            }
+            let attacker = match attack {
+                0 if !sent.is_empty() => sent[usize::from(p.seq_num) % sent.len()].clone(),
+                1 => {
+                    let n = seal_uplink(&wrong, node, counter + 1, &p, &mut buf).unwrap();
+                    buf[..n].to_vec()
+                }
+                _ => apply(&genuine, &t),
+            };
+            let verdict = receive(Sender::Keyed(&key), node, highest, &attacker);
+            prop_assert!(verdict.is_err(), "attacker frame taken: {:?}", verdict);
+            if attack == 0 && !sent.is_empty() {
+                prop_assert_eq!(verdict, Err(Rejection::Replay));
+            }
+            sent.push(genuine);
+        }
+        prop_assert_eq!(new, sent.len());
     }
 }
