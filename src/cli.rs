@@ -341,6 +341,12 @@ fn simulator_settings(
                             path.display()
                         ));
                     }
+                    if table.iter().any(|(_, k)| k.as_ref().is_some_and(|k| *k != TEST_KEY)) {
+                        eprintln!(
+                            "warning: simulate seals frames with {}'s node keys: run it only against a test gateway. A gateway that stores these simulated counters refuses the real node's lower ones (give the node a new key then), and two simulator runs less than a tenth of a second apart per frame reuse counters.",
+                            path.display()
+                        );
+                    }
                     let remote_nodes = u32::try_from(table.len()).unwrap_or(u32::MAX);
                     (SimulatorConfig { remote_nodes, ..fixed }, table)
                 }
@@ -364,6 +370,11 @@ fn simulator_settings(
     };
     Ok((sim, table))
 }
+
+/// The published key of docs/PROTOCOL.md's vectors (tests and demos only).
+const TEST_KEY: lora_link::secure::Key = lora_link::secure::Key::new([
+    0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f,
+]);
 
 /// The simulated radio nodes: address, and key (`None`: the original format).
 type RadioTable = Vec<(u16, Option<lora_link::secure::Key>)>;

@@ -47,6 +47,9 @@ pub struct LinkCounter {
     pub node: u16,
     /// The frame's counter.
     pub counter: u32,
+    /// The node key's check value (`lora_link::secure::Key::check_value`): a counter stored
+    /// under another key does not hold for a new one.
+    pub key_check: [u8; 8],
 }
 
 /// A line read by a source, stamped with the time it was received; or a packet a source

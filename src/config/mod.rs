@@ -137,7 +137,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
             file: file.to_string(),
-            message: e.to_string().trim_end().to_string(),
+            message: parse_error(text, &e),
         })?;
         Self::build(raw, file, true, env, overrides)
     }
@@ -166,13 +166,47 @@ impl Config {
     }
 }
 
-/// The first secret written inline in a config file (`[mqtt] password`, `[influxdb] token`
-/// or `[influxdb] password`), if any.
+/// A TOML error as `line L, column C, <key>: what`, naming the key of that line but never
+/// showing its value: the value may be a secret (a password or a node key with a typo).
+fn parse_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    let Some(span) = e.span() else {
+        return message.to_string();
+    };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    let key = text
+        .lines()
+        .nth(line - 1)
+        .and_then(|l| l.split_once('='))
+        .map(|(key, _)| key.trim())
+        .filter(|k| !k.is_empty() && !k.starts_with('#'));
+    match key {
+        Some(key) => format!("line {line}, column {column}, {key}: {message}"),
+        None => format!("line {line}, column {column}: {message}"),
+    }
+}
+
+/// The first secret written inline in a config file (`[mqtt] password`, `[influxdb] token`,
+/// `[influxdb] password` or a radio node's `key`), if any.
 fn inline_secret(text: &str) -> Option<&'static str> {
     let raw: RawConfig = toml::from_str(text).ok()?;
     let mqtt = raw.mqtt.as_ref();
     let influx = raw.influxdb.as_ref();
-    if mqtt.is_some_and(|m| m.password.is_some()) {
+    let node_key = raw
+        .source
+        .as_ref()
+        .and_then(|s| s.get("nodes"))
+        .and_then(toml::Value::as_table)
+        .is_some_and(|nodes| {
+            nodes
+                .values()
+                .any(|n| n.as_table().is_some_and(|t| t.contains_key("key")))
+        });
+    if node_key {
+        Some("[source.nodes] key")
+    } else if mqtt.is_some_and(|m| m.password.is_some()) {
         Some("[mqtt] password")
     } else if influx.is_some_and(|i| i.token.is_some()) {
         Some("[influxdb] token")
@@ -358,5 +392,20 @@ mod tests {
             let e = with(text, overrides).unwrap_err().to_string();
             assert_eq!(e, expected, "{text:?}");
         }
+    }
+
+    #[test]
+    fn a_syntax_error_says_where_without_showing_the_line() {
+        let text = "[source]\nkind = \"rylr998\"\npath = \"/dev/x\"\n[source.nodes.1]\nname = \"a\"\nkey = 00aa11bb22cc33dd44ee55ff66778899\n";
+        let e = test_load(text).unwrap_err().to_string();
+        assert!(e.contains("line 6, column 8, key: "), "{e}");
+        assert!(
+            !e.contains("00aa11bb"),
+            "the line (a key) is in the error: {e}"
+        );
+        assert_eq!(
+            inline_secret("[source.nodes.1]\nname = \"a\"\nkey = \"00\"\n"),
+            Some("[source.nodes] key")
+        );
     }
 }

@@ -109,14 +109,22 @@ impl OutboxReader {
             .map_err(|e| self.err(e))
     }
 
-    /// The highest secure radio frame counter stored per node address (`Outbox::append`).
-    pub fn link_counters(&self) -> Result<std::collections::BTreeMap<u16, u32>> {
+    /// The highest secure radio frame counter stored per node address, with the check value
+    /// of the key it was stored under (`Outbox::append`).
+    pub fn link_counters(&self) -> Result<Vec<crate::reading::LinkCounter>> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT node, counter FROM link_counters")
+            .prepare("SELECT node, counter, key_check FROM link_counters")
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, u16>(0)?, r.get::<_, u32>(1)?)))
+            .query_map([], |r| {
+                let check: Vec<u8> = r.get(2)?;
+                Ok(crate::reading::LinkCounter {
+                    node: r.get(0)?,
+                    counter: r.get(1)?,
+                    key_check: check.try_into().unwrap_or([0; 8]),
+                })
+            })
             .map_err(|e| self.err(e))?;
         rows.collect::<rusqlite::Result<_>>()
             .map_err(|e| self.err(e))

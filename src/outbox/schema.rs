@@ -25,8 +25,9 @@ CREATE TABLE IF NOT EXISTS cursors (
     seq  INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS link_counters (
-    node    INTEGER PRIMARY KEY,
-    counter INTEGER NOT NULL
+    node      INTEGER PRIMARY KEY,
+    counter   INTEGER NOT NULL,
+    key_check BLOB NOT NULL
 );
 ";
 

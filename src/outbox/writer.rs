@@ -232,12 +232,17 @@ impl Outbox {
         if !links.is_empty() {
             let mut upsert = tx
                 .prepare_cached(
-                    "INSERT INTO link_counters (node, counter) VALUES (?1, ?2) \
-                     ON CONFLICT (node) DO UPDATE SET counter = max(counter, excluded.counter)",
+                    "INSERT INTO link_counters (node, counter, key_check) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (node) DO UPDATE SET \
+                     counter = CASE WHEN key_check = excluded.key_check \
+                         THEN max(counter, excluded.counter) ELSE excluded.counter END, \
+                     key_check = excluded.key_check",
                 )
                 .map_err(err)?;
             for l in links {
-                upsert.execute(params![l.node, l.counter]).map_err(err)?;
+                upsert
+                    .execute(params![l.node, l.counter, &l.key_check[..]])
+                    .map_err(err)?;
             }
         }
         tx.commit().map_err(err)?;

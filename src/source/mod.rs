@@ -43,7 +43,7 @@ pub(crate) struct SourceContext {
     first_setup: Arc<std::sync::Mutex<Option<SetupReport>>>,
     /// The highest secure radio frame counter stored per node (from the outbox), for the
     /// `rylr998` source.
-    pub link_counters: std::collections::BTreeMap<u16, u32>,
+    pub link_counters: Vec<crate::reading::LinkCounter>,
 }
 
 /// The outcome of a source's first device set-up: what answered, or what is wrong.
@@ -63,7 +63,7 @@ impl SourceContext {
             stats,
             quarantine,
             first_setup: Arc::new(std::sync::Mutex::new(Some(tx))),
-            link_counters: std::collections::BTreeMap::new(),
+            link_counters: Vec::new(),
         };
         (ctx, rx)
     }

@@ -1,27 +1,28 @@
 //! The radio link as the `rylr998` source sees it, without I/O: each frame the modem
 //! received becomes readings, an ACK (or none), and link counters. Pure and unit-tested; the
-//! wire format itself is the `lora-link` crate's.
+//! wire format and the rule of what a frame is worth (`lora_link::secure::receive`:
+//! `docs/PROTOCOL.md`, "What a receiver accepts") are the `lora-link` crate's.
 //!
-//! Per good frame (CRC and postcard both fine), the same readings the JSON path gives for
-//! Node 2's line, with more precision: `<node>/temperature` (celsius, from tenths: `27.3`),
-//! `<node>/humidity` (percent, from hundredths: `58.87`, which Node 2 rounded to `58.9`),
-//! `<node>/gas_resistance` (ohms), `signal/rssi` and `signal/snr` of the frame, and the link
-//! counters `stats/packets_received`, `stats/crc_errors`, `stats/packets_lost`,
-//! `stats/duplicates`.
+//! Per frame accepted (a keyed node's secure frame, or a legacy node's frame of the original
+//! format), the same readings the JSON path gives for Node 2's line, with more precision:
+//! `<node>/temperature` (celsius, from tenths: `27.3`), `<node>/humidity` (percent, from
+//! hundredths: `58.87`, which Node 2 rounded to `58.9`), `<node>/gas_resistance` (ohms),
+//! `signal/rssi` and `signal/snr` of the frame, and the link counters.
 //!
 //! Counters, since the source started:
-//! - `packets_received`: good frames, duplicates included (they were received);
-//! - `crc_errors`: frames that failed the CRC or decoding, and `+RCV` lines the modem cut;
-//!   never a modem reply (the original Node 2 counted its own `+OK`s as errors);
+//! - `packets_received`: frames accepted, duplicates included (they were received);
+//! - `crc_errors`: a legacy node's frames that failed the CRC or decoding, and `+RCV` lines
+//!   the modem cut; never a modem reply (the original Node 2 counted its own `+OK`s as errors);
 //! - `packets_lost`: sequence numbers skipped, per sender, across the wrap at 65536; a
 //!   sender that starts again (rebooted: its number goes back) lost the numbers before the
 //!   first one heard since (none when that is 1);
-//! - `duplicates`: a frame repeating one of the sender's last [`RECENT`] sequence numbers (a
-//!   retransmission after our ACK was lost, or the radio delivering a frame twice). It is
-//!   acknowledged again but its readings are not written a second time.
+//! - `duplicates`: a frame sent again (a retransmission after our ACK was lost): the highest
+//!   counter again, at most [`MAX_REPEATS`] times, or for a legacy node one of its last
+//!   [`RECENT`] sequence numbers. It is acknowledged again but not written a second time;
+//! - `frames_rejected`: everything refused but a legacy node's CRC failures.
 //!
-//! As on Node 2, only a good new frame writes readings: a bad frame or a duplicate is counted
-//! and shows in the counters of the next good frame.
+//! Only a frame accepted as new writes readings: a refused frame or a duplicate is counted
+//! and shows in the counters of the next one.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -29,10 +30,14 @@ use lora_link::packet::{AckPacket, SensorDataPacket, MAX_ACK_LEN};
 use lora_link::secure::{self, Accepted, Rejection, Sender, MAX_ACK_FRAME_LEN};
 
 use crate::config::{NodeAuth, RadioNode};
-use crate::reading::{CompactString, Reading};
+use crate::reading::{CompactString, LinkCounter, Reading};
 
-/// Sequence numbers remembered per sender, to recognize a repeated frame.
+/// Sequence numbers remembered per legacy sender, to recognize a repeated frame.
 pub(crate) const RECENT: usize = 16;
+/// Times a secure frame is taken again as a repeat and acknowledged: Node 1 sends a frame at
+/// most `lora_link::node1::MAX_ATTEMPTS` times. More are someone playing the frame back, to
+/// keep the gateway transmitting: refused as replays.
+pub(crate) const MAX_REPEATS: u8 = lora_link::node1::MAX_ATTEMPTS - 1;
 
 /// What one received frame means.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +47,7 @@ pub(crate) enum Outcome {
     Packet {
         readings: Vec<Reading>,
         ack: Ack,
-        counter: Option<u32>,
+        link: Option<LinkCounter>,
     },
     /// A packet heard before: counted, not written; acknowledge it again.
     Duplicate { ack: Ack },
@@ -125,6 +130,10 @@ struct Heard {
     committed: Option<u32>,
     /// Counters of packets handed over whose commit is awaited.
     awaited: Vec<u32>,
+    /// The frame with the highest counter, as received (a repeat must be the same bytes).
+    last_frame: Vec<u8>,
+    /// Repeats of it taken so far.
+    repeats: u8,
 }
 
 impl Heard {
@@ -172,17 +181,22 @@ pub(crate) struct RadioLink {
 }
 
 impl RadioLink {
-    /// `nodes` is the node table; `counters` the highest frame counter committed per sender
-    /// (from the outbox), below which every frame is a replay.
-    pub(crate) fn new(nodes: &BTreeMap<u16, RadioNode>, counters: &BTreeMap<u16, u32>) -> Self {
-        let heard = counters
+    /// `nodes` is the node table; `stored` the highest frame counter committed per sender
+    /// (from the outbox), below which every frame is a replay: kept for the nodes whose key is
+    /// still the one it was stored under (a new key starts a new counter).
+    pub(crate) fn new(nodes: &BTreeMap<u16, RadioNode>, stored: &[LinkCounter]) -> Self {
+        let heard = stored
             .iter()
-            .map(|(sender, counter)| {
+            .filter(|s| {
+                let key = nodes.get(&s.node).map(|n| &n.auth);
+                matches!(key, Some(NodeAuth::Key(k)) if k.check_value() == s.key_check)
+            })
+            .map(|s| {
                 let heard = Heard {
-                    committed: Some(*counter),
+                    committed: Some(s.counter),
                     ..Heard::default()
                 };
-                (*sender, heard)
+                (s.node, heard)
             })
             .collect();
         RadioLink {
@@ -205,8 +219,8 @@ impl RadioLink {
             Some(NodeAuth::Missing) => Sender::NoKey,
             None => Sender::Unknown,
         };
-        let heard = self.heard.entry(sender).or_default();
-        let accepted = match secure::receive(who, sender, heard.highest(), data) {
+        let highest = self.heard.get(&sender).and_then(Heard::highest);
+        let accepted = match secure::receive(who, sender, highest, data) {
             Ok(accepted) => accepted,
             Err(rejection) => {
                 if rejection == Rejection::Crc {
@@ -225,23 +239,53 @@ impl RadioLink {
             }
         };
         self.received += 1;
+        // Only accepted senders (nodes of the table) get state: a stranger cannot grow it.
+        let heard = self.heard.entry(sender).or_default();
         let (packet, counter) = match accepted {
             Accepted::Secure {
                 counter,
                 repeat,
                 packet,
             } => {
-                let ack = match who {
-                    Sender::Keyed(key) => secure_ack(key, sender, counter, packet.seq_num),
-                    _ => plain_ack(packet.seq_num),
+                // `receive` opens secure frames with a key only; never otherwise.
+                let Sender::Keyed(key) = who else {
+                    self.received -= 1;
+                    self.rejected += 1;
+                    return Outcome::Rejected {
+                        rejection: Rejection::BadFormat,
+                        node: CompactString::default(),
+                        reason: format!("frame from address {sender}: secure, but no key"),
+                    };
                 };
+                let ack = secure_ack(key, sender, counter, packet.seq_num);
                 if repeat {
+                    if let Some(refused) = refused_repeat(heard, data) {
+                        self.received -= 1;
+                        self.rejected += 1;
+                        let name =
+                            node.map_or(CompactString::default(), |n| CompactString::new(&n.name));
+                        return Outcome::Rejected {
+                            rejection: Rejection::Replay,
+                            reason: format!(
+                                "frame from {name} (address {sender}): replay: {refused}"
+                            ),
+                            node: name,
+                        };
+                    }
+                    heard.repeats += 1;
                     self.duplicates += 1;
                     return Outcome::Duplicate { ack };
                 }
                 heard.awaited.push(counter);
+                heard.last_frame = data.to_vec();
+                heard.repeats = 0;
                 heard.sequence(packet.seq_num, &mut self.lost);
-                (packet, Some((counter, ack)))
+                let link = LinkCounter {
+                    node: sender,
+                    counter,
+                    key_check: key.check_value(),
+                };
+                (packet, Some((link, ack)))
             }
             Accepted::Legacy { packet } => {
                 let recent: Vec<u16> = heard.recent.iter().copied().collect();
@@ -263,15 +307,15 @@ impl RadioLink {
         readings.extend(signal(rssi, snr));
         readings.extend(self.counters());
         match counter {
-            Some((counter, ack)) => Outcome::Packet {
+            Some((link, ack)) => Outcome::Packet {
                 readings,
                 ack,
-                counter: Some(counter),
+                link: Some(link),
             },
             None => Outcome::Packet {
                 readings,
                 ack: plain_ack(packet.seq_num),
-                counter: None,
+                link: None,
             },
         }
     }
@@ -322,6 +366,17 @@ impl RadioLink {
         })
         .collect()
     }
+}
+
+/// Why a repeat of the highest counter is refused, if it is: not the same bytes as the frame
+/// first taken with it (a node whose counter went back: acknowledging it would seal another
+/// ACK under a nonce already used), or repeated more often than a node ever sends a frame.
+fn refused_repeat(heard: &Heard, data: &[u8]) -> Option<&'static str> {
+    if !heard.last_frame.is_empty() && heard.last_frame != data {
+        return Some("its counter was used before for another frame (a node whose counter store was lost needs a new key)");
+    }
+    (heard.repeats >= MAX_REPEATS)
+        .then_some("the same frame more often than a node sends it (played back to keep the gateway transmitting)")
 }
 
 /// What a refusal means, for the log and the quarantine (never a key).
@@ -477,7 +532,7 @@ mod tests {
 
     #[test]
     fn a_packet_forgotten_after_a_failed_commit_is_new_when_sent_again() {
-        let mut link = RadioLink::new(&legacy(), &BTreeMap::new());
+        let mut link = RadioLink::new(&legacy(), &[]);
         assert!(matches!(
             link.frame(1, &frame(packet(5)), -40, 9),
             Outcome::Packet { .. }
@@ -510,7 +565,7 @@ mod tests {
     /// docs/PROTOCOL.md, test vectors: packet 1 (RSSI -27, SNR 13), its readings and ACK `01 01`.
     #[test]
     fn a_good_frame_is_its_readings_and_an_ack() {
-        let mut link = RadioLink::new(&legacy(), &BTreeMap::new());
+        let mut link = RadioLink::new(&legacy(), &[]);
         let Outcome::Packet { readings, ack, .. } = link.frame(1, &frame(packet(1)), -27, 13)
         else {
             panic!("not a packet");
@@ -543,7 +598,7 @@ mod tests {
                 auth: NodeAuth::Missing,
             },
         );
-        let mut link = RadioLink::new(&nodes, &BTreeMap::new());
+        let mut link = RadioLink::new(&nodes, &[]);
         let Outcome::Rejected {
             rejection,
             node,
@@ -566,6 +621,11 @@ mod tests {
         assert_eq!((rejection, node.as_str()), (Rejection::NoKey, "keyless"));
         assert_eq!(link.rejected, 2);
         assert_eq!(link.received, 0);
+        // Strangers leave no state behind, whatever addresses they use.
+        for address in 100..1100 {
+            link.frame(address, &frame(packet(1)), 0, 0);
+        }
+        assert!(link.heard.is_empty(), "{} senders kept", link.heard.len());
     }
 
     fn counters_after(link: &mut RadioLink, seq: u16) -> Vec<String> {
@@ -580,7 +640,7 @@ mod tests {
 
     #[test]
     fn bad_frames_are_counted_not_written_nor_acked() {
-        let mut link = RadioLink::new(&legacy(), &BTreeMap::new());
+        let mut link = RadioLink::new(&legacy(), &[]);
         let mut bad = frame(packet(1));
         bad[0] ^= 1;
         let Outcome::Rejected {
@@ -606,7 +666,7 @@ mod tests {
 
     #[test]
     fn duplicates_are_acked_and_counted_but_not_written_again() {
-        let mut link = RadioLink::new(&legacy(), &BTreeMap::new());
+        let mut link = RadioLink::new(&legacy(), &[]);
         for seq in [5, 6] {
             assert!(matches!(
                 link.frame(1, &frame(packet(seq)), 0, 0),
@@ -627,7 +687,7 @@ mod tests {
             link.frame(1, &frame(packet(7)), 0, 0),
             Outcome::Packet { .. }
         ));
-        let c = counters_after(&mut RadioLink::new(&legacy(), &BTreeMap::new()), 1);
+        let c = counters_after(&mut RadioLink::new(&legacy(), &[]), 1);
         assert_eq!(c[3], "stats/duplicates=0");
         assert_eq!(link.duplicates, 2);
         assert_eq!(link.lost, 0);
@@ -657,7 +717,7 @@ mod tests {
         assert_eq!(sequence(Some(300), &[299, 300], 300), Sequence::Duplicate);
         assert_eq!(sequence(Some(300), &[299, 300], 299), Sequence::Duplicate);
 
-        let mut link = RadioLink::new(&legacy(), &BTreeMap::new());
+        let mut link = RadioLink::new(&legacy(), &[]);
         for seq in [1, 2, 5, 1, 3] {
             link.frame(1, &frame(packet(seq)), 0, 0);
         }
@@ -690,17 +750,24 @@ mod tests {
 
     #[test]
     fn secure_frames_are_new_once_repeated_as_duplicates_and_replays_are_refused() {
-        let mut link = RadioLink::new(&keyed(), &BTreeMap::new());
+        let mut link = RadioLink::new(&keyed(), &[]);
         let Outcome::Packet {
             readings,
             ack,
-            counter,
+            link: stored,
         } = link.frame(1, &sealed(10, 1), -30, 9)
         else {
             panic!("a genuine frame was refused")
         };
         assert_eq!(readings[0].node, "greenhouse");
-        assert_eq!(counter, Some(10));
+        assert_eq!(
+            stored,
+            Some(LinkCounter {
+                node: 1,
+                counter: 10,
+                key_check: KEY.check_value()
+            })
+        );
         // The ACK is the secure one, bound to counter 10.
         assert_eq!(
             secure::open_ack(&KEY, 1, 10, &ack.frame),
@@ -744,7 +811,18 @@ mod tests {
 
     #[test]
     fn counters_from_the_outbox_refuse_replays_after_a_restart_and_a_failed_commit_is_forgotten() {
-        let mut link = RadioLink::new(&keyed(), &BTreeMap::from([(1, 20)]));
+        let stored = |counter, key_check| LinkCounter {
+            node: 1,
+            counter,
+            key_check,
+        };
+        // Stored under another key: the node was given a new one, its counter starts afresh.
+        let mut link = RadioLink::new(&keyed(), &[stored(20, [9; 8])]);
+        assert!(matches!(
+            link.frame(1, &sealed(5, 1), 0, 0),
+            Outcome::Packet { .. }
+        ));
+        let mut link = RadioLink::new(&keyed(), &[stored(20, KEY.check_value())]);
         for counter in [5, 20] {
             assert!(
                 matches!(
@@ -770,5 +848,41 @@ mod tests {
             link.frame(1, &sealed(21, 2), 0, 0),
             Outcome::Packet { .. }
         ));
+    }
+
+    #[test]
+    fn a_frame_played_back_more_often_than_a_node_sends_it_or_a_reused_counter_is_refused() {
+        let mut link = RadioLink::new(&keyed(), &[]);
+        assert!(matches!(
+            link.frame(1, &sealed(3, 1), 0, 0),
+            Outcome::Packet { .. }
+        ));
+        for _ in 0..MAX_REPEATS {
+            assert!(matches!(
+                link.frame(1, &sealed(3, 1), 0, 0),
+                Outcome::Duplicate { .. }
+            ));
+        }
+        let Outcome::Rejected {
+            rejection, reason, ..
+        } = link.frame(1, &sealed(3, 1), 0, 0)
+        else {
+            panic!("an endless repeat was acknowledged")
+        };
+        assert_eq!(rejection, Rejection::Replay);
+        assert!(
+            reason.contains("more often than a node sends it"),
+            "{reason}"
+        );
+        // The same counter with another packet: a node whose counter went back.
+        let Outcome::Rejected { reason, .. } = link.frame(1, &sealed(3, 2), 0, 0) else {
+            panic!("a reused counter was taken")
+        };
+        assert!(reason.contains("used before for another frame"), "{reason}");
+        assert!(matches!(
+            link.frame(1, &sealed(4, 2), 0, 0),
+            Outcome::Packet { .. }
+        ));
+        assert_eq!((link.duplicates, link.rejected), (3, 2));
     }
 }

@@ -121,6 +121,67 @@ fn unknown_key_and_bad_value_name_the_key_and_the_file() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/config.toml"));
 }
 
+/// `keys new` prints only the node's table on stdout, a fresh key each time, which a gateway
+/// config takes as it is; the hints go to stderr; a bad name is refused.
+#[test]
+fn keys_new_prints_only_a_fresh_node_table_on_stdout() {
+    let run = |args: &[&str]| Command::new(BIN).args(args).output().unwrap();
+    let (a, b) = (
+        run(&["keys", "new", "greenhouse", "--address", "7"]),
+        run(&["keys", "new", "greenhouse", "--address", "7"]),
+    );
+    assert!(a.status.success() && b.status.success());
+    let (stdout_a, stdout_b) = (
+        String::from_utf8(a.stdout).unwrap(),
+        String::from_utf8(b.stdout).unwrap(),
+    );
+    let lines: Vec<&str> = stdout_a.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout_a}");
+    assert_eq!(lines[..2], ["[source.nodes.7]", "name = \"greenhouse\""]);
+    let key = lines[2]
+        .strip_prefix("key = \"")
+        .and_then(|k| k.strip_suffix('"'))
+        .expect("key = \"<hex>\"");
+    assert_eq!(key.len(), 32);
+    assert!(key.bytes().all(|c| c.is_ascii_hexdigit()));
+    assert_ne!(stdout_a, stdout_b, "the same key twice");
+    let stderr = String::from_utf8_lossy(&a.stderr);
+    assert!(stderr.contains("scripts/firmware --keys"), "{stderr}");
+    assert!(!stderr.contains(key), "the key on stderr: {stderr}");
+    // The table as written is a gateway config's node table.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("radio.toml");
+    std::fs::write(
+        &path,
+        format!("[source]\nkind = \"rylr998\"\npath = \"/dev/null\"\n{stdout_a}"),
+    )
+    .unwrap();
+    let sim = Command::new(BIN)
+        .args([
+            "simulate",
+            "--radio",
+            "--count",
+            "1",
+            "--interval",
+            "0s",
+            "--config",
+        ])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        sim.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sim.stderr)
+    );
+    assert!(sim.stdout.starts_with(b"+RCV=7,21,"), "{:?}", sim.stdout);
+    let bad = run(&["keys", "new", "a/b", "--address", "1"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(bad.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("node names use"));
+}
+
 #[test]
 fn the_hardware_projects_config_loads_unchanged_as_a_probe_rs_source() {
     let dir = tempfile::tempdir().unwrap();

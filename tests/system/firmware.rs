@@ -1,20 +1,30 @@
 //! The whole radio side, emulated: our Node 1 and Node 2 firmware (`firmware/`, built by
-//! `scripts/firmware`) each run in a QEMU `netduinoplus2`, their modem UARTs joined by the
-//! radio emulator (`radio_emulator.rs`, test code) with a seeded 20 % loss and 5 % corruption.
-//! Node 2's virtual COM port is a pty read by the gateway's serial source, which publishes to
-//! a real Mosquitto and writes to a real InfluxDB 1.x. Every packet Node 1 sent is in the
-//! database exactly once, or Node 1 retried it until it gave up; CRC failures show in
-//! `stats/crc_errors`; nothing is duplicated.
+//! `scripts/firmware` without `--keys`, so both emulator images hold the published test key
+//! of docs/PROTOCOL.md for node 1) each run in a QEMU `netduinoplus2`, their modem UARTs
+//! joined by the radio emulator (`radio_emulator.rs`, test code) with a seeded 20 % loss and
+//! 5 % corruption, and an attacker on the air: forged frames as node 1 under a wrong key,
+//! frames recorded earlier played back (uplinks to Node 2, ACKs to Node 1), a frame of the
+//! original format and a sender not in Node 2's table. Node 2's virtual COM port is a pty read
+//! by the gateway's serial source, which publishes to a real Mosquitto and writes to a real
+//! InfluxDB 1.x. Every packet Node 1 sent is in the database exactly once, or Node 1 retried
+//! it until it gave up; none of the attacker's frames is stored, acknowledged or taken by
+//! Node 1 as an ACK; Node 2 names every refused frame's reason on its VCP, and its `sts.err`
+//! (`stats/crc_errors`) counts them; nothing is duplicated.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use lora_link::modem::Frame;
+use lora_link::node2::{Node, Outcome, Peer, Receiver};
 use lora_link::packet::SensorDataPacket;
+use lora_link::secure::{self, Key, Rejection};
 
 use crate::gateway::{counts, TestGateway};
-use crate::radio_emulator::{Air, End, Fate, RadioEmulator};
+use crate::radio_emulator::{
+    Air, AttackKind, Attacker, Delivery, End, Fate, RadioEmulator, Transmission,
+};
 use crate::support::{free_port, wait_until, InfluxDb1, Mosquitto, Subscriber};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -39,6 +49,19 @@ const STORY: &str = "1:Da 2:Da 3:DxDxCDx 4:LDa 5:LDa 6:LCLL 7:Da 8:Da 9:Da 10:Da
 /// neither is a radio error.
 const INTERFERENCE_BEFORE: u16 = 10;
 const QEMU_HINT: &str = "apt-get install -y --no-install-recommends qemu-system-arm";
+/// The key of docs/PROTOCOL.md's vectors, node 1's in the emulator images: published.
+const TEST_KEY: Key = Key::new([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);
+/// The attacker's key: not node 1's.
+const WRONG_KEY: Key = Key::new([0xA5; 16]);
+/// What the attacker's forgeries carry: values no packet of the emulated BME680 has.
+const FORGED: SensorDataPacket = SensorDataPacket {
+    seq_num: 4242,
+    temperature: 999,
+    humidity: 9999,
+    gas_resistance: 4_242_424,
+};
+/// An address in no table.
+const STRANGER: u16 = 7;
 
 /// The firmware image `target/firmware/<name>-qemu.elf`; panics with what to run when absent.
 fn image(node: &str) -> PathBuf {
@@ -178,21 +201,219 @@ fn seqs(log: &str, what: &str) -> BTreeSet<u16> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn node1_over_a_lossy_radio_to_node2_reaches_mqtt_and_the_database_exactly_once() {
-    let (node1_elf, node2_elf) = (image("node1"), image("node2"));
-    let mosquitto = Mosquitto::start();
-    let influx = InfluxDb1::start();
-    influx.create_database("firmware");
-    let sub = Subscriber::connect(mosquitto.port, "watcher-firmware", "iiot/#", true).await;
-    let dir = tempfile::tempdir().unwrap();
+/// The genuine air, opened with node 1's key: per seq, what became of each transmission of
+/// its frame and of each ACK to it; and the frames Node 2 got corrupted.
+struct AirStory {
+    packets: BTreeMap<u16, Packet>,
+    /// The seqs whose ACK reached Node 1 at least once.
+    acks_delivered: BTreeSet<u16>,
+    corrupted: usize,
+}
 
+fn air_story(air: &[Transmission]) -> AirStory {
+    let mut packets: BTreeMap<u16, Packet> = BTreeMap::new();
+    let mut acks_delivered = BTreeSet::new();
+    let mut counters: Vec<(u32, u16)> = Vec::new();
+    let mut corrupted = 0;
+    for t in air {
+        if t.from == NODE2 {
+            // An ACK answers one of node 1's frames: the one whose counter opens it.
+            let seq = counters
+                .iter()
+                .rev()
+                .find_map(|(c, _)| secure::open_ack(&TEST_KEY, NODE1, *c, &t.data).ok())
+                .unwrap_or_else(|| {
+                    panic!(
+                        "Node 2 sent an ACK no frame of node 1 opens: {:02X?}",
+                        t.data
+                    )
+                })
+                .seq_num;
+            packets
+                .entry(seq)
+                .or_default()
+                .story
+                .push(if t.fate == Fate::Delivered { 'a' } else { 'x' });
+            if t.fate == Fate::Delivered {
+                acks_delivered.insert(seq);
+            }
+            continue;
+        }
+        let up = secure::open_uplink(&TEST_KEY, NODE1, &t.data).unwrap_or_else(|e| {
+            panic!(
+                "Node 1 sent a frame the published test key does not open ({e}): {:02X?}; \
+                 build the emulator images with scripts/firmware without --keys",
+                t.data
+            )
+        });
+        let p = up.packet;
+        assert_eq!(
+            (p.temperature, p.humidity, p.gas_resistance),
+            emulated_bme680(p.seq_num),
+            "packet {}: the emulated sensor's values",
+            p.seq_num
+        );
+        if !counters.iter().any(|(c, _)| *c == up.counter) {
+            assert!(
+                counters.last().is_none_or(|(c, _)| *c < up.counter),
+                "Node 1's counter went back: {counters:?} then {}",
+                up.counter
+            );
+            counters.push((up.counter, p.seq_num));
+        }
+        let packet = packets.entry(p.seq_num).or_default();
+        packet.attempts += 1;
+        packet.story.push(match t.fate {
+            Fate::Delivered => 'D',
+            Fate::Lost => 'L',
+            Fate::Corrupted => 'C',
+        });
+        match t.fate {
+            Fate::Corrupted => corrupted += 1,
+            Fate::Delivered if packet.delivered_on.is_none() => {
+                packet.delivered_on = Some(packet.attempts);
+            }
+            Fate::Delivered | Fate::Lost => {}
+        }
+    }
+    // One counter per packet: a retransmission is the same frame.
+    let seqs: Vec<u16> = counters.iter().map(|(_, s)| *s).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "one counter per packet, in order: {counters:?}"
+    );
+    AirStory {
+        packets,
+        acks_delivered,
+        corrupted,
+    }
+}
+
+/// Node 2's rules (`lora_link::node2::Receiver`, with the emulator image's table) run over
+/// every frame Node 2's modem port received, in order: what Node 2 must have done.
+struct Expected {
+    /// New packets: the lines Node 2 prints.
+    new: usize,
+    /// Refusals by reason.
+    rejected: BTreeMap<String, usize>,
+    /// Frames of the attacker that reached Node 2, by kind.
+    attacks: BTreeMap<String, usize>,
+}
+
+fn expected_node2(deliveries: &[Delivery]) -> Expected {
+    let table = [Node {
+        address: NODE1,
+        peer: Peer::Keyed(TEST_KEY),
+    }];
+    let mut model = Receiver::new(&table);
+    let mut e = Expected {
+        new: 0,
+        rejected: BTreeMap::new(),
+        attacks: BTreeMap::new(),
+    };
+    for d in deliveries {
+        let outcome = model.on_frame(&Frame {
+            sender: d.from,
+            data: &d.data,
+            rssi: -40,
+            snr: 9,
+        });
+        if let Some(kind) = d.attack {
+            *e.attacks.entry(format!("{kind:?}")).or_default() += 1;
+            let want = match kind {
+                AttackKind::Forged => Rejection::BadTag,
+                AttackKind::ReplayedUplink => Rejection::Replay,
+                AttackKind::LegacyFrame => Rejection::LegacyFormat,
+                AttackKind::UnknownSender => Rejection::UnknownNode,
+                AttackKind::ReplayedAck | AttackKind::ForgedAck => unreachable!("to Node 1"),
+            };
+            assert_eq!(
+                outcome,
+                Outcome::Rejected {
+                    from: d.from,
+                    reason: want
+                },
+                "the attacker's {kind:?} frame {:02X?}",
+                d.data
+            );
+        }
+        match outcome {
+            Outcome::New { .. } => e.new += 1,
+            Outcome::Rejected { reason, .. } => {
+                *e.rejected.entry(reason.as_str().to_string()).or_default() += 1;
+            }
+            Outcome::Duplicate { .. } | Outcome::Broken | Outcome::NotAFrame => {}
+        }
+    }
+    e
+}
+
+/// Node 2's VCP, byte for byte: each line ends in a real CR LF and is either a JSON line (one
+/// per new packet, `ts` never going back: two packets can share a 10 ms tick of the emulator
+/// build), `rejected from=<address> reason=<reason> count=<n>` (n counting that reason) or a
+/// start-up `warning: node ...`.
+/// Returns the JSON lines, the refusals by reason, and the refusals before the last JSON line.
+fn node2_output(vcp: &str) -> (Vec<String>, BTreeMap<String, usize>, u64) {
+    let lines: Vec<&str> = vcp.split("\r\n").collect();
+    assert_eq!(
+        lines.last(),
+        Some(&""),
+        "Node 2's output ends with CR LF: {vcp:?}"
+    );
+    let (mut json, mut rejected) = (Vec::new(), BTreeMap::<String, usize>::new());
+    let (mut refused, mut refused_before_last_json) = (0, 0);
+    let mut last_ts = None;
+    for line in &lines[..lines.len() - 1] {
+        assert!(!line.contains(['\r', '\n']), "a Node 2 line: {line:?}");
+        if line.starts_with("warning: node ") {
+            continue; // a node of the table that is not secure (none in the emulator's)
+        }
+        if let Some(rest) = line.strip_prefix("rejected ") {
+            let field = |name: &str| {
+                rest.split(' ')
+                    .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+                    .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+                    .to_string()
+            };
+            let reason = field("reason");
+            let n = rejected.entry(reason).or_default();
+            *n += 1;
+            assert_eq!(field("count"), n.to_string(), "{line:?}: the running count");
+            refused += 1;
+            continue;
+        }
+        assert!(
+            line.starts_with("{\"ts\":") && line.ends_with('}'),
+            "a Node 2 line: {line:?}"
+        );
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let ts = v["ts"].as_u64().unwrap();
+        assert!(last_ts <= Some(ts), "ts never goes back: {vcp}");
+        last_ts = Some(ts);
+        refused_before_last_json = refused;
+        json.push(line.to_string());
+    }
+    (json, rejected, refused_before_last_json)
+}
+
+/// The chain: both boards in QEMU, the radio between them, the gateway on Node 2's VCP.
+struct Chain {
+    node1: Board,
+    node2: Board,
+    node1_vcp: PathBuf,
+    node2_vcp: PathBuf,
+    radio: RadioEmulator,
+    gw: TestGateway,
+}
+
+async fn start_chain(dir: &Path, mosquitto: &Mosquitto, influx: &InfluxDb1) -> Chain {
+    let (node1_elf, node2_elf) = (image("node1"), image("node2"));
     // Node 2 first: its VCP is the gateway's serial device.
     let node2_modem = free_port();
     // QEMU logs everything Node 2 writes to its VCP, to check the lines byte for byte.
-    let node2_vcp = dir.path().join("node2-vcp.log");
+    let node2_vcp = dir.join("node2-vcp.log");
     let node2 = Board::boot(
-        dir.path(),
+        dir,
         "node2",
         &node2_elf,
         &[
@@ -205,9 +426,9 @@ async fn node1_over_a_lossy_radio_to_node2_reaches_mqtt_and_the_database_exactly
     let vcp = node2.pty();
     // Node 1 boots now too; both hold their CPUs until the radio connects.
     let node1_modem = free_port();
-    let node1_vcp = dir.path().join("node1-vcp.log");
+    let node1_vcp = dir.join("node1-vcp.log");
     let node1 = Board::boot(
-        dir.path(),
+        dir,
         "node1",
         &node1_elf,
         &[],
@@ -219,18 +440,18 @@ async fn node1_over_a_lossy_radio_to_node2_reaches_mqtt_and_the_database_exactly
          [storage]\ndir = \"{}\"\n\n[http]\nenabled = false\n\n\
          [mqtt]\nbroker_url = \"{}\"\nclient_id = \"gw-firmware\"\n\n\
          [influxdb]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"firmware\"\nflush_interval = \"50ms\"\n",
-        dir.path().join("data").display(),
+        dir.join("data").display(),
         mosquitto.url(),
         influx.url()
     );
-    let mut gw = TestGateway::start(dir.path(), &cfg, Stdio::null());
+    let gw = TestGateway::start(dir, &cfg, Stdio::null());
     wait_until("the gateway to open Node 2's VCP", WAIT, || async {
         crate::gateway::plain(&gw.log()).contains("✓ source")
     })
     .await;
 
     // The air between them: each board runs from the moment its end connects, and the
-    // emulator answers both at once.
+    // emulator answers both at once. The attacker is on the air from the start.
     let node2_end = End::connect(node2_modem, NODE2);
     let node1_end = End::connect(node1_modem, NODE1);
     let radio = RadioEmulator::start(
@@ -243,6 +464,39 @@ async fn node1_over_a_lossy_radio_to_node2_reaches_mqtt_and_the_database_exactly
             interference_before: Some(INTERFERENCE_BEFORE),
         },
     );
+    radio.attack(Attacker {
+        every: Duration::from_millis(300),
+        node: NODE1,
+        receiver: NODE2,
+        wrong_key: WRONG_KEY,
+        forged: FORGED,
+        unknown: STRANGER,
+    });
+    Chain {
+        node1,
+        node2,
+        node1_vcp,
+        node2_vcp,
+        radio,
+        gw,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node1_over_a_lossy_radio_with_an_attacker_reaches_mqtt_and_the_database_exactly_once() {
+    let mosquitto = Mosquitto::start();
+    let influx = InfluxDb1::start();
+    influx.create_database("firmware");
+    let sub = Subscriber::connect(mosquitto.port, "watcher-firmware", "iiot/#", true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let Chain {
+        node1,
+        node2,
+        node1_vcp,
+        node2_vcp,
+        radio,
+        mut gw,
+    } = start_chain(dir.path(), &mosquitto, &influx).await;
 
     // Node 1 finishes PACKETS packets: each acknowledged or given up.
     let node1_log = || std::fs::read_to_string(&node1_vcp).unwrap_or_default();
@@ -262,12 +516,99 @@ async fn node1_over_a_lossy_radio_to_node2_reaches_mqtt_and_the_database_exactly
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    radio.stop_attack();
     drop(node1);
     // The emulator's last reads from Node 1's socket are recorded.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let air = radio.transmissions();
 
-    // Both boards set their modems up as docs/PROTOCOL.md ("Set-up") says, each reply awaited.
+    check_setup(&radio);
+
+    // What the air saw, per packet of Node 1, in order: the story of the seed, whatever the
+    // attacker did (none of its frames made Node 1 stop early or Node 2 answer).
+    let AirStory {
+        packets,
+        acks_delivered,
+        corrupted,
+    } = air_story(&air);
+    let gave_up = check_node1(&packets, &acks_delivered, &node1_log());
+    let retried = packets.values().filter(|p| p.attempts > 1).count();
+    let saved = packets
+        .values()
+        .filter(|p| p.delivered_on.is_some_and(|a| a > 1))
+        .count();
+    assert!(
+        saved > 0,
+        "no packet reached Node 2 only by a retransmission: {packets:?}"
+    );
+    let delivered: BTreeSet<u16> = packets
+        .iter()
+        .filter(|(_, p)| p.delivered_on.is_some())
+        .map(|(seq, _)| *seq)
+        .collect();
+    assert!(corrupted > 0, "the loss model corrupted no frame");
+    // The attacker's ACKs reached Node 1, and it took none (the story above).
+    let to_node1 = counts(
+        radio
+            .deliveries(NODE1)
+            .iter()
+            .filter_map(|d| d.attack.map(|k| format!("{k:?}"))),
+    );
+    for kind in ["ReplayedAck", "ForgedAck"] {
+        assert!(
+            to_node1.get(kind).copied().unwrap_or(0) >= 3,
+            "the attacker's {kind} frames reached Node 1: {to_node1:?}"
+        );
+    }
+
+    // Node 2 did what its rules say with every frame it got, the attacker's included: each
+    // of those refused with its reason, named on its VCP; one line per new packet.
+    let expected = expected_node2(&radio.deliveries(NODE2));
+    for kind in ["Forged", "ReplayedUplink", "LegacyFrame", "UnknownSender"] {
+        assert!(
+            expected.attacks.get(kind).copied().unwrap_or(0) >= 3,
+            "the attacker's {kind} frames reached Node 2: {:?}",
+            expected.attacks
+        );
+    }
+    let (json_lines, rejected, refused_before_last_json) =
+        node2_output(&std::fs::read_to_string(&node2_vcp).unwrap());
+    assert_eq!(
+        rejected, expected.rejected,
+        "Node 2's refusals by reason (its VCP) against its rules run on what it received"
+    );
+    assert_eq!(
+        (json_lines.len(), expected.new),
+        (delivered.len(), delivered.len()),
+        "one line per delivered packet"
+    );
+    assert!(
+        json_lines.iter().all(|l| !l.contains("\"g\":4242424")),
+        "a forged packet was printed"
+    );
+
+    check_mqtt(&sub, &delivered, refused_before_last_json, corrupted).await;
+
+    // The database holds each delivered packet once, with its values, and nothing forged.
+    gw.signal(libc::SIGTERM);
+    assert!(gw.wait(WAIT).success(), "{}", gw.log());
+    check_database(&influx, &delivered).await;
+    eprintln!(
+        "firmware chain: {} packets, {} transmissions of Node 1, {retried} retransmitted, \
+         {saved} delivered by a retransmission, {} delivered, {} given up, {corrupted} \
+         corrupted; the attacker's frames: {:?} to Node 2, {to_node1:?} to Node 1; Node 2 \
+         refused {rejected:?}",
+        packets.len(),
+        air.iter().filter(|t| t.from == NODE1).count(),
+        delivered.len(),
+        gave_up.len(),
+        expected.attacks,
+    );
+    drop(node2);
+}
+
+/// Both boards set their modems up as docs/PROTOCOL.md ("Set-up") says, each reply awaited.
+fn check_setup(radio: &RadioEmulator) {
     for (address, setup_address) in [(NODE1, "AT+ADDRESS=1\r\n"), (NODE2, "AT+ADDRESS=2\r\n")] {
         let commands: Vec<Vec<u8>> = radio
             .commands()
@@ -285,58 +626,15 @@ async fn node1_over_a_lossy_radio_to_node2_reaches_mqtt_and_the_database_exactly
         ];
         assert_eq!(commands, want, "set-up of the board at address {address}");
     }
+}
 
-    // What the air saw, per packet of Node 1, in order.
-    let mut packets: BTreeMap<u16, Packet> = BTreeMap::new();
-    // Frames Node 2 got corrupted: in all, and before the last packet it printed.
-    let (mut corrupted, mut corrupted_before_last_print) = (0, 0);
-    for t in &air {
-        if t.from == NODE2 {
-            let (ack, _) = lora_link::packet::AckPacket::decode(&t.data).unwrap();
-            let packet = packets.entry(ack.seq_num).or_default();
-            packet
-                .story
-                .push(if t.fate == Fate::Delivered { 'a' } else { 'x' });
-            continue;
-        }
-        let p = SensorDataPacket::decode_frame(&t.data).unwrap_or_else(|e| {
-            panic!(
-                "Node 1 sent a frame that does not decode: {:02X?}: {e:?}",
-                t.data
-            )
-        });
-        assert_eq!(
-            (p.temperature, p.humidity, p.gas_resistance),
-            emulated_bme680(p.seq_num),
-            "packet {}: the emulated sensor's values",
-            p.seq_num
-        );
-        let packet = packets.entry(p.seq_num).or_default();
-        packet.attempts += 1;
-        packet.story.push(match t.fate {
-            Fate::Delivered => 'D',
-            Fate::Lost => 'L',
-            Fate::Corrupted => 'C',
-        });
-        match t.fate {
-            Fate::Corrupted => corrupted += 1,
-            Fate::Delivered if packet.delivered_on.is_none() => {
-                packet.delivered_on = Some(packet.attempts);
-                corrupted_before_last_print = corrupted;
-            }
-            Fate::Delivered | Fate::Lost => {}
-        }
-    }
-    let acks_delivered: BTreeSet<u16> = air
-        .iter()
-        .filter(|t| t.from == NODE2 && t.fate == Fate::Delivered)
-        .map(|t| {
-            lora_link::packet::AckPacket::decode(&t.data)
-                .unwrap()
-                .0
-                .seq_num
-        })
-        .collect();
+/// Node 1 followed the seed's story and its rules: its attempts, ACKs and give-ups. Returns
+/// the packets it gave up.
+fn check_node1(
+    packets: &BTreeMap<u16, Packet>,
+    acks_delivered: &BTreeSet<u16>,
+    log: &str,
+) -> BTreeSet<u16> {
     let story: Vec<String> = packets
         .iter()
         .take(STORY.split_whitespace().count())
@@ -346,15 +644,14 @@ async fn node1_over_a_lossy_radio_to_node2_reaches_mqtt_and_the_database_exactly
         story.join(" "),
         STORY.split_whitespace().collect::<Vec<_>>().join(" "),
         "what went over the air (a difference means Node 1 or Node 2 did not follow the \
-         link's rules, or an ACK took longer than Node 1's timeout)"
+         link's rules, took an attacker's frame, or an ACK took longer than Node 1's timeout)"
     );
     assert!(
         packets.keys().copied().eq(1..=packets.len() as u16),
         "Node 1's sequence numbers start at 1 and go up by one: {:?}",
         packets.keys()
     );
-    let log = node1_log();
-    let (acked, gave_up) = (seqs(&log, "acked"), seqs(&log, "gave up"));
+    let (acked, gave_up) = (seqs(log, "acked"), seqs(log, "gave up"));
     // The packet after the last (if Node 1 began it before it was stopped) is half told.
     for (seq, p) in packets.range(..=PACKETS) {
         let sent_lines = log
@@ -373,7 +670,7 @@ async fn node1_over_a_lossy_radio_to_node2_reaches_mqtt_and_the_database_exactly
         if acked.contains(seq) {
             assert!(
                 acks_delivered.contains(seq),
-                "packet {seq}: acked without an ACK on the air"
+                "packet {seq}: acked without a genuine ACK on the air"
             );
         }
         if gave_up.contains(seq) {
@@ -390,22 +687,17 @@ async fn node1_over_a_lossy_radio_to_node2_reaches_mqtt_and_the_database_exactly
         }
     }
     assert!(acked.len() + gave_up.len() >= usize::from(PACKETS));
-    let retried = packets.values().filter(|p| p.attempts > 1).count();
-    let saved = packets
-        .values()
-        .filter(|p| p.delivered_on.is_some_and(|a| a > 1))
-        .count();
-    assert!(
-        saved > 0,
-        "no packet reached Node 2 only by a retransmission: {packets:?}"
-    );
-    let delivered: BTreeSet<u16> = packets
-        .iter()
-        .filter(|(_, p)| p.delivered_on.is_some())
-        .map(|(seq, _)| *seq)
-        .collect();
+    gave_up
+}
 
-    // Every delivered packet reaches the subscriber once, and the CRC failures show.
+/// Every delivered packet reaches the subscriber once, none of the attacker's does, and Node
+/// 2's refusals before its last line show as stats/crc_errors (`sts.err`).
+async fn check_mqtt(
+    sub: &Subscriber,
+    delivered: &BTreeSet<u16>,
+    refused_before_last_json: u64,
+    corrupted: usize,
+) {
     let gas_topic = "iiot/node1/gas_resistance";
     let want_gas: BTreeMap<String, usize> = delivered
         .iter()
@@ -425,7 +717,7 @@ async fn node1_over_a_lossy_radio_to_node2_reaches_mqtt_and_the_database_exactly
     );
     assert_eq!(
         got_gas, want_gas,
-        "node1 gas resistance on MQTT (one per packet)"
+        "node1 gas resistance on MQTT (one per packet, none forged)"
     );
     let crc_errors: Vec<u64> = msgs
         .iter()
@@ -434,45 +726,15 @@ async fn node1_over_a_lossy_radio_to_node2_reaches_mqtt_and_the_database_exactly
         .collect();
     assert_eq!(
         crc_errors.last().copied(),
-        Some(corrupted_before_last_print),
-        "stats/crc_errors counts the corrupted frames ({corrupted} in all, {corrupted_before_last_print} before Node 2's last line)"
+        Some(refused_before_last_json),
+        "stats/crc_errors counts the frames Node 2 refused before its last line \
+         ({corrupted} corrupted on the air, the rest the attacker's)"
     );
-    assert!(
-        corrupted_before_last_print > 0,
-        "the loss model corrupted no frame"
-    );
+}
 
-    // Node 2's VCP, byte for byte: one line per packet (a repeat acknowledged, never printed
-    // again), each a JSON object ending in a real CR LF, `ts` never going back (two packets
-    // can share a 10 ms tick of the emulator build).
-    let vcp_bytes = std::fs::read_to_string(&node2_vcp).unwrap();
-    let lines: Vec<&str> = vcp_bytes.split("\r\n").collect();
-    assert_eq!(
-        lines.last(),
-        Some(&""),
-        "Node 2's output ends with CR LF: {vcp_bytes:?}"
-    );
-    let lines = &lines[..lines.len() - 1];
-    assert_eq!(
-        lines.len(),
-        delivered.len(),
-        "one line per delivered packet: {vcp_bytes}"
-    );
-    let mut last_ts = None;
-    for line in lines {
-        assert!(
-            line.starts_with("{\"ts\":") && line.ends_with('}') && !line.contains(['\r', '\n']),
-            "a Node 2 line: {line:?}"
-        );
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let ts = v["ts"].as_u64().unwrap();
-        assert!(last_ts <= Some(ts), "ts never goes back: {vcp_bytes}");
-        last_ts = Some(ts);
-    }
-
-    // The database holds each delivered packet once, with its values.
-    gw.signal(libc::SIGTERM);
-    assert!(gw.wait(WAIT).success(), "{}", gw.log());
+/// Each delivered packet is in the database once with its values; Node 2's own emulated
+/// SHT3x gives its values, never a stale one; nothing of the attacker's is there.
+async fn check_database(influx: &InfluxDb1, delivered: &BTreeSet<u16>) {
     let points = influx.points("firmware").await;
     let node1_points = |metric: &str| {
         counts(
@@ -501,8 +763,14 @@ async fn node1_over_a_lossy_radio_to_node2_reaches_mqtt_and_the_database_exactly
         )),
         "node1 humidity in the database (Node 2 prints one decimal)"
     );
-    // Node 2's own emulated SHT3x: its values, never a stale one (a line right after a
-    // failed read has none).
+    assert!(
+        !points
+            .iter()
+            .any(|p| p.value == f64::from(FORGED.gas_resistance)
+                || (p.measurement == "temperature" && p.value == 99.9)),
+        "a forged value is in the database"
+    );
+    // A line right after a failed SHT3x read has no node2 values.
     for (metric, value) in [("temperature", 23.5), ("humidity", 51.0)] {
         let n2: Vec<f64> = points
             .iter()
@@ -514,13 +782,4 @@ async fn node1_over_a_lossy_radio_to_node2_reaches_mqtt_and_the_database_exactly
             "node2 {metric}: {n2:?}"
         );
     }
-    eprintln!(
-        "firmware chain: {} packets, {} transmissions of Node 1, {retried} retransmitted, \
-         {saved} delivered by a retransmission, {} delivered, {} given up, {corrupted} corrupted",
-        packets.len(),
-        air.iter().filter(|t| t.from == NODE1).count(),
-        delivered.len(),
-        gave_up.len(),
-    );
-    drop(node2);
 }

@@ -3,13 +3,22 @@
 //! socket) is one end. The emulator answers every AT command with `+OK`, as the modem does,
 //! and turns each `AT+SEND=<dest>,<len>,<data>` into `+RCV=<sender>,<len>,<data>,<rssi>,<snr>`
 //! at the other end, unless its seeded loss model drops it, or corrupts it (one flipped bit:
-//! sensor frames only, which carry a CRC; an acknowledgement is only ever lost). Every
-//! transmission and its fate is recorded, in order, for the test to count.
+//! uplinks only, secure frames of 17 bytes or more; an acknowledgement is only ever lost).
+//! Every transmission and its fate is recorded, in order, and so is every frame each end
+//! received, in the order its modem port got it.
+//!
+//! An [`Attacker`] can be put on the air too: a third radio that hears everything and sends
+//! as any address: forged frames under a wrong key, frames recorded earlier played back (to
+//! the receiver and to the node), a frame of the original format, a sender not in the table.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use lora_link::packet::SensorDataPacket;
+use lora_link::secure::{self, Key};
 
 use crate::modem_emulator::rcv;
 
@@ -32,7 +41,20 @@ pub struct Transmission {
     pub fate: Fate,
 }
 
-/// The loss model: per mille of transmissions lost, and of sensor frames corrupted.
+/// One frame an end's modem port received (`+RCV`), from a board or from the attacker.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The receiving board's address.
+    pub to: u16,
+    /// The sender's address as the modem reports it.
+    pub from: u16,
+    /// The data as received (corrupted, if it was).
+    pub data: Vec<u8>,
+    /// What the attacker sent, if it was the attacker.
+    pub attack: Option<AttackKind>,
+}
+
+/// The loss model: per mille of transmissions lost, and of uplinks corrupted.
 #[derive(Debug, Clone, Copy)]
 pub struct Air {
     pub loss_per_mille: u64,
@@ -70,39 +92,251 @@ impl End {
     }
 }
 
-/// Every command a board sent to its modem, with the board's address.
-type Commands = Arc<Mutex<Vec<(u16, Vec<u8>)>>>;
+/// What the emulator records, shared by its threads.
+#[derive(Default)]
+struct Records {
+    transmissions: Vec<Transmission>,
+    deliveries: Vec<Delivery>,
+    /// Every command a board sent to its modem, with the board's address.
+    commands: Vec<(u16, Vec<u8>)>,
+}
+
+/// A board's modem port, for writing: one writer at a time, so `+RCV` lines never interleave.
+#[derive(Clone)]
+struct Port {
+    address: u16,
+    stream: Arc<Mutex<TcpStream>>,
+}
+
+impl Port {
+    /// Writes `data` received from `from` as a `+RCV` line and records it, in the order the
+    /// board gets it.
+    fn deliver(
+        &self,
+        from: u16,
+        data: &[u8],
+        attack: Option<AttackKind>,
+        records: &Mutex<Records>,
+    ) {
+        let mut stream = self.stream.lock().unwrap();
+        let _ = stream.write_all(&rcv(from, data, -40, 9));
+        records.lock().unwrap().deliveries.push(Delivery {
+            to: self.address,
+            from,
+            data: data.to_vec(),
+            attack,
+        });
+    }
+}
 
 pub struct RadioEmulator {
-    log: Arc<Mutex<Vec<Transmission>>>,
-    commands: Commands,
+    records: Arc<Mutex<Records>>,
+    ports: Vec<Port>,
+    stop: Arc<AtomicBool>,
 }
 
 impl RadioEmulator {
     /// Joins two ends with `air`. A transmission's fate depends only on the seed, its sender,
     /// which distinct data this is of the sender's (the n-th packet, the n-th ACK) and how
     /// many times the same data was sent before (the attempt): not on timing, so a seed gives
-    /// the same story on a fast or a loaded machine.
+    /// the same story on a fast or a loaded machine. The attacker's frames take no part in it.
     pub fn start(a: End, b: End, air: Air) -> RadioEmulator {
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let commands: Commands = Arc::new(Mutex::new(Vec::new()));
-        let a_out = a.stream.try_clone().unwrap();
-        let b_out = b.stream.try_clone().unwrap();
-        for (end, peer) in [(a, b_out), (b, a_out)] {
-            let (log, commands) = (log.clone(), commands.clone());
-            std::thread::spawn(move || serve(end, peer, air, &log, &commands));
+        let records = Arc::new(Mutex::new(Records::default()));
+        let port = |e: &End| Port {
+            address: e.address,
+            stream: Arc::new(Mutex::new(e.stream.try_clone().unwrap())),
+        };
+        let (a_port, b_port) = (port(&a), port(&b));
+        for (end, own, peer) in [
+            (a, a_port.clone(), b_port.clone()),
+            (b, b_port.clone(), a_port.clone()),
+        ] {
+            let records = records.clone();
+            std::thread::spawn(move || serve(end, &own, &peer, air, &records));
         }
-        RadioEmulator { log, commands }
+        RadioEmulator {
+            records,
+            ports: vec![a_port, b_port],
+            stop: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// Every transmission so far, in the order sent.
     pub fn transmissions(&self) -> Vec<Transmission> {
-        self.log.lock().unwrap().clone()
+        self.records.lock().unwrap().transmissions.clone()
+    }
+
+    /// Every frame the board at `address` received so far, in order.
+    pub fn deliveries(&self, address: u16) -> Vec<Delivery> {
+        let records = self.records.lock().unwrap();
+        records
+            .deliveries
+            .iter()
+            .filter(|d| d.to == address)
+            .cloned()
+            .collect()
     }
 
     /// Every command a board sent to its modem, with the board's address.
     pub fn commands(&self) -> Vec<(u16, Vec<u8>)> {
-        self.commands.lock().unwrap().clone()
+        self.records.lock().unwrap().commands.clone()
+    }
+
+    /// Puts `attacker` on the air until [`RadioEmulator::stop_attack`].
+    pub fn attack(&self, attacker: Attacker) {
+        let port = |address: u16| {
+            self.ports
+                .iter()
+                .find(|p| p.address == address)
+                .expect("the attacked boards are ends of the air")
+                .clone()
+        };
+        let (node, receiver) = (port(attacker.node), port(attacker.receiver));
+        let (records, stop) = (self.records.clone(), self.stop.clone());
+        std::thread::spawn(move || {
+            let mut round = 0usize;
+            loop {
+                std::thread::sleep(attacker.every);
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                attacker.strike(round, &node, &receiver, &records);
+                round += 1;
+            }
+        });
+    }
+
+    /// Takes the attacker off the air.
+    pub fn stop_attack(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// What the attacker sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttackKind {
+    /// An uplink as the node, sealed with a wrong key (to the receiver).
+    Forged,
+    /// An uplink of the node recorded earlier, older than one the receiver has since received
+    /// intact (to the receiver).
+    ReplayedUplink,
+    /// The node's packet in the original format, with a good CRC (to the receiver).
+    LegacyFrame,
+    /// A sealed-looking uplink from an address not in the receiver's table.
+    UnknownSender,
+    /// An ACK of the receiver recorded earlier, for a frame the node has finished with (to the
+    /// node).
+    ReplayedAck,
+    /// An ACK as the receiver for the node's frame in flight, sealed with a wrong key (to the
+    /// node).
+    ForgedAck,
+}
+
+/// A frame the attacker heard, and whether it reached its destination intact.
+type Heard = (Vec<u8>, bool);
+
+/// A third radio on the air: every `every` it sends one frame, cycling through
+/// [`AttackKind`]s (a kind with nothing to play back yet is skipped that round).
+#[derive(Debug, Clone)]
+pub struct Attacker {
+    pub every: Duration,
+    /// The node it impersonates, and the receiver it impersonates to the node.
+    pub node: u16,
+    pub receiver: u16,
+    /// Not the node's key.
+    pub wrong_key: Key,
+    /// The packet its forgeries carry: values no genuine packet has.
+    pub forged: SensorDataPacket,
+    /// The address of its unknown sender.
+    pub unknown: u16,
+}
+
+impl Attacker {
+    fn strike(&self, round: usize, node: &Port, receiver: &Port, records: &Mutex<Records>) {
+        const KINDS: [AttackKind; 6] = [
+            AttackKind::Forged,
+            AttackKind::ReplayedAck,
+            AttackKind::ReplayedUplink,
+            AttackKind::ForgedAck,
+            AttackKind::LegacyFrame,
+            AttackKind::UnknownSender,
+        ];
+        let kind = KINDS[round % KINDS.len()];
+        let (uplinks, acks) = self.heard(records);
+        // The counter of the node's latest frame (uplink bytes 1-4 travel in clear).
+        let latest = uplinks
+            .last()
+            .map_or(0, |(u, _)| u32::from_be_bytes([u[1], u[2], u[3], u[4]]));
+        let mut frame = [0u8; secure::MAX_UPLINK_LEN];
+        match kind {
+            AttackKind::Forged => {
+                let n = secure::seal_uplink(
+                    &self.wrong_key,
+                    self.node,
+                    latest + 1,
+                    &self.forged,
+                    &mut frame,
+                )
+                .unwrap();
+                receiver.deliver(self.node, &frame[..n], Some(kind), records);
+            }
+            AttackKind::ReplayedUplink => {
+                // The oldest uplink before the last one the receiver got intact.
+                let intact = uplinks.iter().rposition(|(_, delivered)| *delivered);
+                if let Some((old, _)) = intact.and_then(|i| uplinks[..i].get(round / 6 % i.max(1)))
+                {
+                    receiver.deliver(self.node, old, Some(kind), records);
+                }
+            }
+            AttackKind::LegacyFrame => {
+                let n = self.forged.encode_frame(&mut frame).unwrap();
+                receiver.deliver(self.node, &frame[..n], Some(kind), records);
+            }
+            AttackKind::UnknownSender => {
+                let n =
+                    secure::seal_uplink(&self.wrong_key, self.unknown, 1, &self.forged, &mut frame)
+                        .unwrap();
+                receiver.deliver(self.unknown, &frame[..n], Some(kind), records);
+            }
+            AttackKind::ReplayedAck => {
+                if !acks.is_empty() {
+                    let old = &acks[round / 6 % acks.len()];
+                    node.deliver(self.receiver, old, Some(kind), records);
+                }
+            }
+            AttackKind::ForgedAck => {
+                let ack = lora_link::packet::AckPacket::ack(1);
+                let n =
+                    secure::seal_ack(&self.wrong_key, self.node, latest, &ack, &mut frame).unwrap();
+                node.deliver(self.receiver, &frame[..n], Some(kind), records);
+            }
+        }
+    }
+
+    /// What it recorded off the air: the node's distinct uplinks in order (and whether one
+    /// reached the receiver intact), and the receiver's ACKs sent before the node's latest
+    /// uplink first went out (so they answer frames the node has finished with).
+    fn heard(&self, records: &Mutex<Records>) -> (Vec<Heard>, Vec<Vec<u8>>) {
+        let records = records.lock().unwrap();
+        let mut uplinks: Vec<Heard> = Vec::new();
+        let mut acks: Vec<Vec<u8>> = Vec::new();
+        let mut acks_before_latest = 0;
+        for t in &records.transmissions {
+            if t.from == self.node {
+                let delivered = t.fate == Fate::Delivered;
+                match uplinks.iter_mut().find(|(d, _)| *d == t.data) {
+                    Some(u) => u.1 |= delivered,
+                    None => {
+                        uplinks.push((t.data.clone(), delivered));
+                        acks_before_latest = acks.len();
+                    }
+                }
+            } else if t.from == self.receiver && !acks.contains(&t.data) {
+                acks.push(t.data.clone());
+            }
+        }
+        acks.truncate(acks_before_latest);
+        (uplinks, acks)
     }
 }
 
@@ -128,13 +362,7 @@ impl Rng {
     }
 }
 
-fn serve(
-    mut end: End,
-    mut peer: TcpStream,
-    air: Air,
-    log: &Mutex<Vec<Transmission>>,
-    commands: &Mutex<Vec<(u16, Vec<u8>)>>,
-) {
+fn serve(mut end: End, own: &Port, peer: &Port, air: Air, records: &Mutex<Records>) {
     let mut pending: Vec<u8> = Vec::new();
     // Each distinct data this end sent, and how many times.
     let mut sent: Vec<(Vec<u8>, usize)> = Vec::new();
@@ -147,9 +375,10 @@ fn serve(
         pending.extend_from_slice(&buf[..n]);
         while let Some(len) = lora_link::at::command_len(&pending) {
             let command: Vec<u8> = pending.drain(..len).collect();
-            commands
+            records
                 .lock()
                 .unwrap()
+                .commands
                 .push((end.address, command.clone()));
             if let Some(address) = command
                 .strip_prefix(b"AT+ADDRESS=")
@@ -158,7 +387,7 @@ fn serve(
             {
                 end.address = address;
             }
-            if end.stream.write_all(b"+OK\r\n").is_err() {
+            if own.stream.lock().unwrap().write_all(b"+OK\r\n").is_err() {
                 return;
             }
             let Some(data) = send_data(&command) else {
@@ -172,33 +401,39 @@ fn serve(
                 }
             };
             if sent[nth].1 == 0 && air.interference_before.map(usize::from) == Some(nth + 1) {
-                let _ = peer.write_all(b"+READY\r\nnoise on the wire\r\n");
+                let _ = peer
+                    .stream
+                    .lock()
+                    .unwrap()
+                    .write_all(b"+READY\r\nnoise on the wire\r\n");
             }
             let mut rng = Rng::for_transmission(air.seed, end.address, nth, sent[nth].1);
             sent[nth].1 += 1;
-            let sensor_frame = data.len() >= lora_link::packet::MIN_FRAME_LEN;
+            let uplink = data.len() >= secure::MIN_UPLINK_LEN;
             let fate = if rng.per_mille(air.loss_per_mille) {
                 Fate::Lost
-            } else if sensor_frame && rng.per_mille(air.corrupt_per_mille) {
+            } else if uplink && rng.per_mille(air.corrupt_per_mille) {
                 Fate::Corrupted
             } else {
                 Fate::Delivered
             };
-            log.lock().unwrap().push(Transmission {
-                from: end.address,
-                data: data.clone(),
-                fate,
-            });
-            let mut on_air = data;
+            let mut on_air = data.clone();
             match fate {
-                Fate::Lost => continue,
+                Fate::Lost => {}
                 Fate::Corrupted => {
                     let bit = rng.next() as usize % (on_air.len() * 8);
                     on_air[bit / 8] ^= 1 << (bit % 8);
+                    peer.deliver(end.address, &on_air, None, records);
                 }
-                Fate::Delivered => {}
+                Fate::Delivered => peer.deliver(end.address, &on_air, None, records),
             }
-            let _ = peer.write_all(&rcv(end.address, &on_air, -40, 9));
+            // Recorded once the frame is on the peer's port: an attacker that heard it can
+            // only play it back after it.
+            records.lock().unwrap().transmissions.push(Transmission {
+                from: end.address,
+                data,
+                fate,
+            });
         }
     }
 }

@@ -14,6 +14,8 @@
 //!   line, byte-identical to the original firmware's.
 //! - [`secure`]: secure frames (AES-128-CCM with a per-node key, a frame counter that never
 //!   goes back, ACKs bound to the frame they answer).
+//! - [`counter_log`]: how Node 1 keeps its counter reservations in two flash sectors, safe
+//!   against a power loss at any moment.
 //!
 //! `#![no_std]`, no allocation, no `unsafe` (the AES and CCM code is RustCrypto's), and no
 //! panic on any input: every function takes
@@ -35,6 +37,7 @@
 )]
 
 pub mod at;
+pub mod counter_log;
 pub mod crc;
 pub mod modem;
 pub mod node1;

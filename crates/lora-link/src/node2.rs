@@ -6,37 +6,100 @@
 //! The original ended it with a literal backslash-n and no newline byte; a firmware that wants
 //! a real line end appends `\r\n` itself.
 //!
-//! [`Receiver`] holds Node 2's rules for a received frame (which to acknowledge, which to
-//! print, what `sts.rx` and `sts.err` count), so the firmware only moves bytes:
-//! - a frame whose CRC fails or that does not decode, and a `+RCV` line that broke, count in
-//!   `err` and get no answer; nothing else does (the modem's `+OK`, `+READY` and other replies
-//!   are not frames: the original counted them, see docs/PROTOCOL.md, "Defects of the original
-//!   firmware fixed here");
-//! - a good frame is acknowledged (`AckPacket::ack(seq)` to its sender), counted in `rx` and
-//!   printed;
-//! - a retransmission, i.e. a good frame from the same sender with the same seq as the last
-//!   good one, is acknowledged again (its first ACK was lost) and counted in `rx` (it was
-//!   received, as the gateway's own `rylr998` source counts `packets_received`) but not
-//!   printed: a lost ACK never duplicates a line. The next line's `rx` shows it. Node 1 never
-//!   goes back to an earlier seq, so the last good packet is all there is to remember.
+//! [`Receiver`] holds Node 2's rules for a received frame (which to accept, acknowledge and
+//! print, what `sts.rx` and `sts.err` count), so the firmware only moves bytes. Each frame is
+//! judged by [`secure::receive`] against the node table Node 2 was built with
+//! (`scripts/firmware --keys`, one [`Node`] per address):
+//! - a node with a key sends secure frames only: a frame whose tag holds and whose counter is
+//!   above the highest accepted from that node is new: acknowledged with an ACK sealed for it
+//!   ([`secure::seal_ack`]), counted in `rx` and printed; its counter becomes the node's
+//!   highest;
+//! - the same counter as the highest again is the node sending the same frame again (its ACK
+//!   was lost): acknowledged again (the same sealed ACK), counted in `rx` (it was received, as
+//!   the gateway's own `rylr998` source counts `packets_received`) but not printed: a lost ACK
+//!   never duplicates a line. The next line's `rx` shows it;
+//! - a node marked legacy (the original firmware) sends frames of the original format (CRC,
+//!   no counter): a good one is acknowledged with the plain `AckPacket`, and one with the same
+//!   seq as that node's last good one is a retransmission (acknowledged, not printed);
+//! - everything else is refused with its [`Rejection`] (a bad tag, a replay, a frame of the
+//!   original format from a node with a key, a node without a key, an address not in the
+//!   table, a legacy frame whose CRC fails, a frame of no known format), counted in `err` and
+//!   per reason, and never answered; so is a `+RCV` line that broke. Nothing else counts: the
+//!   modem's `+OK`, `+READY` and other replies are not frames (the original counted them, see
+//!   docs/PROTOCOL.md, "Defects of the original firmware fixed here").
+//!
+//! The highest counters live in RAM only. After a reset of Node 2 the first authentic frame
+//! of each node is new whatever its counter: frames recorded before the reset and played back
+//! (in rising counter order) before the node's next frame are accepted and printed once more.
+//! The JSON line carries no counter, so a gateway reading the line cannot tell.
 
 use crate::modem::{Event, Frame};
-use crate::packet::{AckPacket, DecodeError, SensorDataPacket};
+use crate::packet::{AckPacket, SensorDataPacket, MAX_ACK_LEN};
+use crate::secure::{self, Accepted, Key, Rejection, Sender, MAX_ACK_FRAME_LEN};
 use crate::write::Cursor;
 use crate::BufferTooSmall;
 
 /// Node 2's modem address (`AT+ADDRESS=2`).
 pub const ADDRESS: u16 = 2;
 
+/// One node of the table Node 2 is built with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Its modem address (`AT+ADDRESS`).
+    pub address: u16,
+    /// What it may send.
+    pub peer: Peer,
+}
+
+/// What a node of the table may send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// Secure frames under this key.
+    Keyed(Key),
+    /// Frames of the original format (the original firmware).
+    Legacy,
+    /// Nothing: in the table without a key (every frame refused, `no_key`).
+    NoKey,
+}
+
+/// An ACK ready to send: a sealed one, or the original format's for a legacy node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckFrame {
+    bytes: [u8; MAX_ACK_FRAME_LEN],
+    len: usize,
+}
+
+impl AckFrame {
+    /// The ACK's bytes (empty only if it could not be built, which the buffer sizes rule out).
+    pub fn as_bytes(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or_default()
+    }
+
+    fn sealed(key: &Key, node: u16, counter: u32, ack: &AckPacket) -> AckFrame {
+        let mut bytes = [0u8; MAX_ACK_FRAME_LEN];
+        let len = secure::seal_ack(key, node, counter, ack, &mut bytes).unwrap_or(0);
+        AckFrame { bytes, len }
+    }
+
+    fn plain(ack: &AckPacket) -> AckFrame {
+        let mut bytes = [0u8; MAX_ACK_FRAME_LEN];
+        let len = bytes
+            .get_mut(..MAX_ACK_LEN)
+            .and_then(|b| ack.encode(b).ok())
+            .unwrap_or(0);
+        AckFrame { bytes, len }
+    }
+}
+
 /// What to do about one modem event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// A new packet: send `ack` to `to`, then print the line.
     New {
-        /// Node 1's packet.
+        /// The node's packet.
         packet: SensorDataPacket,
         /// The answer.
-        ack: AckPacket,
+        ack: AckFrame,
         /// The sender's address, where the ACK goes.
         to: u16,
         /// The frame's RSSI, dBm.
@@ -44,55 +107,72 @@ pub enum Outcome {
         /// The frame's SNR, dB.
         snr: i16,
     },
-    /// A retransmission of the last packet: send `ack` to `to` again, print nothing.
+    /// The same frame again: send `ack` to `to` again, print nothing.
     Duplicate {
         /// The answer.
-        ack: AckPacket,
+        ack: AckFrame,
         /// The sender's address.
         to: u16,
+        /// The packet's seq.
+        seq: u16,
     },
-    /// A frame that failed (counted in `err`): no answer.
-    Failed(FrameError),
+    /// A frame refused (counted in `err` and per reason): no answer.
+    Rejected {
+        /// The sender's address, as the modem reports it.
+        from: u16,
+        /// Why.
+        reason: Rejection,
+    },
+    /// A `+RCV` line that broke (bad header or tail, cut off; counted in `err`): no answer.
+    Broken,
     /// Not a frame (modem replies, noise): nothing to do, nothing counted.
     NotAFrame,
 }
 
-/// Why a received frame failed.
+/// What Node 2 remembers of a node of its table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FrameError {
-    /// CRC mismatch or bytes that are not a packet.
-    Decode(DecodeError),
-    /// A `+RCV` line that broke (bad header or tail, cut off).
-    Broken,
+enum Last {
+    /// Nothing accepted since boot.
+    Nothing,
+    /// The highest counter accepted (a node with a key).
+    Counter(u32),
+    /// The seq of the last good frame (a legacy node).
+    Seq(u16),
 }
 
-/// Node 2's receive state: the counters of the line and the last good packet.
-#[derive(Debug, Clone, Default)]
-pub struct Receiver {
+/// Node 2's receive state for a table of `N` nodes: the counters of the line and, per node,
+/// what was accepted last.
+#[derive(Debug, Clone)]
+pub struct Receiver<'t, const N: usize> {
+    nodes: &'t [Node; N],
+    last: [Last; N],
     rx: u32,
     err: u32,
     duplicates: u32,
-    /// Sender and seq of the last good frame.
-    last: Option<(u16, u16)>,
+    rejected: [u32; Rejection::ALL.len()],
+    broken: u32,
 }
 
-impl Receiver {
-    /// Nothing received yet.
-    pub const fn new() -> Self {
+impl<'t, const N: usize> Receiver<'t, N> {
+    /// Nothing received yet, from the nodes of `nodes`.
+    pub const fn new(nodes: &'t [Node; N]) -> Self {
         Receiver {
+            nodes,
+            last: [Last::Nothing; N],
             rx: 0,
             err: 0,
             duplicates: 0,
-            last: None,
+            rejected: [0; Rejection::ALL.len()],
+            broken: 0,
         }
     }
 
-    /// Good frames received since boot, retransmissions included.
+    /// Frames accepted since boot, retransmissions included.
     pub fn rx(&self) -> u32 {
         self.rx
     }
 
-    /// Frames that failed since boot.
+    /// Frames refused and `+RCV` lines broken since boot.
     pub fn err(&self) -> u32 {
         self.err
     }
@@ -102,13 +182,29 @@ impl Receiver {
         self.duplicates
     }
 
+    /// Frames refused for `reason` since boot.
+    pub fn rejected(&self, reason: Rejection) -> u32 {
+        Rejection::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .and_then(|i| self.rejected.get(i))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// `+RCV` lines that broke since boot (counted in `err` too).
+    pub fn broken(&self) -> u32 {
+        self.broken
+    }
+
     /// Applies Node 2's rules to one modem event.
     pub fn on_event(&mut self, event: &Event<'_>) -> Outcome {
         match event {
             Event::Frame(frame) => self.on_frame(frame),
             Event::Malformed { bytes, .. } if bytes.starts_with(b"+RCV=") => {
                 self.err = self.err.wrapping_add(1);
-                Outcome::Failed(FrameError::Broken)
+                self.broken = self.broken.wrapping_add(1);
+                Outcome::Broken
             }
             _ => Outcome::NotAFrame,
         }
@@ -116,24 +212,62 @@ impl Receiver {
 
     /// Applies Node 2's rules to one received frame.
     pub fn on_frame(&mut self, frame: &Frame<'_>) -> Outcome {
-        let packet = match SensorDataPacket::decode_frame(frame.data) {
-            Ok(packet) => packet,
-            Err(e) => {
-                self.err = self.err.wrapping_add(1);
-                return Outcome::Failed(FrameError::Decode(e));
-            }
+        let slot = self.nodes.iter().position(|n| n.address == frame.sender);
+        let node = slot.and_then(|i| self.nodes.get(i));
+        let last = slot.and_then(|i| self.last.get(i)).copied();
+        let sender = match node.map(|n| &n.peer) {
+            Some(Peer::Keyed(key)) => Sender::Keyed(key),
+            Some(Peer::Legacy) => Sender::Legacy,
+            Some(Peer::NoKey) => Sender::NoKey,
+            None => Sender::Unknown,
         };
-        let ack = AckPacket::ack(packet.seq_num);
-        let key = (frame.sender, packet.seq_num);
+        let highest = match last {
+            Some(Last::Counter(c)) => Some(c),
+            _ => None,
+        };
+        let (ack, seq, repeat, packet, now) =
+            match secure::receive(sender, frame.sender, highest, frame.data) {
+                Err(reason) => return self.refuse(frame.sender, reason),
+                Ok(Accepted::Secure {
+                    counter,
+                    repeat,
+                    packet,
+                }) => {
+                    let ack = match sender {
+                        Sender::Keyed(key) => AckFrame::sealed(
+                            key,
+                            frame.sender,
+                            counter,
+                            &AckPacket::ack(packet.seq_num),
+                        ),
+                        _ => AckFrame::plain(&AckPacket::ack(packet.seq_num)),
+                    };
+                    (ack, packet.seq_num, repeat, packet, Last::Counter(counter))
+                }
+                Ok(Accepted::Legacy { packet }) => {
+                    let seq = packet.seq_num;
+                    let ack = AckFrame::plain(&AckPacket::ack(seq));
+                    (
+                        ack,
+                        seq,
+                        last == Some(Last::Seq(seq)),
+                        packet,
+                        Last::Seq(seq),
+                    )
+                }
+            };
         self.rx = self.rx.wrapping_add(1);
-        if self.last == Some(key) {
+        if repeat {
             self.duplicates = self.duplicates.wrapping_add(1);
             return Outcome::Duplicate {
                 ack,
                 to: frame.sender,
+                seq,
             };
         }
-        self.last = Some(key);
+        if let Some(l) = slot.and_then(|i| self.last.get_mut(i)) {
+            *l = now;
+        }
         Outcome::New {
             packet,
             ack,
@@ -141,6 +275,18 @@ impl Receiver {
             rssi: frame.rssi,
             snr: frame.snr,
         }
+    }
+
+    fn refuse(&mut self, from: u16, reason: Rejection) -> Outcome {
+        self.err = self.err.wrapping_add(1);
+        if let Some(n) = Rejection::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .and_then(|i| self.rejected.get_mut(i))
+        {
+            *n = n.wrapping_add(1);
+        }
+        Outcome::Rejected { from, reason }
     }
 }
 
@@ -164,7 +310,7 @@ pub struct Node2Line {
     pub snr: i16,
     /// Good frames received since boot (retransmissions included).
     pub rx: u32,
-    /// Frames that failed (CRC or decoding) since boot.
+    /// Frames refused (any reason) and `+RCV` lines broken since boot.
     pub err: u32,
 }
 
@@ -241,6 +387,32 @@ mod tests {
 
     /// Packet 1's frame (docs/PROTOCOL.md, test vectors): `01 A2 04 FF 2D F3 D5 15 93 83`.
     const FRAME_1: [u8; 10] = [0x01, 0xA2, 0x04, 0xFF, 0x2D, 0xF3, 0xD5, 0x15, 0x93, 0x83];
+    /// docs/PROTOCOL.md, secure-frame vectors: packet 1 from node 1 with counter 7, and its ACK.
+    const SECURE_1: [u8; 21] = [
+        0x01, 0x00, 0x00, 0x00, 0x07, 0x78, 0xBE, 0x47, 0x0C, 0xCF, 0xBA, 0xBB, 0x1F, 0x7F, 0x19,
+        0x90, 0x5C, 0xBE, 0x38, 0x52, 0x78,
+    ];
+    const SECURE_ACK_1: [u8; 11] = [
+        0x01, 0x48, 0x95, 0x75, 0x8A, 0x10, 0x6E, 0x10, 0x5B, 0x41, 0xAD,
+    ];
+    /// The key of those vectors: published, for tests only.
+    const TEST_KEY: Key = Key::new([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);
+
+    /// Node 1 with the test key, node 3 legacy, node 4 in the table without a key.
+    const NODES: [Node; 3] = [
+        Node {
+            address: 1,
+            peer: Peer::Keyed(TEST_KEY),
+        },
+        Node {
+            address: 3,
+            peer: Peer::Legacy,
+        },
+        Node {
+            address: 4,
+            peer: Peer::NoKey,
+        },
+    ];
 
     fn frame(sender: u16, data: &[u8]) -> Event<'_> {
         Event::Frame(Frame {
@@ -251,9 +423,120 @@ mod tests {
         })
     }
 
+    fn sealed(counter: u32, seq: u16) -> ([u8; secure::MAX_UPLINK_LEN], usize) {
+        let mut out = [0u8; secure::MAX_UPLINK_LEN];
+        let packet = SensorDataPacket {
+            seq_num: seq,
+            temperature: 200,
+            humidity: 4000,
+            gas_resistance: 100_000,
+        };
+        let n = secure::seal_uplink(&TEST_KEY, 1, counter, &packet, &mut out).unwrap();
+        (out, n)
+    }
+
+    fn rejected(from: u16, reason: Rejection) -> Outcome {
+        Outcome::Rejected { from, reason }
+    }
+
+    #[test]
+    fn a_secure_frame_is_acked_with_its_sealed_ack_counted_and_printed() {
+        let mut r = Receiver::new(&NODES);
+        let Outcome::New {
+            packet, ack, to, ..
+        } = r.on_event(&frame(1, &SECURE_1))
+        else {
+            panic!("not new");
+        };
+        assert_eq!(packet.seq_num, 1);
+        assert_eq!(to, 1);
+        assert_eq!(ack.as_bytes(), &SECURE_ACK_1[..]);
+        assert_eq!((r.rx(), r.err()), (1, 0));
+    }
+
+    #[test]
+    fn a_repeat_is_acked_again_a_replay_refused_and_a_new_counter_printed() {
+        let mut r = Receiver::new(&NODES);
+        let (f5, n5) = sealed(5, 10);
+        let (f6, n6) = sealed(6, 11);
+        assert!(matches!(
+            r.on_event(&frame(1, &f5[..n5])),
+            Outcome::New { .. }
+        ));
+        assert!(matches!(
+            r.on_event(&frame(1, &f6[..n6])),
+            Outcome::New { .. }
+        ));
+        let Outcome::Duplicate {
+            ack,
+            to: 1,
+            seq: 11,
+        } = r.on_event(&frame(1, &f6[..n6]))
+        else {
+            panic!("not a duplicate");
+        };
+        let mut want = [0u8; MAX_ACK_FRAME_LEN];
+        let m = secure::seal_ack(&TEST_KEY, 1, 6, &AckPacket::ack(11), &mut want).unwrap();
+        assert_eq!(ack.as_bytes(), &want[..m]);
+        assert_eq!(
+            r.on_event(&frame(1, &f5[..n5])),
+            rejected(1, Rejection::Replay)
+        );
+        // A node restarted with its seq at 1 again: its counter is new, so it is printed
+        // (the original last-seq rule would have dropped it as a duplicate).
+        let (f7, n7) = sealed(7, 11);
+        assert!(matches!(
+            r.on_event(&frame(1, &f7[..n7])),
+            Outcome::New { .. }
+        ));
+        assert_eq!((r.rx(), r.err(), r.duplicates()), (4, 1, 1));
+        assert_eq!(r.rejected(Rejection::Replay), 1);
+    }
+
+    #[test]
+    fn frames_the_table_does_not_allow_are_refused_and_counted_by_reason() {
+        let mut r = Receiver::new(&NODES);
+        let mut flipped = SECURE_1;
+        flipped[12] ^= 0x04;
+        let mut forged = [0u8; secure::MAX_UPLINK_LEN];
+        let packet = SensorDataPacket {
+            seq_num: 1,
+            temperature: 999,
+            humidity: 1,
+            gas_resistance: 1,
+        };
+        let n = secure::seal_uplink(&Key::new([7; 16]), 1, 99, &packet, &mut forged).unwrap();
+        let cases: [(u16, &[u8], Rejection); 7] = [
+            (1, &flipped, Rejection::BadTag),
+            (1, &forged[..n], Rejection::BadTag),
+            (1, &FRAME_1, Rejection::LegacyFormat),
+            (1, &[0xFF; 3], Rejection::BadFormat),
+            (9, &SECURE_1, Rejection::UnknownNode),
+            (4, &SECURE_1, Rejection::NoKey),
+            (3, &SECURE_1, Rejection::Crc),
+        ];
+        for (from, data, reason) in cases {
+            assert_eq!(r.on_event(&frame(from, data)), rejected(from, reason));
+        }
+        assert_eq!((r.rx(), r.err()), (0, 7));
+        assert_eq!(r.rejected(Rejection::BadTag), 2);
+        assert_eq!(r.rejected(Rejection::Replay), 0);
+        // None of them touched node 1's state: its genuine frame is new.
+        assert!(matches!(
+            r.on_event(&frame(1, &SECURE_1)),
+            Outcome::New { .. }
+        ));
+    }
+
+    /// docs/PROTOCOL.md, test vectors, packet 1 end to end: the original format, from node 1
+    /// marked legacy in the table (the original firmware).
     #[test]
     fn a_good_frame_is_acked_counted_and_printed() {
-        let mut r = Receiver::new();
+        let legacy = [Node {
+            address: 1,
+            peer: Peer::Legacy,
+        }];
+        let mut r = Receiver::new(&legacy);
         let Outcome::New {
             packet, ack, to, ..
         } = r.on_event(&frame(1, &FRAME_1))
@@ -262,59 +545,40 @@ mod tests {
         };
         assert_eq!(packet.seq_num, 1);
         assert_eq!(to, 1);
-        let mut buf = [0u8; 4];
-        let n = ack.encode(&mut buf).unwrap();
-        assert_eq!(&buf[..n], &[0x01, 0x01]);
+        assert_eq!(ack.as_bytes(), &[0x01, 0x01]);
         assert_eq!((r.rx(), r.err()), (1, 0));
     }
 
     #[test]
-    fn a_retransmission_is_acked_and_counted_again_but_not_printed() {
-        let mut r = Receiver::new();
+    fn a_legacy_node_speaks_the_original_format_with_the_last_seq_rule() {
+        let mut r = Receiver::new(&NODES);
+        let Outcome::New { ack, to: 3, .. } = r.on_event(&frame(3, &FRAME_1)) else {
+            panic!("not new");
+        };
+        assert_eq!(ack.as_bytes(), &[0x01, 0x01]);
+        let Outcome::Duplicate { ack, to: 3, seq: 1 } = r.on_event(&frame(3, &FRAME_1)) else {
+            panic!("not a duplicate");
+        };
+        assert_eq!(ack.as_bytes(), &[0x01, 0x01]);
+        let mut bad = FRAME_1;
+        bad[9] ^= 0x01;
+        assert_eq!(r.on_event(&frame(3, &bad)), rejected(3, Rejection::Crc));
+        // Node 1's state is its own.
         assert!(matches!(
-            r.on_event(&frame(1, &FRAME_1)),
+            r.on_event(&frame(1, &SECURE_1)),
             Outcome::New { .. }
         ));
-        assert_eq!(
-            r.on_event(&frame(1, &FRAME_1)),
-            Outcome::Duplicate {
-                ack: AckPacket::ack(1),
-                to: 1
-            }
-        );
-        assert_eq!((r.rx(), r.err(), r.duplicates()), (2, 0, 1));
-        // The same seq from another sender is new; so is the first sender's again after it
-        // (only the last good packet is remembered).
-        assert!(matches!(
-            r.on_event(&frame(3, &FRAME_1)),
-            Outcome::New { .. }
-        ));
-        assert!(matches!(
-            r.on_event(&frame(1, &FRAME_1)),
-            Outcome::New { .. }
-        ));
-        assert_eq!(r.rx(), 4);
+        assert_eq!((r.rx(), r.err(), r.duplicates()), (3, 1, 1));
     }
 
     #[test]
-    fn only_failed_frames_count_as_errors() {
-        let mut r = Receiver::new();
-        let mut bad = FRAME_1;
-        bad[9] ^= 0x01;
-        assert!(matches!(
-            r.on_event(&frame(1, &bad)),
-            Outcome::Failed(FrameError::Decode(DecodeError::Crc { .. }))
-        ));
-        assert!(matches!(
-            r.on_event(&frame(1, &[0xFF; 3])),
-            Outcome::Failed(FrameError::Decode(DecodeError::BadLength(3)))
-        ));
+    fn only_frames_count_and_broken_lines_are_errors() {
+        let mut r = Receiver::new(&NODES);
         let broken = Event::Malformed {
             reason: crate::modem::Malformed::BadTail,
             bytes: b"+RCV=1,10,",
         };
-        assert_eq!(r.on_event(&broken), Outcome::Failed(FrameError::Broken));
-        assert_eq!(r.err(), 3);
+        assert_eq!(r.on_event(&broken), Outcome::Broken);
         let not_frames = [
             Event::Ok,
             Event::Ready,
@@ -328,17 +592,7 @@ mod tests {
         for e in &not_frames {
             assert_eq!(r.on_event(e), Outcome::NotAFrame, "{e:?}");
         }
-        assert_eq!((r.rx(), r.err()), (0, 3));
-        // A failed frame does not make the next good one a duplicate, nor the reverse.
-        assert!(matches!(
-            r.on_event(&frame(1, &FRAME_1)),
-            Outcome::New { .. }
-        ));
-        assert!(matches!(r.on_event(&frame(1, &bad)), Outcome::Failed(_)));
-        assert!(matches!(
-            r.on_event(&frame(1, &FRAME_1)),
-            Outcome::Duplicate { .. }
-        ));
+        assert_eq!((r.rx(), r.err(), r.broken()), (0, 1, 1));
     }
 
     #[test]

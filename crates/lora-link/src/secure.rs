@@ -22,7 +22,7 @@
 //! original format (a sensor frame is 6 to 16 bytes, an ACK 2 to 4). The CRC-16 of the
 //! original format is gone: the tag covers every byte.
 
-use aes::Aes128;
+use aes::Aes128Enc;
 use ccm::aead::array::Array;
 use ccm::aead::{AeadInOut, KeyInit};
 use ccm::consts::{U13, U8};
@@ -48,7 +48,7 @@ pub const MAX_ACK_FRAME_LEN: usize = 1 + MAX_ACK_LEN + TAG_LEN;
 /// The nonce's length (RFC 3610 with a 2-byte length field).
 pub const NONCE_LEN: usize = 13;
 
-type Aes128Ccm = Ccm<Aes128, U8, U13>;
+type Aes128Ccm = Ccm<Aes128Enc, U8, U13>;
 
 /// A node's 128-bit key. Its `Debug` never shows it, and it has no `Display`.
 #[derive(Clone, PartialEq, Eq)]
@@ -74,6 +74,19 @@ impl Key {
             *byte = (hex_value(hi)? << 4) | hex_value(lo)?;
         }
         Ok(Key(bytes))
+    }
+
+    /// The key's check value: the first 8 bytes of AES-128 of a block of zeros under it (the
+    /// usual "KCV"). Tells two keys apart without showing either; a receiver stores it beside
+    /// a node's counter, so a new key starts a new counter.
+    pub fn check_value(&self) -> [u8; 8] {
+        use aes::cipher::BlockCipherEncrypt as _;
+        let cipher = <Aes128Enc as KeyInit>::new(&Array::from(self.0));
+        let mut block = Array::from([0u8; 16]);
+        cipher.encrypt_block(&mut block);
+        let mut out = [0u8; 8];
+        out.copy_from_slice(block.get(..8).unwrap_or(&[0; 8]));
+        out
     }
 
     fn cipher(&self) -> Aes128Ccm {
@@ -523,8 +536,11 @@ pub fn receive(
         // A good frame of the original format (its CRC holds): a node still on the old
         // firmware, or someone sending as one.
         Err(_) if SensorDataPacket::decode_frame(frame).is_ok() => Err(Rejection::LegacyFormat),
-        Err(OpenError::BadTag | OpenError::Malformed(_)) => Err(Rejection::BadTag),
-        Err(OpenError::BadLength(_) | OpenError::BadVersion(_)) => Err(Rejection::BadFormat),
+        Err(OpenError::BadTag) => Err(Rejection::BadTag),
+        // Authentic but not a packet (a node's bug, never an outsider): not a frame we know.
+        Err(OpenError::BadLength(_) | OpenError::BadVersion(_) | OpenError::Malformed(_)) => {
+            Err(Rejection::BadFormat)
+        }
     }
 }
 
@@ -754,6 +770,17 @@ mod tests {
             Err(KeyError::NotHex)
         );
         assert!(Key::from_hex("é01020304050607080900a0b0c0d0e0").is_err());
+    }
+
+    /// AES-128 of zeros under the test key, computed with OpenSSL (Python `cryptography`):
+    /// c6a13b37878f5b82...
+    #[test]
+    fn the_check_value_is_aes_of_zeros() {
+        assert_eq!(
+            TEST_KEY.check_value(),
+            [0xc6, 0xa1, 0x3b, 0x37, 0x87, 0x8f, 0x5b, 0x82]
+        );
+        assert_ne!(Key::new([1; 16]).check_value(), TEST_KEY.check_value());
     }
 
     #[test]

@@ -1,7 +1,15 @@
-//! Node 2, the receiver: frames from Node 1 arrive through the RYLR998 on UART4; each good one
-//! is acknowledged and printed as one JSON line on USART2 (the VCP the gateway reads), with
-//! Node 2's own SHT3x reading. The rules (CRC, ACK, duplicates, `rx`/`err`) are
+//! Node 2, the receiver: frames from the nodes arrive through the RYLR998 on UART4; each one
+//! the node table (`keys`, built in) allows is acknowledged and printed as one JSON line on
+//! USART2 (the VCP the gateway reads), with Node 2's own SHT3x reading. The rules (secure
+//! frames and legacy ones, sealed ACKs, repeats and replays, `rx`/`err`) are
 //! `lora_link::node2::Receiver`'s; this file only wires tasks to them.
+//!
+//! Each refused frame is one line on the VCP too, `rejected from=<address> reason=<reason>
+//! count=<n>` (n: refusals for that reason since boot), and a `+RCV` line that broke is
+//! `rejected reason=broken count=<n>`. At start-up, each node of the table that is not secure
+//! gets a line: `warning: node <address> is legacy: its frames are accepted unauthenticated`
+//! or `warning: node <address> has no key: its frames are refused`. The gateway's serial
+//! source skips such lines without a word (not JSON, no JSON fragment).
 //!
 //! Tasks: the UART4 interrupt (priority 3) queues the modem's bytes; `radio` (priority 2)
 //! sets the modem up, parses, acknowledges and prints; `climate` (priority 1) reads the
@@ -15,11 +23,11 @@ use panic_probe as _;
 
 #[rtic::app(device = stm32f4::stm32f446, dispatchers = [EXTI0, EXTI1])]
 mod app {
-    use lora_link::node2::{self, Node2Line, Outcome, Receiver, MAX_LINE};
-    use lora_link::packet::MAX_ACK_LEN;
+    use lora_link::node2::{self, Node2Line, Outcome, Peer, Receiver, MAX_LINE};
     use rtic_monotonics::systick::prelude::*;
     use sensor_nodes::board;
-    use sensor_nodes::modem::{self, Modem, RxSender};
+    use sensor_nodes::keys::NODES;
+    use sensor_nodes::modem::{self, print_line, Modem, RxSender};
     use sensor_nodes::sensor::{Climate, Sensor};
     use sensor_nodes::time::Mono;
     use sensor_nodes::uart::Uart;
@@ -67,8 +75,9 @@ mod app {
     #[task(priority = 2, shared = [climate], local = [modem])]
     async fn radio(mut cx: radio::Context) {
         let modem = cx.local.modem;
+        warn_about_the_table();
         modem.setup(node2::ADDRESS).await;
-        let mut receiver = Receiver::new();
+        let mut receiver = Receiver::new(&NODES);
         loop {
             let outcome = modem.next_event(|e| receiver.on_event(&e)).await;
             match outcome {
@@ -79,10 +88,7 @@ mod app {
                     rssi,
                     snr,
                 } => {
-                    let mut buf = [0u8; MAX_ACK_LEN];
-                    if let Ok(n) = ack.encode(&mut buf) {
-                        modem.send(to, buf.get(..n).unwrap_or(&[]));
-                    }
+                    modem.send(to, ack.as_bytes());
                     let climate = cx.shared.climate.lock(|c| *c);
                     let line = Node2Line {
                         ts: Mono::now().duration_since_epoch().as_millis(),
@@ -107,22 +113,53 @@ mod app {
                         core::str::from_utf8(text).unwrap_or("")
                     );
                 }
-                Outcome::Duplicate { ack, to } => {
-                    let mut buf = [0u8; MAX_ACK_LEN];
-                    if let Ok(n) = ack.encode(&mut buf) {
-                        modem.send(to, buf.get(..n).unwrap_or(&[]));
-                    }
-                    defmt::info!("seq {} from {} again: acked, not printed", ack.seq_num, to);
+                Outcome::Duplicate { ack, to, seq } => {
+                    modem.send(to, ack.as_bytes());
+                    defmt::info!("seq {} from {} again: acked, not printed", seq, to);
                 }
-                Outcome::Failed(e) => {
-                    defmt::warn!(
-                        "frame failed ({} so far): {}",
-                        receiver.err(),
-                        defmt::Debug2Format(&e)
+                Outcome::Rejected { from, reason } => {
+                    let count = receiver.rejected(reason);
+                    print_line(
+                        Uart::USART2,
+                        format_args!(
+                            "rejected from={from} reason={} count={count}",
+                            reason.as_str()
+                        ),
                     );
+                    defmt::warn!(
+                        "frame from {} rejected: {=str} ({} so far)",
+                        from,
+                        reason.as_str(),
+                        count
+                    );
+                }
+                Outcome::Broken => {
+                    let count = receiver.broken();
+                    print_line(
+                        Uart::USART2,
+                        format_args!("rejected reason=broken count={count}"),
+                    );
+                    defmt::warn!("+RCV line broken ({} so far)", count);
                 }
                 Outcome::NotAFrame => {}
             }
+        }
+    }
+
+    /// One VCP line per node of the table that is not secure: a legacy node (its frames are
+    /// accepted unauthenticated) or a node without a key (its frames are refused).
+    fn warn_about_the_table() {
+        for node in NODES.iter() {
+            let what = match node.peer {
+                Peer::Keyed(_) => continue,
+                Peer::Legacy => "is legacy: its frames are accepted unauthenticated",
+                Peer::NoKey => "has no key: its frames are refused",
+            };
+            print_line(
+                Uart::USART2,
+                format_args!("warning: node {} {what}", node.address),
+            );
+            defmt::warn!("node {} {=str}", node.address, what);
         }
     }
 

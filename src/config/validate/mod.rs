@@ -272,7 +272,7 @@ mod tests {
             ),
             (
                 "[storage]\non_full = \"panic\"\n",
-                "on_full = \"panic\"\n  |           ^^^^^^^\nunknown variant `panic`, expected `drop_oldest` or `block`",
+                "line 2, column 11, on_full: unknown variant `panic`, expected `drop_oldest` or `block`",
             ),
             (
                 "[storage]\nsync = \"fsync\"\n",

@@ -456,7 +456,8 @@ pub(crate) fn validate_node_name(name: &str) -> Result<(), String> {
             MAX_NAME_LEN
         ));
     }
-    if matches!(name, "signal" | "stats" | "gateway") {
+    // `unknown` names the senders not in [source.nodes] in the radio metrics.
+    if matches!(name, "signal" | "stats" | "gateway" | "unknown") {
         return Err(format!(
             "{name:?} is taken by the link's own readings; choose another name"
         ));

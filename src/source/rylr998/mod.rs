@@ -108,6 +108,8 @@ struct Station<'a> {
     /// New packets whose ACK waits for their commit, oldest first (the ingest stage commits
     /// in order).
     pending: std::collections::VecDeque<PendingAck>,
+    /// The (node, reason) pairs of refused frames already logged as a warning.
+    warned: std::collections::BTreeSet<(String, &'static str)>,
     ctx: Option<&'a SourceContext>,
 }
 
@@ -244,13 +246,11 @@ impl<'a> Station<'a> {
             path: cfg.path.display().to_string(),
             parser: ModemParser::new(),
             spill: Vec::new(),
-            link: RadioLink::new(
-                &cfg.nodes,
-                &ctx.map(|c| c.link_counters.clone()).unwrap_or_default(),
-            ),
+            link: RadioLink::new(&cfg.nodes, ctx.map_or(&[][..], |c| &c.link_counters[..])),
             tx,
             delivered: 0,
             pending: std::collections::VecDeque::new(),
+            warned: std::collections::BTreeSet::new(),
             ctx,
         }
     }
@@ -379,81 +379,7 @@ impl<'a> Station<'a> {
                 data,
                 rssi,
                 snr,
-            } => {
-                if self.tx.is_none() {
-                    debug!(
-                        sender,
-                        "rylr998 frame while only checking the modem: not delivered"
-                    );
-                    return Ok(None);
-                }
-                let received_ns = now_ns();
-                let frame = &data[..];
-                // ACKs go out only while receiving (not during set-up, nor when told not to).
-                let acking = port.is_some() && self.cfg.ack;
-                let ack = match self.link.frame(sender, frame, rssi, snr) {
-                    Outcome::Packet {
-                        readings,
-                        ack,
-                        counter,
-                    } => {
-                        if let Some(ctx) = self.ctx {
-                            let node = readings.first().map_or("", |r| r.node.as_str());
-                            ctx.stats.radio.accepted(node, counter.is_none());
-                        }
-                        let handled = acking.then(|| {
-                            let (tell, committed) = oneshot::channel();
-                            self.pending.push_back(PendingAck {
-                                sender,
-                                ack,
-                                committed,
-                                heard_at: std::time::Instant::now(),
-                            });
-                            tell
-                        });
-                        let link = counter.map(|counter| LinkCounter {
-                            node: sender,
-                            counter,
-                        });
-                        let text = describe(sender, frame, rssi, snr);
-                        self.send(readings, received_ns, text, handled, link)
-                            .await?;
-                        // Acknowledged once committed (`settle`).
-                        None
-                    }
-                    Outcome::Duplicate { ack } => {
-                        let awaited = self
-                            .pending
-                            .iter()
-                            .any(|p| p.sender == sender && p.ack.answers_same(&ack));
-                        debug!(
-                            sender,
-                            seq = ack.seq,
-                            counter = ack.counter,
-                            awaited,
-                            "rylr998 duplicate frame; counted, not written, acknowledged (once committed)"
-                        );
-                        (!awaited).then_some(ack)
-                    }
-                    Outcome::Rejected {
-                        rejection,
-                        node,
-                        reason,
-                    } => {
-                        warn!(rssi, snr, "rylr998 {reason}; counted, not acknowledged");
-                        if let Some(ctx) = self.ctx {
-                            ctx.stats.radio.rejected(&node, rejection.as_str());
-                            ctx.quarantine.add("rylr998", &reason, &hex(frame));
-                        }
-                        None
-                    }
-                };
-                if let (Some(ack), Some(port), true) = (ack, port, acking) {
-                    write_ack(port, sender, &ack).await?;
-                    debug!(sender, seq = ack.seq, "rylr998 ACK sent");
-                }
-                Ok(None)
-            }
+            } => self.frame(sender, &data, rssi, snr, port).await,
             Heard::BrokenFrame(bytes) => {
                 warn!(
                     bytes,
@@ -484,6 +410,96 @@ impl<'a> Station<'a> {
                 Ok(None)
             }
         }
+    }
+
+    /// A `+RCV` frame: its readings to the ingest stage (acknowledged once committed), a
+    /// repeat acknowledged again, a refused one counted and quarantined.
+    async fn frame(
+        &mut self,
+        sender: u16,
+        frame: &[u8],
+        rssi: i16,
+        snr: i16,
+        port: Option<&mut SerialStream>,
+    ) -> Result<Option<Stop>, Stop> {
+        if self.tx.is_none() {
+            debug!(
+                sender,
+                "rylr998 frame while only checking the modem: not delivered"
+            );
+            return Ok(None);
+        }
+        let received_ns = now_ns();
+        // ACKs go out only while receiving (not during set-up, nor when told not to).
+        let acking = port.is_some() && self.cfg.ack;
+        let ack = match self.link.frame(sender, frame, rssi, snr) {
+            Outcome::Packet {
+                readings,
+                ack,
+                link,
+            } => {
+                if let Some(ctx) = self.ctx {
+                    let node = readings.first().map_or("", |r| r.node.as_str());
+                    ctx.stats.radio.accepted(node, link.is_none());
+                }
+                if !acking {
+                    // No ACK waits for the commit: the counter holds from now on.
+                    self.link.committed(sender, &ack);
+                }
+                let handled = acking.then(|| {
+                    let (tell, committed) = oneshot::channel();
+                    self.pending.push_back(PendingAck {
+                        sender,
+                        ack,
+                        committed,
+                        heard_at: std::time::Instant::now(),
+                    });
+                    tell
+                });
+                let text = describe(sender, frame, rssi, snr);
+                self.send(readings, received_ns, text, handled, link)
+                    .await?;
+                // Acknowledged once committed (`settle`).
+                None
+            }
+            Outcome::Duplicate { ack } => {
+                let awaited = self
+                    .pending
+                    .iter()
+                    .any(|p| p.sender == sender && p.ack.answers_same(&ack));
+                debug!(
+                    sender,
+                    seq = ack.seq,
+                    counter = ack.counter,
+                    awaited,
+                    "rylr998 duplicate frame; counted, not written, acknowledged (once committed)"
+                );
+                (!awaited).then_some(ack)
+            }
+            Outcome::Rejected {
+                rejection,
+                node,
+                reason,
+            } => {
+                // The first of each node and reason is a warning; the rest (an
+                // attacker's flood) are counted and quarantined, logged at debug.
+                if self.warned.insert((node.to_string(), rejection.as_str())) {
+                    warn!(rssi, snr, "rylr998 {reason}; counted, not acknowledged (more like it: iiot_radio_frames_rejected_total, quarantine.log)");
+                } else {
+                    debug!(rssi, snr, "rylr998 {reason}; counted, not acknowledged");
+                }
+                if let Some(ctx) = self.ctx {
+                    ctx.stats.radio.rejected(&node, rejection.as_str());
+                    ctx.quarantine.add("rylr998", &reason, &hex(frame));
+                }
+                None
+            }
+        };
+        if let (Some(ack), Some(port), true) = (ack, port, acking) {
+            write_ack(port, sender, &ack).await?;
+            debug!(sender, seq = ack.seq, "rylr998 ACK sent");
+        }
+        Ok(None)
     }
 
     /// The oldest waiting packet was committed (`ok`) or could not be: acknowledges it, or
@@ -549,8 +565,18 @@ async fn write_ack(port: &mut SerialStream, sender: u16, ack: &Ack) -> Result<()
 fn warn_of_nodes(cfg: &Rylr998Config, ctx: &SourceContext) {
     for (address, node) in &cfg.nodes {
         let name = node.name.as_str();
-        match node.auth {
-            NodeAuth::Key(_) => ctx.stats.radio.expect(name, false),
+        match &node.auth {
+            NodeAuth::Key(key) => {
+                ctx.stats.radio.expect(name, false);
+                let stored = ctx.link_counters.iter().find(|s| s.node == *address);
+                if stored.is_some_and(|s| s.key_check != key.check_value()) {
+                    info!(
+                        node = name,
+                        address,
+                        "rylr998 node {name} has a new key: its frame counter starts afresh"
+                    );
+                }
+            }
             NodeAuth::Legacy => {
                 ctx.stats.radio.expect(name, true);
                 warn!(
