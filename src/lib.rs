@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod dashboards;
 pub mod decode;
+pub mod downlink;
 pub mod events;
 mod failure;
 mod ingest;

@@ -49,6 +49,8 @@ pub(super) struct Shared {
     pub(super) sinks: Vec<SinkConfig>,
     pub(super) quarantine: Quarantine,
     pub(super) stats: Arc<Stats>,
+    /// The command queue, once the outbox's writer runs (the HTTP server starts before).
+    pub(super) downlink: Arc<std::sync::OnceLock<crate::downlink::Downlink>>,
 }
 
 /// The outbox and what is read from it before anything runs.
@@ -109,6 +111,7 @@ pub(super) fn open_storage(cfg: &Config) -> anyhow::Result<Storage> {
             sinks,
             quarantine: Quarantine::new(&cfg.storage.dir),
             stats,
+            downlink: Arc::default(),
         },
     })
 }
@@ -158,6 +161,7 @@ pub(super) fn start_ingest(
         sinks,
         quarantine,
         stats,
+        ..
     } = shared;
     let (lines, line_rx) = mpsc::channel(cfg.ingest.channel_capacity);
     let (writes, queued) = WriteQueue::new();
@@ -256,6 +260,13 @@ pub(super) fn start_jobs(
         stop.clone(),
     );
     crate::malloc::spawn(jobs, ingest.committed.clone(), stop.clone());
+    let downlink = crate::downlink::Downlink::new(
+        ingest.writes.clone(),
+        cfg.downlink.clone(),
+        crate::downlink::Reach::of(&cfg.source),
+    );
+    jobs.spawn(crate::downlink::expire_job(downlink.clone(), stop.clone()));
+    let _ = shared.downlink.set(downlink);
     activity::spawn_narrator(jobs, narrator, stop.clone());
 }
 
@@ -307,6 +318,7 @@ pub(super) async fn start_web(
         storage.shared.stats.clone(),
         prefix,
         history,
+        storage.shared.downlink.clone(),
     )
     .await?;
     if http.token.is_none() && !http.listen.ip().is_loopback() {

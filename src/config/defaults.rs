@@ -64,6 +64,17 @@ pub const MIN_SIM_INTERVAL: Duration = Duration::from_millis(1);
 /// Simulator: remote nodes per packet.
 pub const SIM_REMOTE_NODES: u32 = 1;
 
+// ---- [downlink] ----
+
+/// A command not confirmed within an hour ends `expired`. A node that reports every 10 s
+/// (the firmware's default) has 360 uplinks to take it in that time, each one a chance even
+/// with 20 % lost; a command much older than that (an interval change, a ping) is likely not
+/// what its sender wants any more, and a node that is away for longer should not act on it
+/// when it comes back.
+pub const COMMAND_EXPIRE_AFTER: Duration = Duration::from_secs(3600);
+/// Shortest `[downlink] expire_after` accepted: one uplink window at the fastest interval.
+pub const MIN_COMMAND_EXPIRE_AFTER: Duration = Duration::from_secs(1);
+
 // ---- [mqtt] and [homeassistant] ----
 
 /// `[mqtt] broker_url` port when the URL names none (`mqtt://`, `tcp://`, or no scheme).

@@ -31,6 +31,17 @@ pub struct RawConfig {
     pub homeassistant: Option<RawHomeAssistant>,
     /// What the log says while running.
     pub log: Option<RawLog>,
+    /// Commands to the nodes.
+    pub downlink: Option<RawDownlink>,
+}
+
+/// `[downlink]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDownlink {
+    /// A command not confirmed by then ends `expired`.
+    #[serde(default, with = "humantime_serde")]
+    pub expire_after: Option<Duration>,
 }
 
 /// `[log]`.

@@ -30,6 +30,15 @@ pub struct Config {
     pub http: Option<HttpConfig>,
     /// Time between the log's summary lines; `None`: no summary.
     pub summary_interval: Option<Duration>,
+    /// Commands to the nodes.
+    pub downlink: DownlinkConfig,
+}
+
+/// `[downlink]`: commands to the nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownlinkConfig {
+    /// A command not confirmed this long after it arrived ends `expired`.
+    pub expire_after: Duration,
 }
 
 /// Which source runs, with its settings.

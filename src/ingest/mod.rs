@@ -255,6 +255,7 @@ fn apply(outbox: &mut Outbox, write: &Write, out: &IngestOutputs) {
                 warn!(%error, sink, "cannot store the sink's cursor; retrying with its next move");
             }
             Write::Prune { .. } => warn!(%error, "pruning history failed"),
+            Write::Command { .. } => warn!(%error, "cannot store a change to the nodes' commands"),
             Write::Close => {}
         },
     }

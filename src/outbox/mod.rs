@@ -30,6 +30,7 @@
 mod backlog;
 mod budget;
 mod checkpoint;
+mod commands;
 mod cursors;
 mod feed;
 pub(crate) mod history;
@@ -43,9 +44,12 @@ mod writer;
 
 pub use backlog::Backlog;
 pub use budget::BudgetReport;
+pub use commands::{CommandChange, CommandRow};
 pub use feed::FeedReader;
 pub use lock::LOCK_FILE;
-pub use queue::{Applied, NotQueued, Write, WriteQueue, Writes, WRITE_QUEUE_CAPACITY};
+pub use queue::{
+    Applied, CommandOutcome, NotQueued, Reply, Write, WriteQueue, Writes, WRITE_QUEUE_CAPACITY,
+};
 pub use reader::OutboxReader;
 pub use rows::{EventRow, Seq, StoredReading, EVENT_UNIT};
 pub use writer::Outbox;

@@ -5,8 +5,11 @@
 //! waits: a full queue (the writer stuck retrying a failing disk for minutes) refuses the
 //! write and the sender says so or tries again later.
 
-use tokio::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
+use tokio::sync::{mpsc, oneshot};
+
+use super::commands::{CommandChange, CommandRow};
 use super::rows::{EventRow, Seq};
 use super::Outbox;
 
@@ -27,9 +30,48 @@ pub enum Write {
         /// The horizon, ns since the Unix epoch.
         before_ns: i64,
     },
+    /// Change the nodes' commands; the rows the change left (or why it failed) go to
+    /// `reply` once committed.
+    Command {
+        /// The change.
+        change: CommandChange,
+        /// Where the outcome goes.
+        reply: Reply,
+    },
     /// Nothing more will be sent: the writer applies what is queued and stops.
     Close,
 }
+
+/// What a [`Write::Command`] left: the rows, or why it failed.
+pub type CommandOutcome = Result<Vec<CommandRow>, String>;
+
+/// Where the outcome of a [`Write::Command`] goes (once). Equal to any other: a write is
+/// compared by what it changes.
+#[derive(Debug, Clone, Default)]
+pub struct Reply(Arc<Mutex<Option<oneshot::Sender<CommandOutcome>>>>);
+
+impl Reply {
+    /// A reply and where it arrives.
+    pub fn channel() -> (Reply, oneshot::Receiver<CommandOutcome>) {
+        let (tx, rx) = oneshot::channel();
+        (Reply(Arc::new(Mutex::new(Some(tx)))), rx)
+    }
+
+    fn send(&self, outcome: CommandOutcome) {
+        let taken = self.0.lock().ok().and_then(|mut tx| tx.take());
+        if let Some(tx) = taken {
+            let _ = tx.send(outcome);
+        }
+    }
+}
+
+impl PartialEq for Reply {
+    fn eq(&self, _: &Reply) -> bool {
+        true
+    }
+}
+
+impl Eq for Reply {}
 
 /// What applying a [`Write`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +131,16 @@ impl Outbox {
             )),
             Write::Cursor { sink, seq } => self.set_cursor(sink, *seq).map(|()| Applied::Done),
             Write::Prune { before_ns } => self.prune(*before_ns).map(Applied::Pruned),
+            Write::Command { change, reply } => {
+                let applied = self.apply_command(change);
+                reply.send(
+                    applied
+                        .as_ref()
+                        .map(Clone::clone)
+                        .map_err(ToString::to_string),
+                );
+                applied.map(|_| Applied::Done)
+            }
             Write::Close => Ok(Applied::Done),
         }
     }

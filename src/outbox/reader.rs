@@ -109,6 +109,21 @@ impl OutboxReader {
             .map_err(|e| self.err(e))
     }
 
+    /// `node`'s commands, oldest first (the newest `limit`).
+    pub fn commands_of(&self, node: &str, limit: usize) -> Result<Vec<super::CommandRow>> {
+        super::commands::of_node(&self.conn(), node, limit).map_err(|e| self.err(e))
+    }
+
+    /// Every command not in a final state, oldest first.
+    pub fn pending_commands(&self) -> Result<Vec<super::CommandRow>> {
+        super::commands::pending(&self.conn()).map_err(|e| self.err(e))
+    }
+
+    /// How many commands are in each state.
+    pub fn command_counts(&self) -> Result<Vec<(String, i64)>> {
+        super::commands::counts(&self.conn()).map_err(|e| self.err(e))
+    }
+
     /// The highest secure radio frame counter stored per node address, with the check value
     /// of the key it was stored under (`Outbox::append`).
     pub fn link_counters(&self) -> Result<Vec<crate::reading::LinkCounter>> {

@@ -84,6 +84,7 @@ impl Outbox {
         }
         let conn = schema::connect(path, sync)?;
         conn.execute_batch(SCHEMA)
+            .and_then(|()| conn.execute_batch(super::commands::SCHEMA))
             .and_then(|()| schema::migrate(&conn))
             .map_err(|source| schema::classify(path, source))?;
         let checkpointer = match Checkpointer::start(schema::connect(path, sync)?) {
@@ -140,6 +141,18 @@ impl Outbox {
             path: self.path.clone(),
             cause,
         }
+    }
+
+    /// Applies a change to the commands for the nodes in its own transaction; returns the
+    /// rows it left (`super::commands`).
+    pub fn apply_command(
+        &mut self,
+        change: &super::commands::CommandChange,
+    ) -> Result<Vec<super::commands::CommandRow>> {
+        let applied = super::commands::apply(&mut self.conn, change);
+        let rows = applied.map_err(|e| self.err(e))?;
+        self.after_commit();
+        Ok(rows)
     }
 
     /// A new read connection to the same database.

@@ -85,6 +85,7 @@ const RECONNECTS: &str = "iiot_sink_reconnects_total";
 const LAST_SUCCESS: &str = "iiot_sink_last_success_timestamp_seconds";
 const RADIO_ACCEPTED: &str = "iiot_radio_frames_accepted_total";
 const RADIO_REJECTED: &str = "iiot_radio_frames_rejected_total";
+const COMMANDS: &str = "iiot_commands";
 const BUILD_INFO: &str = "iiot_build_info";
 const RSS: &str = "process_resident_memory_bytes";
 const VSIZE: &str = "process_virtual_memory_bytes";
@@ -120,6 +121,7 @@ const FAMILIES: &[Family] = &[
     family(LATENCY, Kind::Histogram, "Time from receiving a reading to its confirmation by the far end."),
     family(RADIO_ACCEPTED, Kind::Counter, "Radio frames accepted (rylr998 source), by node and security: secure (authenticated and encrypted) or legacy (the original firmware's unauthenticated format, [source.nodes] legacy = true)."),
     family(RADIO_REJECTED, Kind::Counter, "Radio frames refused and not acknowledged (rylr998 source), by node (unknown: not in [source.nodes]) and reason: bad_tag, replay, unknown_node, no_key, legacy_format, bad_format, crc."),
+    family(COMMANDS, Kind::Gauge, "Commands to the nodes in the outbox, by state: queued, sent, confirmed, expired, rejected."),
     family(BUILD_INFO, Kind::Gauge, "Always 1; the version is a label."),
     family(RSS, Kind::Gauge, "Resident memory size in bytes."),
     family(VSIZE, Kind::Gauge, "Virtual memory size in bytes."),
@@ -238,6 +240,15 @@ fn render(
     }
     for (node, reason, n) in &snap.radio_rejected {
         set.counter(RADIO_REJECTED, &[("node", node), ("reason", reason)], *n);
+    }
+    if let Some(commands) = &snap.commands {
+        for state in crate::downlink::command::State::ALL {
+            let n = commands
+                .iter()
+                .find(|(s, _)| s == state.as_str())
+                .map_or(0, |(_, n)| *n);
+            set.gauge(COMMANDS, &[("state", state.as_str())], n as f64);
+        }
     }
     if let Some(bytes) = outbox_bytes {
         set.gauge(OUTBOX_BYTES, &[], bytes as f64);
@@ -407,6 +418,7 @@ mod tests {
             }],
             radio_accepted: vec![("greenhouse".into(), "secure", 9)],
             radio_rejected: vec![("unknown".into(), "unknown_node", 2)],
+            commands: Some(vec![("queued".into(), 2)]),
             ..Snapshot::default()
         };
         let text = render(&metrics, &snap, Some(4096), process::read().as_ref(), 0);
@@ -420,6 +432,8 @@ mod tests {
             "iiot_outbox_bytes 4096",
             "iiot_radio_frames_accepted_total{node=\"greenhouse\",security=\"secure\"} 9",
             "iiot_radio_frames_rejected_total{node=\"unknown\",reason=\"unknown_node\"} 2",
+            "iiot_commands{state=\"queued\"} 2",
+            "iiot_commands{state=\"expired\"} 0",
             "iiot_sink_endpoint{sink=\"mqtt\",url=\"mqtt://10.0.0.2:1883\"} 1",
             "# TYPE iiot_sink_delivery_latency_seconds histogram",
             "iiot_sink_delivery_latency_seconds_bucket{sink=\"mqtt\",le=\"0.025\"} 1",

@@ -11,6 +11,8 @@
 //! - `GET /api/series` – one measurement's history, downsampled in SQL ([`series`]).
 //! - `GET /api/stat` – what a stat panel shows, computed from its definition ([`series`]).
 //! - `GET /api/nodes` – every node that reports, online or offline ([`nodes`]).
+//! - `POST`/`GET /api/nodes/{node}/commands` – commands to a node and their states
+//!   ([`commands`]; sending needs the token).
 //! - `GET /api/stream` – Server-Sent Events fed right after each outbox commit ([`live`]).
 //! - `GET /api/status` – counters and each sink's state (no secrets: none are held here).
 //! - `GET /healthz` – 200 while the process runs, with each component's state ([`health`]).
@@ -19,6 +21,7 @@
 
 mod assets;
 mod auth;
+mod commands;
 mod health;
 mod live;
 pub mod metrics;
@@ -64,6 +67,10 @@ struct AppState {
     /// Cancelled when the server shuts down: ends the live streams, which would otherwise
     /// keep their connections (and the graceful shutdown) open forever.
     live_stop: CancellationToken,
+    /// The command queue, once the outbox's writer runs.
+    downlink: Arc<std::sync::OnceLock<crate::downlink::Downlink>>,
+    /// A token is configured: only then may commands be sent.
+    commands_allowed: bool,
 }
 
 /// A bound, not yet serving, HTTP server.
@@ -85,6 +92,7 @@ impl WebServer {
         stats: Arc<Stats>,
         topic_prefix: Option<String>,
         history: OutboxReader,
+        downlink: Arc<std::sync::OnceLock<crate::downlink::Downlink>>,
     ) -> Result<WebServer, WebError> {
         let addr = http.listen;
         let ready_max_backlog_age = http.ready_max_backlog_age;
@@ -100,6 +108,8 @@ impl WebServer {
             history: Arc::new(history),
             ready_max_backlog_age,
             live_stop: CancellationToken::new(),
+            downlink,
+            commands_allowed: http.token.is_some(),
         };
         let router = Router::new()
             .route("/", get(first_dashboard))
@@ -114,6 +124,10 @@ impl WebServer {
             .route("/api/series", get(series::api_series))
             .route("/api/stat", get(series::api_stat))
             .route("/api/nodes", get(api_nodes))
+            .route(
+                "/api/nodes/{node}/commands",
+                get(commands::list).post(commands::post),
+            )
             .route("/api/stream", get(live::api_stream))
             .route("/api/status", get(api_status))
             .route("/metrics", get(metrics::api_metrics));
@@ -297,6 +311,7 @@ mod tests {
             Arc::default(),
             Some("iiot".into()),
             outbox.reader().unwrap(),
+            Arc::default(),
         )
         .await
         .unwrap();

@@ -7,6 +7,7 @@ mod support;
 mod certs;
 mod chaos;
 mod cli;
+mod commands;
 mod dashboard;
 mod delivery;
 mod deploy;

@@ -46,6 +46,19 @@ impl Validator<'_> {
     }
 
     /// `[log] summary_interval`; `None` for `"0s"` (no summary lines).
+    /// `[downlink]`.
+    pub(super) fn downlink(
+        &self,
+        d: super::super::raw::RawDownlink,
+    ) -> Result<crate::config::DownlinkConfig, ConfigError> {
+        let expire_after = self.at_least_duration(
+            "[downlink] expire_after",
+            d.expire_after.unwrap_or(defaults::COMMAND_EXPIRE_AFTER),
+            defaults::MIN_COMMAND_EXPIRE_AFTER,
+        )?;
+        Ok(crate::config::DownlinkConfig { expire_after })
+    }
+
     pub(super) fn summary_interval(&self, l: RawLog) -> Option<Duration> {
         let interval = l.summary_interval.unwrap_or(defaults::SUMMARY_INTERVAL);
         (!interval.is_zero()).then_some(interval)

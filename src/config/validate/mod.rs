@@ -87,6 +87,7 @@ impl Validator<'_> {
         let storage = self.storage(storage_raw, storage_dir)?;
         let http = self.http(raw.http.unwrap_or_default())?;
         let summary_interval = self.summary_interval(raw.log.unwrap_or_default());
+        let downlink = self.downlink(raw.downlink.unwrap_or_default())?;
         Ok(Config {
             origin: self.file.to_string(),
             source,
@@ -96,6 +97,7 @@ impl Validator<'_> {
             storage,
             http,
             summary_interval,
+            downlink,
         })
     }
 
