@@ -262,10 +262,20 @@ pub(super) fn start_jobs(
     crate::malloc::spawn(jobs, ingest.committed.clone(), stop.clone());
     let downlink = crate::downlink::Downlink::new(
         ingest.writes.clone(),
+        shared.reader.clone(),
         cfg.downlink.clone(),
         crate::downlink::Reach::of(&cfg.source),
     );
     jobs.spawn(crate::downlink::expire_job(downlink.clone(), stop.clone()));
+    // Commands over MQTT, with the sink's broker, when the source can send them.
+    if let (Some(m), true) = (&cfg.mqtt, downlink.reaches_any()) {
+        jobs.spawn(crate::downlink::mqtt::run(
+            m.connection.clone(),
+            m.topic_prefix.clone(),
+            downlink.clone(),
+            stop.clone(),
+        ));
+    }
     let _ = shared.downlink.set(downlink);
     activity::spawn_narrator(jobs, narrator, stop.clone());
 }
@@ -382,6 +392,7 @@ pub(super) async fn start_source(
     }
     let (mut ctx, first_setup) =
         source::SourceContext::new(events.clone(), stats.clone(), quarantine.clone());
+    ctx.downlink = shared.downlink.get().cloned();
     if let SourceConfig::Rylr998(r) = &cfg.source {
         checklist::radio_nodes(r).print_run();
         match shared.reader.link_counters() {

@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod command;
+pub mod mqtt;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -86,18 +87,105 @@ pub struct Submitted {
     pub new: bool,
 }
 
-/// The durable command queue: commits through the outbox's writer.
-#[derive(Debug, Clone)]
+/// The durable command queue: commits through the outbox's writer, reads through `reader`.
+#[derive(Clone)]
 pub struct Downlink {
     writes: WriteQueue,
+    reader: std::sync::Arc<crate::outbox::OutboxReader>,
     cfg: DownlinkConfig,
     reach: Reach,
+    /// Every change of a command's state, as stored (for the MQTT state messages).
+    changes: tokio::sync::broadcast::Sender<CommandRow>,
+}
+
+/// Changes the MQTT task may fall behind by before it misses some (each is also listed by
+/// `GET /api/nodes/<node>/commands`).
+const CHANGES: usize = 1024;
+
+impl std::fmt::Debug for Downlink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Downlink")
+            .field("reach", &self.reach)
+            .finish()
+    }
 }
 
 impl Downlink {
-    /// A queue writing through `writes`.
-    pub fn new(writes: WriteQueue, cfg: DownlinkConfig, reach: Reach) -> Downlink {
-        Downlink { writes, cfg, reach }
+    /// A queue writing through `writes` and reading through `reader`.
+    pub fn new(
+        writes: WriteQueue,
+        reader: std::sync::Arc<crate::outbox::OutboxReader>,
+        cfg: DownlinkConfig,
+        reach: Reach,
+    ) -> Downlink {
+        Downlink {
+            writes,
+            reader,
+            cfg,
+            reach,
+            changes: tokio::sync::broadcast::channel(CHANGES).0,
+        }
+    }
+
+    /// Whether the source can send commands to any node.
+    pub fn reaches_any(&self) -> bool {
+        !matches!(self.reach, Reach::None(_))
+    }
+
+    /// Every state change from now on.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<CommandRow> {
+        self.changes.subscribe()
+    }
+
+    /// Every command not in a final state (their states, for a new MQTT connection).
+    pub fn pending(&self) -> Vec<CommandRow> {
+        self.reader.pending_commands().unwrap_or_default()
+    }
+
+    /// `node`'s next command to put on the air (its oldest not in a final state), as sent.
+    pub fn next_for(&self, node: &str) -> Option<(CommandRow, lora_link::downlink::NodeCommand)> {
+        let row = match self.reader.next_command(node) {
+            Ok(row) => row?,
+            Err(error) => {
+                tracing::warn!(%error, node, "cannot read the node's next command");
+                return None;
+            }
+        };
+        let wire = on_air(&row)?;
+        Some((row, wire))
+    }
+
+    /// `row` went on the air: `sent` (when it was `queued`).
+    pub async fn sent(&self, row: &CommandRow) {
+        if row.state != State::Queued.as_str() {
+            return;
+        }
+        let change = CommandChange::State {
+            node: row.node.clone(),
+            id: row.id.clone(),
+            state: State::Sent.as_str().into(),
+            detail: String::new(),
+            at_ns: now_ns(),
+        };
+        if let Err(error) = self.write(change).await {
+            tracing::warn!(%error, node = row.node, id = row.id, "cannot record a command as sent");
+        }
+    }
+
+    /// `node` confirmed its command `number`; returns it, when there was one waiting.
+    pub async fn confirmed(&self, node: &str, number: u16) -> Option<CommandRow> {
+        let change = CommandChange::Confirmed {
+            node: node.to_string(),
+            number,
+            at_ns: now_ns(),
+        };
+        match self.write(change).await {
+            Ok(rows) => rows.into_iter().next(),
+            Err(error) => {
+                tracing::warn!(%error, node, number, "cannot record a command as confirmed");
+                None
+            }
+        }
     }
 
     /// Takes a request for `node`: stored as `queued`, or as `rejected` with the reason
@@ -131,6 +219,7 @@ impl Downlink {
             created_ns: now,
             updated_ns: now,
             expires_ns: expires,
+            number: 0,
         };
         let stored = self.write(CommandChange::Add(row.clone())).await?;
         let stored = stored
@@ -146,16 +235,42 @@ impl Downlink {
         self.write(CommandChange::Expire { now_ns: now_ns() }).await
     }
 
+    /// Commits `change`; every row it changed goes to the state subscribers.
     async fn write(&self, change: CommandChange) -> Result<Vec<CommandRow>, SubmitError> {
+        let adds = matches!(change, CommandChange::Add(_));
         let (reply, outcome) = Reply::channel();
         self.writes
             .send(Write::Command { change, reply })
             .map_err(|e| SubmitError::Unavailable(e.to_string()))?;
-        outcome
+        let rows = outcome
             .await
             .map_err(|_| SubmitError::Unavailable("the outbox writer stopped".into()))?
-            .map_err(SubmitError::Unavailable)
+            .map_err(SubmitError::Unavailable)?;
+        for row in &rows {
+            // An id taken before comes back unchanged: no new state to tell.
+            if !adds || row.created_ns == row.updated_ns {
+                let _ = self.changes.send(row.clone());
+            }
+        }
+        Ok(rows)
     }
+}
+
+/// A stored command as it goes on the air; `None` for one that cannot (refused ones never
+/// get here: only queued and sent ones are sent).
+pub fn on_air(row: &CommandRow) -> Option<lora_link::downlink::NodeCommand> {
+    use lora_link::downlink::{Kind, NodeCommand};
+    let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+    let kind = match command::command(&row.command, row.value.as_deref()).ok()? {
+        command::Command::Interval(d) => Kind::Interval(secs(d)),
+        command::Command::Ping => Kind::Ping,
+        command::Command::Identify(d) => Kind::Identify(secs(d)),
+        command::Command::Reboot => Kind::Reboot,
+    };
+    Some(NodeCommand {
+        number: row.number,
+        kind,
+    })
 }
 
 /// A new command id: `c-` and 12 random hex digits.

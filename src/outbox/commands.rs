@@ -41,6 +41,9 @@ pub struct CommandRow {
     pub updated_ns: i64,
     /// When it expires unless confirmed.
     pub expires_ns: i64,
+    /// Its number on the air (`lora_link::downlink::NodeCommand::number`): the row's id in
+    /// the table, cut to 16 bits (a node remembers the last few it applied).
+    pub number: u16,
 }
 
 /// A change to the commands, for the outbox's writer.
@@ -62,6 +65,15 @@ pub enum CommandChange {
         /// When.
         at_ns: i64,
     },
+    /// `node`'s command with `number` (not in a final state) is confirmed by the node.
+    Confirmed {
+        /// The node.
+        node: String,
+        /// The number it confirmed.
+        number: u16,
+        /// When.
+        at_ns: i64,
+    },
     /// Every command not in a final state whose time is up moves to `expired`.
     Expire {
         /// Now, ns since the epoch.
@@ -72,7 +84,8 @@ pub enum CommandChange {
 /// The states no other follows.
 const FINAL: &str = "('confirmed', 'expired', 'rejected')";
 
-const COLUMNS: &str = "node, id, command, value, state, detail, created_ns, updated_ns, expires_ns";
+const COLUMNS: &str =
+    "node, id, command, value, state, detail, created_ns, updated_ns, expires_ns, rowid";
 
 /// Applies `change` in its own transaction; returns the rows it left (the stored command for
 /// `Add` and `State`, every expired one for `Expire`).
@@ -81,10 +94,9 @@ pub(super) fn apply(conn: &mut Connection, change: &CommandChange) -> Result<Vec
     let rows = match change {
         CommandChange::Add(r) => {
             tx.execute(
-                &format!(
-                    "INSERT INTO commands ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-                     ON CONFLICT (node, id) DO NOTHING"
-                ),
+                "INSERT INTO commands \
+                 (node, id, command, value, state, detail, created_ns, updated_ns, expires_ns) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (node, id) DO NOTHING",
                 params![
                     r.node,
                     r.id,
@@ -114,6 +126,29 @@ pub(super) fn apply(conn: &mut Connection, change: &CommandChange) -> Result<Vec
                 params![node, id, state, detail, at_ns],
             )?;
             one(&tx, node, id)?.into_iter().collect()
+        }
+        CommandChange::Confirmed {
+            node,
+            number,
+            at_ns,
+        } => {
+            let matching =
+                format!("WHERE node = ?1 AND (rowid & 65535) = ?2 AND state NOT IN {FINAL}");
+            let rows = select(&tx, &matching, params![node, number])?;
+            tx.execute(
+                &format!(
+                    "UPDATE commands SET state = 'confirmed', detail = '', updated_ns = ?3 {matching}"
+                ),
+                params![node, number, at_ns],
+            )?;
+            rows.into_iter()
+                .map(|r| CommandRow {
+                    state: "confirmed".into(),
+                    detail: String::new(),
+                    updated_ns: *at_ns,
+                    ..r
+                })
+                .collect()
         }
         CommandChange::Expire { now_ns } => {
             let expired = select(
@@ -172,6 +207,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CommandRow> {
         created_ns: r.get(6)?,
         updated_ns: r.get(7)?,
         expires_ns: r.get(8)?,
+        number: (r.get::<_, i64>(9)? & 0xFFFF) as u16,
     })
 }
 
@@ -180,6 +216,16 @@ pub(super) fn of_node(conn: &Connection, node: &str, limit: usize) -> Result<Vec
     let mut rows = select(conn, "WHERE node = ?1", params![node])?;
     let skip = rows.len().saturating_sub(limit);
     Ok(rows.split_off(skip))
+}
+
+/// `node`'s oldest command not in a final state: the one to send next.
+pub(super) fn next_for(conn: &Connection, node: &str) -> Result<Option<CommandRow>> {
+    let mut rows = select(
+        conn,
+        &format!("WHERE node = ?1 AND state NOT IN {FINAL}"),
+        params![node],
+    )?;
+    Ok((!rows.is_empty()).then(|| rows.swap_remove(0)))
 }
 
 /// Every command not in a final state, oldest first.

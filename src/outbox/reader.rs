@@ -114,6 +114,11 @@ impl OutboxReader {
         super::commands::of_node(&self.conn(), node, limit).map_err(|e| self.err(e))
     }
 
+    /// `node`'s oldest command not in a final state: the one to send next.
+    pub fn next_command(&self, node: &str) -> Result<Option<super::CommandRow>> {
+        super::commands::next_for(&self.conn(), node).map_err(|e| self.err(e))
+    }
+
     /// Every command not in a final state, oldest first.
     pub fn pending_commands(&self) -> Result<Vec<super::CommandRow>> {
         super::commands::pending(&self.conn()).map_err(|e| self.err(e))

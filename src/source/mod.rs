@@ -44,6 +44,8 @@ pub(crate) struct SourceContext {
     /// The highest secure radio frame counter stored per node (from the outbox), for the
     /// `rylr998` source.
     pub link_counters: Vec<crate::reading::LinkCounter>,
+    /// The command queue, for the sources that send commands.
+    pub downlink: Option<crate::downlink::Downlink>,
 }
 
 /// The outcome of a source's first device set-up: what answered, or what is wrong.
@@ -64,6 +66,7 @@ impl SourceContext {
             quarantine,
             first_setup: Arc::new(std::sync::Mutex::new(Some(tx))),
             link_counters: Vec::new(),
+            downlink: None,
         };
         (ctx, rx)
     }

@@ -26,6 +26,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use lora_link::downlink::{Extras, NodeCommand};
 use lora_link::packet::{AckPacket, SensorDataPacket, MAX_ACK_LEN};
 use lora_link::secure::{self, Accepted, Rejection, Sender, MAX_ACK_FRAME_LEN};
 
@@ -48,6 +49,8 @@ pub(crate) enum Outcome {
         readings: Vec<Reading>,
         ack: Ack,
         link: Option<LinkCounter>,
+        /// A command's confirmation, the node's info (secure frames).
+        extras: Extras,
     },
     /// A packet heard before: counted, not written; acknowledge it again.
     Duplicate { ack: Ack },
@@ -134,6 +137,9 @@ struct Heard {
     last_frame: Vec<u8>,
     /// Repeats of it taken so far.
     repeats: u8,
+    /// The ACK sent for it (with the command it carried): a repeat gets the same bytes, as
+    /// no other plaintext may be sealed under that ACK's nonce.
+    last_ack: Option<Ack>,
 }
 
 impl Heard {
@@ -246,6 +252,7 @@ impl RadioLink {
                 counter,
                 repeat,
                 packet,
+                extras,
             } => {
                 // `receive` opens secure frames with a key only; never otherwise.
                 let Sender::Keyed(key) = who else {
@@ -257,7 +264,10 @@ impl RadioLink {
                         reason: format!("frame from address {sender}: secure, but no key"),
                     };
                 };
-                let ack = secure_ack(key, sender, counter, packet.seq_num);
+                let ack = match &heard.last_ack {
+                    Some(sent) if sent.counter == Some(counter) => sent.clone(),
+                    _ => secure_ack(key, sender, counter, packet.seq_num, None),
+                };
                 if repeat {
                     if let Some(refused) = refused_repeat(heard, data) {
                         self.received -= 1;
@@ -285,7 +295,7 @@ impl RadioLink {
                     counter,
                     key_check: key.check_value(),
                 };
-                (packet, Some((link, ack)))
+                (packet, Some((link, ack, extras)))
             }
             Accepted::Legacy { packet } => {
                 let recent: Vec<u16> = heard.recent.iter().copied().collect();
@@ -307,15 +317,17 @@ impl RadioLink {
         readings.extend(signal(rssi, snr));
         readings.extend(self.counters());
         match counter {
-            Some((link, ack)) => Outcome::Packet {
+            Some((link, ack, extras)) => Outcome::Packet {
                 readings,
                 ack,
                 link: Some(link),
+                extras,
             },
             None => Outcome::Packet {
                 readings,
                 ack: plain_ack(packet.seq_num),
                 link: None,
+                extras: Extras::NONE,
             },
         }
     }
@@ -328,6 +340,27 @@ impl RadioLink {
             heard.awaited.retain(|c| *c != counter);
             heard.committed = heard.committed.max(Some(counter));
         }
+    }
+
+    /// The ACK to send for the frame `ack` answers, from `sender`, with `command` in it (a
+    /// legacy node's ACK carries none); kept as that frame's one ACK, so a repeat of the
+    /// frame gets the same bytes.
+    pub(crate) fn ack_with(&mut self, sender: u16, ack: &Ack, command: Option<NodeCommand>) -> Ack {
+        let (Some(counter), Some(NodeAuth::Key(key))) =
+            (ack.counter, self.nodes.get(&sender).map(|n| &n.auth))
+        else {
+            return ack.clone();
+        };
+        let sealed = secure_ack(key, sender, counter, ack.seq, command.as_ref());
+        if let Some(heard) = self.heard.get_mut(&sender) {
+            heard.last_ack = Some(sealed.clone());
+        }
+        sealed
+    }
+
+    /// The name of the node at `sender`, when it is in the table.
+    pub(crate) fn name(&self, sender: u16) -> Option<&str> {
+        self.nodes.get(&sender).map(|n| n.name.as_str())
     }
 
     /// The packet that `ack` answers, from `sender`, could not be committed (and was not
@@ -408,10 +441,17 @@ fn plain_ack(seq: u16) -> Ack {
     }
 }
 
-/// The secure ACK of `seq`, bound to the uplink with `counter`.
-fn secure_ack(key: &secure::Key, sender: u16, counter: u32, seq: u16) -> Ack {
+/// The secure ACK of `seq`, bound to the uplink with `counter`, with `command` in it.
+fn secure_ack(
+    key: &secure::Key,
+    sender: u16,
+    counter: u32,
+    seq: u16,
+    command: Option<&NodeCommand>,
+) -> Ack {
     let mut buf = [0u8; MAX_ACK_FRAME_LEN];
-    let n = secure::seal_ack(key, sender, counter, &AckPacket::ack(seq), &mut buf).unwrap_or(0);
+    let ack = AckPacket::ack(seq);
+    let n = secure::seal_ack_with(key, sender, counter, &ack, command, &mut buf).unwrap_or(0);
     Ack {
         seq,
         counter: Some(counter),
@@ -755,6 +795,7 @@ mod tests {
             readings,
             ack,
             link: stored,
+            ..
         } = link.frame(1, &sealed(10, 1), -30, 9)
         else {
             panic!("a genuine frame was refused")

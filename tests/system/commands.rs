@@ -223,3 +223,210 @@ async fn commands_are_refused_or_kept_across_a_kill_and_expire_unconfirmed() {
     gw.signal(libc::SIGTERM);
     assert!(gw.wait(WAIT).success(), "{}", gw.log());
 }
+
+/// On the air through the gateway's modem: the queued command rides in the ACK of the node's
+/// next uplink (sealed, bound to it), the same bytes again for a repeat of that uplink, in
+/// every ACK until the node confirms it in an uplink; then `confirmed`, and the next command
+/// goes out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_rides_in_the_ack_until_the_node_confirms_it() {
+    use lora_link::downlink::{Extras, Kind, NodeCommand};
+    use lora_link::packet::SensorDataPacket;
+    use lora_link::secure::{self, Key};
+    let key = Key::from_hex("000102030405060708090a0b0c0d0e0f").unwrap();
+    let modem = ModemEmulator::start(Answer::Ok);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &modem.path, true)
+        .replace("expire_after = \"3s\"", "expire_after = \"1h\"");
+    let mut gw = TestGateway::start(dir.path(), &cfg, Stdio::null());
+    gw.wait_log("rylr998 modem set up; receiving", WAIT).await;
+    let url = dashboard_url(&plain(&gw.log()));
+    let uplink = |counter: u32, confirm: Option<u16>| {
+        let p = SensorDataPacket {
+            seq_num: counter as u16,
+            temperature: 250,
+            humidity: 5000,
+            gas_resistance: 1000,
+        };
+        let extras = Extras {
+            confirm,
+            info: None,
+        };
+        let mut buf = [0u8; secure::MAX_UPLINK_LEN];
+        let n = secure::seal_uplink_with(&key, 1, counter, &p, &extras, &mut buf).unwrap();
+        crate::modem_emulator::rcv(1, &buf[..n], -40, 9)
+    };
+    // What the ACK of uplink `counter` (the modem's n-th send) carries.
+    let command_in = |send: &[u8], counter: u32| {
+        let data_at = send
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b',')
+            .nth(1)
+            .unwrap()
+            .0
+            + 1;
+        let data = &send[data_at..send.len() - 2];
+        secure::open_ack_with(&key, 1, counter, data)
+            .expect("an authentic ACK of that uplink")
+            .1
+    };
+    let (status, body) = post(
+        &url,
+        "node1",
+        r#"{"id": "slow", "command": "interval", "value": "5s"}"#,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    modem.send(&uplink(7, None));
+    modem.wait_for_sends(1, WAIT).await;
+    let first = modem.sends()[0].clone();
+    let command = command_in(&first, 7).expect("the command in the ACK");
+    assert_eq!(command.kind, Kind::Interval(5));
+    wait_until("sent", WAIT, || async {
+        state_of(&list(&url, "node1").await, "slow") == "sent"
+    })
+    .await;
+    // The uplink again (its ACK lost): the very same ACK.
+    modem.send(&uplink(7, None));
+    modem.wait_for_sends(2, WAIT).await;
+    assert_eq!(modem.sends()[1], first);
+    // Not confirmed yet: the next uplink's ACK carries it again.
+    modem.send(&uplink(8, None));
+    modem.wait_for_sends(3, WAIT).await;
+    assert_eq!(command_in(&modem.sends()[2], 8), Some(command));
+    // Queued meanwhile: a ping, after the interval.
+    let (status, _) = post(
+        &url,
+        "node1",
+        r#"{"id": "hello", "command": "ping"}"#,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 202);
+    // Confirmed: the next ACK carries the ping.
+    modem.send(&uplink(9, Some(command.number)));
+    modem.wait_for_sends(4, WAIT).await;
+    let ping: Option<NodeCommand> = command_in(&modem.sends()[3], 9);
+    assert_eq!(ping.map(|c| c.kind), Some(Kind::Ping));
+    let commands = list(&url, "node1").await;
+    assert_eq!(state_of(&commands, "slow"), "confirmed");
+    assert_eq!(state_of(&commands, "hello"), "sent");
+    // Confirmed again (the node repeats its confirmation until it hears an ACK): no change.
+    modem.send(&uplink(10, Some(command.number)));
+    modem.wait_for_sends(5, WAIT).await;
+    assert_eq!(state_of(&list(&url, "node1").await, "slow"), "confirmed");
+    gw.signal(libc::SIGTERM);
+    assert!(gw.wait(WAIT).success(), "{}", gw.log());
+}
+
+/// Over MQTT: a request on `<prefix>/<node>/commands` is taken (committed before its PUBACK);
+/// every state change is published retained on `<prefix>/<node>/commands/<id>`; a refused one
+/// says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn commands_over_mqtt_publish_every_state_retained() {
+    use crate::support::{mqtt_publish, Mosquitto, Subscriber};
+    use lora_link::downlink::Extras;
+    use lora_link::packet::SensorDataPacket;
+    use lora_link::secure::{self, Key};
+    let key = Key::from_hex("000102030405060708090a0b0c0d0e0f").unwrap();
+    let mosquitto = Mosquitto::start();
+    let modem = ModemEmulator::start(Answer::Ok);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &modem.path, true)
+        .replace("expire_after = \"3s\"", "expire_after = \"1h\"")
+        + &format!(
+            "[mqtt]\nbroker_url = \"{}\"\nclient_id = \"gw-cmd\"\n",
+            mosquitto.url()
+        );
+    let mut gw = TestGateway::start(dir.path(), &cfg, Stdio::null());
+    gw.wait_log("mqtt commands connected", WAIT).await;
+    mqtt_publish(
+        mosquitto.port,
+        "iiot/node1/commands",
+        r#"{"id": "m-1", "command": "interval", "value": "5s"}"#,
+        false,
+    )
+    .await;
+    mqtt_publish(
+        mosquitto.port,
+        "iiot/node1/commands",
+        r#"{"id": "m-2", "command": "warp"}"#,
+        false,
+    )
+    .await;
+    let states = |sub: &Subscriber, id: &str| -> Vec<String> {
+        sub.messages()
+            .iter()
+            .filter(|m| m.topic == format!("iiot/node1/commands/{id}"))
+            .map(|m| {
+                serde_json::from_str::<Value>(&m.payload).unwrap()["state"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    // A late subscriber gets the retained states.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sub = Subscriber::connect(mosquitto.port, "watch-cmd", "iiot/node1/commands/#", true).await;
+    sub.wait_for(|m| m.len() >= 2, WAIT).await;
+    assert_eq!(states(&sub, "m-1"), ["queued"]);
+    assert_eq!(states(&sub, "m-2"), ["rejected"]);
+    let uplink = |counter: u32, confirm: Option<u16>| {
+        let p = SensorDataPacket {
+            seq_num: counter as u16,
+            temperature: 250,
+            humidity: 5000,
+            gas_resistance: 1000,
+        };
+        let mut buf = [0u8; secure::MAX_UPLINK_LEN];
+        let n = secure::seal_uplink_with(
+            &key,
+            1,
+            counter,
+            &p,
+            &Extras {
+                confirm,
+                info: None,
+            },
+            &mut buf,
+        )
+        .unwrap();
+        crate::modem_emulator::rcv(1, &buf[..n], -40, 9)
+    };
+    modem.send(&uplink(1, None));
+    sub.wait_for(|_| states(&sub, "m-1").len() >= 2, WAIT).await;
+    let number = {
+        let send = &modem.sends()[0];
+        let at = send
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b',')
+            .nth(1)
+            .unwrap()
+            .0
+            + 1;
+        secure::open_ack_with(&key, 1, 1, &send[at..send.len() - 2])
+            .unwrap()
+            .1
+            .unwrap()
+            .number
+    };
+    modem.send(&uplink(2, Some(number)));
+    sub.wait_for(|_| states(&sub, "m-1").len() >= 3, WAIT).await;
+    assert_eq!(states(&sub, "m-1"), ["queued", "sent", "confirmed"]);
+    let last = sub
+        .messages()
+        .into_iter()
+        .rfind(|m| m.topic == "iiot/node1/commands/m-1")
+        .unwrap();
+    let v: Value = serde_json::from_str(&last.payload).unwrap();
+    assert_eq!(
+        (&v["command"], &v["value"]),
+        (&"interval".into(), &"5s".into())
+    );
+    gw.signal(libc::SIGTERM);
+    assert!(gw.wait(WAIT).success(), "{}", gw.log());
+}

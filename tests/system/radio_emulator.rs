@@ -118,14 +118,29 @@ impl Port {
         attack: Option<AttackKind>,
         records: &Mutex<Records>,
     ) {
+        self.deliver_recorded(from, data, attack, records, None);
+    }
+
+    /// [`Port::deliver`], and `transmission` recorded with it: the records are held from
+    /// before the write, so nothing the peer answers is recorded before what it answers.
+    fn deliver_recorded(
+        &self,
+        from: u16,
+        data: &[u8],
+        attack: Option<AttackKind>,
+        records: &Mutex<Records>,
+        transmission: Option<Transmission>,
+    ) {
+        let mut records = records.lock().unwrap();
         let mut stream = self.stream.lock().unwrap();
         let _ = stream.write_all(&rcv(from, data, -40, 9));
-        records.lock().unwrap().deliveries.push(Delivery {
+        records.deliveries.push(Delivery {
             to: self.address,
             from,
             data: data.to_vec(),
             attack,
         });
+        records.transmissions.extend(transmission);
     }
 }
 
@@ -418,22 +433,24 @@ fn serve(mut end: End, own: &Port, peer: &Port, air: Air, records: &Mutex<Record
                 Fate::Delivered
             };
             let mut on_air = data.clone();
-            match fate {
-                Fate::Lost => {}
-                Fate::Corrupted => {
-                    let bit = rng.next() as usize % (on_air.len() * 8);
-                    on_air[bit / 8] ^= 1 << (bit % 8);
-                    peer.deliver(end.address, &on_air, None, records);
-                }
-                Fate::Delivered => peer.deliver(end.address, &on_air, None, records),
-            }
-            // Recorded once the frame is on the peer's port: an attacker that heard it can
-            // only play it back after it.
-            records.lock().unwrap().transmissions.push(Transmission {
+            // Recorded with the frame's delivery to the peer's port: an attacker that heard it
+            // can only play it back after it, and the peer's answer is recorded after it.
+            let transmission = Transmission {
                 from: end.address,
                 data,
                 fate,
-            });
+            };
+            match fate {
+                Fate::Lost => records.lock().unwrap().transmissions.push(transmission),
+                Fate::Corrupted => {
+                    let bit = rng.next() as usize % (on_air.len() * 8);
+                    on_air[bit / 8] ^= 1 << (bit % 8);
+                    peer.deliver_recorded(end.address, &on_air, None, records, Some(transmission));
+                }
+                Fate::Delivered => {
+                    peer.deliver_recorded(end.address, &on_air, None, records, Some(transmission))
+                }
+            }
         }
     }
 }

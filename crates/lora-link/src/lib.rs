@@ -9,7 +9,8 @@
 //! - [`modem`]: an incremental parser of the modem's output, fed arbitrary byte chunks;
 //!   `+RCV` frames are cut by their length field, whatever bytes the data holds.
 //! - [`at`]: the AT commands the nodes and the gateway send.
-//! - [`node1`]: Node 1's rules: sequence numbers, retransmission, what an answer means.
+//! - [`node1`]: Node 1's rules: sequence numbers, retransmission, what an answer means, and
+//!   ([`node1::commands`]) which command it applies and what its uplinks say back.
 //! - [`node2`]: Node 2's rules for a received frame (ACK, duplicates, `rx`/`err`) and its JSON
 //!   line, byte-identical to the original firmware's.
 //! - [`secure`]: secure frames (AES-128-CCM with a per-node key, a frame counter that never
@@ -39,6 +40,7 @@
 pub mod at;
 pub mod counter_log;
 pub mod crc;
+pub mod downlink;
 pub mod modem;
 pub mod node1;
 pub mod node2;

@@ -232,6 +232,7 @@ impl<'t, const N: usize> Receiver<'t, N> {
                     counter,
                     repeat,
                     packet,
+                    ..
                 }) => {
                     let ack = match sender {
                         Sender::Keyed(key) => AckFrame::sealed(

@@ -28,6 +28,7 @@ use ccm::aead::{AeadInOut, KeyInit};
 use ccm::consts::{U13, U8};
 use ccm::Ccm;
 
+use crate::downlink::{Extras, NodeCommand, COMMAND_LEN, MAX_UPLINK_EXTRAS};
 use crate::packet::{AckPacket, DecodeError, SensorDataPacket, MAX_ACK_LEN, MAX_PACKET_LEN};
 use crate::BufferTooSmall;
 
@@ -40,11 +41,15 @@ pub const UPLINK_HEADER_LEN: usize = 5;
 /// The shortest uplink: header, the shortest packet (four one-byte varints), tag.
 pub const MIN_UPLINK_LEN: usize = UPLINK_HEADER_LEN + 4 + TAG_LEN;
 /// The longest uplink.
-pub const MAX_UPLINK_LEN: usize = UPLINK_HEADER_LEN + MAX_PACKET_LEN + TAG_LEN;
+pub const MAX_UPLINK_LEN: usize = UPLINK_HEADER_LEN + MAX_UPLINK_PLAIN + TAG_LEN;
+/// The longest uplink plaintext: a packet and its extras ([`crate::downlink`]).
+const MAX_UPLINK_PLAIN: usize = MAX_PACKET_LEN + MAX_UPLINK_EXTRAS;
+/// The longest ACK plaintext: an ACK packet and a command.
+const MAX_ACK_PLAIN: usize = MAX_ACK_LEN + COMMAND_LEN;
 /// The shortest ACK: version, a two-byte `AckPacket`, tag.
 pub const MIN_ACK_LEN: usize = 1 + 2 + TAG_LEN;
 /// The longest ACK.
-pub const MAX_ACK_FRAME_LEN: usize = 1 + MAX_ACK_LEN + TAG_LEN;
+pub const MAX_ACK_FRAME_LEN: usize = 1 + MAX_ACK_PLAIN + TAG_LEN;
 /// The nonce's length (RFC 3610 with a 2-byte length field).
 pub const NONCE_LEN: usize = 13;
 
@@ -184,13 +189,15 @@ impl core::fmt::Display for OpenError {
     }
 }
 
-/// An uplink opened: its counter and its packet.
+/// An uplink opened: its counter, its packet, and what rides with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Uplink {
     /// The node's frame counter for this frame.
     pub counter: u32,
     /// What the node measured.
     pub packet: SensorDataPacket,
+    /// A command's confirmation, the node's info.
+    pub extras: Extras,
 }
 
 /// Writes the secure uplink of `packet` from `node` with `counter` into `out`; returns its
@@ -202,8 +209,21 @@ pub fn seal_uplink(
     packet: &SensorDataPacket,
     out: &mut [u8],
 ) -> Result<usize, BufferTooSmall> {
-    let mut plain = [0u8; MAX_PACKET_LEN];
+    seal_uplink_with(key, node, counter, packet, &Extras::NONE, out)
+}
+
+/// [`seal_uplink`] with `extras` after the packet.
+pub fn seal_uplink_with(
+    key: &Key,
+    node: u16,
+    counter: u32,
+    packet: &SensorDataPacket,
+    extras: &Extras,
+    out: &mut [u8],
+) -> Result<usize, BufferTooSmall> {
+    let mut plain = [0u8; MAX_UPLINK_PLAIN];
     let n = packet.encode(&mut plain)?;
+    let n = n + extras.encode(plain.get_mut(n..).ok_or(BufferTooSmall)?)?;
     let [c0, c1, c2, c3] = counter.to_be_bytes();
     let header = [VERSION, c0, c1, c2, c3];
     seal(
@@ -229,7 +249,7 @@ pub fn open_uplink(key: &Key, node: u16, frame: &[u8]) -> Result<Uplink, OpenErr
         [version, ..] => return Err(OpenError::BadVersion(*version)),
         [] => return Err(OpenError::BadLength(frame.len())),
     };
-    let mut plain = [0u8; MAX_PACKET_LEN];
+    let mut plain = [0u8; MAX_UPLINK_PLAIN];
     let n = open(
         key,
         &nonce(Direction::Uplink, node, counter),
@@ -237,8 +257,15 @@ pub fn open_uplink(key: &Key, node: u16, frame: &[u8]) -> Result<Uplink, OpenErr
         frame.get(UPLINK_HEADER_LEN..).unwrap_or_default(),
         &mut plain,
     )?;
-    let packet = whole(plain.get(..n).unwrap_or_default(), SensorDataPacket::decode)?;
-    Ok(Uplink { counter, packet })
+    let plain = plain.get(..n).unwrap_or_default();
+    let (packet, used) = SensorDataPacket::decode(plain).map_err(OpenError::Malformed)?;
+    let extras = Extras::decode(plain.get(used..).unwrap_or_default())
+        .ok_or(OpenError::Malformed(DecodeError::TrailingBytes))?;
+    Ok(Uplink {
+        counter,
+        packet,
+        extras,
+    })
 }
 
 /// Writes the secure ACK `ack` to `node`, answering its uplink with `counter`, into `out`;
@@ -250,8 +277,23 @@ pub fn seal_ack(
     ack: &AckPacket,
     out: &mut [u8],
 ) -> Result<usize, BufferTooSmall> {
-    let mut plain = [0u8; MAX_ACK_LEN];
-    let n = ack.encode(&mut plain)?;
+    seal_ack_with(key, node, counter, ack, None, out)
+}
+
+/// [`seal_ack`] with a command for the node after the ACK packet.
+pub fn seal_ack_with(
+    key: &Key,
+    node: u16,
+    counter: u32,
+    ack: &AckPacket,
+    command: Option<&NodeCommand>,
+    out: &mut [u8],
+) -> Result<usize, BufferTooSmall> {
+    let mut plain = [0u8; MAX_ACK_PLAIN];
+    let mut n = ack.encode(&mut plain)?;
+    if let Some(command) = command {
+        n += command.encode(plain.get_mut(n..).ok_or(BufferTooSmall)?)?;
+    }
     seal(
         key,
         &nonce(Direction::Ack, node, counter),
@@ -264,6 +306,16 @@ pub fn seal_ack(
 /// Opens an ACK that should answer `node`'s uplink with `counter`: one for any other frame, or
 /// from anyone without the key, fails its tag.
 pub fn open_ack(key: &Key, node: u16, counter: u32, frame: &[u8]) -> Result<AckPacket, OpenError> {
+    open_ack_with(key, node, counter, frame).map(|(ack, _)| ack)
+}
+
+/// [`open_ack`], with the command that rides in the ACK, if any.
+pub fn open_ack_with(
+    key: &Key,
+    node: u16,
+    counter: u32,
+    frame: &[u8],
+) -> Result<(AckPacket, Option<NodeCommand>), OpenError> {
     if !(MIN_ACK_LEN..=MAX_ACK_FRAME_LEN).contains(&frame.len()) {
         return Err(OpenError::BadLength(frame.len()));
     }
@@ -273,7 +325,7 @@ pub fn open_ack(key: &Key, node: u16, counter: u32, frame: &[u8]) -> Result<AckP
     if header != [VERSION] {
         return Err(OpenError::BadVersion(header.first().copied().unwrap_or(0)));
     }
-    let mut plain = [0u8; MAX_ACK_LEN];
+    let mut plain = [0u8; MAX_ACK_PLAIN];
     let n = open(
         key,
         &nonce(Direction::Ack, node, counter),
@@ -281,19 +333,14 @@ pub fn open_ack(key: &Key, node: u16, counter: u32, frame: &[u8]) -> Result<AckP
         rest,
         &mut plain,
     )?;
-    whole(plain.get(..n).unwrap_or_default(), AckPacket::decode)
-}
-
-/// A postcard decoder: the value at the start of the bytes, and how many it took.
-type Decoder<T> = fn(&[u8]) -> Result<(T, usize), DecodeError>;
-
-/// The one packet `bytes` hold, nothing left over.
-fn whole<T>(bytes: &[u8], decode: Decoder<T>) -> Result<T, OpenError> {
-    let (packet, used) = decode(bytes).map_err(OpenError::Malformed)?;
-    if used != bytes.len() {
-        return Err(OpenError::Malformed(DecodeError::TrailingBytes));
+    let plain = plain.get(..n).unwrap_or_default();
+    let (ack, used) = AckPacket::decode(plain).map_err(OpenError::Malformed)?;
+    match plain.get(used..).unwrap_or_default() {
+        [] => Ok((ack, None)),
+        record => NodeCommand::decode(record)
+            .map(|c| (ack, Some(c)))
+            .ok_or(OpenError::Malformed(DecodeError::TrailingBytes)),
     }
-    Ok(packet)
 }
 
 /// `header`, then `plain` encrypted, then the tag, into `out`.
@@ -335,7 +382,7 @@ fn open(
     let tag: &Array<u8, U8> = tag
         .try_into()
         .map_err(|_| OpenError::BadLength(sealed.len()))?;
-    let mut work = [0u8; MAX_PACKET_LEN];
+    let mut work = [0u8; MAX_UPLINK_PLAIN];
     let work = work
         .get_mut(..n)
         .ok_or(OpenError::BadLength(sealed.len()))?;
@@ -492,6 +539,8 @@ pub enum Accepted {
         repeat: bool,
         /// What the node measured.
         packet: SensorDataPacket,
+        /// A command's confirmation, the node's info.
+        extras: Extras,
     },
     /// A legacy node's frame of the original format (CRC, no counter).
     Legacy {
@@ -520,16 +569,22 @@ pub fn receive(
         Sender::Unknown => return Err(Rejection::UnknownNode),
     };
     match open_uplink(key, node, frame) {
-        Ok(Uplink { counter, packet }) => match freshness(highest, counter) {
+        Ok(Uplink {
+            counter,
+            packet,
+            extras,
+        }) => match freshness(highest, counter) {
             Freshness::New => Ok(Accepted::Secure {
                 counter,
                 repeat: false,
                 packet,
+                extras,
             }),
             Freshness::Repeat => Ok(Accepted::Secure {
                 counter,
                 repeat: true,
                 packet,
+                extras,
             }),
             Freshness::Replay => Err(Rejection::Replay),
         },
@@ -655,7 +710,8 @@ mod tests {
             opened,
             Uplink {
                 counter: 7,
-                packet: packet1()
+                packet: packet1(),
+                extras: Extras::NONE
             }
         );
         // The plaintext does not show through.
@@ -772,6 +828,76 @@ mod tests {
         assert!(Key::from_hex("é01020304050607080900a0b0c0d0e0").is_err());
     }
 
+    /// docs/PROTOCOL.md, "Downlink", vectors (computed with OpenSSL through Python's
+    /// `cryptography`): the ACK of packet 1 (counter 7) carrying command 1, interval 5 s; the
+    /// next uplink (counter 8) confirming it.
+    #[test]
+    fn the_downlink_vectors() {
+        use crate::downlink::{Kind, NodeCommand};
+        let command = NodeCommand {
+            number: 1,
+            kind: Kind::Interval(5),
+        };
+        let mut ack = [0u8; MAX_ACK_FRAME_LEN];
+        let n = seal_ack_with(
+            &TEST_KEY,
+            1,
+            7,
+            &AckPacket::ack(1),
+            Some(&command),
+            &mut ack,
+        )
+        .unwrap();
+        let expected = [
+            0x01, 0x48, 0x95, 0xc6, 0xe5, 0x4c, 0xab, 0xf1, 0xd1, 0x86, 0x00, 0xa4, 0x03, 0x22,
+            0xdb, 0x6c, 0xbe, 0xc8, 0x9e,
+        ];
+        assert_eq!(&ack[..n], &expected[..]);
+        assert_eq!(
+            open_ack_with(&TEST_KEY, 1, 7, &ack[..n]),
+            Ok((AckPacket::ack(1), Some(command)))
+        );
+        // Bound to the uplink it answers, like any ACK; the plain ACK API still takes it.
+        assert_eq!(
+            open_ack_with(&TEST_KEY, 1, 8, &ack[..n]),
+            Err(OpenError::BadTag)
+        );
+        assert_eq!(open_ack(&TEST_KEY, 1, 7, &ack[..n]), Ok(AckPacket::ack(1)));
+        let extras = Extras {
+            confirm: Some(1),
+            info: None,
+        };
+        let mut up = [0u8; MAX_UPLINK_LEN];
+        let n = seal_uplink_with(&TEST_KEY, 1, 8, &packet1(), &extras, &mut up).unwrap();
+        let expected = [
+            0x01, 0x00, 0x00, 0x00, 0x08, 0x88, 0xd0, 0x12, 0x98, 0xd6, 0x1d, 0x86, 0xce, 0x1c,
+            0x01, 0xcc, 0x82, 0x38, 0x0c, 0x11, 0x09, 0x43, 0x9d, 0x05,
+        ];
+        assert_eq!(&up[..n], &expected[..]);
+        let opened = open_uplink(&TEST_KEY, 1, &up[..n]).unwrap();
+        assert_eq!((opened.counter, opened.extras), (8, extras));
+        // The longest uplink: the longest packet, a confirmation and the node's info.
+        let info = crate::downlink::NodeInfo {
+            version: [1, 2, 3],
+            boots: u32::MAX,
+            uptime_s: u32::MAX,
+            reset: 4,
+        };
+        let longest = SensorDataPacket {
+            seq_num: u16::MAX,
+            temperature: i16::MIN,
+            humidity: u16::MAX,
+            gas_resistance: u32::MAX,
+        };
+        let all = Extras {
+            confirm: Some(u16::MAX),
+            info: Some(info),
+        };
+        let n = seal_uplink_with(&TEST_KEY, 1, 9, &longest, &all, &mut up).unwrap();
+        assert_eq!(n, MAX_UPLINK_LEN);
+        assert_eq!(open_uplink(&TEST_KEY, 1, &up[..n]).unwrap().extras, all);
+    }
+
     /// AES-128 of zeros under the test key, computed with OpenSSL (Python `cryptography`):
     /// c6a13b37878f5b82...
     #[test]
@@ -796,6 +922,7 @@ mod tests {
             counter: 7,
             repeat: false,
             packet: packet1(),
+            extras: Extras::NONE,
         };
         assert_eq!(receive(keyed, 1, None, secure), Ok(new));
         assert_eq!(receive(keyed, 1, Some(6), secure), Ok(new));
@@ -804,7 +931,8 @@ mod tests {
             Ok(Accepted::Secure {
                 counter: 7,
                 repeat: true,
-                packet: packet1()
+                packet: packet1(),
+                extras: Extras::NONE
             })
         );
         assert_eq!(receive(keyed, 1, Some(8), secure), Err(Rejection::Replay));

@@ -182,7 +182,7 @@ proptest! {
             let genuine = buf[..n].to_vec();
             for sending in 0..if twice { 2 } else { 1 } {
                 match receive(Sender::Keyed(&key), node, highest, &genuine) {
-                    Ok(Accepted::Secure { counter: c, repeat, packet }) => {
+                    Ok(Accepted::Secure { counter: c, repeat, packet, .. }) => {
                         prop_assert_eq!((c, repeat, packet), (counter, sending == 1, p));
                         if !repeat {
                             new += 1;

@@ -437,7 +437,9 @@ impl<'a> Station<'a> {
                 readings,
                 ack,
                 link,
+                extras,
             } => {
+                self.extras(sender, extras).await;
                 if let Some(ctx) = self.ctx {
                     let node = readings.first().map_or("", |r| r.node.as_str());
                     ctx.stats.radio.accepted(node, link.is_none());
@@ -502,6 +504,39 @@ impl<'a> Station<'a> {
         Ok(None)
     }
 
+    /// What rides in a node's uplink: a command's confirmation, its info.
+    async fn extras(&self, sender: u16, extras: lora_link::downlink::Extras) {
+        let (Some(downlink), Some(name)) = (
+            self.ctx.and_then(|c| c.downlink.as_ref()),
+            self.link.name(sender),
+        ) else {
+            return;
+        };
+        if let Some(number) = extras.confirm {
+            match downlink.confirmed(name, number).await {
+                Some(row) => info!(
+                    node = name,
+                    id = row.id,
+                    number,
+                    command = row.command,
+                    "command confirmed by the node"
+                ),
+                None => debug!(node = name, number, "command confirmed again (or not ours)"),
+            }
+        }
+        if let Some(i) = extras.info {
+            let [major, minor, patch] = i.version;
+            info!(
+                node = name,
+                version = format!("{major}.{minor}.{patch}"),
+                boots = i.boots,
+                uptime_s = i.uptime_s,
+                reset = i.reset,
+                "node info"
+            );
+        }
+    }
+
     /// The oldest waiting packet was committed (`ok`) or could not be: acknowledges it, or
     /// forgets its number so that the node's resend is stored.
     async fn settle(&mut self, ok: bool, port: &mut SerialStream) -> Result<(), Stop> {
@@ -518,9 +553,33 @@ impl<'a> Station<'a> {
             return Ok(());
         }
         self.link.committed(p.sender, &p.ack);
-        write_ack(port, p.sender, &p.ack).await?;
+        // The node's next command rides in this ACK (sent again with every ACK until the node
+        // confirms it or it expires).
+        let next = match (
+            self.ctx.and_then(|c| c.downlink.as_ref()),
+            self.link.name(p.sender),
+        ) {
+            (Some(downlink), Some(name)) if p.ack.counter.is_some() => downlink.next_for(name),
+            _ => None,
+        };
+        let ack = self
+            .link
+            .ack_with(p.sender, &p.ack, next.as_ref().map(|(_, c)| *c));
+        write_ack(port, p.sender, &ack).await?;
         let after = p.heard_at.elapsed();
         debug!(sender = p.sender, seq, after = ?after, "rylr998 ACK sent after the commit");
+        if let (Some((row, command)), Some(downlink)) =
+            (next, self.ctx.and_then(|c| c.downlink.as_ref()))
+        {
+            info!(
+                node = row.node,
+                id = row.id,
+                number = command.number,
+                command = row.command,
+                "command sent in the ACK of the node's uplink"
+            );
+            downlink.sent(&row).await;
+        }
         Ok(())
     }
 
