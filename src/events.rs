@@ -22,6 +22,8 @@ pub enum EventKind {
     SinkOutageBegun,
     /// A sink's far end is back.
     SinkOutageEnded,
+    /// A node reported another firmware version than the one it had.
+    FirmwareChanged,
 }
 
 impl EventKind {
@@ -34,6 +36,7 @@ impl EventKind {
             EventKind::NodeReboot => "node_reboot",
             EventKind::SinkOutageBegun => "sink_outage_begun",
             EventKind::SinkOutageEnded => "sink_outage_ended",
+            EventKind::FirmwareChanged => "firmware_changed",
         }
     }
 }

@@ -31,10 +31,10 @@ use std::path::Path;
 pub use defaults::default_client_id;
 pub use overrides::Overrides;
 pub use types::{
-    Config, DownlinkConfig, FileConfig, FullPolicy, HomeAssistantConfig, HttpConfig, InfluxApi,
-    InfluxConfig, InfluxTls, IngestConfig, MqttConfig, MqttSourceConfig, NodeAuth, PacketEvents,
-    ProcessConfig, ProcessKind, RadioNode, Rylr998Config, SerialConfig, SimulatorConfig,
-    SourceConfig, StorageConfig, SyncMode,
+    CommandNodes, Config, DownlinkConfig, FileConfig, FullPolicy, HomeAssistantConfig, HttpConfig,
+    InfluxApi, InfluxConfig, InfluxTls, IngestConfig, MqttConfig, MqttSourceConfig, NodeAuth,
+    PacketEvents, ProcessConfig, ProcessKind, RadioNode, Rylr998Config, SerialConfig,
+    SimulatorConfig, SourceConfig, StorageConfig, SyncMode,
 };
 
 use raw::RawConfig;

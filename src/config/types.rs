@@ -262,6 +262,32 @@ pub struct HomeAssistantConfig {
     pub discovery_prefix: String,
     /// This gateway's id in unique ids and topics (`iiot_gateway`).
     pub gateway_id: String,
+    /// The nodes the source can send commands to, which get an interval `number` and ping
+    /// and identify `button`s (`None`: any node but `exclude`'s; the Node 2 path).
+    pub command_nodes: CommandNodes,
+}
+
+/// Which nodes can take commands (for Home Assistant's controls).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum CommandNodes {
+    /// None: the source cannot send commands.
+    #[default]
+    None,
+    /// These (the `rylr998` source's `[source.nodes]`).
+    Only(std::collections::BTreeSet<String>),
+    /// Any radio node behind Node 2: every node but these (Node 2's own and the link's).
+    AllBut(std::collections::BTreeSet<String>),
+}
+
+impl CommandNodes {
+    /// Whether `node` can take commands.
+    pub fn contains(&self, node: &str) -> bool {
+        match self {
+            CommandNodes::None => false,
+            CommandNodes::Only(nodes) => nodes.contains(node),
+            CommandNodes::AllBut(nodes) => !nodes.contains(node),
+        }
+    }
 }
 
 /// Which InfluxDB write API.

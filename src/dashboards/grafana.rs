@@ -38,7 +38,8 @@
 //! - tag `node`: what the event is about (`gateway`, the sink name, `stats` for the reporting
 //!   node's reboot, the source kind);
 //! - tag `kind`, one of [`EVENT_KINDS`]: `gateway_started`, `gateway_stopped`,
-//!   `source_restarted`, `node_reboot`, `sink_outage_begun`, `sink_outage_ended`;
+//!   `source_restarted`, `node_reboot`, `sink_outage_begun`, `sink_outage_ended`,
+//!   `firmware_changed`;
 //! - field `text` (string): one human-readable line, shown as the annotation text;
 //! - timestamp: when it happened, nanoseconds (UTC).
 
@@ -76,6 +77,7 @@ pub const EVENT_KINDS: &[&str] = &[
     "node_reboot",
     "sink_outage_begun",
     "sink_outage_ended",
+    "firmware_changed",
 ];
 /// Bucket of the InfluxQL counter differences: finer than the time between two packets.
 pub const PER_BUCKET: &str = "1s";
@@ -725,6 +727,6 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("r._measurement == \"events\" and r._field == \"text\""));
-        assert_eq!(EVENT_KINDS.len(), 6);
+        assert_eq!(EVENT_KINDS.len(), 7);
     }
 }

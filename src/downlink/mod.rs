@@ -18,7 +18,7 @@ use std::time::Duration;
 use rand::TryRngCore as _;
 
 use crate::config::{DownlinkConfig, SourceConfig};
-use crate::outbox::{CommandChange, CommandRow, Reply, Write, WriteQueue};
+use crate::outbox::{CommandChange, CommandRow, NodeInfoRow, Reply, Write, WriteQueue};
 use crate::reading::now_ns;
 use command::{Request, State};
 
@@ -96,6 +96,10 @@ pub struct Downlink {
     reach: Reach,
     /// Every change of a command's state, as stored (for the MQTT state messages).
     changes: tokio::sync::broadcast::Sender<CommandRow>,
+    /// Every node info heard (for the MQTT info messages).
+    infos: tokio::sync::broadcast::Sender<NodeInfoRow>,
+    /// Where the "firmware changed" annotations go.
+    events: crate::events::EventLog,
 }
 
 /// Changes the MQTT task may fall behind by before it misses some (each is also listed by
@@ -117,6 +121,7 @@ impl Downlink {
         reader: std::sync::Arc<crate::outbox::OutboxReader>,
         cfg: DownlinkConfig,
         reach: Reach,
+        events: crate::events::EventLog,
     ) -> Downlink {
         Downlink {
             writes,
@@ -124,7 +129,47 @@ impl Downlink {
             cfg,
             reach,
             changes: tokio::sync::broadcast::channel(CHANGES).0,
+            infos: tokio::sync::broadcast::channel(CHANGES).0,
+            events,
         }
+    }
+
+    /// Every node info heard from now on.
+    pub fn infos(&self) -> tokio::sync::broadcast::Receiver<NodeInfoRow> {
+        self.infos.subscribe()
+    }
+
+    /// `node` said what it is (after a boot, or answering `ping`): stored, published, and a
+    /// "firmware changed" event when its version is not the one it had.
+    pub async fn info(&self, node: &str, info: &lora_link::downlink::NodeInfo) {
+        let [major, minor, patch] = info.version;
+        let row = NodeInfoRow {
+            node: node.to_string(),
+            version: format!("{major}.{minor}.{patch}"),
+            boots: info.boots,
+            uptime_s: info.uptime_s,
+            reset: info.reset,
+            at_ns: now_ns(),
+        };
+        let before = self.reader.node_info(node).ok().flatten();
+        if let Some(before) = before.filter(|b| b.version != row.version) {
+            let text = format!(
+                "{node} firmware changed: {} -> {}",
+                before.version, row.version
+            );
+            tracing::info!(
+                node,
+                from = before.version,
+                to = row.version,
+                "node firmware changed"
+            );
+            self.events
+                .emit(crate::events::EventKind::FirmwareChanged, node, &text);
+        }
+        if let Err(error) = self.write(CommandChange::Info(row.clone())).await {
+            tracing::warn!(%error, node, "cannot store the node's info");
+        }
+        let _ = self.infos.send(row);
     }
 
     /// Whether the source can send commands to any node.
@@ -296,6 +341,29 @@ pub fn row_json(row: &CommandRow) -> serde_json::Value {
         row.updated_ns,
         &row.detail,
     )
+}
+
+/// The JSON of a node's info (`<prefix>/<node>/info`).
+pub fn info_json(info: &NodeInfoRow) -> serde_json::Value {
+    serde_json::json!({
+        "node": info.node,
+        "version": info.version,
+        "boots": info.boots,
+        "uptime_s": info.uptime_s,
+        "reset": reset_reason(info.reset),
+        "at": command::rfc3339(info.at_ns),
+    })
+}
+
+/// `lora_link::downlink::NodeInfo::reset` in words.
+fn reset_reason(code: u8) -> &'static str {
+    match code {
+        1 => "power_on",
+        2 => "software",
+        3 => "watchdog",
+        4 => "panic",
+        _ => "unknown",
+    }
 }
 
 /// Expires commands every [`EXPIRE_EVERY`] until `stop`.

@@ -15,11 +15,6 @@ use crate::backoff::Backoff;
 use crate::mqtt::{Connection, EventDriver};
 use crate::outbox::CommandRow;
 
-/// The topic requests for `node` arrive on.
-pub fn request_topic(prefix: &str, node: &str) -> String {
-    format!("{prefix}/{node}/commands")
-}
-
 /// The topic of a command's state.
 pub fn state_topic(prefix: &str, row: &CommandRow) -> String {
     format!("{prefix}/{}/commands/{}", row.node, row.id)
@@ -37,10 +32,13 @@ fn node_of<'t>(prefix: &str, topic: &'t str) -> Option<&'t str> {
 /// Runs until `stop`, reconnecting with backoff.
 pub async fn run(conn: Connection, prefix: String, downlink: Downlink, stop: CancellationToken) {
     let mut backoff = Backoff::new(conn.reconnect_initial, conn.reconnect_max);
-    let mut changes = downlink.changes();
+    let mut news = News {
+        changes: downlink.changes(),
+        infos: downlink.infos(),
+    };
     let mut broker = 0;
     loop {
-        let why = session(&conn, broker, &prefix, &downlink, &mut changes, &stop).await;
+        let why = session(&conn, broker, &prefix, &downlink, &mut news, &stop).await;
         let Err(why) = why else { return };
         let delay = backoff.next_delay();
         warn!(url = conn.broker_url(broker), error = why, retry_in = ?delay, "mqtt commands connection lost; requests wait at the broker");
@@ -52,27 +50,46 @@ pub async fn run(conn: Connection, prefix: String, downlink: Downlink, stop: Can
     }
 }
 
+/// What the connection publishes: state changes and node infos.
+struct News {
+    changes: broadcast::Receiver<CommandRow>,
+    infos: broadcast::Receiver<crate::outbox::NodeInfoRow>,
+}
+
 /// One connection: `Ok` when stopped, else why it ended.
 async fn session(
     conn: &Connection,
     broker: usize,
     prefix: &str,
     downlink: &Downlink,
-    changes: &mut broadcast::Receiver<CommandRow>,
+    news: &mut News,
     stop: &CancellationToken,
 ) -> Result<(), String> {
     let mut opts = conn.options(format!("{}-commands", conn.client_id), broker);
     opts.set_clean_session(false).set_manual_acks(true);
     let (client, event_loop) = AsyncClient::new(opts, 64);
     let mut events = EventDriver::spawn(event_loop, 64);
-    let subscription = request_topic(prefix, "+");
+    let subscription = crate::mqtt::topic::commands_topic(prefix, "+");
     loop {
         tokio::select! {
             () = stop.cancelled() => {
                 let _ = client.try_disconnect();
                 return Ok(());
             }
-            change = changes.recv() => match change {
+            info = news.infos.recv() => {
+                if let Ok(info) = info {
+                    client
+                        .publish(
+                            format!("{prefix}/{}/info", info.node),
+                            QoS::AtLeastOnce,
+                            true,
+                            super::info_json(&info).to_string(),
+                        )
+                        .await
+                        .map_err(|e| format!("publish: {e}"))?;
+                }
+            }
+            change = news.changes.recv() => match change {
                 Ok(row) => publish(&client, prefix, &row).await?,
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     warn!(missed = n, "mqtt commands: state messages missed; they are in GET /api/nodes/<node>/commands");

@@ -50,6 +50,12 @@ pub fn validate_prefix(prefix: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `<prefix>/<node>/commands`: where command requests for `node` arrive (`docs/API.md`,
+/// "Commands"); `+` as the node: all of them.
+pub fn commands_topic(prefix: &str, node: &str) -> String {
+    format!("{prefix}/{node}/commands")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

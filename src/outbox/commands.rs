@@ -18,7 +18,32 @@ CREATE TABLE IF NOT EXISTS commands (
     expires_ns INTEGER NOT NULL,
     PRIMARY KEY (node, id)
 );
+CREATE TABLE IF NOT EXISTS node_info (
+    node     TEXT PRIMARY KEY,
+    version  TEXT NOT NULL,
+    boots    INTEGER NOT NULL,
+    uptime_s INTEGER NOT NULL,
+    reset    INTEGER NOT NULL,
+    at_ns    INTEGER NOT NULL
+);
 ";
+
+/// What a node last said of itself (its `ping` answer, or the info after a boot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfoRow {
+    /// The node.
+    pub node: String,
+    /// Its firmware version, `major.minor.patch`.
+    pub version: String,
+    /// Its boots since its flash was written.
+    pub boots: u32,
+    /// Seconds since its boot.
+    pub uptime_s: u32,
+    /// Why it last reset (`lora_link::downlink::NodeInfo::reset`).
+    pub reset: u8,
+    /// When it said so.
+    pub at_ns: i64,
+}
 
 /// One command as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +99,8 @@ pub enum CommandChange {
         /// When.
         at_ns: i64,
     },
+    /// A node's info, replacing what it said before.
+    Info(NodeInfoRow),
     /// Every command not in a final state whose time is up moves to `expired`.
     Expire {
         /// Now, ns since the epoch.
@@ -149,6 +176,16 @@ pub(super) fn apply(conn: &mut Connection, change: &CommandChange) -> Result<Vec
                     ..r
                 })
                 .collect()
+        }
+        CommandChange::Info(i) => {
+            tx.execute(
+                "INSERT INTO node_info (node, version, boots, uptime_s, reset, at_ns) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (node) DO UPDATE SET \
+                 version = excluded.version, boots = excluded.boots, \
+                 uptime_s = excluded.uptime_s, reset = excluded.reset, at_ns = excluded.at_ns",
+                params![i.node, i.version, i.boots, i.uptime_s, i.reset, i.at_ns],
+            )?;
+            Vec::new()
         }
         CommandChange::Expire { now_ns } => {
             let expired = select(
@@ -226,6 +263,25 @@ pub(super) fn next_for(conn: &Connection, node: &str) -> Result<Option<CommandRo
         params![node],
     )?;
     Ok((!rows.is_empty()).then(|| rows.swap_remove(0)))
+}
+
+/// What `node` last said of itself.
+pub(super) fn info(conn: &Connection, node: &str) -> Result<Option<NodeInfoRow>> {
+    conn.query_row(
+        "SELECT node, version, boots, uptime_s, reset, at_ns FROM node_info WHERE node = ?1",
+        params![node],
+        |r| {
+            Ok(NodeInfoRow {
+                node: r.get(0)?,
+                version: r.get(1)?,
+                boots: r.get(2)?,
+                uptime_s: r.get(3)?,
+                reset: r.get(4)?,
+                at_ns: r.get(5)?,
+            })
+        },
+    )
+    .optional()
 }
 
 /// Every command not in a final state, oldest first.

@@ -44,7 +44,7 @@ mod writer;
 
 pub use backlog::Backlog;
 pub use budget::BudgetReport;
-pub use commands::{CommandChange, CommandRow};
+pub use commands::{CommandChange, CommandRow, NodeInfoRow};
 pub use feed::FeedReader;
 pub use lock::LOCK_FILE;
 pub use queue::{

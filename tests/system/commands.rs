@@ -337,9 +337,10 @@ async fn commands_over_mqtt_publish_every_state_retained() {
     let cfg = config(dir.path(), &modem.path, true)
         .replace("expire_after = \"3s\"", "expire_after = \"1h\"")
         + &format!(
-            "[mqtt]\nbroker_url = \"{}\"\nclient_id = \"gw-cmd\"\n",
+            "[mqtt]\nbroker_url = \"{}\"\nclient_id = \"gw-cmd\"\n[homeassistant]\nenabled = true\n",
             mosquitto.url()
         );
+    let ha = Subscriber::connect(mosquitto.port, "home-assistant", "homeassistant/#", true).await;
     let mut gw = TestGateway::start(dir.path(), &cfg, Stdio::null());
     gw.wait_log("mqtt commands connected", WAIT).await;
     mqtt_publish(
@@ -417,6 +418,77 @@ async fn commands_over_mqtt_publish_every_state_retained() {
     modem.send(&uplink(2, Some(number)));
     sub.wait_for(|_| states(&sub, "m-1").len() >= 3, WAIT).await;
     assert_eq!(states(&sub, "m-1"), ["queued", "sent", "confirmed"]);
+    // The node's info, retained on <prefix>/<node>/info; a new version is an annotation.
+    let info_sub = Subscriber::connect(mosquitto.port, "watch-info", "iiot/node1/info", true).await;
+    let info = |counter: u32, version: [u8; 3]| {
+        let p = SensorDataPacket {
+            seq_num: counter as u16,
+            temperature: 250,
+            humidity: 5000,
+            gas_resistance: 1000,
+        };
+        let extras = Extras {
+            confirm: None,
+            info: Some(lora_link::downlink::NodeInfo {
+                version,
+                boots: 3,
+                uptime_s: 12,
+                reset: 2,
+            }),
+        };
+        let mut buf = [0u8; secure::MAX_UPLINK_LEN];
+        let n = secure::seal_uplink_with(&key, 1, counter, &p, &extras, &mut buf).unwrap();
+        crate::modem_emulator::rcv(1, &buf[..n], -40, 9)
+    };
+    modem.send(&info(3, [0, 3, 0]));
+    info_sub.wait_for(|m| !m.is_empty(), WAIT).await;
+    let v: Value = serde_json::from_str(&info_sub.messages()[0].payload).unwrap();
+    assert_eq!(
+        (&v["version"], &v["boots"], &v["uptime_s"], &v["reset"]),
+        (&"0.3.0".into(), &3.into(), &12.into(), &"software".into())
+    );
+    modem.send(&info(4, [0, 4, 0]));
+    gw.wait_log("node firmware changed", WAIT).await;
+    assert!(!gw.log().contains("firmware changed: 0.2"), "{}", gw.log());
+
+    // Home Assistant got node1's controls with its first readings; pressing "ping" there is a
+    // command request like any other.
+    let controls = ha
+        .wait_for(
+            |m| {
+                m.iter()
+                    .any(|m| m.topic == "homeassistant/button/iiot_gateway_node1_ping/config")
+            },
+            WAIT,
+        )
+        .await;
+    for topic in [
+        "homeassistant/number/iiot_gateway_node1_interval/config",
+        "homeassistant/button/iiot_gateway_node1_identify/config",
+    ] {
+        assert!(controls.iter().any(|m| m.topic == topic), "{topic} missing");
+    }
+    let ping = controls
+        .iter()
+        .find(|m| m.topic == "homeassistant/button/iiot_gateway_node1_ping/config")
+        .unwrap();
+    let ping: Value = serde_json::from_str(&ping.payload).unwrap();
+    let before = sub.messages().len();
+    mqtt_publish(
+        mosquitto.port,
+        ping["command_topic"].as_str().unwrap(),
+        ping["payload_press"].as_str().unwrap(),
+        false,
+    )
+    .await;
+    let state = |m: &crate::support::Msg| m.topic.starts_with("iiot/node1/commands/");
+    let after = sub.wait_for(|m| m[before..].iter().any(state), WAIT).await;
+    let pressed = after[before..].iter().find(|m| state(m)).unwrap();
+    let pressed: Value = serde_json::from_str(&pressed.payload).unwrap();
+    assert_eq!(
+        (&pressed["command"], &pressed["state"]),
+        (&"ping".into(), &"queued".into())
+    );
     let last = sub
         .messages()
         .into_iter()

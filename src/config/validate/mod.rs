@@ -76,6 +76,9 @@ impl Validator<'_> {
         };
         if let Some(ha) = raw.homeassistant {
             self.homeassistant(ha, mqtt.as_mut())?;
+            if let Some(ha) = mqtt.as_mut().and_then(|m| m.homeassistant.as_mut()) {
+                ha.command_nodes = command_nodes(&source);
+            }
         }
         if mqtt.as_ref().is_none_or(|m| m.packet_events.is_none()) {
             self.identity_unused(&identity)?;
@@ -203,6 +206,28 @@ fn absolute(path: PathBuf) -> PathBuf {
 /// [`absolute`] of a path given as text (a program or firmware file on a command line).
 fn absolute_text(path: &str) -> String {
     absolute(PathBuf::from(path)).display().to_string()
+}
+
+/// The nodes `source` can send commands to (`crate::downlink::Reach`, for Home Assistant).
+fn command_nodes(source: &SourceConfig) -> super::CommandNodes {
+    match source {
+        SourceConfig::Rylr998(r) => {
+            super::CommandNodes::Only(r.nodes.values().map(|n| n.name.clone()).collect())
+        }
+        SourceConfig::Serial(_) => node2_path(),
+        SourceConfig::Process(p) if p.kind == super::ProcessKind::ProbeRs => node2_path(),
+        _ => super::CommandNodes::None,
+    }
+}
+
+/// Through Node 2: its radio nodes, not Node 2 itself nor the link's own readings.
+fn node2_path() -> super::CommandNodes {
+    super::CommandNodes::AllBut(
+        ["node2", "signal", "stats", "gateway"]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+    )
 }
 
 /// `n` if it is at least 1.

@@ -359,6 +359,7 @@ impl Validator<'_> {
         m.homeassistant = Some(HomeAssistantConfig {
             discovery_prefix,
             gateway_id,
+            command_nodes: Default::default(),
         });
         Ok(())
     }

@@ -67,6 +67,73 @@ pub fn discovery(
     (topic, payload.to_string())
 }
 
+/// (discovery topic, retained JSON payload) of a node's controls, for a node the source can
+/// send commands to (`docs/API.md`, "Commands"): a `number` for its uplink interval (seconds)
+/// and `button`s for `ping` and `identify`, each publishing a command request on
+/// `<prefix>/<node>/commands`.
+pub fn command_entities(
+    cfg: &HomeAssistantConfig,
+    topic_prefix: &str,
+    node: &str,
+) -> Vec<(String, String)> {
+    let device = json!({
+        "identifiers": [format!("{}_{node}", cfg.gateway_id)],
+        "name": node,
+        "manufacturer": "iiot-gateway",
+        "model": "field sensor node",
+        "via_device": cfg.gateway_id,
+    });
+    let command_topic = crate::mqtt::topic::commands_topic(topic_prefix, node);
+    let entity = |component: &str, what: &str, name: &str, extra: serde_json::Value| {
+        let object_id = format!("{}_{node}_{what}", cfg.gateway_id);
+        let mut payload = json!({
+            "name": format!("{node} {name}"),
+            "unique_id": object_id,
+            "object_id": object_id,
+            "command_topic": command_topic,
+            "availability_topic": status_topic(topic_prefix),
+            "payload_available": "online",
+            "payload_not_available": "offline",
+            "device": device,
+        });
+        if let (Some(p), Some(e)) = (payload.as_object_mut(), extra.as_object()) {
+            p.extend(e.clone());
+        }
+        (
+            format!("{}/{component}/{object_id}/config", cfg.discovery_prefix),
+            payload.to_string(),
+        )
+    };
+    vec![
+        entity(
+            "number",
+            "interval",
+            "interval",
+            json!({
+                "command_template": "{\"command\": \"interval\", \"value\": \"{{ value | int }}s\"}",
+                "min": 1,
+                "max": 86_400,
+                "step": 1,
+                "mode": "box",
+                "unit_of_measurement": "s",
+                "optimistic": true,
+            }),
+        ),
+        entity(
+            "button",
+            "ping",
+            "ping",
+            json!({"payload_press": "{\"command\": \"ping\"}"}),
+        ),
+        entity(
+            "button",
+            "identify",
+            "identify",
+            json!({"payload_press": "{\"command\": \"identify\"}", "device_class": "identify"}),
+        ),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,7 +142,36 @@ mod tests {
         HomeAssistantConfig {
             discovery_prefix: "homeassistant".into(),
             gateway_id: "iiot_gateway".into(),
+            command_nodes: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_node_that_takes_commands_gets_an_interval_number_and_two_buttons() {
+        let entities = command_entities(&cfg(), "iiot", "node1");
+        let topics: Vec<&str> = entities.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(
+            topics,
+            [
+                "homeassistant/number/iiot_gateway_node1_interval/config",
+                "homeassistant/button/iiot_gateway_node1_ping/config",
+                "homeassistant/button/iiot_gateway_node1_identify/config",
+            ]
+        );
+        let number: serde_json::Value = serde_json::from_str(&entities[0].1).unwrap();
+        assert_eq!(number["command_topic"], "iiot/node1/commands");
+        assert_eq!(
+            number["command_template"],
+            "{\"command\": \"interval\", \"value\": \"{{ value | int }}s\"}"
+        );
+        assert_eq!(
+            (&number["min"], &number["max"]),
+            (&1.into(), &86_400.into())
+        );
+        assert_eq!(number["device"]["identifiers"][0], "iiot_gateway_node1");
+        let ping: serde_json::Value = serde_json::from_str(&entities[1].1).unwrap();
+        assert_eq!(ping["payload_press"], "{\"command\": \"ping\"}");
+        assert_eq!(ping["command_topic"], "iiot/node1/commands");
     }
 
     #[test]

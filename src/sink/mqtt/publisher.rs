@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use rumqttc::QoS;
 
 use super::acks::{AckTracker, AckWatch};
-use super::homeassistant::{discovery, ha_status_topic};
+use super::homeassistant::{command_entities, discovery, ha_status_topic};
 use crate::config::{HomeAssistantConfig, PacketEvents};
 use crate::decode::packet_event::{self, EventReading};
 use crate::live_view::MAX_SERIES;
@@ -371,6 +371,20 @@ impl Publisher {
             kind: Kind::Discovery,
         });
         self.announced.insert(series);
+        // A node that takes commands gets its controls once, with its first series.
+        let controls = (r.node.clone(), CompactString::const_new(""));
+        if ha.command_nodes.contains(&r.node) && !self.announced.contains(&controls) {
+            for (topic, payload) in command_entities(ha, &self.rules.prefix, &r.node) {
+                self.pending.push_back(Message {
+                    topic,
+                    qos: QoS::AtLeastOnce,
+                    retain: true,
+                    payload: payload.into_bytes(),
+                    kind: Kind::Discovery,
+                });
+            }
+            self.announced.insert(controls);
+        }
     }
 
     /// Queues the event of the packet `first` opens: `first` and the buffered rows of the same
@@ -459,6 +473,7 @@ mod tests {
         r.homeassistant = Some(HomeAssistantConfig {
             discovery_prefix: "homeassistant".into(),
             gateway_id: "gw".into(),
+            command_nodes: Default::default(),
         });
         r
     }

@@ -534,6 +534,7 @@ impl<'a> Station<'a> {
                 reset = i.reset,
                 "node info"
             );
+            downlink.info(name, &i).await;
         }
     }
 
