@@ -100,6 +100,26 @@ pub struct Downlink {
     infos: tokio::sync::broadcast::Sender<NodeInfoRow>,
     /// Where the "firmware changed" annotations go.
     events: crate::events::EventLog,
+    /// Per node: its open commands and its firmware version, for the dashboard.
+    summary: std::sync::Arc<std::sync::Mutex<Summary>>,
+}
+
+/// What the dashboard's node list shows of the commands and the nodes' info.
+#[derive(Debug, Default)]
+struct Summary {
+    /// Commands not in a final state: (node, id).
+    open: BTreeSet<(String, String)>,
+    /// Each node's firmware version.
+    firmware: std::collections::BTreeMap<String, String>,
+}
+
+/// A node's open commands and firmware version.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeSummary {
+    /// Commands not confirmed, expired or rejected yet.
+    pub pending: usize,
+    /// Its firmware version, when it said.
+    pub firmware: Option<String>,
 }
 
 /// Changes the MQTT task may fall behind by before it misses some (each is also listed by
@@ -131,6 +151,32 @@ impl Downlink {
             changes: tokio::sync::broadcast::channel(CHANGES).0,
             infos: tokio::sync::broadcast::channel(CHANGES).0,
             events,
+            summary: Default::default(),
+        }
+        .with_summary()
+    }
+
+    /// The summary as stored now.
+    fn with_summary(self) -> Downlink {
+        if let Ok(mut summary) = self.summary.lock() {
+            for row in self.reader.pending_commands().unwrap_or_default() {
+                summary.open.insert((row.node, row.id));
+            }
+            for info in self.reader.node_infos().unwrap_or_default() {
+                summary.firmware.insert(info.node, info.version);
+            }
+        }
+        self
+    }
+
+    /// `node`'s open commands and firmware version.
+    pub fn summary(&self, node: &str) -> NodeSummary {
+        let Ok(summary) = self.summary.lock() else {
+            return NodeSummary::default();
+        };
+        NodeSummary {
+            pending: summary.open.iter().filter(|(n, _)| n == node).count(),
+            firmware: summary.firmware.get(node).cloned(),
         }
     }
 
@@ -168,6 +214,11 @@ impl Downlink {
         }
         if let Err(error) = self.write(CommandChange::Info(row.clone())).await {
             tracing::warn!(%error, node, "cannot store the node's info");
+        }
+        if let Ok(mut summary) = self.summary.lock() {
+            summary
+                .firmware
+                .insert(row.node.clone(), row.version.clone());
         }
         let _ = self.infos.send(row);
     }
@@ -291,6 +342,15 @@ impl Downlink {
             .await
             .map_err(|_| SubmitError::Unavailable("the outbox writer stopped".into()))?
             .map_err(SubmitError::Unavailable)?;
+        if let Ok(mut summary) = self.summary.lock() {
+            for row in &rows {
+                let key = (row.node.clone(), row.id.clone());
+                match State::parse(&row.state).is_some_and(State::is_final) {
+                    true => summary.open.remove(&key),
+                    false => summary.open.insert(key),
+                };
+            }
+        }
         for row in &rows {
             // An id taken before comes back unchanged: no new state to tell.
             if !adds || row.created_ns == row.updated_ns {

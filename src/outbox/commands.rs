@@ -270,18 +270,29 @@ pub(super) fn info(conn: &Connection, node: &str) -> Result<Option<NodeInfoRow>>
     conn.query_row(
         "SELECT node, version, boots, uptime_s, reset, at_ns FROM node_info WHERE node = ?1",
         params![node],
-        |r| {
-            Ok(NodeInfoRow {
-                node: r.get(0)?,
-                version: r.get(1)?,
-                boots: r.get(2)?,
-                uptime_s: r.get(3)?,
-                reset: r.get(4)?,
-                at_ns: r.get(5)?,
-            })
-        },
+        info_row,
     )
     .optional()
+}
+
+/// What every node last said of itself.
+pub(super) fn infos(conn: &Connection) -> Result<Vec<NodeInfoRow>> {
+    let mut stmt = conn.prepare(
+        "SELECT node, version, boots, uptime_s, reset, at_ns FROM node_info ORDER BY node",
+    )?;
+    let rows = stmt.query_map([], info_row)?;
+    rows.collect()
+}
+
+fn info_row(r: &rusqlite::Row<'_>) -> Result<NodeInfoRow> {
+    Ok(NodeInfoRow {
+        node: r.get(0)?,
+        version: r.get(1)?,
+        boots: r.get(2)?,
+        uptime_s: r.get(3)?,
+        reset: r.get(4)?,
+        at_ns: r.get(5)?,
+    })
 }
 
 /// Every command not in a final state, oldest first.

@@ -119,6 +119,11 @@ impl OutboxReader {
         super::commands::next_for(&self.conn(), node).map_err(|e| self.err(e))
     }
 
+    /// What every node last said of itself.
+    pub fn node_infos(&self) -> Result<Vec<super::NodeInfoRow>> {
+        super::commands::infos(&self.conn()).map_err(|e| self.err(e))
+    }
+
     /// What `node` last said of itself.
     pub fn node_info(&self, node: &str) -> Result<Option<super::NodeInfoRow>> {
         super::commands::info(&self.conn(), node).map_err(|e| self.err(e))

@@ -62,7 +62,7 @@ pub(super) async fn api_stream(
                     Err(RecvError::Closed) => break,
                 },
                 _ = tick.tick() => {
-                    let nodes = nodes::current(&state.latest, now_ns());
+                    let nodes = nodes::current(&state.latest, state.downlink.get(), now_ns());
                     if nodes == last_nodes {
                         continue;
                     }

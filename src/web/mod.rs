@@ -213,7 +213,7 @@ async fn api_nodes(State(state): State<AppState>) -> impl IntoResponse {
     Json(json!({
         "now": now,
         "offline_after_intervals": crate::nodes::liveness::OFFLINE_AFTER_INTERVALS,
-        "nodes": nodes::current(&state.latest, now),
+        "nodes": nodes::current(&state.latest, state.downlink.get(), now),
     }))
 }
 

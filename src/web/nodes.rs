@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+use crate::downlink::NodeSummary;
 use crate::nodes::liveness::{node_state, NodeState, OFFLINE_AFTER_INTERVALS};
 
 const NS_PER_MS: i64 = 1_000_000;
@@ -23,12 +24,17 @@ pub(super) fn metrics_by_node(latest: &[StoredReading]) -> BTreeMap<String, Vec<
 }
 
 /// The `nodes` array of `/api/nodes` (without the server time, so two of them compare equal
-/// while nothing changed).
-pub(super) fn nodes_json(states: &[NodeState], metrics: &BTreeMap<String, Vec<String>>) -> Value {
+/// while nothing changed). `summary` gives a node's open commands and firmware version.
+pub(super) fn nodes_json(
+    states: &[NodeState],
+    metrics: &BTreeMap<String, Vec<String>>,
+    summary: &dyn Fn(&str) -> NodeSummary,
+) -> Value {
     Value::Array(
         states
             .iter()
             .map(|s| {
+                let NodeSummary { pending, firmware } = summary(&s.node);
                 json!({
                     "node": s.node,
                     "online": s.online,
@@ -37,20 +43,28 @@ pub(super) fn nodes_json(states: &[NodeState], metrics: &BTreeMap<String, Vec<St
                     "interval_inferred": s.inferred,
                     "offline_after_ms": s.interval_ns.saturating_mul(OFFLINE_AFTER_INTERVALS) / NS_PER_MS,
                     "metrics": metrics.get(&s.node).cloned().unwrap_or_default(),
+                    "pending_commands": pending,
+                    "firmware": firmware,
                 })
             })
             .collect(),
     )
 }
 
-/// Every node's state now, from the node times and newest readings kept by `LiveView`.
-pub(super) fn current(latest: &crate::live_view::LiveView, now_ns: i64) -> Value {
+/// Every node's state now, from the node times and newest readings kept by `LiveView`, and
+/// the command queue's summary when there is one.
+pub(super) fn current(
+    latest: &crate::live_view::LiveView,
+    downlink: Option<&crate::downlink::Downlink>,
+    now_ns: i64,
+) -> Value {
     let states: Vec<NodeState> = latest
         .node_times()
         .iter()
         .filter_map(|(node, times)| node_state(node, times, now_ns))
         .collect();
-    nodes_json(&states, &metrics_by_node(&latest.snapshot()))
+    let summary = |node: &str| downlink.map(|d| d.summary(node)).unwrap_or_default();
+    nodes_json(&states, &metrics_by_node(&latest.snapshot()), &summary)
 }
 
 #[cfg(test)]
@@ -64,12 +78,16 @@ mod tests {
         let states = [node_state("node1", &[0, 10 * S], 45 * S).unwrap()];
         let mut metrics = BTreeMap::new();
         metrics.insert("node1".to_string(), vec!["temperature".to_string()]);
+        let summary = |node: &str| NodeSummary {
+            pending: usize::from(node == "node1") * 2,
+            firmware: Some("0.3.1".into()),
+        };
         assert_eq!(
-            nodes_json(&states, &metrics),
+            nodes_json(&states, &metrics, &summary),
             json!([{
                 "node": "node1", "online": false, "last_seen": 10 * S,
                 "interval_ms": 10_000, "interval_inferred": true, "offline_after_ms": 30_000,
-                "metrics": ["temperature"]
+                "metrics": ["temperature"], "pending_commands": 2, "firmware": "0.3.1"
             }])
         );
     }

@@ -313,6 +313,26 @@ async fn a_command_rides_in_the_ack_until_the_node_confirms_it() {
     let commands = list(&url, "node1").await;
     assert_eq!(state_of(&commands, "slow"), "confirmed");
     assert_eq!(state_of(&commands, "hello"), "sent");
+    // The dashboard's node list shows the node's commands not done yet.
+    let nodes: Value = serde_json::from_str(
+        &http()
+            .get(format!("{url}/api/nodes"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let node1 = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "node1")
+        .expect("node1 listed");
+    assert_eq!(node1["pending_commands"], 1, "{node1}");
     // Confirmed again (the node repeats its confirmation until it hears an ACK): no change.
     modem.send(&uplink(10, Some(command.number)));
     modem.wait_for_sends(5, WAIT).await;

@@ -395,6 +395,13 @@
       meta.dataset.lastSeen = String(n.last_seen / 1e6);
       meta.dataset.every = every(n.interval_ms) + (n.interval_inferred ? '' : '?');
       item.append(meta);
+      // What the command queue knows: the node's firmware, and its commands not done yet.
+      if (n.firmware) item.append(el('span', 'firmware', `fw ${n.firmware}`));
+      if (n.pending_commands > 0) {
+        const pending = el('span', 'pending', `${n.pending_commands} command${n.pending_commands === 1 ? '' : 's'} pending`);
+        pending.dataset.pending = String(n.pending_commands);
+        item.append(pending);
+      }
       box.append(item);
     }
     tickNodes();
