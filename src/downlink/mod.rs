@@ -4,9 +4,9 @@
 //! survives restarts, and ends `expired` when not confirmed within `[downlink] expire_after`.
 //!
 //! Which nodes a command can reach depends on the source: the `rylr998` source's nodes (the
-//! gateway's own modem); through Node 2 (`serial`, `probe-rs`) its nodes; `stdin`, `file`,
-//! the simulator and the MQTT source cannot send commands, so a command for them is refused.
-//! Sending on the air follows (issue 25): until then a queued command ends `expired`.
+//! gateway's own modem); through Node 2 (`serial`: the gateway writes to Node 2's VCP) its
+//! nodes; `probe-rs` (which only reads Node 2's log), `stdin`, `file`, the simulator and the
+//! MQTT source cannot send commands, so a command for them is refused.
 
 pub mod client;
 pub mod command;
@@ -30,7 +30,7 @@ pub const EXPIRE_EVERY: Duration = Duration::from_secs(5);
 pub enum Reach {
     /// The nodes of `[source.nodes]` (the `rylr998` source).
     Nodes(BTreeSet<String>),
-    /// Any node of the link behind Node 2 (`serial`, `probe-rs`).
+    /// Any node of the link behind Node 2 (`serial`).
     Node2,
     /// None: why (the source's kind).
     None(String),
@@ -44,9 +44,7 @@ impl Reach {
                 Reach::Nodes(r.nodes.values().map(|n| n.name.clone()).collect())
             }
             SourceConfig::Serial(_) => Reach::Node2,
-            SourceConfig::Process(p) if p.kind == crate::config::ProcessKind::ProbeRs => {
-                Reach::Node2
-            }
+            // probe-rs reads Node 2's log over the debug probe: nothing goes back to Node 2.
             other => Reach::None(other.kind().to_string()),
         }
     }
@@ -60,7 +58,7 @@ impl Reach {
             )),
             Reach::Nodes(_) | Reach::Node2 => None,
             Reach::None(kind) => Some(format!(
-                "the {kind} source cannot send commands: only rylr998 (the gateway's modem) and serial or probe-rs (through Node 2) can"
+                "the {kind} source cannot send commands: only rylr998 (the gateway's modem) and serial (through Node 2) can"
             )),
         }
     }

@@ -215,7 +215,6 @@ fn command_nodes(source: &SourceConfig) -> super::CommandNodes {
             super::CommandNodes::Only(r.nodes.values().map(|n| n.name.clone()).collect())
         }
         SourceConfig::Serial(_) => node2_path(),
-        SourceConfig::Process(p) if p.kind == super::ProcessKind::ProbeRs => node2_path(),
         _ => super::CommandNodes::None,
     }
 }
