@@ -15,6 +15,9 @@
 //!                                                   a RYLR998 modem on a pty: `+RCV` frames
 //!                                                   in, time to each ACK's `AT+SEND` (sent
 //!                                                   only after the commit)
+//!   benchtool command-latency --gateway BIN --interval-ms I --count N
+//!                                                   a modem and node 1 on a pty: each
+//!                                                   command's POST to its confirmation
 //!
 //! Every line is the design's firmware line (9 readings) with `sts.rx` = its index, so the
 //! database leg can tell which packets are visible.
@@ -26,6 +29,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+
+mod command_latency;
 use iiot_gateway::decode::{decode, Decoded};
 use iiot_gateway::mqtt::topic::reading_topic;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -58,6 +63,16 @@ enum Cmd {
         inflight: usize,
         #[arg(long, default_value = "iiot")]
         prefix: String,
+    },
+    /// Node 1 behind a modem on a pty, uplinks every `interval_ms`: the time from each of
+    /// `count` commands' POST to its confirmation.
+    CommandLatency {
+        #[arg(long)]
+        gateway: std::path::PathBuf,
+        #[arg(long, default_value_t = 2000)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 50)]
+        count: u32,
     },
     /// Run the gateway with stdin piped, feed it `rate` lines/s for `seconds`, and time each
     /// MQTT message (subscriber on `port`) and each packet's visibility in VictoriaMetrics.
@@ -162,6 +177,11 @@ fn main() -> anyhow::Result<()> {
             rate,
             seconds,
         } => radio_acks(&gateway, &config, rate, seconds),
+        Cmd::CommandLatency {
+            gateway,
+            interval_ms,
+            count,
+        } => command_latency::run(&gateway, Duration::from_millis(interval_ms), count),
         Cmd::Decode { file, iters } => {
             let text = std::fs::read_to_string(file)?;
             let lines: Vec<&str> = text.lines().collect();

@@ -1,6 +1,7 @@
-//! Node 1's durable store of frame-counter reservations (`lora_link::node1::Counter` calls
+//! Node 1's durable store: its frame-counter reservations (`lora_link::node1::Counter` calls
 //! [`CounterStore::store`] before it hands out a counter of a new block), so that the counter
-//! never goes back across resets and power loss.
+//! never goes back across resets and power loss; and its settings: the uplink interval an
+//! `interval` command set, and its boot count (`docs/PROTOCOL.md`, "Downlink").
 //!
 //! On the board: the log of `lora_link::counter_log` in flash sectors 6 and 7 of the
 //! STM32F446RE (128 KiB each, 0x0804_0000 and 0x0806_0000; `memory.x` keeps the code out of
@@ -10,13 +11,15 @@
 //! reset value; the board runs on the 16 MHz HSI with no wait state), so a read after a write
 //! sees the flash itself. While the controller programs or erases, the core stalls on its next
 //! fetch from flash, interrupts included: a word takes ~16 µs, an erase of a 128 KiB sector
-//! 1 to 2 s (datasheet, 32-bit parallelism), once every 16,384 reservations (firmware/README.md).
+//! 1 to 2 s (datasheet, 32-bit parallelism), once every 16,384 records (firmware/README.md).
 //!
-//! Under QEMU: the reservation in RAM. QEMU 7.2's STM32F405 has no model of the FLASH
-//! controller, so the counter starts at 0 on every start of QEMU (fine for the emulator's
-//! tests, which start fresh; never for a board).
+//! Under QEMU: the same values in the words RAM keeps across a reset (`kept`). QEMU 7.2's
+//! STM32F405 has no model of the FLASH controller, so they survive a `reboot` but not a new
+//! start of QEMU (the counter starts at 0 then: fine for the emulator's tests, which start
+//! fresh; never for a board).
 
-/// Why a reservation was not stored (the node then sends nothing and tries again).
+/// Why a record was not stored (for a reservation: the node then sends nothing and tries
+/// again).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, defmt::Format)]
 pub enum StoreError {
     /// The FLASH controller reported an error: its status register's error bits.
@@ -25,6 +28,9 @@ pub enum StoreError {
     Timeout,
     /// A programmed word did not read back as written.
     ReadBack,
+    /// The active sector is full and the copies it must hold before the other sector may be
+    /// erased failed to program (`lora_link::counter_log::Log::plan`).
+    Stuck,
 }
 
 #[cfg(not(feature = "qemu"))]
@@ -34,7 +40,7 @@ pub use ram::CounterStore;
 
 #[cfg(not(feature = "qemu"))]
 mod flash {
-    use lora_link::counter_log::{Log, Step, RECORD_WORDS};
+    use lora_link::counter_log::{Log, Record, Step, RECORD_WORDS};
     use stm32f4::stm32f446::FLASH;
 
     use super::StoreError;
@@ -50,7 +56,10 @@ mod flash {
     /// Polls of BSY before giving up: far beyond a 2 s erase at 16 MHz.
     const BUSY_POLLS: u32 = 200_000_000;
 
-    /// The reservations' log in flash sectors 6 and 7.
+    /// Programs of one record at most: a header, three copies, the record.
+    const MAX_PROGRAMS: usize = 5;
+
+    /// The log in flash sectors 6 and 7.
     pub struct CounterStore {
         flash: FLASH,
         log: Log,
@@ -86,25 +95,54 @@ mod flash {
             self.log.latest()
         }
 
+        /// The uplink interval stored last, seconds.
+        pub fn interval(&self) -> Option<u32> {
+            self.log.interval()
+        }
+
         /// Stores `reservation` durably: returns once it is programmed and read back.
         pub fn store(&mut self, reservation: u32) -> Result<(), StoreError> {
+            self.put(Record::Reservation(reservation))
+        }
+
+        /// Stores the uplink interval, seconds.
+        pub fn set_interval(&mut self, seconds: u32) -> Result<(), StoreError> {
+            self.put(Record::Interval(seconds))
+        }
+
+        /// Counts this boot; returns the boots so far, this one included (counted even when
+        /// storing it failed).
+        pub fn count_boot(&mut self) -> (u32, Result<(), StoreError>) {
+            let boots = self.log.boots().unwrap_or(0).saturating_add(1);
+            (boots, self.put(Record::Boots(boots)))
+        }
+
+        fn put(&mut self, want: Record) -> Result<(), StoreError> {
             self.unlock();
-            let result = self.append(reservation);
+            let mut result = Err(StoreError::Stuck);
+            for _ in 0..MAX_PROGRAMS {
+                let Some((step, record)) = self.log.plan(want) else {
+                    break;
+                };
+                result = self.append(step, record);
+                if result.is_err() || record == want {
+                    break;
+                }
+            }
             self.flash.cr().modify(|_, w| w.lock().locked());
             result
         }
 
-        fn append(&mut self, reservation: u32) -> Result<(), StoreError> {
-            let step = self.log.next_step();
-            let (sector, record) = match step {
+        fn append(&mut self, step: Step, record: Record) -> Result<(), StoreError> {
+            let (sector, index) = match step {
                 Step::Program { sector, record } => (sector, record),
                 Step::EraseThenProgram { sector } => {
                     self.erase(sector)?;
                     (sector, 0)
                 }
             };
-            for (k, word) in Log::record(reservation).into_iter().enumerate() {
-                let at = record * RECORD_WORDS + k;
+            for (k, word) in record.words().into_iter().enumerate() {
+                let at = index * RECORD_WORDS + k;
                 if at >= SECTOR_WORDS {
                     return Err(StoreError::ReadBack);
                 }
@@ -117,7 +155,7 @@ mod flash {
                     return Err(StoreError::ReadBack);
                 }
             }
-            self.log.written(step, reservation);
+            self.log.written(step, record);
             Ok(())
         }
 
@@ -185,30 +223,86 @@ mod flash {
 
 #[cfg(feature = "qemu")]
 mod ram {
+    use lora_link::counter_log::MAX_SETTING;
+    use lora_link::node1::commands::check_word;
     use stm32f4::stm32f446::FLASH;
 
     use super::StoreError;
+    use crate::kept;
 
-    /// The reservation in RAM (QEMU has no FLASH controller model): lost at every start.
+    /// The kept words' first word: what this store wrote.
+    const MAGIC: u32 = 0x5354_4F31;
+    /// Magic, reservation stored (0/1), reservation, interval (0: none), boots, check.
+    const WORDS: usize = 6;
+
+    /// The values in RAM kept across a reset (QEMU has no FLASH controller model).
     pub struct CounterStore {
-        stored: Option<u32>,
+        reservation: Option<u32>,
+        interval: Option<u32>,
+        boots: u32,
     }
 
     impl CounterStore {
-        /// Nothing stored: QEMU starts with a fresh counter.
+        /// What was kept across the last reset; nothing on a new start of QEMU.
         pub fn open(_flash: FLASH) -> CounterStore {
-            CounterStore { stored: None }
+            let [magic, stored, reservation, interval, boots, check] =
+                kept::load::<WORDS>(kept::STORE);
+            if magic != MAGIC || check != check_word(&[magic, stored, reservation, interval, boots])
+            {
+                return CounterStore {
+                    reservation: None,
+                    interval: None,
+                    boots: 0,
+                };
+            }
+            CounterStore {
+                reservation: (stored != 0).then_some(reservation),
+                interval: (interval != 0).then_some(interval),
+                boots,
+            }
         }
 
-        /// The reservation stored last in this run.
+        /// The reservation stored last.
         pub fn stored(&self) -> Option<u32> {
-            self.stored
+            self.reservation
         }
 
-        /// Keeps `reservation` (in RAM).
+        /// The uplink interval stored last, seconds.
+        pub fn interval(&self) -> Option<u32> {
+            self.interval
+        }
+
+        /// Keeps `reservation`.
         pub fn store(&mut self, reservation: u32) -> Result<(), StoreError> {
-            self.stored = Some(reservation);
+            self.reservation = Some(reservation);
+            self.keep();
             Ok(())
+        }
+
+        /// Keeps the uplink interval, seconds.
+        pub fn set_interval(&mut self, seconds: u32) -> Result<(), StoreError> {
+            self.interval = Some(seconds.min(MAX_SETTING));
+            self.keep();
+            Ok(())
+        }
+
+        /// Counts this boot; returns the boots so far, this one included.
+        pub fn count_boot(&mut self) -> (u32, Result<(), StoreError>) {
+            self.boots = self.boots.saturating_add(1).min(MAX_SETTING);
+            self.keep();
+            (self.boots, Ok(()))
+        }
+
+        fn keep(&self) {
+            let body = [
+                MAGIC,
+                u32::from(self.reservation.is_some()),
+                self.reservation.unwrap_or(0),
+                self.interval.unwrap_or(0),
+                self.boots,
+            ];
+            kept::save(kept::STORE, &body);
+            kept::save(kept::STORE + body.len(), &[check_word(&body)]);
         }
     }
 }

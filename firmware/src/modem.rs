@@ -21,19 +21,20 @@ pub type RxSender = rtic_sync::channel::Sender<'static, u8, RX_QUEUE>;
 /// The task's end of the byte queue.
 pub type RxReceiver = rtic_sync::channel::Receiver<'static, u8, RX_QUEUE>;
 
-/// The UART4 interrupt's whole work: moves every received byte into `queue`. Bytes the
-/// hardware overran or the full queue refused are logged (the parser then sees a broken
-/// frame, which Node 2 counts in `sts.err`).
-pub fn on_receive_interrupt(queue: &mut RxSender) {
+/// A receive interrupt's whole work (UART4's; on Node 2 USART2's too): moves every byte
+/// `uart` received into `queue`. Bytes the hardware overran or the full queue refused are
+/// logged (the parser then sees a broken frame, which Node 2 counts in `sts.err`; a broken
+/// `cmd` line is refused).
+pub fn on_receive_interrupt(uart: Uart, queue: &mut RxSender) {
     let mut dropped = 0u32;
-    let overruns = Uart::UART4.on_interrupt(|b| {
+    let overruns = uart.on_interrupt(|b| {
         if queue.try_send(b).is_err() {
             dropped += 1;
         }
     });
     if overruns > 0 || dropped > 0 {
         defmt::warn!(
-            "uart4: {} overruns, {} bytes dropped (queue full)",
+            "uart: {} overruns, {} bytes dropped (queue full)",
             overruns,
             dropped
         );

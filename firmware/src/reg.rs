@@ -5,12 +5,12 @@
 /// RCC: clock enables.
 pub const RCC: usize = 0x4002_3800;
 /// RCC_AHB1ENR (GPIO port clocks).
-#[cfg_attr(feature = "qemu", allow(dead_code))]
 pub const RCC_AHB1ENR: usize = RCC + 0x30;
 /// RCC_APB1ENR (USART2, UART4, I2C1 clocks).
 pub const RCC_APB1ENR: usize = RCC + 0x40;
+/// RCC_CSR (reset flags; RMVF clears them).
+pub const RCC_CSR: usize = RCC + 0x74;
 /// GPIO port A.
-#[cfg_attr(feature = "qemu", allow(dead_code))]
 pub const GPIOA: usize = 0x4002_0000;
 /// GPIO port B.
 #[cfg_attr(feature = "qemu", allow(dead_code))]

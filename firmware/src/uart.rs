@@ -12,6 +12,7 @@ const CR1: usize = 0x0C;
 
 const SR_ORE: u32 = 1 << 3;
 const SR_RXNE: u32 = 1 << 5;
+const SR_TC: u32 = 1 << 6;
 const SR_TXE: u32 = 1 << 7;
 
 const CR1_RE: u32 = 1 << 2;
@@ -45,6 +46,16 @@ impl Uart {
         for &b in bytes {
             while reg::read(self.base + SR) & SR_TXE == 0 {}
             reg::write(self.base + DR, u32::from(b));
+        }
+    }
+
+    /// Waits until the last byte written has left the wire (TC), a few ms at most: before
+    /// a reset, which would cut it.
+    pub fn flush(self) {
+        for _ in 0..100_000 {
+            if reg::read(self.base + SR) & SR_TC != 0 {
+                return;
+            }
         }
     }
 

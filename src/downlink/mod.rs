@@ -56,6 +56,9 @@ impl Reach {
                 "unknown node {node:?}: not in [source.nodes] ({})",
                 nodes.iter().cloned().collect::<Vec<_>>().join(", ")
             )),
+            Reach::Node2 if node2_address(node).is_none() => Some(format!(
+                "{node:?} is no radio node behind Node 2 (those are node<address>, and not node2)"
+            )),
             Reach::Nodes(_) | Reach::Node2 => None,
             Reach::None(kind) => Some(format!(
                 "the {kind} source cannot send commands: only rylr998 (the gateway's modem) and serial (through Node 2) can"
@@ -268,15 +271,37 @@ impl Downlink {
 
     /// `node` confirmed its command `number`; returns it, when there was one waiting.
     pub async fn confirmed(&self, node: &str, number: u16) -> Option<CommandRow> {
-        let change = CommandChange::Confirmed {
+        self.numbered(node, number, State::Confirmed, "").await
+    }
+
+    /// Node 2 put `node`'s command `number` on the air.
+    pub async fn sent_number(&self, node: &str, number: u16) {
+        self.numbered(node, number, State::Sent, "").await;
+    }
+
+    /// Node 2 refused `node`'s command `number`: why.
+    pub async fn refused_number(&self, node: &str, number: u16, why: &str) {
+        self.numbered(node, number, State::Rejected, why).await;
+    }
+
+    async fn numbered(
+        &self,
+        node: &str,
+        number: u16,
+        state: State,
+        detail: &str,
+    ) -> Option<CommandRow> {
+        let change = CommandChange::Numbered {
             node: node.to_string(),
             number,
+            state: state.as_str().to_string(),
+            detail: detail.to_string(),
             at_ns: now_ns(),
         };
         match self.write(change).await {
             Ok(rows) => rows.into_iter().next(),
             Err(error) => {
-                tracing::warn!(%error, node, number, "cannot record a command as confirmed");
+                tracing::warn!(%error, node, number, state = state.as_str(), "cannot record a command's state");
                 None
             }
         }
@@ -374,6 +399,19 @@ pub fn on_air(row: &CommandRow) -> Option<lora_link::downlink::NodeCommand> {
         number: row.number,
         kind,
     })
+}
+
+/// The address of the node named `node` behind Node 2 (`node7` is 7, as Node 2's JSON names
+/// it); `None` for a name that is no radio node's (Node 2's own `node2` included).
+pub fn node2_address(node: &str) -> Option<u16> {
+    let digits = node.strip_prefix("node")?;
+    if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits
+        .parse()
+        .ok()
+        .filter(|a| *a != lora_link::node2::ADDRESS)
 }
 
 /// A new command id: `c-` and 12 random hex digits.

@@ -90,12 +90,17 @@ pub enum CommandChange {
         /// When.
         at_ns: i64,
     },
-    /// `node`'s command with `number` (not in a final state) is confirmed by the node.
-    Confirmed {
+    /// `node`'s command with `number` (not in a final state) moves to `state`: what the
+    /// node or Node 2 said of it by its number.
+    Numbered {
         /// The node.
         node: String,
-        /// The number it confirmed.
+        /// The command's number.
         number: u16,
+        /// Its new state.
+        state: String,
+        /// Why.
+        detail: String,
         /// When.
         at_ns: i64,
     },
@@ -154,24 +159,24 @@ pub(super) fn apply(conn: &mut Connection, change: &CommandChange) -> Result<Vec
             )?;
             one(&tx, node, id)?.into_iter().collect()
         }
-        CommandChange::Confirmed {
+        CommandChange::Numbered {
             node,
             number,
+            state,
+            detail,
             at_ns,
         } => {
             let matching =
                 format!("WHERE node = ?1 AND (rowid & 65535) = ?2 AND state NOT IN {FINAL}");
             let rows = select(&tx, &matching, params![node, number])?;
             tx.execute(
-                &format!(
-                    "UPDATE commands SET state = 'confirmed', detail = '', updated_ns = ?3 {matching}"
-                ),
-                params![node, number, at_ns],
+                &format!("UPDATE commands SET state = ?3, detail = ?4, updated_ns = ?5 {matching}"),
+                params![node, number, state, detail, at_ns],
             )?;
             rows.into_iter()
                 .map(|r| CommandRow {
-                    state: "confirmed".into(),
-                    detail: String::new(),
+                    state: state.clone(),
+                    detail: detail.clone(),
                     updated_ns: *at_ns,
                     ..r
                 })

@@ -8,6 +8,7 @@ mod mqtt;
 mod process;
 mod radio;
 mod records;
+mod relay;
 mod replay;
 mod rylr998;
 mod serial;

@@ -1,5 +1,7 @@
 //! The `serial` source: the ST-Link virtual COM port carrying the firmware's bare JSON
 //! lines. When the device disappears (unplugged, reset) the port is reopened with backoff.
+//! Commands to the nodes go the other way on the same port (`relay.rs`): the `cmd` lines
+//! written to Node 2, and Node 2's lines about them read among the JSON lines.
 
 use std::time::Duration;
 
@@ -77,10 +79,37 @@ impl Supervised for Port<'_> {
         self.ctx
             .set_up(Ok(format!("serial: {path} open at {} baud", self.baud)));
         self.down_logged = false;
-        let mut reader = BufReader::new(port);
+        let (read_half, mut write_half) = tokio::io::split(port);
+        let mut reader = BufReader::new(read_half);
         let mut read = 0;
+        let downlink = self.ctx.downlink.as_ref();
+        // Every line goes to the ingest stage; Node 2's lines about commands to the queue too.
+        let (lines, mut seen) = mpsc::channel::<Line>(64);
+        let forwarding = async {
+            let ended = forward(&mut reader, self.max_line, &lines, &mut read).await;
+            drop(lines);
+            ended
+        };
+        let tx = self.tx;
+        let relaying = async {
+            while let Some(line) = seen.recv().await {
+                if let Some(downlink) = downlink {
+                    super::relay::report(downlink, &line.text).await;
+                }
+                if tx.send(line).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let writing = async {
+            match downlink {
+                Some(downlink) => super::relay::write_commands(&mut write_half, downlink).await,
+                None => std::future::pending().await,
+            }
+        };
         let ended = tokio::select! {
-            ended = forward(&mut reader, self.max_line, self.tx, &mut read) => ended,
+            (ended, ()) = async { tokio::join!(forwarding, relaying) } => ended,
+            why = writing => Ended::Error(std::io::Error::other(why)),
             () = stop.cancelled() => Ended::Closed,
         };
         let problem = match ended {

@@ -522,3 +522,145 @@ async fn commands_over_mqtt_publish_every_state_retained() {
     gw.signal(libc::SIGTERM);
     assert!(gw.wait(WAIT).success(), "{}", gw.log());
 }
+
+/// Through Node 2 (`serial`): the gateway writes the node's oldest open command to Node 2's
+/// VCP as a `cmd` line and takes Node 2's lines about it (sent, confirmed, refused, the node's
+/// info) among the JSON lines. Here the test is Node 2, on a pseudo-terminal.
+#[tokio::test(flavor = "multi_thread")]
+async fn through_node2_commands_are_written_to_its_port_and_its_reports_read_back() {
+    use crate::sources::{pty, write_fd};
+    let dir = tempfile::tempdir().unwrap();
+    let (master, slave) = pty();
+    let written = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    {
+        let written = written.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            loop {
+                // SAFETY: reading our pty master into our buffer.
+                let n = unsafe { libc::read(master, buf.as_mut_ptr().cast(), buf.len()) };
+                if n <= 0 {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+                written
+                    .lock()
+                    .unwrap()
+                    .extend_from_slice(&buf[..n as usize]);
+            }
+        });
+    }
+    let cfg = format!(
+        "[source]\nkind = \"serial\"\npath = \"{slave}\"\n\
+         [storage]\ndir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n",
+        dir.path().join("data").display()
+    );
+    let mut gw = TestGateway::start(dir.path(), &cfg, Stdio::null());
+    gw.wait_log("serial port opened", WAIT).await;
+    let url = dashboard_url(&plain(&gw.log()));
+    let lines = || String::from_utf8_lossy(&written.lock().unwrap()).to_string();
+    // Node 2 reports node1 (so it shows in the node list).
+    write_fd(master, b"{\"ts\":500,\"id\":\"N2\",\"n1\":{\"t\":21.5,\"h\":40.1,\"g\":1000},\"sts\":{\"rx\":1,\"err\":0}}\r\n");
+    let (status, body) = post(
+        &url,
+        "node1",
+        r#"{"id": "s-1", "command": "interval", "value": "5s"}"#,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    wait_until("the cmd line on Node 2's port", WAIT, || async {
+        lines().contains("cmd 1 ")
+    })
+    .await;
+    let line = lines()
+        .lines()
+        .find(|l| l.starts_with("cmd 1 "))
+        .unwrap()
+        .to_string();
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert_eq!((fields[3], fields[4]), ("interval", "5"), "{line}");
+    let number = fields[2];
+    for report in [
+        format!("command queued to=1 number={number}\r\n"),
+        format!("command sent to=1 number={number}\r\n"),
+    ] {
+        write_fd(master, report.as_bytes());
+    }
+    wait_until("sent", WAIT, || async {
+        state_of(&list(&url, "node1").await, "s-1") == "sent"
+    })
+    .await;
+    write_fd(
+        master,
+        format!("confirmed from=1 number={number}\r\n").as_bytes(),
+    );
+    write_fd(
+        master,
+        b"info from=1 version=0.3.1 boots=4 uptime=99 reset=1\r\n",
+    );
+    wait_until("confirmed", WAIT, || async {
+        state_of(&list(&url, "node1").await, "s-1") == "confirmed"
+    })
+    .await;
+    // Node 2 refuses a command for a node it does not know.
+    let (status, _) = post(
+        &url,
+        "node3",
+        r#"{"id": "s-3", "command": "ping"}"#,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 202);
+    wait_until("the cmd line for node3", WAIT, || async {
+        lines().contains("cmd 3 ")
+    })
+    .await;
+    let line = lines()
+        .lines()
+        .find(|l| l.starts_with("cmd 3 "))
+        .unwrap()
+        .to_string();
+    let number = line.split(' ').nth(2).unwrap().to_string();
+    write_fd(
+        master,
+        format!("command refused to=3 number={number} reason=unknown_node\r\n").as_bytes(),
+    );
+    wait_until("rejected", WAIT, || async {
+        state_of(&list(&url, "node3").await, "s-3") == "rejected"
+    })
+    .await;
+    // Node 2 itself and names that are no radio node's are refused at once.
+    let (status, answer) = post(&url, "node2", r#"{"command": "ping"}"#, Some(TOKEN)).await;
+    assert_eq!(status, 422, "{answer}");
+    // The node list has node1's firmware; no JSON line was lost to the relay.
+    let nodes: Value =
+        serde_json::from_str(&get_text_with_token(&format!("{url}/api/nodes")).await).unwrap();
+    let node1 = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "node1")
+        .unwrap()
+        .clone();
+    assert_eq!(node1["firmware"], "0.3.1", "{node1}");
+    assert!(
+        !lines().lines().any(|l| l.starts_with("cmd 2 ")),
+        "{}",
+        lines()
+    );
+    gw.signal(libc::SIGTERM);
+    assert!(gw.wait(WAIT).success(), "{}", gw.log());
+}
+
+async fn get_text_with_token(url: &str) -> String {
+    http()
+        .get(url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}

@@ -10,16 +10,27 @@
 //! it until it gave up; none of the attacker's frames is stored, acknowledged or taken by
 //! Node 1 as an ACK; Node 2 names every refused frame's reason on its VCP, and its `sts.err`
 //! (`stats/crc_errors`) counts them; nothing is duplicated.
+//!
+//! Commands (docs/PROTOCOL.md, "Downlink"): the test writes `cmd` lines to Node 2's VCP, as
+//! the gateway does, one after the other as each is confirmed (`ping`, `identify`, `interval
+//! 5`): Node 2 puts each in the sealed ACK of Node 1's next uplink, Node 1 applies each once
+//! and confirms it, the gateway's receive times show the interval going from 2 s to 5 s, and
+//! the ping brings Node 1's info. A second, smaller chain (no gateway) has Node 1 reboot on
+//! command: once, keeping its counter, its interval and what it applied.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::io::Write as _;
+
+use lora_link::downlink::{Kind, NodeInfo};
 use lora_link::modem::Frame;
 use lora_link::node2::{Node, Outcome, Peer, Receiver};
 use lora_link::packet::SensorDataPacket;
 use lora_link::secure::{self, Key, Rejection};
+use lora_link::vcp::Report;
 
 use crate::gateway::{counts, TestGateway};
 use crate::radio_emulator::{
@@ -62,6 +73,17 @@ const FORGED: SensorDataPacket = SensorDataPacket {
 };
 /// An address in no table.
 const STRANGER: u16 = 7;
+/// The commands the test sends, one after the other as each is confirmed, once Node 1 has
+/// finished `COMMANDS_AFTER` packets: `(number, line)`.
+const COMMANDS: [(u16, &str); 3] = [
+    (1, "cmd 1 1 ping"),
+    (2, "cmd 1 2 identify 2"),
+    (3, "cmd 1 3 interval 5"),
+];
+const COMMANDS_AFTER: usize = 2;
+/// Node 1's uplink interval in the emulator image, and the one the test sets, ms.
+const DEFAULT_INTERVAL_MS: u64 = 2_000;
+const NEW_INTERVAL_MS: u64 = 5_000;
 
 /// The firmware image `target/firmware/<name>-qemu.elf`; panics with what to run when absent.
 fn image(node: &str) -> PathBuf {
@@ -164,6 +186,29 @@ impl Board {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// Node 2's VCP as the gateway writes to it: the pty QEMU made for its USART2 (the gateway
+/// reads the same pty; what the test writes goes to Node 2 only).
+struct VcpWriter(std::fs::File);
+
+impl VcpWriter {
+    fn open(pty: &str) -> VcpWriter {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        // O_NOCTTY: never the test's controlling terminal (QEMU's exit would hang it up).
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(pty)
+            .unwrap_or_else(|e| panic!("open Node 2's VCP {pty} for writing: {e}"));
+        VcpWriter(file)
+    }
+
+    /// Writes `line` and its `\n`, as the gateway writes a `cmd` line.
+    fn line(&mut self, line: &str) {
+        self.0.write_all(format!("{line}\n").as_bytes()).unwrap();
+        self.0.flush().unwrap();
     }
 }
 
@@ -348,25 +393,49 @@ fn expected_node2(deliveries: &[Delivery]) -> Expected {
     e
 }
 
+/// What Node 2 wrote on its VCP.
+struct Node2Output {
+    /// The JSON lines, one per new packet.
+    json: Vec<String>,
+    /// Refused frames by reason.
+    rejected: BTreeMap<String, usize>,
+    /// The refusals before the last JSON line.
+    refused_before_last_json: u64,
+    /// The downlink's lines (`command ...`, `confirmed ...`, `info ...`), in order.
+    reports: Vec<Report>,
+}
+
 /// Node 2's VCP, byte for byte: each line ends in a real CR LF and is either a JSON line (one
 /// per new packet, `ts` never going back: two packets can share a 10 ms tick of the emulator
-/// build), `rejected from=<address> reason=<reason> count=<n>` (n counting that reason) or a
-/// start-up `warning: node ...`.
-/// Returns the JSON lines, the refusals by reason, and the refusals before the last JSON line.
-fn node2_output(vcp: &str) -> (Vec<String>, BTreeMap<String, usize>, u64) {
+/// build), `rejected from=<address> reason=<reason> count=<n>` (n counting that reason), a
+/// start-up `warning: node ...`, or a line of the downlink (`lora_link::vcp::Report`).
+fn node2_output(vcp: &str) -> Node2Output {
     let lines: Vec<&str> = vcp.split("\r\n").collect();
     assert_eq!(
         lines.last(),
         Some(&""),
         "Node 2's output ends with CR LF: {vcp:?}"
     );
-    let (mut json, mut rejected) = (Vec::new(), BTreeMap::<String, usize>::new());
-    let (mut refused, mut refused_before_last_json) = (0, 0);
+    let mut out = Node2Output {
+        json: Vec::new(),
+        rejected: BTreeMap::new(),
+        refused_before_last_json: 0,
+        reports: Vec::new(),
+    };
+    let mut refused = 0;
     let mut last_ts = None;
     for line in &lines[..lines.len() - 1] {
         assert!(!line.contains(['\r', '\n']), "a Node 2 line: {line:?}");
         if line.starts_with("warning: node ") {
             continue; // a node of the table that is not secure (none in the emulator's)
+        }
+        if let Some(report) = Report::parse(line) {
+            assert!(
+                !line.contains("\":") && !line.contains(['{', '}']),
+                "the gateway's decoder must skip {line:?}"
+            );
+            out.reports.push(report);
+            continue;
         }
         if let Some(rest) = line.strip_prefix("rejected ") {
             let field = |name: &str| {
@@ -376,7 +445,7 @@ fn node2_output(vcp: &str) -> (Vec<String>, BTreeMap<String, usize>, u64) {
                     .to_string()
             };
             let reason = field("reason");
-            let n = rejected.entry(reason).or_default();
+            let n = out.rejected.entry(reason).or_default();
             *n += 1;
             assert_eq!(field("count"), n.to_string(), "{line:?}: the running count");
             refused += 1;
@@ -390,23 +459,26 @@ fn node2_output(vcp: &str) -> (Vec<String>, BTreeMap<String, usize>, u64) {
         let ts = v["ts"].as_u64().unwrap();
         assert!(last_ts <= Some(ts), "ts never goes back: {vcp}");
         last_ts = Some(ts);
-        refused_before_last_json = refused;
-        json.push(line.to_string());
+        out.refused_before_last_json = refused;
+        out.json.push(line.to_string());
     }
-    (json, rejected, refused_before_last_json)
+    out
 }
 
-/// The chain: both boards in QEMU, the radio between them, the gateway on Node 2's VCP.
-struct Chain {
+/// Both boards booted in QEMU, each holding its CPU until the radio connects to its modem
+/// port.
+struct Boards {
     node1: Board,
     node2: Board,
     node1_vcp: PathBuf,
     node2_vcp: PathBuf,
-    radio: RadioEmulator,
-    gw: TestGateway,
+    /// Node 2's VCP (USART2), a pty: the gateway's serial device.
+    node2_pty: String,
+    node1_modem: u16,
+    node2_modem: u16,
 }
 
-async fn start_chain(dir: &Path, mosquitto: &Mosquitto, influx: &InfluxDb1) -> Chain {
+fn boot_boards(dir: &Path) -> Boards {
     let (node1_elf, node2_elf) = (image("node1"), image("node2"));
     // Node 2 first: its VCP is the gateway's serial device.
     let node2_modem = free_port();
@@ -423,7 +495,7 @@ async fn start_chain(dir: &Path, mosquitto: &Mosquitto, influx: &InfluxDb1) -> C
         "chardev:vcp",
         node2_modem,
     );
-    let vcp = node2.pty();
+    let node2_pty = node2.pty();
     // Node 1 boots now too; both hold their CPUs until the radio connects.
     let node1_modem = free_port();
     let node1_vcp = dir.join("node1-vcp.log");
@@ -435,11 +507,45 @@ async fn start_chain(dir: &Path, mosquitto: &Mosquitto, influx: &InfluxDb1) -> C
         &format!("file:{}", node1_vcp.display()),
         node1_modem,
     );
+    Boards {
+        node1,
+        node2,
+        node1_vcp,
+        node2_vcp,
+        node2_pty,
+        node1_modem,
+        node2_modem,
+    }
+}
+
+/// The air between the boards: each runs from the moment its end connects, and the emulator
+/// answers both at once.
+fn connect_radio(boards: &Boards, air: Air) -> RadioEmulator {
+    let node2_end = End::connect(boards.node2_modem, NODE2);
+    let node1_end = End::connect(boards.node1_modem, NODE1);
+    RadioEmulator::start(node1_end, node2_end, air)
+}
+
+/// The chain: both boards in QEMU, the radio between them, the gateway on Node 2's VCP.
+struct Chain {
+    node1: Board,
+    node2: Board,
+    node1_vcp: PathBuf,
+    node2_vcp: PathBuf,
+    /// Where the test writes `cmd` lines, as the gateway does.
+    commands: VcpWriter,
+    radio: RadioEmulator,
+    gw: TestGateway,
+}
+
+async fn start_chain(dir: &Path, mosquitto: &Mosquitto, influx: &InfluxDb1) -> Chain {
+    let boards = boot_boards(dir);
     let cfg = format!(
-        "[source]\nkind = \"serial\"\npath = \"{vcp}\"\nbaud = 115200\n\
+        "[source]\nkind = \"serial\"\npath = \"{}\"\nbaud = 115200\n\
          [storage]\ndir = \"{}\"\n\n[http]\nenabled = false\n\n\
          [mqtt]\nbroker_url = \"{}\"\nclient_id = \"gw-firmware\"\n\n\
          [influxdb]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"firmware\"\nflush_interval = \"50ms\"\n",
+        boards.node2_pty,
         dir.join("data").display(),
         mosquitto.url(),
         influx.url()
@@ -449,14 +555,11 @@ async fn start_chain(dir: &Path, mosquitto: &Mosquitto, influx: &InfluxDb1) -> C
         crate::gateway::plain(&gw.log()).contains("✓ source")
     })
     .await;
+    let commands = VcpWriter::open(&boards.node2_pty);
 
-    // The air between them: each board runs from the moment its end connects, and the
-    // emulator answers both at once. The attacker is on the air from the start.
-    let node2_end = End::connect(node2_modem, NODE2);
-    let node1_end = End::connect(node1_modem, NODE1);
-    let radio = RadioEmulator::start(
-        node1_end,
-        node2_end,
+    // The attacker is on the air from the start.
+    let radio = connect_radio(
+        &boards,
         Air {
             loss_per_mille: 200,
             corrupt_per_mille: 50,
@@ -472,13 +575,45 @@ async fn start_chain(dir: &Path, mosquitto: &Mosquitto, influx: &InfluxDb1) -> C
         forged: FORGED,
         unknown: STRANGER,
     });
+    let Boards {
+        node1,
+        node2,
+        node1_vcp,
+        node2_vcp,
+        ..
+    } = boards;
     Chain {
         node1,
         node2,
         node1_vcp,
         node2_vcp,
+        commands,
         radio,
         gw,
+    }
+}
+
+/// The test's side of the downlink: it writes each command of [`COMMANDS`] once Node 2
+/// reported the one before confirmed (as the gateway would, which sends one command at a
+/// time per node and never needs to resend through Node 2: Node 2 keeps it until confirmed).
+struct Commander {
+    next: usize,
+}
+
+impl Commander {
+    /// Writes the next command when its time has come; `true` once all are confirmed.
+    fn step(&mut self, vcp: &mut VcpWriter, node1_finished: usize, node2_log: &str) -> bool {
+        let confirmed = |n: u16| node2_log.contains(&format!("confirmed from=1 number={n}\r\n"));
+        let ready = match self.next {
+            0 => node1_finished >= COMMANDS_AFTER,
+            k if k < COMMANDS.len() => confirmed(COMMANDS[k - 1].0),
+            _ => return confirmed(COMMANDS[COMMANDS.len() - 1].0),
+        };
+        if ready {
+            vcp.line(COMMANDS[self.next].1);
+            self.next += 1;
+        }
+        false
     }
 }
 
@@ -494,24 +629,38 @@ async fn node1_over_a_lossy_radio_with_an_attacker_reaches_mqtt_and_the_database
         node2,
         node1_vcp,
         node2_vcp,
+        mut commands,
         radio,
         mut gw,
     } = start_chain(dir.path(), &mosquitto, &influx).await;
 
-    // Node 1 finishes PACKETS packets: each acknowledged or given up.
+    // Node 1 finishes PACKETS packets (each acknowledged or given up), and the commands are
+    // confirmed one after the other meanwhile.
     let node1_log = || std::fs::read_to_string(&node1_vcp).unwrap_or_default();
+    let node2_log = || std::fs::read_to_string(&node2_vcp).unwrap_or_default();
     let finished = |log: &str| {
         log.lines()
             .filter(|l| l.starts_with("acked seq=") || l.starts_with("gave up seq="))
             .count()
     };
-    let deadline = Instant::now() + Duration::from_secs(40 + 4 * u64::from(PACKETS));
-    while finished(&node1_log()) < usize::from(PACKETS) {
+    let mut commander = Commander { next: 0 };
+    // At most 2 s per packet before the interval command, 5 s after; commands wait for
+    // losses on the air.
+    let deadline = Instant::now() + Duration::from_secs(60 + 6 * u64::from(PACKETS));
+    loop {
+        let done = finished(&node1_log());
+        let confirmed = commander.step(&mut commands, done, &node2_log());
+        if done >= usize::from(PACKETS) && confirmed {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
-            "Node 1 finished {} of {PACKETS} packets; its VCP:\n{}\nNode 2's QEMU:\n{}",
-            finished(&node1_log()),
+            "Node 1 finished {done} of {PACKETS} packets, the test wrote {} of {} commands; \
+             its VCP:\n{}\nNode 2's VCP:\n{}\nNode 2's QEMU:\n{}",
+            commander.next,
+            COMMANDS.len(),
             node1_log(),
+            node2_log(),
             node2.output()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -571,8 +720,12 @@ async fn node1_over_a_lossy_radio_with_an_attacker_reaches_mqtt_and_the_database
             expected.attacks
         );
     }
-    let (json_lines, rejected, refused_before_last_json) =
-        node2_output(&std::fs::read_to_string(&node2_vcp).unwrap());
+    let Node2Output {
+        json: json_lines,
+        rejected,
+        refused_before_last_json,
+        reports,
+    } = node2_output(&std::fs::read_to_string(&node2_vcp).unwrap());
     assert_eq!(
         rejected, expected.rejected,
         "Node 2's refusals by reason (its VCP) against its rules run on what it received"
@@ -588,16 +741,19 @@ async fn node1_over_a_lossy_radio_with_an_attacker_reaches_mqtt_and_the_database
     );
 
     check_mqtt(&sub, &delivered, refused_before_last_json, corrupted).await;
+    let interval_after = check_commands(&reports, &node1_log(), &air);
 
     // The database holds each delivered packet once, with its values, and nothing forged.
     gw.signal(libc::SIGTERM);
     assert!(gw.wait(WAIT).success(), "{}", gw.log());
     check_database(&influx, &delivered).await;
+    let (before, after) = check_interval(&influx, &packets, interval_after).await;
     eprintln!(
         "firmware chain: {} packets, {} transmissions of Node 1, {retried} retransmitted, \
          {saved} delivered by a retransmission, {} delivered, {} given up, {corrupted} \
          corrupted; the attacker's frames: {:?} to Node 2, {to_node1:?} to Node 1; Node 2 \
-         refused {rejected:?}",
+         refused {rejected:?}; interval command applied after packet {interval_after}, \
+         receive-time gaps before {before:?} ms, after {after:?} ms",
         packets.len(),
         air.iter().filter(|t| t.from == NODE1).count(),
         delivered.len(),
@@ -605,6 +761,369 @@ async fn node1_over_a_lossy_radio_with_an_attacker_reaches_mqtt_and_the_database
         expected.attacks,
     );
     drop(node2);
+}
+
+/// The firmware's version (firmware/Cargo.toml), as Node 1 reports it.
+fn firmware_version() -> [u8; 3] {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware/Cargo.toml");
+    let text = std::fs::read_to_string(manifest).unwrap();
+    let version = text
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("firmware/Cargo.toml: version");
+    let parts: Vec<u8> = version.split('.').map(|p| p.parse().unwrap()).collect();
+    parts.try_into().unwrap()
+}
+
+/// Each command was queued, sent, confirmed once (Node 2's reports) and applied once (Node
+/// 1's VCP); Node 1 confirmed only commands an ACK brought it (the air); the info came after
+/// the boot and with the ping's confirmation. Returns the seq of the packet whose ACK
+/// brought the interval command (the packets after it are 5 s apart).
+fn check_commands(reports: &[Report], node1_log: &str, air: &[Transmission]) -> u16 {
+    let count = |want: Report| reports.iter().filter(|r| **r == want).count();
+    for (number, line) in COMMANDS {
+        let (to, from) = (NODE1, NODE1);
+        assert_eq!(
+            count(Report::Queued { to, number }),
+            1,
+            "{line}: {reports:?}"
+        );
+        assert!(
+            count(Report::Sent { to, number }) >= 1,
+            "{line}: {reports:?}"
+        );
+        assert_eq!(
+            count(Report::Confirmed { from, number }),
+            1,
+            "{line}: confirmed once ({reports:?})"
+        );
+    }
+    assert!(
+        !reports.iter().any(|r| matches!(r, Report::Refused { .. })),
+        "{reports:?}"
+    );
+    // Node 1 applied each once; any other line of a command is a repeat of one.
+    let lines: Vec<&str> = node1_log
+        .lines()
+        .filter(|l| l.starts_with("command number="))
+        .collect();
+    let applied: Vec<&&str> = lines.iter().filter(|l| l.ends_with(" applied")).collect();
+    assert_eq!(
+        applied,
+        [
+            &"command number=1 kind=ping value=0 applied",
+            &"command number=2 kind=identify value=2 applied",
+            &"command number=3 kind=interval value=5 applied",
+        ],
+        "Node 1's VCP:\n{node1_log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.ends_with(" again (not applied)") || l.ends_with(" applied")),
+        "{lines:?}"
+    );
+    let log: Vec<&str> = node1_log.lines().collect();
+    let at = log
+        .iter()
+        .position(|l| l.starts_with("command number=3 ") && l.ends_with(" applied"))
+        .unwrap();
+    assert_eq!(log.get(at + 1), Some(&"interval now 5000 ms"));
+    assert_eq!(
+        log.iter().filter(|l| l.starts_with("interval now")).count(),
+        1
+    );
+    let interval_after: u16 = log[..at]
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("acked seq="))
+        .and_then(|s| s.parse().ok())
+        .expect("the interval command came with an ACK");
+    check_info(reports);
+    check_confirmations_on_the_air(air);
+    interval_after
+}
+
+/// The first uplink after the boot carried Node 1's info (this firmware's version, boot 1,
+/// reset reason 0: QEMU has no reset flags), and so did the one confirming the ping.
+fn check_info(reports: &[Report]) {
+    let infos: Vec<(usize, NodeInfo)> = reports
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match r {
+            Report::Info { from: NODE1, info } => Some((i, *info)),
+            _ => None,
+        })
+        .collect();
+    let (_, first) = infos[0];
+    assert_eq!(
+        (first.version, first.boots, first.reset),
+        (firmware_version(), 1, 0),
+        "{first:?}"
+    );
+    assert!(first.uptime_s <= 5, "the first uplink's info: {first:?}");
+    let ping = reports
+        .iter()
+        .position(|r| {
+            *r == Report::Confirmed {
+                from: NODE1,
+                number: 1,
+            }
+        })
+        .unwrap();
+    let (_, pong) = infos
+        .iter()
+        .find(|(i, _)| *i == ping + 1)
+        .unwrap_or_else(|| panic!("no info with the ping's confirmation: {reports:?}"));
+    assert_eq!((pong.version, pong.boots), (first.version, 1));
+    assert!(pong.uptime_s > first.uptime_s, "{pong:?} after {first:?}");
+}
+
+/// On the air: Node 1 confirmed only numbers an ACK delivered to it carried, and every ACK
+/// with a command carried one of the test's.
+fn check_confirmations_on_the_air(air: &[Transmission]) {
+    let mut counters: Vec<u32> = Vec::new();
+    let mut brought = BTreeSet::new();
+    let mut confirmed = BTreeSet::new();
+    for t in air {
+        if t.from == NODE1 {
+            let up = secure::open_uplink(&TEST_KEY, NODE1, &t.data).unwrap();
+            counters.push(up.counter);
+            if let Some(n) = up.extras.confirm {
+                assert!(
+                    brought.contains(&n),
+                    "confirmed {n} before any ACK brought it"
+                );
+                confirmed.insert(n);
+            }
+            continue;
+        }
+        let command = counters
+            .iter()
+            .rev()
+            .find_map(|c| secure::open_ack_with(&TEST_KEY, NODE1, *c, &t.data).ok())
+            .map(|(_, command)| command)
+            .expect("an ACK of a frame of node 1");
+        if let Some(c) = command {
+            let want = COMMANDS.iter().find(|(n, _)| *n == c.number);
+            let kind = match c.kind {
+                Kind::Ping => "ping".to_string(),
+                Kind::Identify(s) => format!("identify {s}"),
+                Kind::Interval(s) => format!("interval {s}"),
+                Kind::Reboot => "reboot".to_string(),
+            };
+            assert_eq!(
+                want.map(|(n, line)| (*n, *line)),
+                Some((c.number, format!("cmd 1 {} {kind}", c.number).as_str())),
+                "a command in an ACK"
+            );
+            if t.fate == Fate::Delivered {
+                brought.insert(c.number);
+            }
+        }
+    }
+    assert_eq!(confirmed, COMMANDS.iter().map(|(n, _)| *n).collect());
+}
+
+/// The gateway's receive times (the database's timestamps) of packets sent one slot apart,
+/// each on its first try: 2 s apart up to the packet whose ACK brought `interval 5`, 5 s
+/// from it on. Returns both sets of gaps, ms.
+async fn check_interval(
+    influx: &InfluxDb1,
+    packets: &BTreeMap<u16, Packet>,
+    interval_after: u16,
+) -> (Vec<i64>, Vec<i64>) {
+    let received: BTreeMap<u16, i64> = influx
+        .points("firmware")
+        .await
+        .iter()
+        .filter(|p| p.measurement == "gas_resistance" && p.tag("node") == Some("node1"))
+        .map(|p| (((p.value as u32 - 100_000) / 37) as u16, p.ts_ms))
+        .collect();
+    // Packet s was done with on its first try (its exchange took no slot time), and s + 1
+    // was received on its first try: s + 1 came one interval after s.
+    let gap = |s: u16| {
+        let first_try = packets.get(&s)?.attempts == 1;
+        let next_first = packets.get(&(s + 1))?.delivered_on == Some(1);
+        (first_try && next_first).then_some(received.get(&(s + 1))? - received.get(&s)?)
+    };
+    let before: Vec<i64> = (1..interval_after).filter_map(gap).collect();
+    let after: Vec<i64> = (interval_after..).take(40).filter_map(gap).collect();
+    let median = |v: &[i64]| {
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    for (gaps, want, what) in [
+        (&before, DEFAULT_INTERVAL_MS, "before"),
+        (&after, NEW_INTERVAL_MS, "after"),
+    ] {
+        let want = want as i64;
+        assert!(gaps.len() >= 2, "{what} the interval command: {gaps:?}");
+        // QEMU's clock falls behind on a loaded host: late, never early.
+        assert!(
+            gaps.iter().all(|g| (want - 300..=want + 1_500).contains(g))
+                && (want - 200..=want + 500).contains(&median(gaps)),
+            "receive-time gaps {what} the interval command: {gaps:?} ms, want {want} ms"
+        );
+    }
+    (before, after)
+}
+
+/// Waits until `done(Node 1's VCP, Node 2's VCP)`, or fails showing both.
+async fn wait_for_vcps(what: &str, boards: &Boards, done: impl Fn(&str, &str) -> bool) {
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (node1, node2) = (read(&boards.node1_vcp), read(&boards.node2_vcp));
+        if done(&node1, &node2) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; Node 1's VCP:\n{node1}\nNode 2's VCP:\n{node2}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Node 1 reboots on command, once: the command sent again after the restart is confirmed,
+/// not applied again (what Node 1 applied is kept in RAM a reset does not clear); its frame
+/// counter goes on from its stored reservation (Node 2 refuses nothing as a replay); the
+/// interval it was given survives the restart; and its first uplink after it says boot 2,
+/// reset reason 2 (a software reset). Both boards and a lossy radio, no gateway.
+#[tokio::test(flavor = "multi_thread")]
+async fn node1_reboots_on_command_once_and_goes_on_with_its_counter_and_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let boards = boot_boards(dir.path());
+    let mut vcp = VcpWriter::open(&boards.node2_pty);
+    let radio = connect_radio(
+        &boards,
+        Air {
+            loss_per_mille: 200,
+            corrupt_per_mille: 0,
+            seed: SEED,
+            interference_before: None,
+        },
+    );
+    let finished = |log: &str| {
+        log.lines()
+            .filter(|l| l.starts_with("acked seq=") || l.starts_with("gave up seq="))
+            .count()
+    };
+    let reports = |log: &str| -> Vec<Report> { log.lines().filter_map(Report::parse).collect() };
+    let confirmed = |log: &str, number: u16| {
+        let want = Report::Confirmed {
+            from: NODE1,
+            number,
+        };
+        reports(log).iter().filter(|r| **r == want).count()
+    };
+    let rebooted = |log: &str| {
+        reports(log)
+            .iter()
+            .any(|r| matches!(r, Report::Info { info, .. } if info.boots == 2))
+    };
+    wait_for_vcps("Node 1's first packets", &boards, |n1, _| finished(n1) >= 2).await;
+    vcp.line("cmd 1 1 interval 3");
+    wait_for_vcps("interval 3 confirmed", &boards, |_, n2| {
+        confirmed(n2, 1) == 1
+    })
+    .await;
+    vcp.line("cmd 1 2 reboot");
+    wait_for_vcps("the reboot", &boards, |_, n2| rebooted(n2)).await;
+    // The gateway sends it again (say it missed the confirmation): confirmed again.
+    vcp.line("cmd 1 2 reboot");
+    wait_for_vcps("the reboot confirmed again", &boards, |_, n2| {
+        confirmed(n2, 2) == 2
+    })
+    .await;
+    let after = finished(&std::fs::read_to_string(&boards.node1_vcp).unwrap());
+    wait_for_vcps("four packets more", &boards, |n1, _| {
+        finished(n1) >= after + 4
+    })
+    .await;
+    drop(boards.node1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let node1_log = std::fs::read_to_string(&boards.node1_vcp).unwrap();
+    let node2_log = std::fs::read_to_string(&boards.node2_vcp).unwrap();
+    let count = |line: &str| node1_log.lines().filter(|l| *l == line).count();
+    assert_eq!(count("rebooting"), 1, "{node1_log}");
+    assert_eq!(count("command number=2 kind=reboot value=0 applied"), 1);
+    assert!(count("command number=2 kind=reboot value=0 again (not applied)") >= 1);
+    assert_eq!(count("command number=1 kind=interval value=3 applied"), 1);
+    let out = node2_output(&node2_log);
+    assert!(
+        out.rejected.is_empty(),
+        "Node 2 refused frames after the reboot (a counter used again is a replay): {:?}",
+        out.rejected
+    );
+    let infos: Vec<NodeInfo> = out
+        .reports
+        .iter()
+        .filter_map(|r| match r {
+            Report::Info { info, .. } => Some(*info),
+            _ => None,
+        })
+        .collect();
+    let version = firmware_version();
+    assert_eq!(
+        infos
+            .iter()
+            .map(|i| (i.version, i.boots, i.reset))
+            .collect::<Vec<_>>(),
+        [(version, 1, 0), (version, 2, 2)],
+        "the info after each boot: {infos:?}"
+    );
+    // On the air: Node 1's counter never went back, and went on past its reservation.
+    let mut counters: Vec<u32> = Vec::new();
+    for t in radio.transmissions().iter().filter(|t| t.from == NODE1) {
+        let counter = secure::open_uplink(&TEST_KEY, NODE1, &t.data)
+            .unwrap()
+            .counter;
+        if counters.last() != Some(&counter) {
+            assert!(
+                counters.last().is_none_or(|c| *c < counter),
+                "{counters:?} then {counter}"
+            );
+            counters.push(counter);
+        }
+    }
+    assert!(
+        counters.iter().any(|c| *c >= secure::RESERVE),
+        "after the reboot Node 1 goes on from its reservation: {counters:?}"
+    );
+    check_interval_after_reboot(&node2_log);
+    eprintln!("firmware reboot: counters {counters:?}; infos {infos:?}");
+}
+
+/// Node 2's clock (`ts`) between consecutive packets Node 1 sent after its restart: mostly
+/// 3 s, the interval it was given before it (a retransmission moves one by a second).
+fn check_interval_after_reboot(node2_log: &str) {
+    let after_reboot = node2_log
+        .split("\r\n")
+        .skip_while(|l| !(l.starts_with("info from=1 ") && l.contains(" boots=2 ")));
+    let packets: Vec<(u64, u64)> = after_reboot
+        .filter(|l| l.starts_with('{'))
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["ts"].as_u64().unwrap(), v["n1"]["g"].as_u64().unwrap())
+        })
+        .collect();
+    let mut gaps: Vec<u64> = packets
+        .windows(2)
+        .filter(|w| w[1].1 == w[0].1 + 37)
+        .map(|w| w[1].0 - w[0].0)
+        .collect();
+    gaps.sort_unstable();
+    assert!(gaps.len() >= 2, "packets after the reboot: {packets:?}");
+    let median = gaps[gaps.len() / 2];
+    assert!(
+        (2_800..=3_300).contains(&median),
+        "Node 1's interval after the reboot: gaps {gaps:?} ms, want 3000 ms"
+    );
 }
 
 /// Both boards set their modems up as docs/PROTOCOL.md ("Set-up") says, each reply awaited.

@@ -252,7 +252,7 @@ async fn a_child_killed_by_a_signal_is_an_error_counted_apart_from_exits() {
 /// A pseudo-terminal pair: (master fd, slave path). The master is opened close-on-exec
 /// atomically, so no process spawned meanwhile by a parallel test inherits it (which would
 /// keep the "device" alive after the test unplugs it).
-fn pty() -> (i32, String) {
+pub(crate) fn pty() -> (i32, String) {
     // SAFETY: plain libc pty calls on a fd we own; ptsname's buffer is copied at once.
     unsafe {
         let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
@@ -270,7 +270,7 @@ fn pty() -> (i32, String) {
     }
 }
 
-fn write_fd(fd: i32, bytes: &[u8]) {
+pub(crate) fn write_fd(fd: i32, bytes: &[u8]) {
     let mut off = 0;
     while off < bytes.len() {
         // SAFETY: fd is our open pty master; the buffer outlives the call.

@@ -15,8 +15,10 @@
 //!   line, byte-identical to the original firmware's.
 //! - [`secure`]: secure frames (AES-128-CCM with a per-node key, a frame counter that never
 //!   goes back, ACKs bound to the frame they answer).
-//! - [`counter_log`]: how Node 1 keeps its counter reservations in two flash sectors, safe
-//!   against a power loss at any moment.
+//! - [`counter_log`]: how Node 1 keeps its counter reservations and its settings in two flash
+//!   sectors, safe against a power loss at any moment.
+//! - [`vcp`]: the downlink's text lines on Node 2's VCP: the gateway's `cmd` line and Node 2's
+//!   reports.
 //!
 //! `#![no_std]`, no allocation, no `unsafe` (the AES and CCM code is RustCrypto's), and no
 //! panic on any input: every function takes
@@ -46,6 +48,7 @@ pub mod node1;
 pub mod node2;
 pub mod packet;
 pub mod secure;
+pub mod vcp;
 mod write;
 
 pub use write::BufferTooSmall;

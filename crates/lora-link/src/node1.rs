@@ -22,6 +22,9 @@
 //! - a counter is used only once the reservation that covers it is stored durably
 //!   ([`Counter`]): when storing fails, no counter is handed out and nothing is sent.
 
+pub mod commands;
+
+use crate::downlink::NodeCommand;
 use crate::modem::Frame;
 use crate::packet::AckPacket;
 use crate::secure::{self, FrameCounter, Key};
@@ -93,10 +96,26 @@ impl Transmission {
     /// What `frame` says about this packet, sent as a secure uplink with `counter` under
     /// `key`: only Node 2's ACK sealed for that very frame counts.
     pub fn answer_sealed(&self, key: &Key, counter: u32, frame: &Frame<'_>) -> Answer {
+        self.answer_with_command(key, counter, frame).0
+    }
+
+    /// [`Transmission::answer_sealed`], and the command the ACK carries
+    /// ([`commands`]): only an ACK of this packet gives one.
+    pub fn answer_with_command(
+        &self,
+        key: &Key,
+        counter: u32,
+        frame: &Frame<'_>,
+    ) -> (Answer, Option<NodeCommand>) {
         if frame.sender != crate::node2::ADDRESS {
-            return Answer::Unrelated;
+            return (Answer::Unrelated, None);
         }
-        self.judge(secure::open_ack(key, ADDRESS, counter, frame.data).ok())
+        let opened = secure::open_ack_with(key, ADDRESS, counter, frame.data).ok();
+        let answer = self.judge(opened.map(|(ack, _)| ack));
+        let command = opened
+            .and_then(|(_, c)| c)
+            .filter(|_| answer == Answer::Ack);
+        (answer, command)
     }
 
     fn judge(&self, ack: Option<AckPacket>) -> Answer {
@@ -262,6 +281,55 @@ mod tests {
         assert_eq!(
             t.answer_sealed(&TEST_KEY, 7, &frame(2, &other[..n])),
             Answer::Unrelated
+        );
+    }
+
+    #[test]
+    fn only_the_sealed_ack_of_this_frame_gives_a_command() {
+        use crate::downlink::Kind;
+        // docs/PROTOCOL.md, "Downlink": the ACK of packet 1 (counter 7) with command 1,
+        // interval 5 s.
+        let vector = [
+            0x01, 0x48, 0x95, 0xC6, 0xE5, 0x4C, 0xAB, 0xF1, 0xD1, 0x86, 0x00, 0xA4, 0x03, 0x22,
+            0xDB, 0x6C, 0xBE, 0xC8, 0x9E,
+        ];
+        let interval = NodeCommand {
+            number: 1,
+            kind: Kind::Interval(5),
+        };
+        let t = Transmission::new(1);
+        assert_eq!(
+            t.answer_with_command(&TEST_KEY, 7, &frame(2, &vector)),
+            (Answer::Ack, Some(interval))
+        );
+        assert_eq!(
+            t.answer_sealed(&TEST_KEY, 7, &frame(2, &vector)),
+            Answer::Ack
+        );
+        for (t, counter, sender) in [
+            (Transmission::new(2), 7, 2), // another seq
+            (Transmission::new(1), 8, 2), // another frame
+            (Transmission::new(1), 7, 3), // not Node 2
+        ] {
+            assert_eq!(
+                t.answer_with_command(&TEST_KEY, counter, &frame(sender, &vector)),
+                (Answer::Unrelated, None)
+            );
+        }
+        // A NACK carrying a command: the NACK counts, the command does not.
+        let mut buf = [0u8; secure::MAX_ACK_FRAME_LEN];
+        let n = secure::seal_ack_with(
+            &TEST_KEY,
+            ADDRESS,
+            7,
+            &AckPacket::nack(1),
+            Some(&interval),
+            &mut buf,
+        )
+        .unwrap();
+        assert_eq!(
+            Transmission::new(1).answer_with_command(&TEST_KEY, 7, &frame(2, &buf[..n])),
+            (Answer::Nack, None)
         );
     }
 

@@ -28,14 +28,23 @@
 //!   modem's `+OK`, `+READY` and other replies are not frames (the original counted them, see
 //!   docs/PROTOCOL.md, "Defects of the original firmware fixed here").
 //!
+//! Commands to the nodes (`docs/PROTOCOL.md`, "Downlink"): [`Receiver::queue`] keeps the newest
+//! command per node with a key; it rides in the sealed ACK of each new uplink of that node
+//! until an uplink confirms its number, and a repeat of an uplink gets the very ACK bytes sent
+//! for it (no other plaintext under that ACK's nonce). [`Outcome::New`] says which command
+//! the ACK carries and what the uplink confirmed and told of the node, for Node 2's lines
+//! ([`crate::vcp::Report`]).
+//!
 //! The highest counters live in RAM only. After a reset of Node 2 the first authentic frame
 //! of each node is new whatever its counter: frames recorded before the reset and played back
 //! (in rising counter order) before the node's next frame are accepted and printed once more.
 //! The JSON line carries no counter, so a gateway reading the line cannot tell.
 
+use crate::downlink::{Extras, NodeCommand, NodeInfo};
 use crate::modem::{Event, Frame};
 use crate::packet::{AckPacket, SensorDataPacket, MAX_ACK_LEN};
 use crate::secure::{self, Accepted, Key, Rejection, Sender, MAX_ACK_FRAME_LEN};
+use crate::vcp::Refusal;
 use crate::write::Cursor;
 use crate::BufferTooSmall;
 
@@ -70,14 +79,26 @@ pub struct AckFrame {
 }
 
 impl AckFrame {
+    /// No ACK yet.
+    const NONE: AckFrame = AckFrame {
+        bytes: [0; MAX_ACK_FRAME_LEN],
+        len: 0,
+    };
+
     /// The ACK's bytes (empty only if it could not be built, which the buffer sizes rule out).
     pub fn as_bytes(&self) -> &[u8] {
         self.bytes.get(..self.len).unwrap_or_default()
     }
 
-    fn sealed(key: &Key, node: u16, counter: u32, ack: &AckPacket) -> AckFrame {
+    fn sealed(
+        key: &Key,
+        node: u16,
+        counter: u32,
+        ack: &AckPacket,
+        command: Option<&NodeCommand>,
+    ) -> AckFrame {
         let mut bytes = [0u8; MAX_ACK_FRAME_LEN];
-        let len = secure::seal_ack(key, node, counter, ack, &mut bytes).unwrap_or(0);
+        let len = secure::seal_ack_with(key, node, counter, ack, command, &mut bytes).unwrap_or(0);
         AckFrame { bytes, len }
     }
 
@@ -94,7 +115,7 @@ impl AckFrame {
 /// What to do about one modem event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// A new packet: send `ack` to `to`, then print the line.
+    /// A new packet: send `ack` to `to`, then print the line (and the downlink's reports).
     New {
         /// The node's packet.
         packet: SensorDataPacket,
@@ -106,6 +127,12 @@ pub enum Outcome {
         rssi: i16,
         /// The frame's SNR, dB.
         snr: i16,
+        /// The number of the command the ACK carries.
+        command: Option<u16>,
+        /// A command the node confirmed, to report (once: see [`Receiver`]).
+        confirmed: Option<u16>,
+        /// The node's info, to report.
+        info: Option<NodeInfo>,
     },
     /// The same frame again: send `ack` to `to` again, print nothing.
     Duplicate {
@@ -151,6 +178,12 @@ pub struct Receiver<'t, const N: usize> {
     duplicates: u32,
     rejected: [u32; Rejection::ALL.len()],
     broken: u32,
+    /// Per node: the command for the ACK of its next new uplink, until it confirms it.
+    commands: [Option<NodeCommand>; N],
+    /// Per node: the ACK sealed for its highest counter, sent again for a repeat.
+    acks: [AckFrame; N],
+    /// Per node: the confirmation reported last.
+    reported: [Option<u16>; N],
 }
 
 impl<'t, const N: usize> Receiver<'t, N> {
@@ -164,6 +197,31 @@ impl<'t, const N: usize> Receiver<'t, N> {
             duplicates: 0,
             rejected: [0; Rejection::ALL.len()],
             broken: 0,
+            commands: [None; N],
+            acks: [AckFrame::NONE; N],
+            reported: [None; N],
+        }
+    }
+
+    /// Queues `command` for the node at `to` (a `cmd` line, [`crate::vcp`]): it rides in the
+    /// ACK of that node's next new uplink, and of every new one after, until the node
+    /// confirms its number. It replaces a command still pending for that node. Only a node
+    /// with a key can take one (a legacy node's ACK has no room for it).
+    pub fn queue(&mut self, to: u16, command: NodeCommand) -> Result<(), Refusal> {
+        let slot = self
+            .nodes
+            .iter()
+            .position(|n| n.address == to)
+            .ok_or(Refusal::UnknownNode)?;
+        match (
+            self.nodes.get(slot).map(|n| &n.peer),
+            self.commands.get_mut(slot),
+        ) {
+            (Some(Peer::Keyed(_)), Some(pending)) => {
+                *pending = Some(command);
+                Ok(())
+            }
+            _ => Err(Refusal::NotSecure),
         }
     }
 
@@ -225,41 +283,36 @@ impl<'t, const N: usize> Receiver<'t, N> {
             Some(Last::Counter(c)) => Some(c),
             _ => None,
         };
-        let (ack, seq, repeat, packet, now) =
-            match secure::receive(sender, frame.sender, highest, frame.data) {
-                Err(reason) => return self.refuse(frame.sender, reason),
-                Ok(Accepted::Secure {
-                    counter,
-                    repeat,
-                    packet,
-                    ..
-                }) => {
-                    let ack = match sender {
-                        Sender::Keyed(key) => AckFrame::sealed(
-                            key,
-                            frame.sender,
-                            counter,
-                            &AckPacket::ack(packet.seq_num),
-                        ),
-                        _ => AckFrame::plain(&AckPacket::ack(packet.seq_num)),
-                    };
-                    (ack, packet.seq_num, repeat, packet, Last::Counter(counter))
-                }
-                Ok(Accepted::Legacy { packet }) => {
-                    let seq = packet.seq_num;
-                    let ack = AckFrame::plain(&AckPacket::ack(seq));
-                    (
-                        ack,
-                        seq,
-                        last == Some(Last::Seq(seq)),
-                        packet,
-                        Last::Seq(seq),
-                    )
-                }
-            };
+        let accepted = match secure::receive(sender, frame.sender, highest, frame.data) {
+            Err(reason) => return self.refuse(frame.sender, reason),
+            Ok(accepted) => accepted,
+        };
         self.rx = self.rx.wrapping_add(1);
+        let (packet, repeat, now, extras) = match accepted {
+            Accepted::Secure {
+                counter,
+                repeat,
+                packet,
+                extras,
+            } => (packet, repeat, Last::Counter(counter), extras),
+            Accepted::Legacy { packet } => {
+                let now = Last::Seq(packet.seq_num);
+                (packet, last == Some(now), now, Extras::NONE)
+            }
+        };
+        let seq = packet.seq_num;
+        // Secure frames come from a node with a key only, and carry their counter.
+        let secure = match (sender, now, slot) {
+            (Sender::Keyed(key), Last::Counter(counter), Some(i)) => Some((key, counter, i)),
+            _ => None,
+        };
         if repeat {
             self.duplicates = self.duplicates.wrapping_add(1);
+            // The very bytes sent for that frame: no other plaintext under its ACK's nonce.
+            let ack = match secure {
+                Some((_, _, i)) => self.acks.get(i).copied().unwrap_or(AckFrame::NONE),
+                None => AckFrame::plain(&AckPacket::ack(seq)),
+            };
             return Outcome::Duplicate {
                 ack,
                 to: frame.sender,
@@ -269,13 +322,46 @@ impl<'t, const N: usize> Receiver<'t, N> {
         if let Some(l) = slot.and_then(|i| self.last.get_mut(i)) {
             *l = now;
         }
+        let (ack, command, confirmed) = match secure {
+            Some((key, counter, i)) => {
+                let confirmed = self.confirmation(i, extras.confirm);
+                let command = self.commands.get(i).copied().flatten();
+                let ack = AckPacket::ack(seq);
+                let ack = AckFrame::sealed(key, frame.sender, counter, &ack, command.as_ref());
+                if let Some(sent) = self.acks.get_mut(i) {
+                    *sent = ack;
+                }
+                (ack, command.map(|c| c.number), confirmed)
+            }
+            None => (AckFrame::plain(&AckPacket::ack(seq)), None, None),
+        };
         Outcome::New {
             packet,
             ack,
             to: frame.sender,
             rssi: frame.rssi,
             snr: frame.snr,
+            command,
+            confirmed,
+            info: extras.info,
         }
+    }
+
+    /// The node at `slot` confirmed `number` in a new uplink: its pending command is done if
+    /// it is that one. Reported when it was pending (the gateway may have sent it again after
+    /// missing the report) or when it is not the confirmation reported last (the node
+    /// repeats a confirmation in every uplink until one carrying it is acknowledged).
+    fn confirmation(&mut self, slot: usize, number: Option<u16>) -> Option<u16> {
+        let number = number?;
+        let pending = self.commands.get_mut(slot)?;
+        let was_pending = pending.is_some_and(|c| c.number == number);
+        if was_pending {
+            *pending = None;
+        }
+        let reported = self.reported.get_mut(slot)?;
+        let report = was_pending || *reported != Some(number);
+        *reported = Some(number);
+        report.then_some(number)
     }
 
     fn refuse(&mut self, from: u16, reason: Rejection) -> Outcome {
@@ -453,6 +539,128 @@ mod tests {
         assert_eq!(to, 1);
         assert_eq!(ack.as_bytes(), &SECURE_ACK_1[..]);
         assert_eq!((r.rx(), r.err()), (1, 0));
+    }
+
+    /// An uplink from node 1 with `counter`, packet `seq`, carrying `extras`.
+    fn uplink(counter: u32, seq: u16, extras: Extras) -> ([u8; secure::MAX_UPLINK_LEN], usize) {
+        let mut out = [0u8; secure::MAX_UPLINK_LEN];
+        let packet = SensorDataPacket {
+            seq_num: seq,
+            temperature: 200,
+            humidity: 4000,
+            gas_resistance: 100_000,
+        };
+        let n =
+            secure::seal_uplink_with(&TEST_KEY, 1, counter, &packet, &extras, &mut out).unwrap();
+        (out, n)
+    }
+
+    /// What Node 2 did with a new uplink: the command its ACK carries (opened as Node 1
+    /// would), the confirmation and info it reports; and the ACK's bytes.
+    fn new_uplink(
+        r: &mut Receiver<'_, 3>,
+        counter: u32,
+        extras: Extras,
+    ) -> (Option<NodeCommand>, Option<u16>, Option<NodeInfo>, AckFrame) {
+        let (f, n) = uplink(counter, counter as u16, extras);
+        let Outcome::New {
+            ack,
+            command,
+            confirmed,
+            info,
+            ..
+        } = r.on_event(&frame(1, &f[..n]))
+        else {
+            panic!("not new");
+        };
+        let (_, carried) = secure::open_ack_with(&TEST_KEY, 1, counter, ack.as_bytes()).unwrap();
+        assert_eq!(carried.map(|c| c.number), command);
+        (carried, confirmed, info, ack)
+    }
+
+    fn confirm(number: u16) -> Extras {
+        Extras {
+            confirm: Some(number),
+            info: None,
+        }
+    }
+
+    /// docs/PROTOCOL.md, "Downlink": with command 1 (interval 5 s) queued for node 1, Node 2
+    /// answers packet 1 (counter 7) with the ACK vector.
+    #[test]
+    fn a_queued_command_rides_in_the_ack_of_the_next_uplink_as_the_vector() {
+        use crate::downlink::Kind;
+        let mut r = Receiver::new(&NODES);
+        let interval = NodeCommand {
+            number: 1,
+            kind: Kind::Interval(5),
+        };
+        assert_eq!(r.queue(1, interval), Ok(()));
+        let Outcome::New { ack, command, .. } = r.on_event(&frame(1, &SECURE_1)) else {
+            panic!("not new");
+        };
+        assert_eq!(command, Some(1));
+        assert_eq!(
+            ack.as_bytes(),
+            &[
+                0x01, 0x48, 0x95, 0xC6, 0xE5, 0x4C, 0xAB, 0xF1, 0xD1, 0x86, 0x00, 0xA4, 0x03, 0x22,
+                0xDB, 0x6C, 0xBE, 0xC8, 0x9E,
+            ][..]
+        );
+        // Only nodes with a key take commands.
+        assert_eq!(r.queue(3, interval), Err(Refusal::NotSecure));
+        assert_eq!(r.queue(4, interval), Err(Refusal::NotSecure));
+        assert_eq!(r.queue(9, interval), Err(Refusal::UnknownNode));
+    }
+
+    #[test]
+    fn a_command_rides_until_confirmed_and_a_repeat_gets_the_same_bytes() {
+        use crate::downlink::Kind;
+        let mut r = Receiver::new(&NODES);
+        let ping = NodeCommand {
+            number: 7,
+            kind: Kind::Ping,
+        };
+        let identify = NodeCommand {
+            number: 8,
+            kind: Kind::Identify(3),
+        };
+        // Nothing queued: no command.
+        assert_eq!(new_uplink(&mut r, 10, Extras::NONE).0, None);
+        r.queue(1, ping).unwrap();
+        let (carried, _, _, ack) = new_uplink(&mut r, 11, Extras::NONE);
+        assert_eq!(carried, Some(ping));
+        // A newer command replaces it; the repeat of uplink 11 still gets the bytes it got.
+        r.queue(1, identify).unwrap();
+        let (f, n) = uplink(11, 11, Extras::NONE);
+        let Outcome::Duplicate { ack: again, .. } = r.on_event(&frame(1, &f[..n])) else {
+            panic!("not a repeat");
+        };
+        assert_eq!(again.as_bytes(), ack.as_bytes());
+        // The node never got ping; its next uplinks get identify until it confirms it.
+        assert_eq!(new_uplink(&mut r, 12, Extras::NONE).0, Some(identify));
+        let info = NodeInfo {
+            version: [0, 1, 0],
+            boots: 1,
+            uptime_s: 9,
+            reset: 0,
+        };
+        let with_info = Extras {
+            confirm: Some(8),
+            info: Some(info),
+        };
+        // Confirmed: reported with the info; its ACK carries nothing.
+        let (carried, confirmed, reported, _) = new_uplink(&mut r, 13, with_info);
+        assert_eq!((carried, confirmed, reported), (None, Some(8), Some(info)));
+        // Its ACK was lost: the node confirms 8 again; not reported twice.
+        assert_eq!(new_uplink(&mut r, 14, confirm(8)).1, None);
+        // The gateway missed the report and sends 8 again: the node confirms, Node 2
+        // reports it again.
+        r.queue(1, identify).unwrap();
+        let (carried, confirmed, _, _) = new_uplink(&mut r, 15, confirm(8));
+        assert_eq!((carried, confirmed), (None, Some(8)));
+        // A confirmation of a command Node 2 no longer holds (replaced) is reported too.
+        assert_eq!(new_uplink(&mut r, 16, confirm(7)).1, Some(7));
     }
 
     #[test]

@@ -1,16 +1,22 @@
-//! Node 1, the sensor node: every `SEND_PERIOD_MS` it reads its BME680 and sends the packet
-//! to Node 2 (address 2) through the RYLR998 on UART4 as a secure frame (sealed with its key
-//! and the next frame counter, whose reservation is stored first: `counter_store`), waits
-//! `ACK_TIMEOUT_MS` for Node 2's sealed ACK and sends the same frame again on a timeout or a
-//! NACK, 4 sends at most; then the next packet takes the next seq and counter whatever
-//! happened. The rules are `lora_link::node1`'s; this file only wires tasks to them.
+//! Node 1, the sensor node: every uplink interval (`SEND_PERIOD_MS` until an `interval`
+//! command sets another, kept across resets and power loss) it reads its BME680 and sends the
+//! packet to Node 2 (address 2) through the RYLR998 on UART4 as a secure frame (sealed with
+//! its key and the next frame counter, whose reservation is stored first: `counter_store`),
+//! waits `ACK_TIMEOUT_MS` for Node 2's sealed ACK and sends the same frame again on a timeout
+//! or a NACK, 4 sends at most; then the next packet takes the next seq and counter whatever
+//! happened. The ACK may carry a command (`interval`, `ping`, `identify`, `reboot`: the
+//! rules of `lora_link::node1::commands`); the uplinks after it confirm it, and the first
+//! uplink after every boot and the next after a `ping` carry the node's info. The rules are
+//! `lora_link::node1`'s; this file only wires tasks to them.
 //!
 //! On USART2 (the VCP) it prints one line per event: `sent seq=<n> try=<k> counter=<c>`,
-//! `acked seq=<n>`, `nack seq=<n>`, `gave up seq=<n>`, and `not sent seq=<n>: counter not
-//! stored` when the counter store failed.
+//! `acked seq=<n>`, `nack seq=<n>`, `gave up seq=<n>`, `not sent seq=<n>: counter not
+//! stored` when the counter store failed, `command number=<n> kind=<kind> value=<v> applied`
+//! (or `again (not applied)`), `interval now <ms> ms` and `rebooting`.
 //!
 //! Tasks: the UART4 interrupt (priority 3) queues the modem's bytes; `radio` (priority 1)
-//! does the rest (a BME680 read blocks ~200 ms; only the interrupt needs to run meanwhile).
+//! does the rest (a BME680 read blocks ~200 ms; only the interrupt needs to run meanwhile),
+//! and blinks the LED for `identify` in its waits between uplinks.
 
 #![no_std]
 #![no_main]
@@ -18,21 +24,51 @@
 use defmt_rtt as _;
 use panic_probe as _;
 
+/// The firmware's version, as the node reports it (`NodeInfo::version`).
+const VERSION: [u8; 3] = [
+    number(env!("CARGO_PKG_VERSION_MAJOR")),
+    number(env!("CARGO_PKG_VERSION_MINOR")),
+    number(env!("CARGO_PKG_VERSION_PATCH")),
+];
+
+/// A decimal number of at most 255 (a version part), at compile time.
+const fn number(text: &str) -> u8 {
+    let bytes = text.as_bytes();
+    let mut value: u8 = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        value = value * 10 + (bytes[i] - b'0');
+        i += 1;
+    }
+    value
+}
+
 #[rtic::app(device = stm32f4::stm32f446, dispatchers = [EXTI0])]
 mod app {
+    use lora_link::downlink::{Extras, Kind, NodeCommand, NodeInfo};
     use lora_link::modem::Event;
+    use lora_link::node1::commands::{self, Commands, Verdict, SAVED_WORDS};
     use lora_link::node1::{self, Answer, Counter, CounterError, Transmission};
     use lora_link::node2;
     use lora_link::packet::SensorDataPacket;
     use lora_link::secure::{self, MAX_UPLINK_LEN};
+    use lora_link::vcp::{kind_name, kind_value};
     use rtic_monotonics::systick::prelude::*;
     use sensor_nodes::board;
     use sensor_nodes::counter_store::CounterStore;
+    use sensor_nodes::kept;
     use sensor_nodes::keys::NODE1_KEY;
     use sensor_nodes::modem::{self, print_line, Modem, RxSender};
     use sensor_nodes::sensor::Sensor;
     use sensor_nodes::time::Mono;
     use sensor_nodes::uart::Uart;
+
+    use super::VERSION;
+
+    type Instant = <Mono as Timebase>::Instant;
+
+    /// How fast `identify` blinks: the LED changes this often, ms.
+    const BLINK_MS: u32 = 250;
 
     #[shared]
     struct Shared {}
@@ -43,6 +79,47 @@ mod app {
         modem: Modem,
         sensor: board::AirSensor,
         store: CounterStore,
+        node: Node,
+    }
+
+    /// What Node 1 knows of itself: its commands, its info, its uplink interval.
+    struct Node {
+        commands: Commands,
+        boots: u32,
+        reset: u8,
+        interval_ms: u32,
+        /// Seconds since boot, counted past the 32-bit clock's wrap (`info` runs at every
+        /// uplink slot, far more often than every 24 days).
+        uptime_s: u32,
+        /// The instant up to which `uptime_s` counts.
+        clock: Instant,
+        /// `identify` blinks the LED until then.
+        identify_until: Option<Instant>,
+    }
+
+    impl Node {
+        fn info(&mut self) -> NodeInfo {
+            let now = Mono::now();
+            let ms = now
+                .checked_duration_since(self.clock)
+                .map_or(0, |d| d.as_millis());
+            self.uptime_s = self.uptime_s.saturating_add(ms / 1000);
+            // The clock moves on by whole seconds only: the rest counts next time.
+            self.clock = now
+                .checked_sub_duration::<1, 1000>((ms % 1000).millis())
+                .unwrap_or(now);
+            NodeInfo {
+                version: VERSION,
+                boots: self.boots,
+                uptime_s: self.uptime_s,
+                reset: self.reset,
+            }
+        }
+
+        /// Keeps the command state across a reset.
+        fn keep(&self) {
+            kept::save(kept::COMMANDS, &self.commands.save());
+        }
     }
 
     #[idle]
@@ -52,12 +129,36 @@ mod app {
 
     #[init]
     fn init(cx: init::Context) -> (Shared, Local) {
-        let (modem, rx_queue) = sensor_nodes::start(cx.core.SYST);
-        let store = CounterStore::open(cx.device.FLASH);
+        let (modem, rx_queue) = sensor_nodes::start(cx.core.SYST, false);
+        board::led_init();
+        let mut store = CounterStore::open(cx.device.FLASH);
+        let (boots, counted) = store.count_boot();
+        if let Err(e) = counted {
+            defmt::error!("boot count not stored: {}", e);
+        }
+        let commands = Commands::restore(&kept::load::<SAVED_WORDS>(kept::COMMANDS));
+        let reset =
+            commands::reset_reason(board::take_reset_flags(), commands.rebooted_by_command());
+        let interval_ms = store
+            .interval()
+            .map_or(board::SEND_PERIOD_MS, |s| s.saturating_mul(1000));
+        let node = Node {
+            commands,
+            boots,
+            reset,
+            interval_ms,
+            uptime_s: 0,
+            clock: Mono::now(),
+            identify_until: None,
+        };
+        node.keep();
         defmt::info!(
-            "node1 on {=str}, counter reservation stored: {}",
+            "node1 on {=str}, counter reservation stored: {}, boot {} (reset {}), interval {} ms",
             board::NAME,
-            store.stored()
+            store.stored(),
+            boots,
+            reset,
+            interval_ms
         );
         radio::spawn().ok();
         (
@@ -67,6 +168,7 @@ mod app {
                 modem,
                 sensor: board::air_sensor(),
                 store,
+                node,
             },
         )
     }
@@ -74,18 +176,24 @@ mod app {
     /// Moves the modem's bytes into the queue; nothing else.
     #[task(binds = UART4, priority = 3, local = [rx_queue])]
     fn uart4(cx: uart4::Context) {
-        modem::on_receive_interrupt(cx.local.rx_queue);
+        modem::on_receive_interrupt(Uart::UART4, cx.local.rx_queue);
     }
 
-    #[task(priority = 1, local = [modem, sensor, store])]
+    #[task(priority = 1, local = [modem, sensor, store, node])]
     async fn radio(cx: radio::Context) {
-        let (modem, sensor, store) = (cx.local.modem, cx.local.sensor, cx.local.store);
+        let (modem, sensor, store, node) = (
+            cx.local.modem,
+            cx.local.sensor,
+            cx.local.store,
+            cx.local.node,
+        );
         modem.setup(node1::ADDRESS).await;
         Mono::delay(board::FIRST_SEND_DELAY_MS.millis()).await;
         let mut seq = node1::FIRST_SEQ;
         let mut counter = Counter::resume(store.stored());
         let mut next = Mono::now();
         loop {
+            let info = node.info();
             match sensor.read() {
                 Ok(air) => {
                     let packet = SensorDataPacket {
@@ -97,8 +205,14 @@ mod app {
                     // Nothing is sent with a counter whose reservation is not stored.
                     match counter.next(|r| store.store(r)) {
                         Ok(c) => {
-                            deliver(modem, &packet, c).await;
+                            let extras = node.commands.extras(info);
+                            let acked = deliver(modem, &packet, c, &extras).await;
                             seq = node1::next_seq(seq);
+                            if let Some(command) = acked {
+                                let verdict = node.commands.on_ack(&extras, command);
+                                apply(verdict, node, store);
+                            }
+                            restart_if_due(node, &extras);
                         }
                         Err(CounterError::Store(e)) => {
                             defmt::error!("counter reservation not stored: {}", e);
@@ -116,25 +230,110 @@ mod app {
                 Err(e) => defmt::warn!("bme680 read failed: {}", e),
             }
             // The next slot; after a late exchange, now (no burst to catch up).
-            next += board::SEND_PERIOD_MS.millis();
+            next += node.interval_ms.millis();
             let now = Mono::now();
             if next < now {
                 next = now;
             }
-            Mono::delay_until(next).await;
+            sleep_until(next, &mut node.identify_until).await;
         }
     }
 
-    /// Sends `packet`, sealed with `counter`, until Node 2 acknowledges it or the attempts run
-    /// out; every attempt sends the same bytes.
-    async fn deliver(modem: &mut Modem, packet: &SensorDataPacket, counter: u32) {
+    /// Waits until `next`, blinking the LED meanwhile while `identify` lasts (it pauses
+    /// during an exchange with Node 2, which takes milliseconds unless ACKs are lost).
+    async fn sleep_until(next: Instant, identify_until: &mut Option<Instant>) {
+        let mut on = false;
+        loop {
+            let now = Mono::now();
+            let blink = match *identify_until {
+                Some(end) if now < end => now.checked_add_duration::<1, 1000>(BLINK_MS.millis()),
+                _ => None,
+            };
+            on = blink.is_some() && !on;
+            board::led(on);
+            if blink.is_none() {
+                *identify_until = None;
+            }
+            let wake = blink.map_or(next, |b| b.min(next));
+            Mono::delay_until(wake).await;
+            if wake == next {
+                return;
+            }
+        }
+    }
+
+    /// Applies a command the ACK carried (`verdict` of `Commands::on_ack`), with its VCP
+    /// lines; a `reboot` waits for its confirmation (`restart_if_due`).
+    fn apply(verdict: Verdict, node: &mut Node, store: &mut CounterStore) {
+        let (command, applied) = match verdict {
+            Verdict::Nothing => return,
+            Verdict::Apply(c) => (c, true),
+            Verdict::Again(c) => (c, false),
+        };
+        let vcp = Uart::USART2;
+        let what = if applied {
+            "applied"
+        } else {
+            "again (not applied)"
+        };
+        print_line(
+            vcp,
+            format_args!(
+                "command number={} kind={} value={} {what}",
+                command.number,
+                kind_name(command.kind),
+                kind_value(command.kind)
+            ),
+        );
+        node.keep();
+        if !applied {
+            return;
+        }
+        match command.kind {
+            Kind::Interval(seconds) => {
+                node.interval_ms = seconds.saturating_mul(1000);
+                if let Err(e) = store.set_interval(seconds) {
+                    defmt::error!("interval not stored: {}", e);
+                }
+                print_line(vcp, format_args!("interval now {} ms", node.interval_ms));
+            }
+            Kind::Identify(seconds) => {
+                node.identify_until = Mono::now().checked_add_duration::<1, 1>(seconds.secs());
+            }
+            Kind::Ping | Kind::Reboot => {}
+        }
+    }
+
+    /// After an uplink that carried `sent`: restarts when it carried a `reboot`'s
+    /// confirmation, once the command state is kept.
+    fn restart_if_due(node: &mut Node, sent: &Extras) {
+        let now = node.commands.restart_now(sent);
+        node.keep();
+        if now {
+            print_line(Uart::USART2, format_args!("rebooting"));
+            Uart::USART2.flush();
+            cortex_m::peripheral::SCB::sys_reset();
+        }
+    }
+
+    /// Sends `packet` with `extras`, sealed with `counter`, until Node 2 acknowledges it or
+    /// the attempts run out; every attempt sends the same bytes. `Some` with the command the
+    /// ACK carried (if any) when acknowledged; `None` when given up.
+    async fn deliver(
+        modem: &mut Modem,
+        packet: &SensorDataPacket,
+        counter: u32,
+        extras: &Extras,
+    ) -> Option<Option<NodeCommand>> {
         let vcp = Uart::USART2;
         let seq = packet.seq_num;
         let mut frame = [0u8; MAX_UPLINK_LEN];
-        let Ok(n) = secure::seal_uplink(&NODE1_KEY, node1::ADDRESS, counter, packet, &mut frame)
+        let key = &NODE1_KEY;
+        let Ok(n) =
+            secure::seal_uplink_with(key, node1::ADDRESS, counter, packet, extras, &mut frame)
         else {
             defmt::error!("frame of seq {} not built", seq);
-            return;
+            return None;
         };
         let frame = frame.get(..n).unwrap_or(&[]);
         let mut transmission = Transmission::new(seq);
@@ -148,29 +347,30 @@ mod app {
                 loop {
                     let answer = modem
                         .next_event(|e| match e {
-                            Event::Frame(f) => transmission.answer_sealed(&NODE1_KEY, counter, &f),
+                            Event::Frame(f) => transmission.answer_with_command(key, counter, &f),
                             Event::Error(code) => {
                                 defmt::warn!("AT+SEND -> +ERR={}", code);
-                                Answer::Unrelated
+                                (Answer::Unrelated, None)
                             }
-                            _ => Answer::Unrelated,
+                            _ => (Answer::Unrelated, None),
                         })
                         .await;
-                    if answer != Answer::Unrelated {
+                    if answer.0 != Answer::Unrelated {
                         return answer;
                     }
                 }
             })
             .await;
             match answer {
-                Ok(Answer::Ack) => {
+                Ok((Answer::Ack, command)) => {
                     print_line(vcp, format_args!("acked seq={seq}"));
-                    return;
+                    return Some(command);
                 }
-                Ok(Answer::Nack) => print_line(vcp, format_args!("nack seq={seq}")),
-                Ok(Answer::Unrelated) | Err(_) => {}
+                Ok((Answer::Nack, _)) => print_line(vcp, format_args!("nack seq={seq}")),
+                Ok((Answer::Unrelated, _)) | Err(_) => {}
             }
         }
         print_line(vcp, format_args!("gave up seq={seq}"));
+        None
     }
 }

@@ -11,9 +11,18 @@
 //! or `warning: node <address> has no key: its frames are refused`. The gateway's serial
 //! source skips such lines without a word (not JSON, no JSON fragment).
 //!
-//! Tasks: the UART4 interrupt (priority 3) queues the modem's bytes; `radio` (priority 2)
-//! sets the modem up, parses, acknowledges and prints; `climate` (priority 1) reads the
-//! SHT3x every 500 ms into the shared `climate` (a failed read clears it: no stale value).
+//! Commands to the nodes (`docs/PROTOCOL.md`, "Downlink"): the gateway writes `cmd <address>
+//! <number> <kind> [<value>]` lines to USART2; Node 2 keeps the newest per node and puts it
+//! in the ACK of that node's next new uplink, until the node confirms it. It answers each
+//! line (`command queued ...` or `command refused ...`) and reports `command sent ...`,
+//! `confirmed from=<address> number=<n>` and the nodes' `info from=<address> ...` lines
+//! (`lora_link::vcp`), which the gateway's JSON decoder skips like the lines above.
+//!
+//! Tasks: the UART4 interrupt (priority 3) queues the modem's bytes and the USART2 interrupt
+//! (priority 3) the gateway's; `radio` (priority 2) sets the modem up, parses, acknowledges
+//! and prints; `commands` (priority 2, so that lines never interleave) reads the gateway's
+//! lines; `climate` (priority 1) reads the SHT3x every 500 ms into the shared `climate` (a
+//! failed read clears it: no stale value).
 
 #![no_std]
 #![no_main]
@@ -24,18 +33,23 @@ use panic_probe as _;
 #[rtic::app(device = stm32f4::stm32f446, dispatchers = [EXTI0, EXTI1])]
 mod app {
     use lora_link::node2::{self, Node2Line, Outcome, Peer, Receiver, MAX_LINE};
+    use lora_link::vcp::{self, LineBuffer, Pushed, Refusal, Report, MAX_COMMAND_LINE};
     use rtic_monotonics::systick::prelude::*;
     use sensor_nodes::board;
     use sensor_nodes::keys::NODES;
-    use sensor_nodes::modem::{self, print_line, Modem, RxSender};
+    use sensor_nodes::modem::{self, print_line, Modem, RxReceiver, RxSender};
     use sensor_nodes::sensor::{Climate, Sensor};
     use sensor_nodes::time::Mono;
     use sensor_nodes::uart::Uart;
+
+    type Table = Receiver<'static, { NODES.len() }>;
 
     #[shared]
     struct Shared {
         /// The last SHT3x reading, `None` until one succeeded and after a failed one.
         climate: Option<Climate>,
+        /// The receive rules' state, the commands waiting for their nodes' uplinks included.
+        receiver: Table,
     }
 
     #[local]
@@ -43,6 +57,10 @@ mod app {
         rx_queue: RxSender,
         modem: Modem,
         sensor: board::ClimateSensor,
+        /// The gateway's bytes, queued as the modem's are (the same queue type: one copy of
+        /// its code).
+        vcp_queue: RxSender,
+        vcp_rx: RxReceiver,
     }
 
     #[idle]
@@ -52,16 +70,23 @@ mod app {
 
     #[init]
     fn init(cx: init::Context) -> (Shared, Local) {
-        let (modem, rx_queue) = sensor_nodes::start(cx.core.SYST);
+        let (modem, rx_queue) = sensor_nodes::start(cx.core.SYST, true);
+        let (vcp_queue, vcp_rx) = rtic_sync::make_channel!(u8, { modem::RX_QUEUE });
         defmt::info!("node2 on {=str}", board::NAME);
         radio::spawn().ok();
+        commands::spawn().ok();
         climate::spawn().ok();
         (
-            Shared { climate: None },
+            Shared {
+                climate: None,
+                receiver: Receiver::new(&NODES),
+            },
             Local {
                 rx_queue,
                 modem,
                 sensor: board::climate_sensor(),
+                vcp_queue,
+                vcp_rx,
             },
         )
     }
@@ -69,17 +94,69 @@ mod app {
     /// Moves the modem's bytes into the queue; nothing else.
     #[task(binds = UART4, priority = 3, local = [rx_queue])]
     fn uart4(cx: uart4::Context) {
-        modem::on_receive_interrupt(cx.local.rx_queue);
+        modem::on_receive_interrupt(Uart::UART4, cx.local.rx_queue);
     }
 
-    #[task(priority = 2, shared = [climate], local = [modem])]
+    /// Moves the gateway's bytes into their queue; nothing else (a full queue drops them:
+    /// the line breaks and is refused).
+    #[task(binds = USART2, priority = 3, local = [vcp_queue])]
+    fn usart2(cx: usart2::Context) {
+        modem::on_receive_interrupt(Uart::USART2, cx.local.vcp_queue);
+    }
+
+    /// The gateway's `cmd` lines: each queued for its node, or refused; one line back.
+    #[task(priority = 2, shared = [receiver], local = [vcp_rx])]
+    async fn commands(mut cx: commands::Context) {
+        let mut lines = LineBuffer::<MAX_COMMAND_LINE>::new();
+        while let Ok(byte) = cx.local.vcp_rx.recv().await {
+            let report = match lines.push(byte) {
+                Pushed::More | Pushed::Line([]) => continue,
+                Pushed::TooLong => Report::Refused {
+                    command: None,
+                    reason: Refusal::BadLine,
+                },
+                Pushed::Line(line) => match vcp::parse_command(line) {
+                    None => Report::Refused {
+                        command: None,
+                        reason: Refusal::BadLine,
+                    },
+                    Some((to, command)) => {
+                        let number = command.number;
+                        match cx.shared.receiver.lock(|r| r.queue(to, command)) {
+                            Ok(()) => Report::Queued { to, number },
+                            Err(reason) => Report::Refused {
+                                command: Some((to, number)),
+                                reason,
+                            },
+                        }
+                    }
+                },
+            };
+            print_line(Uart::USART2, format_args!("{report}"));
+        }
+    }
+
+    #[task(priority = 2, shared = [climate, receiver], local = [modem])]
     async fn radio(mut cx: radio::Context) {
         let modem = cx.local.modem;
         warn_about_the_table();
         modem.setup(node2::ADDRESS).await;
-        let mut receiver = Receiver::new(&NODES);
         loop {
-            let outcome = modem.next_event(|e| receiver.on_event(&e)).await;
+            let receiver = &mut cx.shared.receiver;
+            // The outcome, with the counts its lines show (one lock).
+            let (outcome, rx, err, count) = modem
+                .next_event(|e| {
+                    receiver.lock(|r| {
+                        let outcome = r.on_event(&e);
+                        let count = match outcome {
+                            Outcome::Rejected { reason, .. } => r.rejected(reason),
+                            Outcome::Broken => r.broken(),
+                            _ => 0,
+                        };
+                        (outcome, r.rx(), r.err(), count)
+                    })
+                })
+                .await;
             match outcome {
                 Outcome::New {
                     packet,
@@ -87,6 +164,9 @@ mod app {
                     to,
                     rssi,
                     snr,
+                    command,
+                    confirmed,
+                    info,
                 } => {
                     modem.send(to, ack.as_bytes());
                     let climate = cx.shared.climate.lock(|c| *c);
@@ -97,8 +177,8 @@ mod app {
                         n2_humidity: climate.map(|c| c.humidity),
                         rssi,
                         snr,
-                        rx: receiver.rx(),
-                        err: receiver.err(),
+                        rx,
+                        err,
                     };
                     let mut text = [0u8; MAX_LINE];
                     let Ok(n) = node2::write_line(&line, &mut text) else {
@@ -112,13 +192,13 @@ mod app {
                         "JSON sent via VCP: {=str}",
                         core::str::from_utf8(text).unwrap_or("")
                     );
+                    report_downlink(to, command, confirmed, info);
                 }
                 Outcome::Duplicate { ack, to, seq } => {
                     modem.send(to, ack.as_bytes());
                     defmt::info!("seq {} from {} again: acked, not printed", seq, to);
                 }
                 Outcome::Rejected { from, reason } => {
-                    let count = receiver.rejected(reason);
                     print_line(
                         Uart::USART2,
                         format_args!(
@@ -134,7 +214,6 @@ mod app {
                     );
                 }
                 Outcome::Broken => {
-                    let count = receiver.broken();
                     print_line(
                         Uart::USART2,
                         format_args!("rejected reason=broken count={count}"),
@@ -143,6 +222,26 @@ mod app {
                 }
                 Outcome::NotAFrame => {}
             }
+        }
+    }
+
+    /// The downlink's lines about a new uplink from `to`: the command its ACK carries, the
+    /// confirmation and the info it carried.
+    fn report_downlink(
+        to: u16,
+        command: Option<u16>,
+        confirmed: Option<u16>,
+        info: Option<lora_link::downlink::NodeInfo>,
+    ) {
+        let print = |report: Report| print_line(Uart::USART2, format_args!("{report}"));
+        if let Some(number) = command {
+            print(Report::Sent { to, number });
+        }
+        if let Some(number) = confirmed {
+            print(Report::Confirmed { from: to, number });
+        }
+        if let Some(info) = info {
+            print(Report::Info { from: to, info });
         }
     }
 
