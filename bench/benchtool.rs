@@ -73,6 +73,9 @@ enum Cmd {
         interval_ms: u64,
         #[arg(long, default_value_t = 50)]
         count: u32,
+        /// The node confirms in an extra uplink at once, not in its next one.
+        #[arg(long)]
+        confirm_at_once: bool,
     },
     /// Run the gateway with stdin piped, feed it `rate` lines/s for `seconds`, and time each
     /// MQTT message (subscriber on `port`) and each packet's visibility in VictoriaMetrics.
@@ -181,7 +184,13 @@ fn main() -> anyhow::Result<()> {
             gateway,
             interval_ms,
             count,
-        } => command_latency::run(&gateway, Duration::from_millis(interval_ms), count),
+            confirm_at_once,
+        } => command_latency::run(
+            &gateway,
+            Duration::from_millis(interval_ms),
+            count,
+            confirm_at_once,
+        ),
         Cmd::Decode { file, iters } => {
             let text = std::fs::read_to_string(file)?;
             let lines: Vec<&str> = text.lines().collect();

@@ -1,9 +1,10 @@
 //! `benchtool command-latency`: the time from a command's arrival at the gateway (its
 //! `POST`) to its confirmation, through the `rylr998` source. benchtool is the modem on a
 //! pseudo-terminal and node 1 behind it (the published test key): an uplink every
-//! `interval`, and, as our Node 1 does, a command found in an ACK applied once and confirmed
-//! at once in an extra uplink. Commands are sent one at a time at a random moment of the
-//! node's cycle; the gateway runs with its own config (HTTP with a token, no sinks).
+//! `interval`; a command found in an ACK is confirmed in the next uplink, as our Node 1 does,
+//! or with `at_once` in an extra uplink right away. Commands are sent one at a time at a
+//! random moment of the node's cycle; the gateway runs with its own config (HTTP with a
+//! token, no sinks).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -17,7 +18,12 @@ const TEST_KEY: &str = "000102030405060708090a0b0c0d0e0f";
 const TOKEN: &str = "bench-token-0123456789";
 
 /// Runs `count` commands against a gateway started from `gateway`; prints p50/p99/max.
-pub fn run(gateway: &std::path::Path, interval: Duration, count: u32) -> anyhow::Result<()> {
+pub fn run(
+    gateway: &std::path::Path,
+    interval: Duration,
+    count: u32,
+    at_once: bool,
+) -> anyhow::Result<()> {
     let key = Key::from_hex(TEST_KEY).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (master, path) = super::open_pty()?;
     let dir = std::env::temp_dir().join(format!("bench-commands-{}", std::process::id()));
@@ -43,7 +49,7 @@ pub fn run(gateway: &std::path::Path, interval: Duration, count: u32) -> anyhow:
     }
     {
         let (counter, key) = (counter.clone(), key.clone());
-        std::thread::spawn(move || node(master, &key, interval, &counter, &confirm_rx));
+        std::thread::spawn(move || node(master, &key, interval, at_once, &counter, &confirm_rx));
     }
     let mut child = std::process::Command::new(gateway)
         .arg("--config")
@@ -61,7 +67,7 @@ pub fn run(gateway: &std::path::Path, interval: Duration, count: u32) -> anyhow:
     let _ = std::fs::remove_dir_all(&dir);
     let latencies = latencies?;
     println!(
-        "command_latency: interval={interval:?} commands={} (bound: interval + 1 s = {:?})",
+        "command_latency: interval={interval:?} confirm_at_once={at_once} commands={} (bound: interval + 1 s = {:?})",
         latencies.len(),
         interval + Duration::from_secs(1)
     );
@@ -169,23 +175,30 @@ fn modem(
     }
 }
 
-/// Node 1: an uplink every `interval`, and one at once to confirm a command.
+/// Node 1: an uplink every `interval`, confirming in the next one what an ACK brought (with
+/// `at_once`: in an extra uplink right away).
 fn node(
     master: i32,
     key: &Key,
     interval: Duration,
+    at_once: bool,
     counter: &AtomicU32,
     confirm: &mpsc::Receiver<u16>,
 ) {
     let mut next = Instant::now();
     let mut seq: u16 = 0;
+    let mut owed: Option<u16> = None;
     loop {
         let wait = next.saturating_duration_since(Instant::now());
         let confirming = match confirm.recv_timeout(wait) {
-            Ok(number) => Some(number),
+            Ok(number) if at_once => Some(number),
+            Ok(number) => {
+                owed = Some(number);
+                continue;
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 next += interval;
-                None
+                owed.take()
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         };
