@@ -73,9 +73,10 @@ enum Cmd {
         interval_ms: u64,
         #[arg(long, default_value_t = 50)]
         count: u32,
-        /// The node confirms in an extra uplink at once, not in its next one.
+        /// The node confirms in its next regular uplink, not in an extra one at once (what
+        /// our Node 1 does).
         #[arg(long)]
-        confirm_at_once: bool,
+        confirm_in_next_uplink: bool,
     },
     /// Run the gateway with stdin piped, feed it `rate` lines/s for `seconds`, and time each
     /// MQTT message (subscriber on `port`) and each packet's visibility in VictoriaMetrics.
@@ -184,12 +185,12 @@ fn main() -> anyhow::Result<()> {
             gateway,
             interval_ms,
             count,
-            confirm_at_once,
+            confirm_in_next_uplink,
         } => command_latency::run(
             &gateway,
             Duration::from_millis(interval_ms),
             count,
-            confirm_at_once,
+            !confirm_in_next_uplink,
         ),
         Cmd::Decode { file, iters } => {
             let text = std::fs::read_to_string(file)?;

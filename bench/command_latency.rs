@@ -1,8 +1,8 @@
 //! `benchtool command-latency`: the time from a command's arrival at the gateway (its
 //! `POST`) to its confirmation, through the `rylr998` source. benchtool is the modem on a
 //! pseudo-terminal and node 1 behind it (the published test key): an uplink every
-//! `interval`; a command found in an ACK is confirmed in the next uplink, as our Node 1 does,
-//! or with `at_once` in an extra uplink right away. Commands are sent one at a time at a
+//! `interval`; a command found in an ACK is confirmed at once in an extra uplink, the slots
+//! going on from it, as our Node 1 does (`at_once`), or in the next regular uplink. Commands are sent one at a time at a
 //! random moment of the node's cycle; the gateway runs with its own config (HTTP with a
 //! token, no sinks).
 
@@ -175,8 +175,8 @@ fn modem(
     }
 }
 
-/// Node 1: an uplink every `interval`, confirming in the next one what an ACK brought (with
-/// `at_once`: in an extra uplink right away).
+/// Node 1: an uplink every `interval`, confirming what an ACK brought with `at_once` in an
+/// extra uplink right away (the slots go on from it, as on our Node 1), else in the next one.
 fn node(
     master: i32,
     key: &Key,
@@ -191,7 +191,10 @@ fn node(
     loop {
         let wait = next.saturating_duration_since(Instant::now());
         let confirming = match confirm.recv_timeout(wait) {
-            Ok(number) if at_once => Some(number),
+            Ok(number) if at_once => {
+                next = Instant::now() + interval;
+                Some(number)
+            }
             Ok(number) => {
                 owed = Some(number);
                 continue;

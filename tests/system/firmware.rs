@@ -14,8 +14,8 @@
 //! Commands (docs/PROTOCOL.md, "Downlink"): the test writes `cmd` lines to Node 2's VCP, as
 //! the gateway does, one after the other as each is confirmed (`ping`, `identify`, `interval
 //! 5`): Node 2 puts each in the sealed ACK of Node 1's next uplink, Node 1 applies each once
-//! and confirms it, the gateway's receive times show the interval going from 2 s to 5 s, and
-//! the ping brings Node 1's info. A second, smaller chain (no gateway) has Node 1 reboot on
+//! and confirms it in an uplink sent at once, the gateway's receive times show the interval
+//! going from 2 s to 5 s, and the ping brings Node 1's info. A second, smaller chain (no gateway) has Node 1 reboot on
 //! command: once, keeping its counter, its interval and what it applied.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -61,7 +61,7 @@ const STORY: &str = "1:Da 2:Da 3:DxDxCDx 4:LDa 5:LDa 6:LCLL 7:Da 8:Da 9:Da 10:Da
 const INTERFERENCE_BEFORE: u16 = 10;
 const QEMU_HINT: &str = "apt-get install -y --no-install-recommends qemu-system-arm";
 /// The key of docs/PROTOCOL.md's vectors, node 1's in the emulator images: published.
-const TEST_KEY: Key = Key::new([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);
+pub(crate) const TEST_KEY: Key = Key::new([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);
 /// The attacker's key: not node 1's.
 const WRONG_KEY: Key = Key::new([0xA5; 16]);
 /// What the attacker's forgeries carry: values no packet of the emulated BME680 has.
@@ -110,7 +110,7 @@ fn qemu() -> PathBuf {
 }
 
 /// One emulated board; killed on drop.
-struct Board {
+pub(crate) struct Board {
     child: Child,
     /// QEMU's stdout (where it names the pty) and stderr.
     stdout: PathBuf,
@@ -162,7 +162,7 @@ impl Board {
     }
 
     /// What QEMU said.
-    fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
         format!("{}{}", read(&self.stdout), read(&self.stderr))
     }
@@ -479,34 +479,10 @@ struct Boards {
 }
 
 fn boot_boards(dir: &Path) -> Boards {
-    let (node1_elf, node2_elf) = (image("node1"), image("node2"));
     // Node 2 first: its VCP is the gateway's serial device.
-    let node2_modem = free_port();
-    // QEMU logs everything Node 2 writes to its VCP, to check the lines byte for byte.
-    let node2_vcp = dir.join("node2-vcp.log");
-    let node2 = Board::boot(
-        dir,
-        "node2",
-        &node2_elf,
-        &[
-            "-chardev".into(),
-            format!("pty,id=vcp,logfile={}", node2_vcp.display()),
-        ],
-        "chardev:vcp",
-        node2_modem,
-    );
-    let node2_pty = node2.pty();
+    let (node2, node2_vcp, node2_pty, node2_modem) = boot_node2(dir);
     // Node 1 boots now too; both hold their CPUs until the radio connects.
-    let node1_modem = free_port();
-    let node1_vcp = dir.join("node1-vcp.log");
-    let node1 = Board::boot(
-        dir,
-        "node1",
-        &node1_elf,
-        &[],
-        &format!("file:{}", node1_vcp.display()),
-        node1_modem,
-    );
+    let (node1, node1_vcp, node1_modem) = boot_node1(dir);
     Boards {
         node1,
         node2,
@@ -516,6 +492,43 @@ fn boot_boards(dir: &Path) -> Boards {
         node1_modem,
         node2_modem,
     }
+}
+
+/// Node 2 in QEMU, holding its CPU until the radio connects: the board, the log of
+/// everything it writes to its VCP (QEMU's, to check the lines byte for byte), its VCP's pty
+/// and its modem port.
+pub(crate) fn boot_node2(dir: &Path) -> (Board, PathBuf, String, u16) {
+    let modem = free_port();
+    let vcp = dir.join("node2-vcp.log");
+    let node2 = Board::boot(
+        dir,
+        "node2",
+        &image("node2"),
+        &[
+            "-chardev".into(),
+            format!("pty,id=vcp,logfile={}", vcp.display()),
+        ],
+        "chardev:vcp",
+        modem,
+    );
+    let pty = node2.pty();
+    (node2, vcp, pty, modem)
+}
+
+/// Node 1 in QEMU, holding its CPU until the radio connects: the board, the file its VCP
+/// writes to, and its modem port.
+pub(crate) fn boot_node1(dir: &Path) -> (Board, PathBuf, u16) {
+    let modem = free_port();
+    let vcp = dir.join("node1-vcp.log");
+    let node1 = Board::boot(
+        dir,
+        "node1",
+        &image("node1"),
+        &[],
+        &format!("file:{}", vcp.display()),
+        modem,
+    );
+    (node1, vcp, modem)
 }
 
 /// The air between the boards: each runs from the moment its end connects, and the emulator
@@ -747,7 +760,7 @@ async fn node1_over_a_lossy_radio_with_an_attacker_reaches_mqtt_and_the_database
     gw.signal(libc::SIGTERM);
     assert!(gw.wait(WAIT).success(), "{}", gw.log());
     check_database(&influx, &delivered).await;
-    let (before, after) = check_interval(&influx, &packets, interval_after).await;
+    let (before, after) = check_interval(&influx, &packets, interval_after, &node1_log()).await;
     eprintln!(
         "firmware chain: {} packets, {} transmissions of Node 1, {retried} retransmitted, \
          {saved} delivered by a retransmission, {} delivered, {} given up, {corrupted} \
@@ -764,7 +777,7 @@ async fn node1_over_a_lossy_radio_with_an_attacker_reaches_mqtt_and_the_database
 }
 
 /// The firmware's version (firmware/Cargo.toml), as Node 1 reports it.
-fn firmware_version() -> [u8; 3] {
+pub(crate) fn firmware_version() -> [u8; 3] {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware/Cargo.toml");
     let text = std::fs::read_to_string(manifest).unwrap();
     let version = text
@@ -926,21 +939,44 @@ fn check_confirmations_on_the_air(air: &[Transmission]) {
     assert_eq!(confirmed, COMMANDS.iter().map(|(n, _)| *n).collect());
 }
 
-/// The gateway's receive times (the database's timestamps) of packets sent one slot apart,
-/// each on its first try: 2 s apart up to the packet whose ACK brought `interval 5`, 5 s
-/// from it on. Returns both sets of gaps, ms.
-async fn check_interval(
-    influx: &InfluxDb1,
-    packets: &BTreeMap<u16, Packet>,
-    interval_after: u16,
-) -> (Vec<i64>, Vec<i64>) {
-    let received: BTreeMap<u16, i64> = influx
-        .points("firmware")
+/// The seqs whose ACK brought Node 1 a command (Node 1's VCP): the next uplink went at once
+/// to confirm it, not one slot later.
+pub(crate) fn brought_a_command(node1_log: &str) -> BTreeSet<u16> {
+    let mut acked: Option<u16> = None;
+    let mut brought = BTreeSet::new();
+    for line in node1_log.lines() {
+        if let Some(seq) = line.strip_prefix("acked seq=") {
+            acked = seq.parse().ok();
+        } else if line.starts_with("command number=") {
+            brought.extend(acked);
+        }
+    }
+    brought
+}
+
+/// When the gateway received each packet of node 1 in database `db` (its timestamps), by seq:
+/// the emulated BME680's gas resistance is 100000 + 37 * seq ([`emulated_bme680`]).
+pub(crate) async fn received_at(influx: &InfluxDb1, db: &str) -> BTreeMap<u16, i64> {
+    influx
+        .points(db)
         .await
         .iter()
         .filter(|p| p.measurement == "gas_resistance" && p.tag("node") == Some("node1"))
         .map(|p| (((p.value as u32 - 100_000) / 37) as u16, p.ts_ms))
-        .collect();
+        .collect()
+}
+
+/// The gateway's receive times (the database's timestamps) of packets sent one slot apart,
+/// each on its first try: 2 s apart up to the packet whose ACK brought `interval 5`, 5 s
+/// from it on; and each uplink after an ACK that brought a command at once (within 1 s),
+/// the slots going on from it. Returns both sets of slot gaps, ms.
+async fn check_interval(
+    influx: &InfluxDb1,
+    packets: &BTreeMap<u16, Packet>,
+    interval_after: u16,
+    node1_log: &str,
+) -> (Vec<i64>, Vec<i64>) {
+    let received = received_at(influx, "firmware").await;
     // Packet s was done with on its first try (its exchange took no slot time), and s + 1
     // was received on its first try: s + 1 came one interval after s.
     let gap = |s: u16| {
@@ -948,8 +984,23 @@ async fn check_interval(
         let next_first = packets.get(&(s + 1))?.delivered_on == Some(1);
         (first_try && next_first).then_some(received.get(&(s + 1))? - received.get(&s)?)
     };
-    let before: Vec<i64> = (1..interval_after).filter_map(gap).collect();
-    let after: Vec<i64> = (interval_after..).take(40).filter_map(gap).collect();
+    let at_once = brought_a_command(node1_log);
+    assert!(
+        at_once.contains(&interval_after),
+        "{at_once:?}: {interval_after}"
+    );
+    let confirmations: Vec<i64> = at_once.iter().filter_map(|s| gap(*s)).collect();
+    assert!(
+        !confirmations.is_empty() && confirmations.iter().all(|g| (0..1_000).contains(g)),
+        "the uplinks confirming a command went at once: gaps {confirmations:?} ms"
+    );
+    let slot = |s: &u16| !at_once.contains(s);
+    let before: Vec<i64> = (1..interval_after).filter(slot).filter_map(gap).collect();
+    let after: Vec<i64> = (interval_after..)
+        .take(40)
+        .filter(slot)
+        .filter_map(gap)
+        .collect();
     let median = |v: &[i64]| {
         let mut v = v.to_vec();
         v.sort_unstable();

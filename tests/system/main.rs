@@ -12,6 +12,7 @@ mod dashboard;
 mod delivery;
 mod deploy;
 mod firmware;
+mod firmware_commands;
 mod fleet;
 mod gateway;
 mod grafana;

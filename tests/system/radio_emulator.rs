@@ -11,8 +11,10 @@
 //! as any address: forged frames under a wrong key, frames recorded earlier played back (to
 //! the receiver and to the node), a frame of the original format, a sender not in the table.
 
+use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -65,9 +67,9 @@ pub struct Air {
     pub interference_before: Option<u16>,
 }
 
-/// One end of the air: an emulated board's modem port.
+/// One end of the air: an emulated board's modem port, or the gateway's (a pty).
 pub struct End {
-    stream: TcpStream,
+    stream: File,
     /// The board's address; a frame from the other end is received as from this one.
     address: u16,
 }
@@ -81,6 +83,7 @@ impl End {
             match TcpStream::connect(("127.0.0.1", port)) {
                 Ok(stream) => {
                     stream.set_nodelay(true).unwrap();
+                    let stream = File::from(OwnedFd::from(stream));
                     return End { stream, address };
                 }
                 Err(_) if Instant::now() < deadline => {
@@ -88,6 +91,16 @@ impl End {
                 }
                 Err(e) => panic!("connect to the emulated board's modem port {port}: {e}"),
             }
+        }
+    }
+
+    /// The master side of a pty whose slave the gateway's `rylr998` source opens as its
+    /// modem, `address` until it sends `AT+ADDRESS`. Someone must hold the slave open for the
+    /// whole run (the test does), or the master reads EIO while the gateway restarts.
+    pub fn pty(master: OwnedFd, address: u16) -> End {
+        End {
+            stream: File::from(master),
+            address,
         }
     }
 }
@@ -105,7 +118,7 @@ struct Records {
 #[derive(Clone)]
 struct Port {
     address: u16,
-    stream: Arc<Mutex<TcpStream>>,
+    stream: Arc<Mutex<File>>,
 }
 
 impl Port {

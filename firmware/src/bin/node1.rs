@@ -5,8 +5,9 @@
 //! waits `ACK_TIMEOUT_MS` for Node 2's sealed ACK and sends the same frame again on a timeout
 //! or a NACK, 4 sends at most; then the next packet takes the next seq and counter whatever
 //! happened. The ACK may carry a command (`interval`, `ping`, `identify`, `reboot`: the
-//! rules of `lora_link::node1::commands`); the uplinks after it confirm it, and the first
-//! uplink after every boot and the next after a `ping` carry the node's info. The rules are
+//! rules of `lora_link::node1::commands`); the next uplink goes at once and confirms it (the
+//! slots go on from there), and so do the following ones until one is acknowledged; the
+//! first uplink after every boot and the next after a `ping` carry the node's info. The rules are
 //! `lora_link::node1`'s; this file only wires tasks to them.
 //!
 //! On USART2 (the VCP) it prints one line per event: `sent seq=<n> try=<k> counter=<c>`,
@@ -192,8 +193,11 @@ mod app {
         let mut seq = node1::FIRST_SEQ;
         let mut counter = Counter::resume(store.stored());
         let mut next = Mono::now();
+        // This uplink goes right after the one before, to confirm a command at once.
+        let mut at_once = false;
         loop {
             let info = node.info();
+            let mut confirm_at_once = false;
             match sensor.read() {
                 Ok(air) => {
                     let packet = SensorDataPacket {
@@ -210,6 +214,7 @@ mod app {
                             seq = node1::next_seq(seq);
                             if let Some(command) = acked {
                                 let verdict = node.commands.on_ack(&extras, command);
+                                confirm_at_once = commands::confirm_at_once(verdict, at_once);
                                 apply(verdict, node, store);
                             }
                             restart_if_due(node, &extras);
@@ -229,12 +234,14 @@ mod app {
                 // Nothing sent, no seq used: a gap in seq always means a lost packet.
                 Err(e) => defmt::warn!("bme680 read failed: {}", e),
             }
-            // The next slot; after a late exchange, now (no burst to catch up).
+            // The next slot: now to confirm a command at once (the slots go on from there);
+            // after a late exchange, now too (no burst to catch up).
             next += node.interval_ms.millis();
             let now = Mono::now();
-            if next < now {
+            if next < now || confirm_at_once {
                 next = now;
             }
+            at_once = confirm_at_once;
             sleep_until(next, &mut node.identify_until).await;
         }
     }

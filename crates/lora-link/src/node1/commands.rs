@@ -10,7 +10,10 @@
 //!   after the reboot it caused. A number it remembers is confirmed again, not applied again
 //!   (the gateway sends a command until it hears the confirmation).
 //! - The confirmation rides in every uplink from the next one on, until an ACK of an uplink
-//!   that carried it arrives; a newer command's confirmation takes its place.
+//!   that carried it arrives; a newer command's confirmation takes its place. The next
+//!   uplink goes at once, not at the next slot ([`confirm_at_once`]), so a command is
+//!   confirmed within one uplink interval of reaching the gateway (plus the exchange).
+//!   Never twice in a row: a gateway that kept sending commands cannot keep the node on air.
 //! - The node's info rides in the first uplink after every boot and in the next one after a
 //!   `ping`, again until an ACK of an uplink that carried it arrives.
 //! - `reboot` restarts the node once the uplink carrying its confirmation is done with
@@ -53,6 +56,13 @@ pub fn reset_reason(rcc_csr: u32, rebooted_by_command: bool) -> u8 {
     } else {
         reset::UNKNOWN
     }
+}
+
+/// Whether the next uplink goes at once, not at the next slot: after an ACK that brought a
+/// command (`verdict` of [`Commands::on_ack`]), unless the uplink it answered went at once
+/// already (`this_went_at_once`).
+pub fn confirm_at_once(verdict: Verdict, this_went_at_once: bool) -> bool {
+    !matches!(verdict, Verdict::Nothing) && !this_went_at_once
 }
 
 /// A check word over `words` (not cryptographic: it tells saved words from what RAM holds
@@ -296,6 +306,22 @@ mod tests {
         );
         assert_eq!(c.on_ack(&next, None), Verdict::Nothing);
         assert_eq!(c.extras(INFO), Extras::NONE);
+    }
+
+    #[test]
+    fn a_command_is_confirmed_at_once_but_never_twice_in_a_row() {
+        let mut c = Commands::new();
+        let ping = command(1, Kind::Ping);
+        let verdict = c.on_ack(&Extras::NONE, ping);
+        assert!(confirm_at_once(verdict, false), "a new command");
+        assert!(!confirm_at_once(verdict, true), "twice in a row");
+        let again = c.on_ack(&c.extras(INFO), ping);
+        assert_eq!(again, Verdict::Again(ping.unwrap()));
+        assert!(
+            confirm_at_once(again, false),
+            "a resend is confirmed at once too"
+        );
+        assert!(!confirm_at_once(Verdict::Nothing, false), "no command");
     }
 
     #[test]
