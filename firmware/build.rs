@@ -1,6 +1,7 @@
-//! Puts `memory.x` where the linker finds it (cortex-m-rt's `link.x` includes it), and writes
+//! Puts `memory.x` where the linker finds it (cortex-m-rt's `link.x` includes it), writes
 //! the node table the images are built with into `$OUT_DIR/keys.rs` (`src/keys.rs` includes
-//! it): Node 1's key and, for Node 2, every node's key or legacy mark.
+//! it): Node 1's key and, for Node 2, every node's key or legacy mark; and the radio region
+//! (`IIOT_FIRMWARE_REGION`, `scripts/firmware --region`) into `$OUT_DIR/region.rs`.
 //!
 //! The table comes from the TOML file named by `IIOT_FIRMWARE_KEYS` (`scripts/firmware
 //! --keys <file>` sets it), whose `[source.nodes.<address>]` tables are those of the gateway's
@@ -66,6 +67,29 @@ fn main() {
         fail(&format!("{source}: {e}"));
     }
     fs::write(out.join("keys.rs"), generate(&source, &nodes)).expect("write keys.rs");
+    write_region(&out);
+}
+
+/// The variable `scripts/firmware --region` sets.
+const REGION_ENV: &str = "IIOT_FIRMWARE_REGION";
+/// The regions `lora_link::at::Region` knows, by name, and their variants.
+const REGIONS: [(&str, &str); 2] = [("us915", "Us915"), ("eu868", "Eu868")];
+
+/// `$OUT_DIR/region.rs`: the `lora_link::at::Region` named by `IIOT_FIRMWARE_REGION`
+/// (`us915` when unset), which `src/lib.rs` includes.
+fn write_region(out: &Path) {
+    println!("cargo:rerun-if-env-changed={REGION_ENV}");
+    let name = env::var(REGION_ENV).unwrap_or_default();
+    let name = if name.is_empty() { "us915" } else { &name };
+    let Some((_, variant)) = REGIONS.iter().find(|(n, _)| *n == name) else {
+        eprintln!("error: firmware region {name:?}: choose us915 or eu868");
+        process::exit(1);
+    };
+    fs::write(
+        out.join("region.rs"),
+        format!("lora_link::at::Region::{variant}\n"),
+    )
+    .expect("write region.rs");
 }
 
 /// Stops the build with `message` (cargo shows it under the build script's stderr).

@@ -1,169 +1,127 @@
-//! A blocking I2C master on the STM32F4's I2C1 (the "v1" peripheral of RM0390), standard
-//! mode (100 kHz), implementing `embedded_hal::i2c::I2c` for the sensor drivers. Every wait is
-//! bounded: a missing or stuck sensor is an error, never a hang. The sequence follows
-//! RM0390 §24.3.3 the way stm32f4xx-hal does it (ACK on, NACK and STOP before the last byte).
+//! I2C1 of the STM32F4 (the "v1" peripheral of RM0390 §24), standard mode (100 kHz), as an
+//! `embedded_hal::i2c::I2c` for the sensor drivers. The master is
+//! `node_sensors::stm32_i2c::Master`, whose register sequences are host-tested (RM0390
+//! §24.3.3's read sequences, STOP before START, one START per run of operations of one kind,
+//! bounded waits, STOP or reset and bus clear after an error); this file gives it I2C1's
+//! registers, the critical section of the one-byte read, and PB8/PB9 as open-drain GPIOs for
+//! the bus clear.
 //!
-//! Only the real board uses it: QEMU 7.2 does not model the STM32F4's I2C.
+//! Only the real board uses it: QEMU 7.2 does not model the STM32F4's I2C. It has not run on
+//! a board yet.
 
-use embedded_hal::i2c::{self, ErrorKind, NoAcknowledgeSource, Operation, SevenBitAddress};
+use embedded_hal::i2c::{self, Operation, SevenBitAddress};
+use node_sensors::i2c::OpenDrainLines;
+use node_sensors::stm32_i2c::{Master, Registers};
+
+pub use node_sensors::stm32_i2c::Error;
 
 use crate::reg;
 
-const CR1: usize = 0x00;
-const CR2: usize = 0x04;
-const DR: usize = 0x10;
-const SR1: usize = 0x14;
-const SR2: usize = 0x18;
-const CCR: usize = 0x1C;
-const TRISE: usize = 0x20;
+/// The bus's pins as the board wires them (`board::nucleo_f446re::init`: PB8 SCL, PB9 SDA,
+/// AF4, open drain, pull-ups), taken over as GPIOs for a bus clear.
+const SCL_PIN: u32 = 8;
+const SDA_PIN: u32 = 9;
+const GPIO_MODER: usize = 0x00;
+const GPIO_OTYPER: usize = 0x04;
+const GPIO_IDR: usize = 0x10;
+const GPIO_BSRR: usize = 0x18;
+const MODE_OUTPUT: u32 = 0b01;
+const MODE_ALTERNATE: u32 = 0b10;
 
-const CR1_PE: u32 = 1 << 0;
-const CR1_START: u32 = 1 << 8;
-const CR1_STOP: u32 = 1 << 9;
-const CR1_ACK: u32 = 1 << 10;
-const CR1_SWRST: u32 = 1 << 15;
-
-const SR1_SB: u32 = 1 << 0;
-const SR1_ADDR: u32 = 1 << 1;
-const SR1_BTF: u32 = 1 << 2;
-const SR1_RXNE: u32 = 1 << 6;
-const SR1_TXE: u32 = 1 << 7;
-const SR1_BERR: u32 = 1 << 8;
-const SR1_ARLO: u32 = 1 << 9;
-const SR1_AF: u32 = 1 << 10;
-
-/// Register polls before a wait is a timeout (some ms at 16 MHz; a byte at 100 kHz is 90 µs).
-const POLLS: u32 = 50_000;
-
-/// What went wrong on the bus.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Error {
-    /// No device acknowledged the address or a byte.
-    Nack(NoAcknowledgeSource),
-    /// Bus error or arbitration lost.
-    Bus,
-    /// A flag never came.
-    Timeout,
+/// I2C1's registers.
+#[derive(Clone, Copy)]
+pub struct I2c1Registers {
+    pclk1_hz: u32,
 }
 
-impl i2c::Error for Error {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            Error::Nack(source) => ErrorKind::NoAcknowledge(*source),
-            Error::Bus => ErrorKind::Bus,
-            Error::Timeout => ErrorKind::Other,
+impl Registers for I2c1Registers {
+    type Lines = Lines;
+
+    fn read(&mut self, offset: usize) -> u32 {
+        reg::read(reg::I2C1 + offset)
+    }
+
+    fn write(&mut self, offset: usize, value: u32) {
+        reg::write(reg::I2C1 + offset, value);
+    }
+
+    fn masked<F: FnOnce(&mut Self)>(&mut self, f: F) {
+        cortex_m::interrupt::free(|_| f(self));
+    }
+
+    fn take_lines(&mut self) -> Lines {
+        let pins = (1 << SCL_PIN) | (1 << SDA_PIN);
+        // Released before they become outputs: no glitch low.
+        reg::write(reg::GPIOB + GPIO_BSRR, pins);
+        reg::modify(reg::GPIOB + GPIO_OTYPER, 0, pins);
+        set_mode(MODE_OUTPUT);
+        // 5 µs in PCLK1 cycles; the core runs at least that fast.
+        Lines {
+            half_period_cycles: (self.pclk1_hz / 200_000).max(1),
         }
+    }
+
+    fn give_back_lines(&mut self, _lines: Lines) {
+        set_mode(MODE_ALTERNATE);
     }
 }
 
-/// I2C1, by base address. Cheap to copy: drivers that consume the bus on a failed probe can
+/// PB8 (SCL) and PB9 (SDA) as open-drain GPIO outputs, for a bus clear.
+pub struct Lines {
+    half_period_cycles: u32,
+}
+
+fn set_mode(mode: u32) {
+    let (scl, sda) = (SCL_PIN * 2, SDA_PIN * 2);
+    reg::modify(
+        reg::GPIOB + GPIO_MODER,
+        (0b11 << scl) | (0b11 << sda),
+        (mode << scl) | (mode << sda),
+    );
+}
+
+/// Releases `pin` (open drain: the pull-up takes it high) or drives it low.
+fn drive(pin: u32, release: bool) {
+    let bit = if release { 1 << pin } else { 1 << (pin + 16) };
+    reg::write(reg::GPIOB + GPIO_BSRR, bit);
+}
+
+fn is_high(pin: u32) -> bool {
+    reg::read(reg::GPIOB + GPIO_IDR) & (1 << pin) != 0
+}
+
+impl OpenDrainLines for Lines {
+    fn set_scl(&mut self, release: bool) {
+        drive(SCL_PIN, release);
+    }
+
+    fn set_sda(&mut self, release: bool) {
+        drive(SDA_PIN, release);
+    }
+
+    fn scl_is_high(&mut self) -> bool {
+        is_high(SCL_PIN)
+    }
+
+    fn sda_is_high(&mut self) -> bool {
+        is_high(SDA_PIN)
+    }
+
+    fn wait_half_period(&mut self) {
+        cortex_m::asm::delay(self.half_period_cycles);
+    }
+}
+
+/// The I2C master on I2C1. Cheap to copy: drivers that consume the bus on a failed probe can
 /// be given it again.
 #[derive(Clone, Copy)]
-pub struct I2c1 {
-    base: usize,
-}
+pub struct I2c1(Master<I2c1Registers>);
 
 impl I2c1 {
     /// Resets and enables I2C1 at 100 kHz from a `pclk1_hz` APB1 clock. The caller has enabled
     /// its clock and pins (the board module).
     pub fn new(pclk1_hz: u32) -> Self {
-        let base = reg::I2C1;
-        reg::write(base + CR1, CR1_SWRST);
-        reg::write(base + CR1, 0);
-        let mhz = pclk1_hz / 1_000_000;
-        reg::write(base + CR2, mhz);
-        // Standard mode: SCL high = low = CCR * Tpclk, 100 kHz.
-        reg::write(base + CCR, (pclk1_hz / (2 * 100_000)).max(4));
-        reg::write(base + TRISE, mhz + 1);
-        reg::write(base + CR1, CR1_PE);
-        I2c1 { base }
-    }
-
-    fn wait(self, flag: u32) -> Result<(), Error> {
-        for _ in 0..POLLS {
-            let sr1 = reg::read(self.base + SR1);
-            if sr1 & SR1_AF != 0 {
-                reg::modify(self.base + SR1, SR1_AF, 0);
-                return Err(Error::Nack(NoAcknowledgeSource::Unknown));
-            }
-            if sr1 & (SR1_BERR | SR1_ARLO) != 0 {
-                reg::modify(self.base + SR1, SR1_BERR | SR1_ARLO, 0);
-                return Err(Error::Bus);
-            }
-            if sr1 & flag != 0 {
-                return Ok(());
-            }
-        }
-        Err(Error::Timeout)
-    }
-
-    /// START (or repeated START) and the address byte; `read` sets the direction bit.
-    fn start(self, address: u8, read: bool) -> Result<(), Error> {
-        reg::modify(self.base + CR1, 0, CR1_START | CR1_ACK);
-        self.wait(SR1_SB)?;
-        reg::write(self.base + DR, u32::from(address << 1 | u8::from(read)));
-        self.wait(SR1_ADDR).map_err(|e| match e {
-            Error::Nack(_) => Error::Nack(NoAcknowledgeSource::Address),
-            e => e,
-        })
-    }
-
-    /// Clears ADDR (SR1 then SR2 read), which releases the transfer.
-    fn clear_addr(self) {
-        let _ = reg::read(self.base + SR1);
-        let _ = reg::read(self.base + SR2);
-    }
-
-    fn write_bytes(self, bytes: &[u8]) -> Result<(), Error> {
-        self.clear_addr();
-        for &b in bytes {
-            self.wait(SR1_TXE)?;
-            reg::write(self.base + DR, u32::from(b));
-        }
-        self.wait(SR1_BTF).map_err(|e| match e {
-            Error::Nack(_) => Error::Nack(NoAcknowledgeSource::Data),
-            e => e,
-        })
-    }
-
-    /// Reads `buf`, NACKing the last byte; STOP before it when `stop`, else the next
-    /// operation's repeated START ends the read.
-    fn read_bytes(self, buf: &mut [u8], stop: bool) -> Result<(), Error> {
-        let end = if stop { CR1_STOP } else { 0 };
-        if buf.len() <= 1 {
-            reg::modify(self.base + CR1, CR1_ACK, 0);
-        }
-        self.clear_addr();
-        let Some((last, head)) = buf.split_last_mut() else {
-            reg::modify(self.base + CR1, 0, end);
-            return Ok(());
-        };
-        let Some((before_last, rest)) = head.split_last_mut() else {
-            reg::modify(self.base + CR1, CR1_ACK, end);
-            self.wait(SR1_RXNE)?;
-            *last = reg::read(self.base + DR) as u8;
-            return Ok(());
-        };
-        for b in rest {
-            self.wait(SR1_RXNE)?;
-            *b = reg::read(self.base + DR) as u8;
-        }
-        self.wait(SR1_RXNE)?;
-        // Reading the byte before the last starts the last one's reception: ACK must be off
-        // before that byte ends, so no task may run in between (a higher-priority task
-        // writing a JSON line takes ~13 ms, and the last byte would be acknowledged and one
-        // more clocked in). A few instructions with interrupts off.
-        cortex_m::interrupt::free(|_| {
-            *before_last = reg::read(self.base + DR) as u8;
-            reg::modify(self.base + CR1, CR1_ACK, end);
-        });
-        self.wait(SR1_RXNE)?;
-        *last = reg::read(self.base + DR) as u8;
-        Ok(())
-    }
-
-    fn stop(self) {
-        reg::modify(self.base + CR1, 0, CR1_STOP);
+        I2c1(Master::new(I2c1Registers { pclk1_hz }, pclk1_hz))
     }
 }
 
@@ -177,35 +135,6 @@ impl i2c::I2c<SevenBitAddress> for I2c1 {
         address: u8,
         operations: &mut [Operation<'_>],
     ) -> Result<(), Self::Error> {
-        let count = operations.len();
-        let mut run = || -> Result<bool, Error> {
-            let mut stopped = false;
-            for (i, op) in operations.iter_mut().enumerate() {
-                let last = i + 1 == count;
-                match op {
-                    Operation::Write(bytes) => {
-                        self.start(address, false)?;
-                        self.write_bytes(bytes)?;
-                    }
-                    Operation::Read(buf) => {
-                        self.start(address, true)?;
-                        self.read_bytes(buf, last)?;
-                        stopped = last;
-                    }
-                }
-            }
-            Ok(stopped)
-        };
-        match run() {
-            Ok(true) => Ok(()),
-            Ok(false) => {
-                self.stop();
-                Ok(())
-            }
-            Err(e) => {
-                self.stop();
-                Err(e)
-            }
-        }
+        self.0.transaction(address, operations)
     }
 }

@@ -5,8 +5,9 @@
 //! Each user therefore checks its words (a magic word and a check word) before it trusts
 //! them.
 //!
-//! Slots: Node 1's command state ([`COMMANDS`], `lora_link::node1::commands`), and the
-//! emulator image's counter store ([`STORE`], `counter_store`).
+//! Slots: Node 1's command state ([`COMMANDS`], `lora_link::node1::commands`), the
+//! emulator image's counter store ([`STORE`], `counter_store`), the panic mark ([`PANIC`],
+//! `recovery`) and Node 2's boot count ([`BOOTS`]).
 
 /// Words in the region.
 pub const WORDS: usize = 64;
@@ -14,6 +15,10 @@ pub const WORDS: usize = 64;
 pub const COMMANDS: usize = 0;
 /// The emulator's counter store (QEMU has no flash controller model).
 pub const STORE: usize = 16;
+/// Whether the last reset was a panic's (`recovery`), one word.
+pub const PANIC: usize = 40;
+/// Node 2's boot count since power-up, with a check word (its reset reports), two words.
+pub const BOOTS: usize = 41;
 
 extern "C" {
     /// The region's first word (`memory.x`).

@@ -56,6 +56,8 @@ pub struct Modem {
     /// A byte received while the parser's window was full, fed first next time.
     pending: Option<u8>,
     command: [u8; at::MAX_COMMAND],
+    /// The modem said `+READY` since its set-up: it restarted and lost its settings.
+    restarted: bool,
 }
 
 impl Modem {
@@ -67,7 +69,14 @@ impl Modem {
             parser: ModemParser::new(),
             pending: None,
             command: [0; at::MAX_COMMAND],
+            restarted: false,
         }
+    }
+
+    /// Whether the modem restarted (`+READY`) since its last set-up: run [`Modem::setup`]
+    /// again. Clears the flag.
+    pub fn take_restarted(&mut self) -> bool {
+        core::mem::take(&mut self.restarted)
     }
 
     /// Waits for the next modem event and returns what `f` makes of it (the event borrows
@@ -80,6 +89,14 @@ impl Modem {
                 }
             }
             if let Some(event) = self.parser.next_event() {
+                match event {
+                    Event::Ready => self.restarted = true,
+                    Event::Value {
+                        key: "FAULT",
+                        value,
+                    } => board::inject_fault(value),
+                    _ => {}
+                }
                 return f(event);
             }
             // The parser wants more; the window had room (a full window always yields an
@@ -104,20 +121,24 @@ impl Modem {
     }
 
     /// The modem set-up of docs/PROTOCOL.md (`AT`, `AT+ADDRESS=<address>`, `AT+NETWORKID=18`,
-    /// `AT+BAND=915000000`, `AT+PARAMETER=7,9,1,7`), each command's reply checked: `+OK`
+    /// then the band, output power and parameters of the image's region: `AT+BAND=915000000`,
+    /// `AT+CRFOP=22`, `AT+PARAMETER=7,9,1,7` for `us915`), each command's reply checked: `+OK`
     /// goes on, `+ERR` or no reply within `REPLY_TIMEOUT_MS` sends it again, up to
     /// `SETUP_TRIES` times; then the failure is reported and the set-up goes on with the next
-    /// command (the modem keeps settings in flash, so it may still work). Anything else the
-    /// modem says meanwhile (`+READY`, noise, even a frame) is skipped. Returns the number
-    /// of commands that failed.
+    /// command (the modem keeps settings in flash, so it may still work). Before each send,
+    /// whatever the modem said already is dropped (a late `+OK` to the command before must not
+    /// pass for this one's reply); anything else it says meanwhile (`+READY`, noise, even a
+    /// frame) is skipped. Returns the number of commands that failed. Run it again whenever
+    /// [`Modem::take_restarted`] says so.
     pub async fn setup(&mut self, address: u16) -> usize {
         let mut failed = 0;
         for step in 0..at::SETUP_STEPS {
-            let Some(Ok(n)) = at::setup(step, address, &mut self.command) else {
+            let Some(Ok(n)) = at::setup(step, address, crate::REGION, &mut self.command) else {
                 continue;
             };
             let mut done = false;
             for attempt in 1..=board::SETUP_TRIES {
+                self.drain();
                 self.uart.write(self.command.get(..n).unwrap_or(&[]));
                 let reply =
                     Mono::timeout_after(board::REPLY_TIMEOUT_MS.millis(), self.reply()).await;
@@ -149,7 +170,31 @@ impl Modem {
                 );
             }
         }
+        // A `+READY` during the set-up came before the commands that set the modem up.
+        self.restarted = false;
         failed
+    }
+
+    /// Drops every event the bytes received so far make (stale replies, noise), without
+    /// waiting for more; a `+READY` among them still counts ([`Modem::take_restarted`]).
+    fn drain(&mut self) {
+        loop {
+            while let Some(event) = self.parser.next_event() {
+                if event == Event::Ready {
+                    self.restarted = true;
+                }
+            }
+            let byte = match self.pending.take() {
+                Some(b) => b,
+                None => match self.rx.try_recv() {
+                    Ok(b) => b,
+                    Err(_) => break,
+                },
+            };
+            if self.parser.feed(&[byte]) == 0 {
+                self.pending = Some(byte);
+            }
+        }
     }
 
     /// The next `+OK` or `+ERR`, skipping every other event.

@@ -266,6 +266,7 @@ pub(super) fn start_jobs(
         cfg.downlink.clone(),
         crate::downlink::Reach::of(&cfg.source),
         ingest.events.clone(),
+        shared.stats.clone(),
     );
     jobs.spawn(crate::downlink::expire_job(downlink.clone(), stop.clone()));
     // Commands over MQTT, with the sink's broker, when the source can send them.

@@ -43,10 +43,6 @@ pub const BAUD: u32 = 115_200;
 pub const MODEM_ADDRESS: u16 = 2;
 /// The hardware project's `AT+NETWORKID`.
 pub const NETWORK_ID: u8 = 18;
-/// The hardware project's `AT+BAND` (Hz).
-pub const BAND: u32 = 915_000_000;
-/// The hardware project's `AT+PARAMETER`.
-pub const RADIO_PARAMETERS: &str = "7,9,1,7";
 /// rylr998: acknowledge every good frame, as Node 2 does.
 pub const RYLR998_ACK: bool = true;
 /// rylr998: node names by sender address when `[source.nodes]` is unset.

@@ -293,8 +293,13 @@ pub struct RawRylr998 {
     pub address: Option<u16>,
     /// Network id (`AT+NETWORKID`), 3 to 15 or 18.
     pub network_id: Option<u8>,
+    /// The radio region (`us915`, `eu868`): band, parameters and power, as the nodes' firmware
+    /// was built (`scripts/firmware --region`).
+    pub region: Option<String>,
     /// Radio frequency in Hz (`AT+BAND`).
     pub band: Option<u32>,
+    /// RF output power in dBm (`AT+CRFOP`), 0 to 22.
+    pub power: Option<u8>,
     /// `"<spreading factor>,<bandwidth>,<coding rate>,<preamble>"` (`AT+PARAMETER`).
     pub parameter: Option<String>,
     /// Acknowledge every good frame (`AT+SEND` of an ACK packet).

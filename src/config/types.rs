@@ -151,8 +151,12 @@ pub struct Rylr998Config {
     pub address: u16,
     /// `AT+NETWORKID`.
     pub network_id: u8,
+    /// The radio region its band, parameters and power default from.
+    pub region: lora_link::at::Region,
     /// `AT+BAND`, Hz.
     pub band: u32,
+    /// `AT+CRFOP`, dBm.
+    pub power: u8,
     /// `AT+PARAMETER`.
     pub parameter: lora_link::at::RadioParameters,
     /// Acknowledge good frames.

@@ -103,6 +103,8 @@ pub struct Downlink {
     events: crate::events::EventLog,
     /// Per node: its open commands and its firmware version, for the dashboard.
     summary: std::sync::Arc<std::sync::Mutex<Summary>>,
+    /// Where the nodes' starts are counted (`iiot_node_resets_total`).
+    stats: std::sync::Arc<crate::self_stats::Stats>,
 }
 
 /// What the dashboard's node list shows of the commands and the nodes' info.
@@ -143,6 +145,7 @@ impl Downlink {
         cfg: DownlinkConfig,
         reach: Reach,
         events: crate::events::EventLog,
+        stats: std::sync::Arc<crate::self_stats::Stats>,
     ) -> Downlink {
         Downlink {
             writes,
@@ -153,6 +156,7 @@ impl Downlink {
             infos: tokio::sync::broadcast::channel(CHANGES).0,
             events,
             summary: Default::default(),
+            stats,
         }
         .with_summary()
     }
@@ -186,8 +190,9 @@ impl Downlink {
         self.infos.subscribe()
     }
 
-    /// `node` said what it is (after a boot, or answering `ping`): stored, published, and a
-    /// "firmware changed" event when its version is not the one it had.
+    /// `node` said what it is (after a boot, or answering `ping`): stored, published, a
+    /// "firmware changed" event when its version is not the one it had, and its start counted
+    /// by reason when it is a new one ([`is_new_start`]).
     pub async fn info(&self, node: &str, info: &lora_link::downlink::NodeInfo) {
         let [major, minor, patch] = info.version;
         let row = NodeInfoRow {
@@ -199,6 +204,9 @@ impl Downlink {
             at_ns: now_ns(),
         };
         let before = self.reader.node_info(node).ok().flatten();
+        if is_new_start(before.as_ref(), &row) {
+            self.stats.radio.reset(node, reset_reason(row.reset));
+        }
         if let Some(before) = before.filter(|b| b.version != row.version) {
             let text = format!(
                 "{node} firmware changed: {} -> {}",
@@ -451,6 +459,13 @@ pub fn info_json(info: &NodeInfoRow) -> serde_json::Value {
     })
 }
 
+/// Whether `now` tells of a start after `before` (the info stored last): the first info of a
+/// node, a new boot count, or an uptime that went back (a node whose count did not survive
+/// its reset, like Node 2 after a power loss). A `ping`'s answer is none.
+fn is_new_start(before: Option<&NodeInfoRow>, now: &NodeInfoRow) -> bool {
+    before.is_none_or(|b| b.boots != now.boots || now.uptime_s < b.uptime_s)
+}
+
 /// `lora_link::downlink::NodeInfo::reset` in words.
 fn reset_reason(code: u8) -> &'static str {
     match code {
@@ -484,5 +499,38 @@ pub async fn expire_job(downlink: Downlink, stop: tokio_util::sync::Cancellation
             }
             Err(error) => tracing::warn!(%error, "cannot expire commands now; trying again"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(boots: u32, uptime_s: u32) -> NodeInfoRow {
+        NodeInfoRow {
+            node: "node1".into(),
+            version: "0.1.0".into(),
+            boots,
+            uptime_s,
+            reset: 4,
+            at_ns: 0,
+        }
+    }
+
+    #[test]
+    fn a_start_is_a_first_info_a_new_boot_count_or_an_uptime_that_went_back() {
+        assert!(is_new_start(None, &info(1, 0)), "the first info");
+        assert!(is_new_start(Some(&info(1, 40)), &info(2, 0)), "a new boot");
+        assert!(
+            is_new_start(Some(&info(1, 40)), &info(1, 2)),
+            "a count that did not survive"
+        );
+        assert!(
+            !is_new_start(Some(&info(3, 40)), &info(3, 95)),
+            "a ping's answer"
+        );
+        assert_eq!(reset_reason(4), "panic");
+        assert_eq!(reset_reason(3), "watchdog");
+        assert_eq!(reset_reason(9), "unknown");
     }
 }

@@ -62,6 +62,8 @@ pub type FrameCount = (String, &'static str, u64);
 pub struct RadioFrames {
     accepted: Mutex<BTreeMap<(String, &'static str), u64>>,
     rejected: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// The nodes' starts the gateway heard of (their info after a boot), by reason.
+    resets: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
 impl RadioFrames {
@@ -74,6 +76,20 @@ impl RadioFrames {
     /// Counts one frame from `node` refused for `reason`.
     pub fn rejected(&self, node: &str, reason: &'static str) {
         count(&self.rejected, node, reason);
+    }
+
+    /// Counts one start of `node` it reported (`power_on`, `software`, `watchdog`, `panic`,
+    /// `unknown`): only nodes that sent a valid info, so the labels stay bounded.
+    pub fn reset(&self, node: &str, reason: &'static str) {
+        count(&self.resets, node, reason);
+    }
+
+    /// `(node, reason, starts)`.
+    pub fn resets(&self) -> Vec<FrameCount> {
+        self.resets
+            .lock()
+            .map(|m| m.iter().map(|((n, l), c)| (n.clone(), *l, *c)).collect())
+            .unwrap_or_default()
     }
 
     /// Makes `node`'s accepted counter show (at 0) before its first frame.

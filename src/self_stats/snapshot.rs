@@ -26,6 +26,8 @@ pub(crate) struct Snapshot {
     pub radio_accepted: Vec<(String, &'static str, u64)>,
     /// Radio frames refused, `(node, reason, frames)`.
     pub radio_rejected: Vec<(String, &'static str, u64)>,
+    /// The nodes' starts the gateway heard of, `(node, reason, starts)`.
+    pub node_resets: Vec<(String, &'static str, u64)>,
     /// Commands to the nodes by state, as stored (`None`: could not be read).
     pub commands: Option<Vec<(String, i64)>>,
 }
@@ -138,6 +140,7 @@ pub(crate) fn snapshot(stats: &Stats, history: &OutboxReader) -> Snapshot {
         sinks,
         radio_accepted,
         radio_rejected,
+        node_resets: stats.radio.resets(),
         commands: history.command_counts().ok(),
     }
 }

@@ -86,6 +86,7 @@ const LAST_SUCCESS: &str = "iiot_sink_last_success_timestamp_seconds";
 const RADIO_ACCEPTED: &str = "iiot_radio_frames_accepted_total";
 const RADIO_REJECTED: &str = "iiot_radio_frames_rejected_total";
 const COMMANDS: &str = "iiot_commands";
+const NODE_RESETS: &str = "iiot_node_resets_total";
 const BUILD_INFO: &str = "iiot_build_info";
 const RSS: &str = "process_resident_memory_bytes";
 const VSIZE: &str = "process_virtual_memory_bytes";
@@ -121,6 +122,7 @@ const FAMILIES: &[Family] = &[
     family(LATENCY, Kind::Histogram, "Time from receiving a reading to its confirmation by the far end."),
     family(RADIO_ACCEPTED, Kind::Counter, "Radio frames accepted (rylr998 source), by node and security: secure (authenticated and encrypted) or legacy (the original firmware's unauthenticated format, [source.nodes] legacy = true)."),
     family(RADIO_REJECTED, Kind::Counter, "Radio frames refused and not acknowledged (rylr998 source), by node (unknown: not in [source.nodes]) and reason: bad_tag, replay, unknown_node, no_key, legacy_format, bad_format, crc."),
+    family(NODE_RESETS, Kind::Counter, "Starts of the nodes the gateway heard of (each node's info after a boot), by node and reason: power_on, software, watchdog, panic, unknown."),
     family(COMMANDS, Kind::Gauge, "Commands to the nodes in the outbox, by state: queued, sent, confirmed, expired, rejected."),
     family(BUILD_INFO, Kind::Gauge, "Always 1; the version is a label."),
     family(RSS, Kind::Gauge, "Resident memory size in bytes."),
@@ -240,6 +242,9 @@ fn render(
     }
     for (node, reason, n) in &snap.radio_rejected {
         set.counter(RADIO_REJECTED, &[("node", node), ("reason", reason)], *n);
+    }
+    for (node, reason, n) in &snap.node_resets {
+        set.counter(NODE_RESETS, &[("node", node), ("reason", reason)], *n);
     }
     if let Some(commands) = &snap.commands {
         for state in crate::downlink::command::State::ALL {
@@ -418,6 +423,7 @@ mod tests {
             }],
             radio_accepted: vec![("greenhouse".into(), "secure", 9)],
             radio_rejected: vec![("unknown".into(), "unknown_node", 2)],
+            node_resets: vec![("greenhouse".into(), "panic", 1)],
             commands: Some(vec![("queued".into(), 2)]),
             ..Snapshot::default()
         };
@@ -432,6 +438,7 @@ mod tests {
             "iiot_outbox_bytes 4096",
             "iiot_radio_frames_accepted_total{node=\"greenhouse\",security=\"secure\"} 9",
             "iiot_radio_frames_rejected_total{node=\"unknown\",reason=\"unknown_node\"} 2",
+            "iiot_node_resets_total{node=\"greenhouse\",reason=\"panic\"} 1",
             "iiot_commands{state=\"queued\"} 2",
             "iiot_commands{state=\"expired\"} 0",
             "iiot_sink_endpoint{sink=\"mqtt\",url=\"mqtt://10.0.0.2:1883\"} 1",

@@ -13,6 +13,7 @@ mod delivery;
 mod deploy;
 mod firmware;
 mod firmware_commands;
+mod firmware_faults;
 mod fleet;
 mod gateway;
 mod grafana;

@@ -110,11 +110,12 @@ fn ack(sender: u16, data: &[u8]) -> Vec<u8> {
     v
 }
 
-const SETUP: [&[u8]; 5] = [
+const SETUP: [&[u8]; 6] = [
     b"AT\r\n",
     b"AT+ADDRESS=2\r\n",
     b"AT+NETWORKID=18\r\n",
     b"AT+BAND=915000000\r\n",
+    b"AT+CRFOP=22\r\n",
     b"AT+PARAMETER=7,9,1,7\r\n",
 ];
 
@@ -564,6 +565,7 @@ async fn set_up_pairs_replies_with_their_commands_and_starts_over_after_a_restar
             "AT+ADDRESS=2",
             "AT+NETWORKID=18",
             "AT+BAND=915000000",
+            "AT+CRFOP=22",
             "AT+PARAMETER=7,9,1,7"
         ]
     );

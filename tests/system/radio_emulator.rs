@@ -7,6 +7,12 @@
 //! Every transmission and its fate is recorded, in order, and so is every frame each end
 //! received, in the order its modem port got it.
 //!
+//! [`Faults`] make the modems and the receiver misbehave on cue, each at a given `AT+SEND` of
+//! an end: `+ERR` instead of `+OK` (nothing sent), a NACK as the receiver's instead of the
+//! frame's delivery, a modem restart (`+READY`; it hears and sends nothing until it is set up
+//! again), and the emulator image's own fault injection (`+FAULT=<what>`: a panic, failing
+//! sensor reads; `firmware/src/board/qemu.rs`).
+//!
 //! An [`Attacker`] can be put on the air too: a third radio that hears everything and sends
 //! as any address: forged frames under a wrong key, frames recorded earlier played back (to
 //! the receiver and to the node), a frame of the original format, a sender not in the table.
@@ -67,6 +73,30 @@ pub struct Air {
     pub interference_before: Option<u16>,
 }
 
+/// What goes wrong at an end's `AT+SEND`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// `+ERR=<code>` instead of `+OK`; nothing goes on the air.
+    SendError(u16),
+    /// The frame does not reach the receiver; the sender gets a NACK sealed as the receiver's
+    /// (a receiver that refused it).
+    Nack,
+    /// The modem restarts before it answers: `+READY`, and until the end sends its set-up
+    /// again (`AT+PARAMETER`, the last command) it sends and hears nothing.
+    Restart,
+    /// `+FAULT=<what>` to the end first (the emulator image's fault injection), then the send
+    /// goes on as usual.
+    Inject(&'static str),
+}
+
+/// Faults on cue: `(address, n, fault)` strikes the n-th `AT+SEND` (from 1) of the end at
+/// that address; `key` seals the NACKs (node 1's).
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    pub at: Vec<(u16, usize, Fault)>,
+    pub key: Option<Key>,
+}
+
 /// One end of the air: an emulated board's modem port, or the gateway's (a pty).
 pub struct End {
     stream: File,
@@ -112,6 +142,10 @@ struct Records {
     deliveries: Vec<Delivery>,
     /// Every command a board sent to its modem, with the board's address.
     commands: Vec<(u16, Vec<u8>)>,
+    /// When each command came.
+    command_times: Vec<Instant>,
+    /// The faults that struck: `(address, n, fault)` as in [`Faults`], in order.
+    struck: Vec<(u16, usize, Fault)>,
 }
 
 /// A board's modem port, for writing: one writer at a time, so `+RCV` lines never interleave.
@@ -119,6 +153,8 @@ struct Records {
 struct Port {
     address: u16,
     stream: Arc<Mutex<File>>,
+    /// False from a modem restart until the end set it up again: it hears nothing.
+    configured: Arc<AtomicBool>,
 }
 
 impl Port {
@@ -169,18 +205,25 @@ impl RadioEmulator {
     /// many times the same data was sent before (the attempt): not on timing, so a seed gives
     /// the same story on a fast or a loaded machine. The attacker's frames take no part in it.
     pub fn start(a: End, b: End, air: Air) -> RadioEmulator {
+        Self::start_with_faults(a, b, air, Faults::default())
+    }
+
+    /// [`RadioEmulator::start`] with `faults` on cue.
+    pub fn start_with_faults(a: End, b: End, air: Air, faults: Faults) -> RadioEmulator {
         let records = Arc::new(Mutex::new(Records::default()));
         let port = |e: &End| Port {
             address: e.address,
             stream: Arc::new(Mutex::new(e.stream.try_clone().unwrap())),
+            configured: Arc::new(AtomicBool::new(true)),
         };
         let (a_port, b_port) = (port(&a), port(&b));
+        let faults = Arc::new(faults);
         for (end, own, peer) in [
             (a, a_port.clone(), b_port.clone()),
             (b, b_port.clone(), a_port.clone()),
         ] {
-            let records = records.clone();
-            std::thread::spawn(move || serve(end, &own, &peer, air, &records));
+            let (records, faults) = (records.clone(), faults.clone());
+            std::thread::spawn(move || serve(end, &own, &peer, air, &faults, &records));
         }
         RadioEmulator {
             records,
@@ -208,6 +251,22 @@ impl RadioEmulator {
     /// Every command a board sent to its modem, with the board's address.
     pub fn commands(&self) -> Vec<(u16, Vec<u8>)> {
         self.records.lock().unwrap().commands.clone()
+    }
+
+    /// [`RadioEmulator::commands`] with when each came.
+    pub fn timed_commands(&self) -> Vec<(Instant, u16, Vec<u8>)> {
+        let records = self.records.lock().unwrap();
+        records
+            .command_times
+            .iter()
+            .zip(&records.commands)
+            .map(|(t, (a, c))| (*t, *a, c.clone()))
+            .collect()
+    }
+
+    /// The faults that struck, in order.
+    pub fn struck(&self) -> Vec<(u16, usize, Fault)> {
+        self.records.lock().unwrap().struck.clone()
     }
 
     /// Puts `attacker` on the air until [`RadioEmulator::stop_attack`].
@@ -390,10 +449,19 @@ impl Rng {
     }
 }
 
-fn serve(mut end: End, own: &Port, peer: &Port, air: Air, records: &Mutex<Records>) {
+fn serve(
+    mut end: End,
+    own: &Port,
+    peer: &Port,
+    air: Air,
+    faults: &Faults,
+    records: &Mutex<Records>,
+) {
     let mut pending: Vec<u8> = Vec::new();
     // Each distinct data this end sent, and how many times.
     let mut sent: Vec<(Vec<u8>, usize)> = Vec::new();
+    // This end's `AT+SEND`s so far.
+    let mut sends = 0;
     let mut buf = [0u8; 512];
     loop {
         let n = match end.stream.read(&mut buf) {
@@ -403,20 +471,50 @@ fn serve(mut end: End, own: &Port, peer: &Port, air: Air, records: &Mutex<Record
         pending.extend_from_slice(&buf[..n]);
         while let Some(len) = lora_link::at::command_len(&pending) {
             let command: Vec<u8> = pending.drain(..len).collect();
-            records
-                .lock()
-                .unwrap()
-                .commands
-                .push((end.address, command.clone()));
+            {
+                let mut records = records.lock().unwrap();
+                records.commands.push((end.address, command.clone()));
+                records.command_times.push(Instant::now());
+            }
+            if command.starts_with(b"AT+PARAMETER=") {
+                own.configured.store(true, Ordering::SeqCst);
+            }
+            let fault = send_data(&command).and_then(|_| {
+                sends += 1;
+                let fault = faults
+                    .at
+                    .iter()
+                    .find(|(a, n, _)| *a == end.address && *n == sends)?
+                    .2
+                    .clone();
+                records
+                    .lock()
+                    .unwrap()
+                    .struck
+                    .push((end.address, sends, fault.clone()));
+                Some(fault)
+            });
+            let answer: &[u8] = match &fault {
+                Some(Fault::SendError(code)) => &format!("+ERR={code}\r\n").into_bytes(),
+                Some(Fault::Restart) => {
+                    own.configured.store(false, Ordering::SeqCst);
+                    b"+READY\r\n"
+                }
+                Some(Fault::Inject(what)) => &format!("+FAULT={what}\r\n+OK\r\n").into_bytes(),
+                Some(Fault::Nack) | None => b"+OK\r\n",
+            };
+            if own.stream.lock().unwrap().write_all(answer).is_err() {
+                return;
+            }
+            if matches!(fault, Some(Fault::SendError(_) | Fault::Restart)) {
+                continue;
+            }
             if let Some(address) = command
                 .strip_prefix(b"AT+ADDRESS=")
                 .and_then(|a| std::str::from_utf8(a).ok())
                 .and_then(|a| a.trim_end().parse().ok())
             {
                 end.address = address;
-            }
-            if own.stream.lock().unwrap().write_all(b"+OK\r\n").is_err() {
-                return;
             }
             let Some(data) = send_data(&command) else {
                 continue;
@@ -453,6 +551,24 @@ fn serve(mut end: End, own: &Port, peer: &Port, air: Air, records: &Mutex<Record
                 data,
                 fate,
             };
+            let unheard =
+                !own.configured.load(Ordering::SeqCst) || !peer.configured.load(Ordering::SeqCst);
+            if fault == Some(Fault::Nack) || unheard {
+                let transmission = Transmission {
+                    fate: Fate::Lost,
+                    ..transmission
+                };
+                records.lock().unwrap().transmissions.push(transmission);
+                if let (Some(Fault::Nack), Some(key)) = (&fault, &faults.key) {
+                    let up = secure::open_uplink(key, end.address, &on_air).unwrap();
+                    let nack = lora_link::packet::AckPacket::nack(up.packet.seq_num);
+                    let mut frame = [0u8; secure::MAX_UPLINK_LEN];
+                    let n =
+                        secure::seal_ack(key, end.address, up.counter, &nack, &mut frame).unwrap();
+                    own.deliver(peer.address, &frame[..n], None, records);
+                }
+                continue;
+            }
             match fate {
                 Fate::Lost => records.lock().unwrap().transmissions.push(transmission),
                 Fate::Corrupted => {

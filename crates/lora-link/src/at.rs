@@ -88,21 +88,94 @@ impl RadioParameters {
 
 /// The LoRa network both nodes join (`AT+NETWORKID`).
 pub const NETWORK_ID: u8 = 18;
-/// The band of the hardware project, Hz (`AT+BAND`; Europe uses 868 MHz bands).
+/// The band of the hardware project, Hz (`AT+BAND`): [`Region::Us915`]'s.
 pub const BAND_HZ: u32 = 915_000_000;
 /// Commands in a node's start-up ([`setup`]).
-pub const SETUP_STEPS: usize = 5;
+pub const SETUP_STEPS: usize = 6;
 
-/// Step `step` (0 to [`SETUP_STEPS`] - 1) of a node's start-up, as both original firmwares
-/// sent it: `AT`, `AT+ADDRESS=<address>`, `AT+NETWORKID=18`, `AT+BAND=915000000`,
-/// `AT+PARAMETER=7,9,1,7`. `None` past the last step.
-pub fn setup(step: usize, address: u16, buf: &mut [u8]) -> Option<Result<usize, CommandError>> {
+/// Where the link may transmit, and so how: one setting for the band, the LoRa parameters and
+/// the output power, the same on the nodes (chosen when their firmware is built) and on the
+/// gateway (`[source] region`). docs/PROTOCOL.md, "Regions", names each region's rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Region {
+    /// The Americas' 902-928 MHz ISM band (FCC part 15.247): 915 MHz, 500 kHz (a digitally
+    /// modulated system needs 500 kHz or more), SF7, 22 dBm (the modem's most; the rule allows
+    /// 30 dBm conducted). The hardware project's setting.
+    Us915,
+    /// Europe's 869.4-869.65 MHz sub-band (ETSI EN 300 220, ERC/REC 70-03 band 54): 869.525
+    /// MHz, 125 kHz (the sub-band is 250 kHz wide), SF7, 14 dBm (within 27 dBm ERP with any
+    /// antenna up to 15 dBi), 10 % duty cycle.
+    Eu868,
+}
+
+/// What a [`Region`] sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionSettings {
+    /// `AT+BAND`, Hz.
+    pub band_hz: u32,
+    /// `AT+PARAMETER`.
+    pub parameters: RadioParameters,
+    /// `AT+CRFOP`, dBm (the RYLR998 takes 0 to 22).
+    pub power_dbm: u8,
+}
+
+impl Region {
+    /// Every region, the default first.
+    pub const ALL: [Region; 2] = [Region::Us915, Region::Eu868];
+
+    /// Its settings.
+    pub const fn settings(self) -> RegionSettings {
+        match self {
+            Region::Us915 => RegionSettings {
+                band_hz: BAND_HZ,
+                parameters: RadioParameters::PROJECT,
+                power_dbm: 22,
+            },
+            Region::Eu868 => RegionSettings {
+                band_hz: 869_525_000,
+                parameters: RadioParameters {
+                    spreading_factor: 7,
+                    bandwidth: 7,
+                    coding_rate: 1,
+                    preamble: 7,
+                },
+                power_dbm: 14,
+            },
+        }
+    }
+
+    /// Its name: `us915`, `eu868`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Region::Us915 => "us915",
+            Region::Eu868 => "eu868",
+        }
+    }
+
+    /// The region named `name` ([`Region::name`]).
+    pub fn parse(name: &str) -> Option<Region> {
+        Region::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
+/// Step `step` (0 to [`SETUP_STEPS`] - 1) of a node's start-up in `region`: `AT`,
+/// `AT+ADDRESS=<address>`, `AT+NETWORKID=18`, `AT+BAND=<hz>`, `AT+CRFOP=<dBm>`,
+/// `AT+PARAMETER=<sf>,<bw>,<cr>,<preamble>` (last: a modem restart's emulator takes it as the
+/// end of the set-up). `None` past the last step.
+pub fn setup(
+    step: usize,
+    address: u16,
+    region: Region,
+    buf: &mut [u8],
+) -> Option<Result<usize, CommandError>> {
+    let s = region.settings();
     Some(match step {
         0 => at(buf),
         1 => self::address(address, buf),
         2 => network_id(NETWORK_ID, buf),
-        3 => band(BAND_HZ, buf),
-        4 => parameter(RadioParameters::PROJECT, buf),
+        3 => band(s.band_hz, buf),
+        4 => output_power(s.power_dbm, buf),
+        5 => parameter(s.parameters, buf),
         _ => return None,
     })
 }
@@ -130,6 +203,11 @@ pub fn network_id(id: u8, buf: &mut [u8]) -> Result<usize, CommandError> {
 /// `AT+BAND=<hz>\r\n`.
 pub fn band(hz: u32, buf: &mut [u8]) -> Result<usize, CommandError> {
     command(buf, format_args!("AT+BAND={hz}"))
+}
+
+/// `AT+CRFOP=<dBm>\r\n`: the RF output power (0 to 22).
+pub fn output_power(dbm: u8, buf: &mut [u8]) -> Result<usize, CommandError> {
+    command(buf, format_args!("AT+CRFOP={dbm}"))
 }
 
 /// `AT+PARAMETER=<sf>,<bw>,<cr>,<preamble>\r\n`.
@@ -254,21 +332,57 @@ mod tests {
             b"AT+PARAMETER=7,9,1,7\r\n",
         );
         eq(text(reset), b"AT+RESET\r\n");
+        eq(text(|b| output_power(14, b)), b"AT+CRFOP=14\r\n");
     }
 
     #[test]
-    fn setup_is_the_five_commands_in_order() {
-        let want: [&[u8]; SETUP_STEPS] = [
+    fn setup_is_the_six_commands_of_the_region_in_order() {
+        let us: [&[u8]; SETUP_STEPS] = [
             b"AT\r\n",
             b"AT+ADDRESS=1\r\n",
             b"AT+NETWORKID=18\r\n",
             b"AT+BAND=915000000\r\n",
+            b"AT+CRFOP=22\r\n",
             b"AT+PARAMETER=7,9,1,7\r\n",
         ];
-        for (step, want) in want.iter().enumerate() {
-            eq(text(|b| setup(step, 1, b).unwrap()), want);
+        let eu: [&[u8]; SETUP_STEPS] = [
+            b"AT\r\n",
+            b"AT+ADDRESS=2\r\n",
+            b"AT+NETWORKID=18\r\n",
+            b"AT+BAND=869525000\r\n",
+            b"AT+CRFOP=14\r\n",
+            b"AT+PARAMETER=7,7,1,7\r\n",
+        ];
+        for (region, address, want) in [(Region::Us915, 1, us), (Region::Eu868, 2, eu)] {
+            for (step, want) in want.iter().enumerate() {
+                eq(text(|b| setup(step, address, region, b).unwrap()), want);
+            }
+            assert!(setup(SETUP_STEPS, address, region, &mut [0; 64]).is_none());
         }
-        assert!(setup(SETUP_STEPS, 1, &mut [0; 64]).is_none());
+    }
+
+    #[test]
+    fn regions_by_name_and_within_their_rules() {
+        for region in Region::ALL {
+            assert_eq!(Region::parse(region.name()), Some(region));
+            let s = region.settings();
+            assert!(s.power_dbm <= 22, "the RYLR998's most");
+        }
+        assert_eq!(Region::parse("EU868"), None, "names are lower case");
+        assert_eq!(Region::parse("as923"), None);
+        let eu = Region::Eu868.settings();
+        // 869.4-869.65 MHz: the 125 kHz channel fits inside the sub-band.
+        assert!(eu.band_hz - 62_500 >= 869_400_000 && eu.band_hz + 62_500 <= 869_650_000);
+        assert_eq!(eu.parameters.bandwidth, 7);
+        // 10 % duty cycle: a 40-byte frame every 10 s (Node 1's default) uses under 1 %.
+        let airtime = eu.parameters.airtime_us(40).unwrap();
+        assert!(airtime < 100_000, "{airtime} us");
+        let us = Region::Us915.settings();
+        assert!((902_000_000..=928_000_000).contains(&us.band_hz));
+        assert_eq!(
+            us.parameters.bandwidth, 9,
+            "500 kHz: a digitally modulated system"
+        );
     }
 
     /// docs/PROTOCOL.md, test vectors: Node 1's send of packet 1, and Node 2's ACK of it.

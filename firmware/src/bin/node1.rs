@@ -23,26 +23,9 @@
 #![no_main]
 
 use defmt_rtt as _;
+// Release builds reset on a panic (`sensor_nodes::recovery`); debug builds stop for a debugger.
+#[cfg(debug_assertions)]
 use panic_probe as _;
-
-/// The firmware's version, as the node reports it (`NodeInfo::version`).
-const VERSION: [u8; 3] = [
-    number(env!("CARGO_PKG_VERSION_MAJOR")),
-    number(env!("CARGO_PKG_VERSION_MINOR")),
-    number(env!("CARGO_PKG_VERSION_PATCH")),
-];
-
-/// A decimal number of at most 255 (a version part), at compile time.
-const fn number(text: &str) -> u8 {
-    let bytes = text.as_bytes();
-    let mut value: u8 = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        value = value * 10 + (bytes[i] - b'0');
-        i += 1;
-    }
-    value
-}
 
 #[rtic::app(device = stm32f4::stm32f446, dispatchers = [EXTI0])]
 mod app {
@@ -60,16 +43,22 @@ mod app {
     use sensor_nodes::kept;
     use sensor_nodes::keys::NODE1_KEY;
     use sensor_nodes::modem::{self, print_line, Modem, RxSender};
+    use sensor_nodes::recovery;
     use sensor_nodes::sensor::Sensor;
+    use sensor_nodes::stack::PeakWatch;
     use sensor_nodes::time::Mono;
     use sensor_nodes::uart::Uart;
 
-    use super::VERSION;
+    use sensor_nodes::VERSION;
 
     type Instant = <Mono as Timebase>::Instant;
 
     /// How fast `identify` blinks: the LED changes this often, ms.
     const BLINK_MS: u32 = 250;
+    /// The longest a loop of `radio` takes, sleep aside: the modem's set-up (5 commands, 3
+    /// tries of 1 s each), a sensor read and 4 sends with their ACK timeouts, with room to
+    /// spare. The watchdog resets the node when a loop takes longer (`recovery`).
+    const EXCHANGE_BUDGET_S: u32 = 60;
 
     #[shared]
     struct Shared {}
@@ -138,8 +127,11 @@ mod app {
             defmt::error!("boot count not stored: {}", e);
         }
         let commands = Commands::restore(&kept::load::<SAVED_WORDS>(kept::COMMANDS));
-        let reset =
-            commands::reset_reason(board::take_reset_flags(), commands.rebooted_by_command());
+        let reset = commands::reset_reason(
+            board::take_reset_flags(),
+            recovery::take_panicked(),
+            commands.rebooted_by_command(),
+        );
         let interval_ms = store
             .interval()
             .map_or(board::SEND_PERIOD_MS, |s| s.saturating_mul(1000));
@@ -161,7 +153,10 @@ mod app {
             reset,
             interval_ms
         );
+        // The first uplink's exchange, the modem's set-up included, comes well within this.
+        recovery::start_watchdog(0, EXCHANGE_BUDGET_S);
         radio::spawn().ok();
+        watchdog::spawn().ok();
         (
             Shared {},
             Local {
@@ -172,6 +167,20 @@ mod app {
                 node,
             },
         )
+    }
+
+    /// Feeds the watchdog once a second while `radio` keeps its promise
+    /// (`recovery::alive_until`); at the lowest priority, so a task that spins stops it too.
+    #[task(priority = 1)]
+    async fn watchdog(_: watchdog::Context) {
+        loop {
+            recovery::feed_if_alive(seconds_since_boot());
+            Mono::delay(1000.millis()).await;
+        }
+    }
+
+    fn seconds_since_boot() -> u32 {
+        Mono::now().duration_since_epoch().as_secs()
     }
 
     /// Moves the modem's bytes into the queue; nothing else.
@@ -195,7 +204,13 @@ mod app {
         let mut next = Mono::now();
         // This uplink goes right after the one before, to confirm a command at once.
         let mut at_once = false;
+        let mut stack = PeakWatch::default();
         loop {
+            recovery::alive_until(seconds_since_boot().saturating_add(EXCHANGE_BUDGET_S));
+            if modem.take_restarted() {
+                print_line(Uart::USART2, format_args!("modem restarted: set-up again"));
+                modem.setup(node1::ADDRESS).await;
+            }
             let info = node.info();
             let mut confirm_at_once = false;
             match sensor.read() {
@@ -242,6 +257,15 @@ mod app {
                 next = now;
             }
             at_once = confirm_at_once;
+            if let Some(peak) = stack.grew() {
+                let statics = sensor_nodes::stack::static_ram();
+                print_line(
+                    Uart::USART2,
+                    format_args!("stack peak={peak} static={statics}"),
+                );
+            }
+            let wake_s = next.duration_since_epoch().as_secs();
+            recovery::alive_until(wake_s.saturating_add(EXCHANGE_BUDGET_S));
             sleep_until(next, &mut node.identify_until).await;
         }
     }
@@ -323,6 +347,16 @@ mod app {
         }
     }
 
+    /// What ended a wait for Node 2's answer.
+    enum Heard {
+        /// A frame that answers the one in flight (never `Unrelated`), with its command.
+        Answer(Answer, Option<NodeCommand>),
+        /// The modem refused the `AT+SEND` (`+ERR=<code>`): nothing went on the air.
+        SendFailed(u16),
+        /// The modem restarted (`+READY`) and lost its settings.
+        ModemRestarted,
+    }
+
     /// Sends `packet` with `extras`, sealed with `counter`, until Node 2 acknowledges it or
     /// the attempts run out; every attempt sends the same bytes. `Some` with the command the
     /// ACK carried (if any) when acknowledged; `None` when given up.
@@ -350,31 +384,44 @@ mod app {
                 vcp,
                 format_args!("sent seq={seq} try={attempt} counter={counter}"),
             );
-            let answer = Mono::timeout_after(board::ACK_TIMEOUT_MS.millis(), async {
+            let heard = Mono::timeout_after(board::ACK_TIMEOUT_MS.millis(), async {
                 loop {
-                    let answer = modem
+                    let heard = modem
                         .next_event(|e| match e {
-                            Event::Frame(f) => transmission.answer_with_command(key, counter, &f),
-                            Event::Error(code) => {
-                                defmt::warn!("AT+SEND -> +ERR={}", code);
-                                (Answer::Unrelated, None)
+                            Event::Frame(f) => {
+                                let (answer, command) =
+                                    transmission.answer_with_command(key, counter, &f);
+                                (answer != Answer::Unrelated)
+                                    .then_some(Heard::Answer(answer, command))
                             }
-                            _ => (Answer::Unrelated, None),
+                            Event::Error(code) => Some(Heard::SendFailed(code)),
+                            Event::Ready => Some(Heard::ModemRestarted),
+                            _ => None,
                         })
                         .await;
-                    if answer.0 != Answer::Unrelated {
-                        return answer;
+                    if let Some(heard) = heard {
+                        return heard;
                     }
                 }
             })
             .await;
-            match answer {
-                Ok((Answer::Ack, command)) => {
+            match heard {
+                Ok(Heard::Answer(Answer::Ack, command)) => {
                     print_line(vcp, format_args!("acked seq={seq}"));
                     return Some(command);
                 }
-                Ok((Answer::Nack, _)) => print_line(vcp, format_args!("nack seq={seq}")),
-                Ok((Answer::Unrelated, _)) | Err(_) => {}
+                Ok(Heard::Answer(_, _)) => print_line(vcp, format_args!("nack seq={seq}")),
+                // Not sent: again at once (the next attempt), not after the ACK timeout.
+                Ok(Heard::SendFailed(code)) => {
+                    print_line(vcp, format_args!("send failed seq={seq} error={code}"));
+                    defmt::warn!("AT+SEND -> +ERR={}", code);
+                }
+                // It lost its settings: set it up again before the next attempt.
+                Ok(Heard::ModemRestarted) => {
+                    print_line(vcp, format_args!("modem restarted: set-up again"));
+                    modem.setup(node1::ADDRESS).await;
+                }
+                Err(_) => {}
             }
         }
         print_line(vcp, format_args!("gave up seq={seq}"));

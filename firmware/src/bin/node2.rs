@@ -8,8 +8,13 @@
 //! count=<n>` (n: refusals for that reason since boot), and a `+RCV` line that broke is
 //! `rejected reason=broken count=<n>`. At start-up, each node of the table that is not secure
 //! gets a line: `warning: node <address> is legacy: its frames are accepted unauthenticated`
-//! or `warning: node <address> has no key: its frames are refused`. The gateway's serial
-//! source skips such lines without a word (not JSON, no JSON fragment).
+//! or `warning: node <address> has no key: its frames are refused`. After a `+READY` (the modem
+//! restarted and lost its settings) it sets the modem up again and says `modem restarted:
+//! set-up again`; an ACK the modem refused (`+ERR`) is sent again at once, at most
+//! `ACK_SENDS` times in all, each refusal a line `ack send failed to=<address> error=<code>
+//! try=<n>`. At start-up it reports itself like a node's info: `info from=2 version=<v>
+//! boots=<starts since power-up> uptime=0 reset=<reason>` (`lora_link::vcp`). The gateway's
+//! serial source skips the lines that are not JSON without a word (no JSON fragment).
 //!
 //! Commands to the nodes (`docs/PROTOCOL.md`, "Downlink"): the gateway writes `cmd <address>
 //! <number> <kind> [<value>]` lines to USART2; Node 2 keeps the newest per node and puts it
@@ -28,10 +33,16 @@
 #![no_main]
 
 use defmt_rtt as _;
+// Release builds reset on a panic (`sensor_nodes::recovery`); debug builds stop for a debugger.
+#[cfg(debug_assertions)]
 use panic_probe as _;
 
 #[rtic::app(device = stm32f4::stm32f446, dispatchers = [EXTI0, EXTI1])]
 mod app {
+    use lora_link::downlink::NodeInfo;
+    use lora_link::modem::Event;
+    use lora_link::node1::commands::reset_reason;
+    use lora_link::node2::AckFrame;
     use lora_link::node2::{self, Node2Line, Outcome, Peer, Receiver, MAX_LINE};
     use lora_link::vcp::{self, LineBuffer, Pushed, Refusal, Report, MAX_COMMAND_LINE};
     use rtic_monotonics::systick::prelude::*;
@@ -39,8 +50,10 @@ mod app {
     use sensor_nodes::keys::NODES;
     use sensor_nodes::modem::{self, print_line, Modem, RxReceiver, RxSender};
     use sensor_nodes::sensor::{Climate, Sensor};
+    use sensor_nodes::stack::PeakWatch;
     use sensor_nodes::time::Mono;
     use sensor_nodes::uart::Uart;
+    use sensor_nodes::{kept, recovery, VERSION};
 
     type Table = Receiver<'static, { NODES.len() }>;
 
@@ -63,6 +76,12 @@ mod app {
         vcp_rx: RxReceiver,
     }
 
+    /// Sends of one ACK at most: the first and 2 more after a `+ERR` (Node 1 waits 1 s under
+    /// QEMU, 2 s on the board; each send is answered within milliseconds).
+    const ACK_SENDS: u8 = 3;
+    /// The climate loop's promise to the watchdog: back within this, s (it runs every 0.5 s).
+    const CLIMATE_BUDGET_S: u32 = 10;
+
     #[idle]
     fn idle(_: idle::Context) -> ! {
         sensor_nodes::sleep_between_interrupts()
@@ -72,8 +91,23 @@ mod app {
     fn init(cx: init::Context) -> (Shared, Local) {
         let (modem, rx_queue) = sensor_nodes::start(cx.core.SYST, true);
         let (vcp_queue, vcp_rx) = rtic_sync::make_channel!(u8, { modem::RX_QUEUE });
-        defmt::info!("node2 on {=str}", board::NAME);
-        radio::spawn().ok();
+        let reset = reset_reason(board::take_reset_flags(), recovery::take_panicked(), false);
+        let boots = count_boot();
+        defmt::info!(
+            "node2 on {=str}, boot {} (reset {})",
+            board::NAME,
+            boots,
+            reset
+        );
+        recovery::start_watchdog(0, CLIMATE_BUDGET_S);
+        radio::spawn(NodeInfo {
+            version: VERSION,
+            boots,
+            uptime_s: 0,
+            reset,
+        })
+        .ok();
+        watchdog::spawn().ok();
         commands::spawn().ok();
         climate::spawn().ok();
         (
@@ -89,6 +123,29 @@ mod app {
                 vcp_rx,
             },
         )
+    }
+
+    /// Starts since power-up, in kept RAM with a check word (a power-up leaves anything
+    /// there, which does not pass for a count): 1 after a power-up.
+    fn count_boot() -> u32 {
+        let [boots, check] = kept::load::<2>(kept::BOOTS);
+        let boots = if check == !boots {
+            boots.saturating_add(1)
+        } else {
+            1
+        };
+        kept::save(kept::BOOTS, &[boots, !boots]);
+        boots
+    }
+
+    /// Feeds the watchdog once a second while `climate` keeps its promise
+    /// (`recovery::alive_until`); at the lowest priority, so a task that spins stops it too.
+    #[task(priority = 1)]
+    async fn watchdog(_: watchdog::Context) {
+        loop {
+            recovery::feed_if_alive(Mono::now().duration_since_epoch().as_secs());
+            Mono::delay(1000.millis()).await;
+        }
     }
 
     /// Moves the modem's bytes into the queue; nothing else.
@@ -137,15 +194,39 @@ mod app {
     }
 
     #[task(priority = 2, shared = [climate, receiver], local = [modem])]
-    async fn radio(mut cx: radio::Context) {
+    async fn radio(mut cx: radio::Context, info: NodeInfo) {
         let modem = cx.local.modem;
         warn_about_the_table();
+        print_line(
+            Uart::USART2,
+            format_args!(
+                "{}",
+                Report::Info {
+                    from: node2::ADDRESS,
+                    info
+                }
+            ),
+        );
         modem.setup(node2::ADDRESS).await;
+        // The ACK last sent, until the modem's `+OK`, and its sends so far.
+        let mut ack_in_flight: Option<(u16, AckFrame, u8)> = None;
+        let mut stack = PeakWatch::default();
         loop {
+            if modem.take_restarted() {
+                print_line(Uart::USART2, format_args!("modem restarted: set-up again"));
+                modem.setup(node2::ADDRESS).await;
+                ack_in_flight = None;
+            }
             let receiver = &mut cx.shared.receiver;
-            // The outcome, with the counts its lines show (one lock).
-            let (outcome, rx, err, count) = modem
+            // The outcome, with the counts its lines show (one lock), and the modem's reply
+            // to a command if it was one.
+            let (outcome, rx, err, count, reply) = modem
                 .next_event(|e| {
+                    let reply = match e {
+                        Event::Ok => Some(Ok(())),
+                        Event::Error(code) => Some(Err(code)),
+                        _ => None,
+                    };
                     receiver.lock(|r| {
                         let outcome = r.on_event(&e);
                         let count = match outcome {
@@ -153,10 +234,24 @@ mod app {
                             Outcome::Broken => r.broken(),
                             _ => 0,
                         };
-                        (outcome, r.rx(), r.err(), count)
+                        (outcome, r.rx(), r.err(), count, reply)
                     })
                 })
                 .await;
+            match (reply, ack_in_flight) {
+                (Some(Ok(())), _) => ack_in_flight = None,
+                (Some(Err(code)), Some((to, ack, sends))) => {
+                    print_line(
+                        Uart::USART2,
+                        format_args!("ack send failed to={to} error={code} try={sends}"),
+                    );
+                    ack_in_flight = (sends < ACK_SENDS).then(|| {
+                        modem.send(to, ack.as_bytes());
+                        (to, ack, sends + 1)
+                    });
+                }
+                _ => {}
+            }
             match outcome {
                 Outcome::New {
                     packet,
@@ -169,6 +264,7 @@ mod app {
                     info,
                 } => {
                     modem.send(to, ack.as_bytes());
+                    ack_in_flight = Some((to, ack, 1));
                     let climate = cx.shared.climate.lock(|c| *c);
                     let line = Node2Line {
                         ts: Mono::now().duration_since_epoch().as_millis(),
@@ -193,9 +289,17 @@ mod app {
                         core::str::from_utf8(text).unwrap_or("")
                     );
                     report_downlink(to, command, confirmed, info);
+                    if let Some(peak) = stack.grew() {
+                        let statics = sensor_nodes::stack::static_ram();
+                        print_line(
+                            Uart::USART2,
+                            format_args!("stack peak={peak} static={statics}"),
+                        );
+                    }
                 }
                 Outcome::Duplicate { ack, to, seq } => {
                     modem.send(to, ack.as_bytes());
+                    ack_in_flight = Some((to, ack, 1));
                     defmt::info!("seq {} from {} again: acked, not printed", seq, to);
                 }
                 Outcome::Rejected { from, reason } => {
@@ -271,6 +375,8 @@ mod app {
                 defmt::warn!("sht3x read failed: {}", e);
             }
             cx.shared.climate.lock(|c| *c = reading.ok());
+            let now_s = Mono::now().duration_since_epoch().as_secs();
+            recovery::alive_until(now_s.saturating_add(CLIMATE_BUDGET_S));
             next += board::CLIMATE_PERIOD_MS.millis();
             Mono::delay_until(next).await;
         }

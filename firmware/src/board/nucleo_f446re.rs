@@ -58,3 +58,6 @@ pub fn climate_sensor() -> ClimateSensor {
 pub fn air_sensor() -> AirSensor {
     Bme680::new(I2c1::new(PCLK1_HZ), BME680_SDO, CPU_HZ)
 }
+
+/// The emulator image's fault injection (`board::qemu::inject_fault`); nothing on the board.
+pub fn inject_fault(_what: &str) {}

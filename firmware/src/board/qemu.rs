@@ -7,8 +7,11 @@
 //! about a minute) and waits 1 s for an ACK (a loaded CI host can take hundreds of ms to
 //! schedule both emulators and the radio between them).
 
+use core::sync::atomic::{AtomicU32, Ordering};
+
 use crate::reg;
 use crate::sensor::emulated::{EmulatedBme680, EmulatedSht3x};
+use crate::sensor::{Sensor, SensorError};
 
 /// The board's name, as in the image file names.
 pub const NAME: &str = "qemu";
@@ -27,10 +30,10 @@ pub const FIRST_SEND_DELAY_MS: u32 = 1_000;
 /// Node 1 waits this long for an ACK before sending again, ms.
 pub const ACK_TIMEOUT_MS: u32 = 1_000;
 
-/// Node 2's SHT3x, emulated.
-pub type ClimateSensor = EmulatedSht3x;
-/// Node 1's BME680, emulated.
-pub type AirSensor = EmulatedBme680;
+/// Node 2's SHT3x, emulated (reads fail when the emulator says so: [`inject_fault`]).
+pub type ClimateSensor = Faulty<EmulatedSht3x>;
+/// Node 1's BME680, emulated (reads fail when the emulator says so: [`inject_fault`]).
+pub type AirSensor = Faulty<EmulatedBme680>;
 
 /// Clock enables of USART2 and UART4 (what the board does; QEMU ignores them). No wait on
 /// any ready bit.
@@ -40,10 +43,43 @@ pub fn init() {
 
 /// Node 2's emulated SHT3x.
 pub fn climate_sensor() -> ClimateSensor {
-    EmulatedSht3x::default()
+    Faulty(EmulatedSht3x::default())
 }
 
 /// Node 1's emulated BME680.
 pub fn air_sensor() -> AirSensor {
-    EmulatedBme680::default()
+    Faulty(EmulatedBme680::default())
+}
+
+/// Sensor reads still to fail ([`inject_fault`]).
+static SENSOR_FAULTS: AtomicU32 = AtomicU32::new(0);
+
+/// FAULT INJECTION, in the emulator image only: the radio emulator's `+FAULT=<what>` lines on
+/// the modem port (no real modem says this; the board image ignores them). `PANIC` panics at
+/// once (the node resets: `recovery`); `SENSOR<n>` makes the sensor's next `n` reads fail
+/// with a bus error. Anything else is ignored.
+pub fn inject_fault(what: &str) {
+    if what == "PANIC" {
+        panic!("fault injected by the emulator");
+    }
+    if let Some(n) = what.strip_prefix("SENSOR").and_then(|n| n.parse().ok()) {
+        SENSOR_FAULTS.store(n, Ordering::Relaxed);
+    }
+}
+
+/// An emulated sensor whose reads fail while [`inject_fault`] says so.
+pub struct Faulty<S>(S);
+
+impl<S: Sensor> Sensor for Faulty<S> {
+    type Reading = S::Reading;
+
+    fn read(&mut self) -> Result<S::Reading, SensorError> {
+        let failing = SENSOR_FAULTS
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err(SensorError::Bus);
+        }
+        self.0.read()
+    }
 }

@@ -1,92 +1,53 @@
-//! Bosch BME680 on I2C through the `bosch-bme680` driver (calibration and Bosch's
-//! compensation formulas): forced mode, gas heater 300 °C for 150 ms, so one read takes about
-//! 200 ms. The driver is created on the first read and again after a failed one, so a sensor
-//! that was missing at boot is picked up when it answers.
+//! Node 1's Bosch BME680 on the board: our own driver in `node_sensors::bme680` (forced mode,
+//! heater 300 °C for 150 ms, Bosch's integer compensation, every wait bounded, no panic
+//! path; host-tested) behind the [`Sensor`] trait, its waits a busy loop: one read takes
+//! about 160 ms, and waits at most 211 ms (plus a few ms of bus transfers) when the sensor has
+//! to be set up first and never finishes. A sensor that was missing, or failed, is set up again on the next read, so it is
+//! picked up when it answers.
+//!
+//! The packet (`Air`) has no way yet to say "no gas reading": when the sensor marks its gas
+//! measurement invalid or its heater unstable, the read is `SensorError::NoData`, although
+//! `node_sensors::bme680::Reading` then still holds a good temperature and humidity.
 
-use bosch_bme680::{Bme680 as Driver, Configuration, DeviceAddress};
-use embedded_hal::delay::DelayNs;
 use embedded_hal::i2c::I2c;
+use node_sensors::bme680;
 
-use super::{Air, Sensor, SensorError};
+use super::{Air, BusyDelay, Sensor, SensorError};
 
-/// A busy-wait delay for the driver (it waits for the measurement).
-struct BusyDelay {
-    cycles_per_us: u32,
-}
-
-impl DelayNs for BusyDelay {
-    fn delay_ns(&mut self, ns: u32) {
-        cortex_m::asm::delay((ns / 1_000).max(1).saturating_mul(self.cycles_per_us));
-    }
-}
-
-/// Where the BME680 answers: SDO high (0x77, Adafruit-style boards) or low (0x76).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sdo {
-    /// 0x77.
-    High,
-    /// 0x76.
-    Low,
-}
+pub use node_sensors::bme680::Sdo;
 
 /// The BME680 on `bus`.
-pub struct Bme680<B: I2c + Clone> {
-    bus: B,
-    sdo: Sdo,
-    cpu_hz: u32,
-    driver: Option<Driver<B, BusyDelay>>,
+pub struct Bme680<B> {
+    driver: bme680::Bme680<B>,
+    delay: BusyDelay,
 }
 
-impl<B: I2c + Clone> Bme680<B> {
+impl<B: I2c> Bme680<B> {
     /// A sensor on `bus`, its address set by `sdo`; `cpu_hz` times the driver's waits.
     pub fn new(bus: B, sdo: Sdo, cpu_hz: u32) -> Self {
         Bme680 {
-            bus,
-            sdo,
-            cpu_hz,
-            driver: None,
+            driver: bme680::Bme680::new(bus, sdo),
+            delay: BusyDelay::new(cpu_hz),
         }
     }
 }
 
-impl<B: I2c + Clone> Sensor for Bme680<B> {
+impl<B: I2c> Sensor for Bme680<B> {
     type Reading = Air;
 
     fn read(&mut self) -> Result<Air, SensorError> {
-        let driver = match &mut self.driver {
-            Some(driver) => driver,
-            None => {
-                let delay = BusyDelay {
-                    cycles_per_us: self.cpu_hz / 1_000_000,
-                };
-                let driver = Driver::new(
-                    self.bus.clone(),
-                    match self.sdo {
-                        Sdo::High => DeviceAddress::Secondary,
-                        Sdo::Low => DeviceAddress::Primary,
-                    },
-                    delay,
-                    &Configuration::default(),
-                    20,
-                )
-                .map_err(|_| SensorError::Bus)?;
-                self.driver.insert(driver)
+        let reading = self.driver.measure(&mut self.delay).map_err(|e| match e {
+            bme680::Error::Bus(_) => SensorError::Bus,
+            bme680::Error::ChipId(_) | bme680::Error::Variant(_) | bme680::Error::NoNewData => {
+                SensorError::NoData
             }
-        };
-        let data = match driver.measure() {
-            Ok(data) => data,
-            Err(_) => {
-                self.driver = None;
-                return Err(SensorError::Bus);
-            }
-        };
-        let gas = data.gas_resistance.ok_or(SensorError::NoData)?;
+        })?;
         // The packet's units (docs/PROTOCOL.md, "Fields and units"): truncated tenths of °C,
         // hundredths of %RH, ohms.
         Ok(Air {
-            temperature: (data.temperature * 10.0) as i16,
-            humidity: (data.humidity * 100.0) as u16,
-            gas_resistance: gas as u32,
+            temperature: reading.temperature_tenths(),
+            humidity: reading.humidity_hundredths(),
+            gas_resistance: reading.gas_resistance.ok_or(SensorError::NoData)?,
         })
     }
 }

@@ -1,7 +1,10 @@
 //! The sensors behind one small trait, so each node runs the same code on the board (real
 //! drivers on I2C1) and under QEMU (emulated sensors with values a test can predict).
 //!
-//! A read blocks for the measurement (SHT3x: ~16 ms; BME680: ~200 ms with the gas heater);
+//! The board's drivers are `crates/node-sensors`' (host-tested); `sht3x.rs` and `bme680.rs`
+//! only put them behind [`Sensor`] with a busy-wait delay.
+//!
+//! A read blocks for the measurement (SHT3x: ~16 ms; BME680: ~160 ms with the gas heater);
 //! the nodes call it from their lowest-priority task, so the modem's receive interrupt and
 //! higher tasks run meanwhile.
 
@@ -10,6 +13,9 @@ pub mod bme680;
 pub mod emulated;
 #[cfg(not(feature = "qemu"))]
 pub mod sht3x;
+
+/// Node 2's SHT3x reading: °C and %RH (`node_sensors::sht3x`).
+pub use node_sensors::sht3x::Climate;
 
 /// A sensor that can be read.
 pub trait Sensor {
@@ -31,15 +37,6 @@ pub enum SensorError {
     NoData,
 }
 
-/// Node 2's SHT3x: °C and %RH.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Climate {
-    /// Temperature, °C.
-    pub temperature: f32,
-    /// Relative humidity, %.
-    pub humidity: f32,
-}
-
 /// Node 1's BME680, in the units of `SensorDataPacket`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Air {
@@ -49,4 +46,30 @@ pub struct Air {
     pub humidity: u16,
     /// Ohms.
     pub gas_resistance: u32,
+}
+
+/// A busy-wait delay for the drivers' measurement waits, in core clock cycles.
+#[cfg(not(feature = "qemu"))]
+struct BusyDelay {
+    cycles_per_us: u32,
+}
+
+#[cfg(not(feature = "qemu"))]
+impl BusyDelay {
+    fn new(cpu_hz: u32) -> Self {
+        BusyDelay {
+            cycles_per_us: (cpu_hz / 1_000_000).max(1),
+        }
+    }
+}
+
+#[cfg(not(feature = "qemu"))]
+impl embedded_hal::delay::DelayNs for BusyDelay {
+    fn delay_ns(&mut self, ns: u32) {
+        cortex_m::asm::delay(ns.div_ceil(1_000).saturating_mul(self.cycles_per_us));
+    }
+
+    fn delay_us(&mut self, us: u32) {
+        cortex_m::asm::delay(us.saturating_mul(self.cycles_per_us));
+    }
 }

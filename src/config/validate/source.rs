@@ -372,25 +372,51 @@ impl Validator<'_> {
                 format!("the RYLR998 takes 3 to 15 or 18 (got {network_id}); every node of the link needs the same"),
             ));
         }
-        let band = s.band.unwrap_or(defaults::BAND);
+        let region = match s.region.as_deref() {
+            None => lora_link::at::Region::Us915,
+            Some(name) => lora_link::at::Region::parse(name).ok_or_else(|| {
+                self.err(
+                    "[source] region",
+                    format!("\"{name}\" is not a region: us915 (the Americas, 915 MHz) or eu868 (Europe, 869.525 MHz), as the nodes' firmware was built (scripts/firmware --region)"),
+                )
+            })?,
+        };
+        let settings = region.settings();
+        let band = s.band.unwrap_or(settings.band_hz);
         if !(820_000_000..=960_000_000).contains(&band) {
             return Err(self.err(
                 "[source] band",
                 format!("the RYLR998 tunes 820000000 to 960000000 Hz (got {band}): 915000000 in the Americas, 868000000 in Europe"),
             ));
         }
+        // The region's parameters pass the same checks (the preamble rule depends on the
+        // network id).
+        let p = settings.parameters;
+        let region_parameters = format!(
+            "{},{},{},{}",
+            p.spreading_factor, p.bandwidth, p.coding_rate, p.preamble
+        );
         let parameter = parse_radio_parameters(
-            s.parameter.as_deref().unwrap_or(defaults::RADIO_PARAMETERS),
+            s.parameter.as_deref().unwrap_or(&region_parameters),
             network_id,
         )
         .map_err(|e| self.err("[source] parameter", e))?;
+        let power = s.power.unwrap_or(settings.power_dbm);
+        if power > 22 {
+            return Err(self.err(
+                "[source] power",
+                format!("the RYLR998 takes 0 to 22 dBm (got {power}); the region's rules may allow less (docs/PROTOCOL.md, \"Regions\")"),
+            ));
+        }
         let nodes = self.radio_nodes(s.nodes, defaults::RYLR998_NODES)?;
         Ok(Rylr998Config {
             path,
             baud: s.baud.unwrap_or(defaults::BAUD),
             address: s.address.unwrap_or(defaults::MODEM_ADDRESS),
             network_id,
+            region,
             band,
+            power,
             parameter,
             ack: s.ack.unwrap_or(defaults::RYLR998_ACK),
             nodes,
@@ -540,6 +566,34 @@ channel_capacity = 100
     }
 
     #[test]
+    fn rylr998_region_sets_band_parameters_and_power_unless_set_one_by_one() {
+        let rylr = |extra: &str| {
+            let text = format!("[source]\nkind = \"rylr998\"\npath = \"/dev/x\"\n{extra}");
+            match load(&text).map(|c| c.source) {
+                Ok(SourceConfig::Rylr998(r)) => Ok(r),
+                Ok(other) => panic!("not rylr998: {other:?}"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let eu = rylr("region = \"eu868\"\n").unwrap();
+        let want = lora_link::at::Region::Eu868.settings();
+        assert_eq!(
+            (eu.band, eu.parameter, eu.power),
+            (869_525_000, want.parameters, 14)
+        );
+        let own = rylr("region = \"eu868\"\nband = 868100000\npower = 10\n").unwrap();
+        assert_eq!((own.band, own.power), (868_100_000, 10));
+        assert_eq!(own.parameter, want.parameters);
+        let e = rylr("region = \"EU\"\n").unwrap_err();
+        assert!(
+            e.contains("[source] region") && e.contains("us915") && e.contains("eu868"),
+            "{e}"
+        );
+        let e = rylr("power = 30\n").unwrap_err();
+        assert!(e.contains("[source] power") && e.contains("0 to 22"), "{e}");
+    }
+
+    #[test]
     fn rylr998_defaults_are_the_hardware_projects() {
         let c = load("[source]\nkind = \"rylr998\"\npath = \"/dev/ttyUSB0\"\n").unwrap();
         let SourceConfig::Rylr998(r) = c.source else {
@@ -550,6 +604,7 @@ channel_capacity = 100
         assert_eq!(r.network_id, 18);
         assert_eq!(r.band, 915_000_000);
         assert_eq!(r.parameter, lora_link::at::RadioParameters::PROJECT);
+        assert_eq!((r.region, r.power), (lora_link::at::Region::Us915, 22));
         assert!(r.ack);
         assert_eq!(
             r.nodes[&1],

@@ -2,7 +2,8 @@
 //! (a USB-UART adapter, a Raspberry Pi's UART) and receives the sensor nodes' radio frames
 //! itself, with no Node 2 board in between.
 //!
-//! Set-up: `AT`, `AT+ADDRESS`, `AT+NETWORKID`, `AT+BAND`, `AT+PARAMETER`, each reply checked
+//! Set-up: `AT`, `AT+ADDRESS`, `AT+NETWORKID`, `AT+BAND`, `AT+CRFOP`, `AT+PARAMETER` (the
+//! band, power and parameters from `[source] region` unless set one by one), each reply checked
 //! (`+OK`, or `+ERR=<n>` named with its meaning, or no answer within [`REPLY_TIMEOUT`]). A
 //! modem that fails set-up is the source's problem, shown by `check`, the start-up checklist
 //! and `/readyz` (503) until it is solved; the source retries with backoff.
@@ -259,11 +260,13 @@ impl<'a> Station<'a> {
     fn describe(&self) -> String {
         let (cfg, p) = (self.cfg, self.cfg.parameter);
         format!(
-            "RYLR998 on {} set up: address {}, network {}, {} Hz, parameter {},{},{},{}",
+            "RYLR998 on {} set up: region {}, address {}, network {}, {} Hz, {} dBm, parameter {},{},{},{}",
             self.path,
+            cfg.region.name(),
             cfg.address,
             cfg.network_id,
             cfg.band,
+            cfg.power,
             p.spreading_factor,
             p.bandwidth,
             p.coding_rate,

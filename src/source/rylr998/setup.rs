@@ -1,5 +1,5 @@
 //! Setting the modem up: `AT` (tried while the modem may still be booting, late replies
-//! drained), `AT+ADDRESS`, `AT+NETWORKID`, `AT+BAND`, `AT+PARAMETER`, each reply checked
+//! drained), `AT+ADDRESS`, `AT+NETWORKID`, `AT+BAND`, `AT+CRFOP`, `AT+PARAMETER`, each reply checked
 //! (`+OK`, or `+ERR=<n>` named with its meaning, or no answer within [`REPLY_TIMEOUT`]); a
 //! restart (`+READY`) half-way starts it over. Frames heard meanwhile are delivered, not
 //! acknowledged: the modem is busy with the command.
@@ -118,10 +118,11 @@ impl Station<'_> {
             return Err(self.no_answer(b"AT\r\n"));
         }
         type Build = fn(&Rylr998Config, &mut [u8]) -> Result<usize, CommandError>;
-        let commands: [Build; 4] = [
+        let commands: [Build; 5] = [
             |c, b| at::address(c.address, b),
             |c, b| at::network_id(c.network_id, b),
             |c, b| at::band(c.band, b),
+            |c, b| at::output_power(c.power, b),
             |c, b| at::parameter(c.parameter, b),
         ];
         for build in commands {

@@ -39,18 +39,23 @@ pub mod reset {
     pub const SOFTWARE: u8 = 2;
     /// A watchdog.
     pub const WATCHDOG: u8 = 3;
+    /// A panic (the firmware resets itself after logging it).
+    pub const PANIC: u8 = 4;
 }
 
-/// Why the node started, from the STM32F4's RCC_CSR reset flags (RM0390, 6.3.21) and whether
-/// Node 1 saved a `reboot` before the reset.
-pub fn reset_reason(rcc_csr: u32, rebooted_by_command: bool) -> u8 {
+/// Why the node started, from the STM32F4's RCC_CSR reset flags (RM0390, 6.3.21), whether
+/// the firmware marked a panic before resetting itself, and whether Node 1 saved a `reboot`
+/// before the reset. A panic's reset is a software reset too: the mark tells them apart.
+pub fn reset_reason(rcc_csr: u32, panicked: bool, rebooted_by_command: bool) -> u8 {
     const PORRSTF_BORRSTF: u32 = (1 << 27) | (1 << 25);
     const SFTRSTF: u32 = 1 << 28;
     const IWDG_WWDG: u32 = (1 << 29) | (1 << 30);
-    if rebooted_by_command || rcc_csr & SFTRSTF != 0 {
-        reset::SOFTWARE
-    } else if rcc_csr & IWDG_WWDG != 0 {
+    if rcc_csr & IWDG_WWDG != 0 {
         reset::WATCHDOG
+    } else if panicked {
+        reset::PANIC
+    } else if rebooted_by_command || rcc_csr & SFTRSTF != 0 {
+        reset::SOFTWARE
     } else if rcc_csr & PORRSTF_BORRSTF != 0 {
         reset::POWER_ON
     } else {
@@ -403,16 +408,38 @@ mod tests {
 
     #[test]
     fn reset_reasons_from_the_reset_flags() {
-        assert_eq!(reset_reason(0, false), reset::UNKNOWN);
-        assert_eq!(reset_reason(0, true), reset::SOFTWARE);
-        assert_eq!(reset_reason(1 << 28 | 1 << 26, false), reset::SOFTWARE);
-        assert_eq!(reset_reason(1 << 29 | 1 << 26, false), reset::WATCHDOG);
-        assert_eq!(reset_reason(1 << 27 | 1 << 26, false), reset::POWER_ON);
-        assert_eq!(reset_reason(1 << 25 | 1 << 26, false), reset::POWER_ON);
+        assert_eq!(reset_reason(0, false, false), reset::UNKNOWN);
+        assert_eq!(reset_reason(0, false, true), reset::SOFTWARE);
         assert_eq!(
-            reset_reason(1 << 26, false),
+            reset_reason(1 << 28 | 1 << 26, false, false),
+            reset::SOFTWARE
+        );
+        assert_eq!(
+            reset_reason(1 << 29 | 1 << 26, false, false),
+            reset::WATCHDOG
+        );
+        assert_eq!(
+            reset_reason(1 << 30 | 1 << 26, false, false),
+            reset::WATCHDOG
+        );
+        assert_eq!(
+            reset_reason(1 << 27 | 1 << 26, false, false),
+            reset::POWER_ON
+        );
+        assert_eq!(
+            reset_reason(1 << 25 | 1 << 26, false, false),
+            reset::POWER_ON
+        );
+        assert_eq!(
+            reset_reason(1 << 26, false, false),
             reset::UNKNOWN,
             "the reset pin alone"
         );
+        // A panic resets by software: the mark says which. QEMU sets no flag at all.
+        assert_eq!(reset_reason(1 << 28 | 1 << 26, true, false), reset::PANIC);
+        assert_eq!(reset_reason(0, true, false), reset::PANIC);
+        assert_eq!(reset_reason(0, true, true), reset::PANIC);
+        // A watchdog reset wins: the mark may be left from before a hang.
+        assert_eq!(reset_reason(1 << 29, true, false), reset::WATCHDOG);
     }
 }
