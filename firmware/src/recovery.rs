@@ -38,6 +38,123 @@ const PANICKED: u32 = 0x5041_4e43; // "PANC"
 /// Seconds since boot up to which the main loop promised to come back ([`alive_until`]).
 static DEADLINE_S: AtomicU32 = AtomicU32::new(0);
 
+/// The self-test's lines at a node's start (`self-test: ...` on the VCP; firmware/README.md,
+/// "Bring-up"): who it is, its region, why it started, the watchdog. The modem's and the
+/// sensor's lines follow when they are known ([`self_test_modem`], [`self_test_sensor`]).
+pub fn self_test_start(node: &str, boots: u32, reset: u8) {
+    let vcp = crate::uart::Uart::USART2;
+    let [major, minor, patch] = crate::VERSION;
+    let region = crate::REGION;
+    let s = region.settings();
+    let p = s.parameters;
+    let khz = match p.bandwidth {
+        7 => 125,
+        8 => 250,
+        _ => 500,
+    };
+    crate::modem::print_line(
+        vcp,
+        format_args!(
+            "self-test: {node} {major}.{minor}.{patch} on {}",
+            crate::board::NAME
+        ),
+    );
+    crate::modem::print_line(
+        vcp,
+        format_args!(
+            "self-test: region {} ({} Hz, SF{}, {khz} kHz, {} dBm)",
+            region.name(),
+            s.band_hz,
+            p.spreading_factor,
+            s.power_dbm
+        ),
+    );
+    crate::modem::print_line(
+        vcp,
+        format_args!(
+            "self-test: boot {boots}, reset {} ({reset}); watchdog armed, {WATCHDOG_S} s",
+            reset_name(reset)
+        ),
+    );
+    // The same through defmt, for `probe-rs run` on a desk.
+    defmt::info!(
+        "self-test: {=str} {}.{}.{} on {=str}; region {=str} ({} Hz, SF{}, {} kHz, {} dBm); boot {}, reset {=str}; watchdog armed, {} s",
+        node,
+        major,
+        minor,
+        patch,
+        crate::board::NAME,
+        region.name(),
+        s.band_hz,
+        p.spreading_factor,
+        khz,
+        s.power_dbm,
+        boots,
+        reset_name(reset),
+        WATCHDOG_S
+    );
+}
+
+/// The self-test's modem line: the set-up's commands that failed (of `at::SETUP_STEPS`).
+pub fn self_test_modem(failed: usize) {
+    let steps = lora_link::at::SETUP_STEPS;
+    let vcp = crate::uart::Uart::USART2;
+    if failed == 0 {
+        defmt::info!("self-test: modem answered, set up ({} commands)", steps);
+        crate::modem::print_line(
+            vcp,
+            format_args!("self-test: modem answered, set up ({steps} commands)"),
+        );
+    } else {
+        defmt::error!(
+            "self-test: modem FAILED {} of {} set-up commands",
+            failed,
+            steps
+        );
+        crate::modem::print_line(
+            vcp,
+            format_args!(
+                "self-test: modem FAILED {failed} of {steps} set-up commands: check its wiring \
+                 (UART4: PA0 TX to its RXD, PA1 RX to its TXD), 3.3 V and 115200 baud"
+            ),
+        );
+    }
+}
+
+/// The self-test's sensor line: `what` (the board's sensor and where it answers) and the
+/// first read's outcome.
+pub fn self_test_sensor(what: &str, read: Result<(), crate::sensor::SensorError>) {
+    let vcp = crate::uart::Uart::USART2;
+    match read {
+        Ok(()) => {
+            defmt::info!("self-test: sensor {=str}: ok", what);
+            crate::modem::print_line(vcp, format_args!("self-test: sensor {what}: ok"));
+        }
+        Err(e) => {
+            defmt::error!(
+                "self-test: sensor {=str}: FAILED, {=str}",
+                what,
+                e.describe()
+            );
+            crate::modem::print_line(
+                vcp,
+                format_args!("self-test: sensor {what}: FAILED, {}", e.describe()),
+            );
+        }
+    }
+}
+
+/// `reset` in words, as the gateway names it.
+fn reset_name(reset: u8) -> &'static str {
+    match reset {
+        1 => "power_on",
+        2 => "software",
+        3 => "watchdog",
+        4 => "panic",
+        _ => "unknown",
+    }
+}
+
 /// Starts the watchdog (it cannot be stopped) and gives the main loop `first_s` seconds to
 /// make its first promise.
 pub fn start_watchdog(now_s: u32, first_s: u32) {

@@ -466,15 +466,19 @@ fn sensor(node: &CompactString, p: &SensorDataPacket) -> Vec<Reading> {
         unit: Some(unit),
         value,
     };
-    vec![
+    let mut readings = vec![
         reading("temperature", "celsius", fixed(i64::from(p.temperature), 1)),
         reading("humidity", "percent", fixed(i64::from(p.humidity), 2)),
-        reading(
+    ];
+    // A packet without a gas reading (`packet::NO_GAS`) gives none: nothing made up.
+    if let Some(g) = p.gas() {
+        readings.push(reading(
             "gas_resistance",
             "ohms",
-            compact_str::format_compact!("{}", p.gas_resistance),
-        ),
-    ]
+            compact_str::format_compact!("{g}"),
+        ));
+    }
+    readings
 }
 
 fn signal(rssi: i16, snr: i16) -> Vec<Reading> {
@@ -600,6 +604,21 @@ mod tests {
             link.frame(1, &frame(packet(6)), -40, 9),
             Outcome::Packet { .. }
         ));
+    }
+
+    #[test]
+    fn a_packet_without_gas_is_its_temperature_and_humidity() {
+        let p = SensorDataPacket {
+            gas_resistance: lora_link::packet::NO_GAS,
+            ..packet(1)
+        };
+        assert_eq!(
+            values(&sensor(&CompactString::const_new("node1"), &p)),
+            [
+                "node1/temperature=27.3 celsius",
+                "node1/humidity=58.87 percent"
+            ]
+        );
     }
 
     /// docs/PROTOCOL.md, test vectors: packet 1 (RSSI -27, SNR 13), its readings and ACK `01 01`.

@@ -408,9 +408,14 @@ pub fn write_line(line: &Node2Line, buf: &mut [u8]) -> Result<usize, BufferTooSm
     let h = f32::from(n1.humidity) / 100.0;
     let mut w = Cursor::new(buf);
     w.fmt(format_args!(
-        "{{\"ts\":{},\"id\":\"N2\",\"n1\":{{\"t\":{t:.1},\"h\":{h:.1},\"g\":{}}},\"n2\":{{",
-        line.ts, n1.gas_resistance
+        "{{\"ts\":{},\"id\":\"N2\",\"n1\":{{\"t\":{t:.1},\"h\":{h:.1}",
+        line.ts
     ))?;
+    // Without a gas reading (`packet::NO_GAS`) the line has no `g`: nothing made up.
+    if let Some(g) = n1.gas() {
+        w.fmt(format_args!(",\"g\":{g}"))?;
+    }
+    w.fmt(format_args!("}},\"n2\":{{"))?;
     match (line.n2_temperature, line.n2_humidity) {
         (Some(t), Some(h)) => w.fmt(format_args!("\"t\":{t:.1},\"h\":{h:.1}"))?,
         (Some(t), None) => w.fmt(format_args!("\"t\":{t:.1}"))?,
@@ -460,6 +465,22 @@ mod tests {
             core::str::from_utf8(&buf[..n]).unwrap(),
             r#"{"ts":12000,"id":"N2","n1":{"t":27.3,"h":58.9,"g":355059},"n2":{"t":27.9,"h":48.3},"sig":{"rssi":-27,"snr":13},"sts":{"rx":1,"err":0}}"#
         );
+    }
+
+    #[test]
+    fn a_packet_without_gas_has_no_g() {
+        let mut l = line(Some(27.88), Some(48.26));
+        l.n1.gas_resistance = crate::packet::NO_GAS;
+        let (buf, n) = written(&l);
+        let text = core::str::from_utf8(&buf[..n]).unwrap();
+        assert!(
+            text.contains(r#""n1":{"t":27.3,"h":58.9},"n2":{"t":27.9"#),
+            "{text}"
+        );
+        l.n1.gas_resistance = crate::packet::NO_GAS - 1;
+        let (buf, n) = written(&l);
+        let text = core::str::from_utf8(&buf[..n]).unwrap();
+        assert!(text.contains(r#""g":4294967294}"#), "{text}");
     }
 
     #[test]
@@ -812,7 +833,7 @@ mod tests {
                 seq_num: u16::MAX,
                 temperature: i16::MIN,
                 humidity: u16::MAX,
-                gas_resistance: u32::MAX,
+                gas_resistance: u32::MAX - 1,
             },
             n2_temperature: Some(-f32::MAX),
             n2_humidity: Some(-f32::MAX),

@@ -18,8 +18,20 @@ pub struct SensorDataPacket {
     pub temperature: i16,
     /// Hundredths of %RH.
     pub humidity: u16,
-    /// Ohms (BME680 gas resistance).
+    /// Ohms (BME680 gas resistance); [`NO_GAS`] when the sensor had no gas reading (its
+    /// heater not stable, its measurement invalid): temperature and humidity still count.
     pub gas_resistance: u32,
+}
+
+/// `gas_resistance` of a packet without a gas reading: 4.29 GΩ, far above what a BME680
+/// measures (its range ends in the hundreds of MΩ).
+pub const NO_GAS: u32 = u32::MAX;
+
+impl SensorDataPacket {
+    /// The gas resistance, `None` for [`NO_GAS`].
+    pub fn gas(&self) -> Option<u32> {
+        (self.gas_resistance != NO_GAS).then_some(self.gas_resistance)
+    }
 }
 
 /// Node 2's answer to a good frame.

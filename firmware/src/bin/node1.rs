@@ -197,8 +197,10 @@ mod app {
             cx.local.store,
             cx.local.node,
         );
-        modem.setup(node1::ADDRESS).await;
+        recovery::self_test_start("node1", node.boots, node.reset);
+        recovery::self_test_modem(modem.setup(node1::ADDRESS).await);
         Mono::delay(board::FIRST_SEND_DELAY_MS.millis()).await;
+        let mut first_read = true;
         let mut seq = node1::FIRST_SEQ;
         let mut counter = Counter::resume(store.stored());
         let mut next = Mono::now();
@@ -213,7 +215,11 @@ mod app {
             }
             let info = node.info();
             let mut confirm_at_once = false;
-            match sensor.read() {
+            let read = sensor.read();
+            if core::mem::take(&mut first_read) {
+                recovery::self_test_sensor(board::AIR_SENSOR, read.map(|_| ()));
+            }
+            match read {
                 Ok(air) => {
                     let packet = SensorDataPacket {
                         seq_num: seq,

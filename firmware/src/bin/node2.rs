@@ -49,7 +49,7 @@ mod app {
     use sensor_nodes::board;
     use sensor_nodes::keys::NODES;
     use sensor_nodes::modem::{self, print_line, Modem, RxReceiver, RxSender};
-    use sensor_nodes::sensor::{Climate, Sensor};
+    use sensor_nodes::sensor::{Climate, Sensor, SensorError};
     use sensor_nodes::stack::PeakWatch;
     use sensor_nodes::time::Mono;
     use sensor_nodes::uart::Uart;
@@ -207,7 +207,12 @@ mod app {
                 }
             ),
         );
-        modem.setup(node2::ADDRESS).await;
+        recovery::self_test_start("node2", info.boots, info.reset);
+        recovery::self_test_modem(modem.setup(node2::ADDRESS).await);
+        // The climate task read the SHT3x meanwhile (the set-up waits on the modem).
+        let first = cx.shared.climate.lock(|c| c.is_some());
+        let read = if first { Ok(()) } else { Err(SensorError::Bus) };
+        recovery::self_test_sensor(board::CLIMATE_SENSOR, read);
         // The ACK last sent, until the modem's `+OK`, and its sends so far.
         let mut ack_in_flight: Option<(u16, AckFrame, u8)> = None;
         let mut stack = PeakWatch::default();

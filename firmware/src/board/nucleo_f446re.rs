@@ -31,6 +31,11 @@ pub const ACK_TIMEOUT_MS: u32 = 2_000;
 /// Node 1's BME680 address (SDO high; 0x76 with SDO low).
 pub const BME680_SDO: Sdo = Sdo::High;
 
+/// The sensors as the self-test names them, with where they should answer.
+pub const AIR_SENSOR: &str = "BME680 on I2C1 (PB8 SCL, PB9 SDA) at 0x77 (chip id 0x61 checked)";
+/// See [`AIR_SENSOR`].
+pub const CLIMATE_SENSOR: &str = "SHT3x on I2C1 (PB8 SCL, PB9 SDA) at 0x44 (CRC checked)";
+
 /// Node 2's SHT3x.
 pub type ClimateSensor = Sht3x<I2c1>;
 /// Node 1's BME680.

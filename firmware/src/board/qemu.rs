@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::reg;
 use crate::sensor::emulated::{EmulatedBme680, EmulatedSht3x};
-use crate::sensor::{Sensor, SensorError};
+use crate::sensor::{Air, Sensor, SensorError};
 
 /// The board's name, as in the image file names.
 pub const NAME: &str = "qemu";
@@ -30,10 +30,16 @@ pub const FIRST_SEND_DELAY_MS: u32 = 1_000;
 /// Node 1 waits this long for an ACK before sending again, ms.
 pub const ACK_TIMEOUT_MS: u32 = 1_000;
 
+/// The sensors as the self-test names them.
+pub const AIR_SENSOR: &str = "BME680 (emulated)";
+/// See [`AIR_SENSOR`].
+pub const CLIMATE_SENSOR: &str = "SHT3x (emulated)";
+
 /// Node 2's SHT3x, emulated (reads fail when the emulator says so: [`inject_fault`]).
 pub type ClimateSensor = Faulty<EmulatedSht3x>;
-/// Node 1's BME680, emulated (reads fail when the emulator says so: [`inject_fault`]).
-pub type AirSensor = Faulty<EmulatedBme680>;
+/// Node 1's BME680, emulated (reads fail, or have no gas reading, when the emulator says so:
+/// [`inject_fault`]).
+pub type AirSensor = Faulty<NoGas>;
 
 /// Clock enables of USART2 and UART4 (what the board does; QEMU ignores them). No wait on
 /// any ready bit.
@@ -48,22 +54,55 @@ pub fn climate_sensor() -> ClimateSensor {
 
 /// Node 1's emulated BME680.
 pub fn air_sensor() -> AirSensor {
-    Faulty(EmulatedBme680::default())
+    Faulty(NoGas(EmulatedBme680::default()))
 }
 
 /// Sensor reads still to fail ([`inject_fault`]).
 static SENSOR_FAULTS: AtomicU32 = AtomicU32::new(0);
+/// BME680 reads still to come without a gas reading ([`inject_fault`]).
+static GAS_FAULTS: AtomicU32 = AtomicU32::new(0);
+
+/// Takes one from `faults` when it is not 0: whether this read is struck.
+fn strike(faults: &AtomicU32) -> bool {
+    faults
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok()
+}
 
 /// FAULT INJECTION, in the emulator image only: the radio emulator's `+FAULT=<what>` lines on
 /// the modem port (no real modem says this; the board image ignores them). `PANIC` panics at
 /// once (the node resets: `recovery`); `SENSOR<n>` makes the sensor's next `n` reads fail
-/// with a bus error. Anything else is ignored.
+/// with a bus error; `NOGAS<n>` gives the BME680's next `n` readings without gas (its heater
+/// not stable). Anything else is ignored.
 pub fn inject_fault(what: &str) {
     if what == "PANIC" {
         panic!("fault injected by the emulator");
     }
-    if let Some(n) = what.strip_prefix("SENSOR").and_then(|n| n.parse().ok()) {
+    let count = |prefix: &str| what.strip_prefix(prefix).and_then(|n| n.parse().ok());
+    if let Some(n) = count("SENSOR") {
         SENSOR_FAULTS.store(n, Ordering::Relaxed);
+    }
+    if let Some(n) = count("NOGAS") {
+        GAS_FAULTS.store(n, Ordering::Relaxed);
+    }
+}
+
+/// The emulated BME680, its gas reading missing while [`inject_fault`] says so.
+pub struct NoGas(EmulatedBme680);
+
+impl Sensor for NoGas {
+    type Reading = Air;
+
+    fn read(&mut self) -> Result<Air, SensorError> {
+        let air = self.0.read()?;
+        Ok(if strike(&GAS_FAULTS) {
+            Air {
+                gas_resistance: lora_link::packet::NO_GAS,
+                ..air
+            }
+        } else {
+            air
+        })
     }
 }
 
@@ -74,10 +113,7 @@ impl<S: Sensor> Sensor for Faulty<S> {
     type Reading = S::Reading;
 
     fn read(&mut self) -> Result<S::Reading, SensorError> {
-        let failing = SENSOR_FAULTS
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-            .is_ok();
-        if failing {
+        if strike(&SENSOR_FAULTS) {
             return Err(SensorError::Bus);
         }
         self.0.read()

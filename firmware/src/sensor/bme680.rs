@@ -5,11 +5,12 @@
 //! to be set up first and never finishes. A sensor that was missing, or failed, is set up again on the next read, so it is
 //! picked up when it answers.
 //!
-//! The packet (`Air`) has no way yet to say "no gas reading": when the sensor marks its gas
-//! measurement invalid or its heater unstable, the read is `SensorError::NoData`, although
-//! `node_sensors::bme680::Reading` then still holds a good temperature and humidity.
+//! When the sensor marks its gas measurement invalid or its heater unstable, the reading still
+//! holds a good temperature and humidity: it goes out with `lora_link::packet::NO_GAS` for
+//! the gas (no `g` in Node 2's line, no gas reading at the gateway).
 
 use embedded_hal::i2c::I2c;
+use lora_link::packet::NO_GAS;
 use node_sensors::bme680;
 
 use super::{Air, BusyDelay, Sensor, SensorError};
@@ -47,7 +48,7 @@ impl<B: I2c> Sensor for Bme680<B> {
         Ok(Air {
             temperature: reading.temperature_tenths(),
             humidity: reading.humidity_hundredths(),
-            gas_resistance: reading.gas_resistance.ok_or(SensorError::NoData)?,
+            gas_resistance: reading.gas_resistance.map_or(NO_GAS, |g| g.min(NO_GAS - 1)),
         })
     }
 }

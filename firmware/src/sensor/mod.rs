@@ -37,6 +37,23 @@ pub enum SensorError {
     NoData,
 }
 
+impl SensorError {
+    /// What went wrong and what to check, for the self-test's line.
+    pub fn describe(self) -> &'static str {
+        match self {
+            SensorError::Bus => {
+                "no answer on the bus: check the wiring, the pull-ups and the address"
+            }
+            SensorError::Checksum => {
+                "its data failed the checksum: check the wiring and the pull-ups"
+            }
+            SensorError::NoData => {
+                "it answered without a reading: a different chip id, or no measurement"
+            }
+        }
+    }
+}
+
 /// Node 1's BME680, in the units of `SensorDataPacket`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Air {
@@ -44,7 +61,7 @@ pub struct Air {
     pub temperature: i16,
     /// Hundredths of %RH.
     pub humidity: u16,
-    /// Ohms.
+    /// Ohms; `lora_link::packet::NO_GAS` when the sensor had no gas reading.
     pub gas_resistance: u32,
 }
 
