@@ -434,8 +434,10 @@ fn systemd_unit_is_hardened_and_passes_systemd_analyze_verify() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/systemd/iiot-gateway.service");
     let unit = std::fs::read_to_string(&unit_path).unwrap();
     for line in [
-        "DynamicUser=yes",
+        "User=iiot-gateway",
+        "SupplementaryGroups=dialout plugdev",
         "StateDirectory=iiot-gateway",
+        "EnvironmentFile=-/etc/iiot-gateway/secrets.env",
         "ProtectSystem=strict",
         "NoNewPrivileges=yes",
         "Restart=on-failure",
@@ -445,12 +447,32 @@ fn systemd_unit_is_hardened_and_passes_systemd_analyze_verify() {
             "{line} missing from the unit"
         );
     }
+    // The user it runs as is the one the package makes, in dialout.
+    let sysusers = std::fs::read_to_string(repo().join("packaging/debian/iiot-gateway.sysusers"))
+        .expect("packaging/debian/iiot-gateway.sysusers");
+    let entries: Vec<Vec<&str>> = sysusers
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.get(..2) == Some(&["u", "iiot-gateway"][..])),
+        "{sysusers}"
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e[..] == ["m", "iiot-gateway", "dialout"]),
+        "{sysusers}"
+    );
     // The unit's ExecStart, pointed at the binary under test, must satisfy systemd itself.
     let dir = tempfile::tempdir().unwrap();
     let local = dir.path().join("iiot-gateway.service");
     std::fs::write(
         &local,
-        unit.replace("/usr/local/bin/iiot-gateway", crate::gateway::BIN),
+        unit.replace("/usr/bin/iiot-gateway", crate::gateway::BIN),
     )
     .unwrap();
     let out = std::process::Command::new("systemd-analyze")
