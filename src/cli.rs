@@ -35,7 +35,9 @@ Examples:
 
 Environment:
   INFLUXDB_TOKEN, INFLUXDB_PASSWORD, MQTT_PASSWORD,
-  HTTP_TOKEN, IIOT_NODE_KEY_<address>                secrets (override the config file)
+  MQTT_SOURCE_PASSWORD, HTTP_TOKEN,
+  IIOT_NODE_KEY_<address>                            secrets (override the config file; a
+                                                     program the source starts gets none)
   RUST_LOG                                           log filter, e.g. debug or iiot_gateway=trace";
 
 /// Durable telemetry gateway: field sensor nodes to MQTT, InfluxDB and live dashboards.

@@ -154,7 +154,8 @@ fn round_ms(d: Duration) -> Duration {
     Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Starts the child from the spawner thread (see `spawner.rs` for why).
+/// Starts the child from the spawner thread (see `spawner.rs` for why), with the gateway's
+/// environment less its secrets.
 async fn spawn(argv: &[String]) -> std::io::Result<Child> {
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
@@ -162,7 +163,27 @@ async fn spawn(argv: &[String]) -> std::io::Result<Child> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    for (name, _) in std::env::vars_os() {
+        if is_secret(&name) {
+            cmd.env_remove(name);
+        }
+    }
     spawner::spawn(cmd).await
+}
+
+/// The environment variables that carry the gateway's secrets (`--help`, "Environment"): a
+/// program the source starts (probe-rs, a `command`) gets none of them.
+fn is_secret(name: &std::ffi::OsStr) -> bool {
+    name.to_str().is_some_and(|name| {
+        matches!(
+            name,
+            "INFLUXDB_TOKEN"
+                | "INFLUXDB_PASSWORD"
+                | "MQTT_PASSWORD"
+                | "MQTT_SOURCE_PASSWORD"
+                | "HTTP_TOKEN"
+        ) || name.starts_with("IIOT_NODE_KEY_")
+    })
 }
 
 /// Why a child that ended by itself is restarted, from its exit status. A child that caught
@@ -272,6 +293,24 @@ mod tests {
     use super::*;
     use crate::events::EventLog;
     use crate::self_stats::Stats;
+
+    #[test]
+    fn the_secret_variables_are_the_ones_the_config_reads_and_no_others() {
+        for name in [
+            "INFLUXDB_TOKEN",
+            "INFLUXDB_PASSWORD",
+            "MQTT_PASSWORD",
+            "MQTT_SOURCE_PASSWORD",
+            "HTTP_TOKEN",
+            "IIOT_NODE_KEY_1",
+            "IIOT_NODE_KEY_254",
+        ] {
+            assert!(is_secret(std::ffi::OsStr::new(name)), "{name}");
+        }
+        for name in ["PATH", "HOME", "RUST_LOG", "IIOT_NODE_KEY", "MY_HTTP_TOKEN"] {
+            assert!(!is_secret(std::ffi::OsStr::new(name)), "{name}");
+        }
+    }
 
     fn restarts() -> (SourceContext, Arc<Stats>) {
         let stats = Arc::new(Stats::default());

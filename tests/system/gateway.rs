@@ -72,11 +72,36 @@ impl TestGateway {
 
     /// Like [`TestGateway::spawn`] with `RUST_LOG` = `rust_log`.
     pub fn spawn_logging(dir: &Path, args: &[&str], stdin: Stdio, rust_log: &str) -> TestGateway {
+        Self::spawn_with_env(dir, args, stdin, &[("RUST_LOG", rust_log)])
+    }
+
+    /// Writes `config` to `dir/config.toml` and starts the gateway with it and these
+    /// environment variables (`RUST_LOG` = `info` unless given).
+    pub fn start_with_env(
+        dir: &Path,
+        config: &str,
+        stdin: Stdio,
+        env: &[(&str, &str)],
+    ) -> TestGateway {
+        let cfg = dir.join("config.toml");
+        fs::write(&cfg, config).expect("write config");
+        let mut all = vec![("RUST_LOG", "info")];
+        all.extend_from_slice(env);
+        let args = ["--config", cfg.to_str().expect("utf-8 path")];
+        Self::spawn_with_env(dir, &args, stdin, &all)
+    }
+
+    fn spawn_with_env(
+        dir: &Path,
+        args: &[&str],
+        stdin: Stdio,
+        env: &[(&str, &str)],
+    ) -> TestGateway {
         let log = dir.join(format!("gateway-{}.log", unique()));
         let child = Command::new(BIN)
             .args(args)
             .current_dir(dir)
-            .env("RUST_LOG", rust_log)
+            .envs(env.iter().copied())
             .stdin(stdin)
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).expect("log file"))

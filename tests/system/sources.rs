@@ -181,6 +181,60 @@ async fn a_killed_gateway_takes_its_source_process_with_it() {
     .await;
 }
 
+/// The gateway's secrets stay the gateway's: a program its source starts (probe-rs, a
+/// `command`) gets none of them in its environment, while the rest of it passes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_process_gets_none_of_the_gateways_secrets() {
+    let mosquitto = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("print-env");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nenv > {d}/env.part && mv {d}/env.part {d}/env\nexec sleep 300\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let source = format!(
+        "[source]\nkind = \"command\"\ncommand = [\"{}\"]\n",
+        script.display()
+    );
+    let secrets = [
+        ("INFLUXDB_TOKEN", "influx-token-not-for-children"),
+        ("INFLUXDB_PASSWORD", "influx-password-not-for-children"),
+        ("MQTT_SOURCE_PASSWORD", "source-password-not-for-children"),
+        ("IIOT_NODE_KEY_7", "000102030405060708090a0b0c0d0e0f"),
+    ];
+    let mut env = secrets.to_vec();
+    env.push(("IIOT_TEST_PASSED_ON", "kept"));
+    let mut gw = TestGateway::start_with_env(
+        dir.path(),
+        &config(dir.path(), &source, &mosquitto, "gw-env"),
+        Stdio::null(),
+        &env,
+    );
+    let env_file = dir.path().join("env");
+    wait_until("the command to start", Duration::from_secs(10), || async {
+        env_file.exists()
+    })
+    .await;
+    let seen = std::fs::read_to_string(&env_file).unwrap();
+    assert!(
+        seen.lines().any(|l| l == "IIOT_TEST_PASSED_ON=kept"),
+        "the rest of the environment passes on: {seen}"
+    );
+    for (name, value) in secrets {
+        assert!(
+            !seen.contains(name) && !seen.contains(value),
+            "{name} reached the source's program"
+        );
+    }
+    gw.signal(libc::SIGTERM);
+    gw.wait(Duration::from_secs(10));
+}
+
 /// A child killed by a signal it did not raise is not the child's doing: the gateway logs it
 /// as an error naming the signal and counts it apart from exits in `/metrics`.
 #[tokio::test(flavor = "multi_thread")]
